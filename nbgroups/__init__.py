@@ -1,0 +1,106 @@
+"""nbgroups: parallel task groups for Jupyter notebooks.
+
+Submit calls from a notebook (``async_task``, ``async_iter``, ``sweep``), let a
+loky process pool run them, find every result again in a durable store keyed
+by group (``result_group``, ``fetch_group``, ``count_group``...), and watch each
+group's progress live in the cell. ``%load_ext nbgroups`` adds magics.
+
+``import nbgroups`` stays light: IPython and ipywidgets load only when a
+progress view or the extension is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .api import (
+    AsyncTask,
+    Task,
+    async_iter,
+    async_task,
+    cancel_group,
+    configure,
+    count_group,
+    delete_group,
+    fetch,
+    fetch_group,
+    group_counts,
+    list_groups,
+    result,
+    result_group,
+    resume_group,
+    retry_group,
+    settings,
+    sweep,
+)
+from .errors import (
+    ConfigurationError,
+    NbgroupsError,
+    SignatureError,
+    StoreError,
+    TaskCancelled,
+    TaskError,
+    TaskTimeout,
+    WorkerDied,
+)
+from .records import GroupCounts, State, TaskList
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # submitting
+    "AsyncTask",
+    "async_iter",
+    "async_task",
+    "sweep",
+    # reading
+    "Task",
+    "TaskList",
+    "count_group",
+    "fetch",
+    "fetch_group",
+    "group_counts",
+    "list_groups",
+    "result",
+    "result_group",
+    # managing
+    "cancel_group",
+    "delete_group",
+    "resume_group",
+    "retry_group",
+    # settings and display
+    "configure",
+    "progress",
+    "settings",
+    # values and errors
+    "ConfigurationError",
+    "GroupCounts",
+    "NbgroupsError",
+    "SignatureError",
+    "State",
+    "StoreError",
+    "TaskCancelled",
+    "TaskError",
+    "TaskTimeout",
+    "WorkerDied",
+]
+
+
+def progress(group_id: str, **kwargs: Any):
+    """Display (or return) the live progress view of a group."""
+    from .display import progress as _progress
+
+    return _progress(group_id, **kwargs)
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext nbgroups``: magics and automatic progress display."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

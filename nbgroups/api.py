@@ -1,0 +1,555 @@
+"""The public face: django-q's task-group API, with DESIGN.md's fixes.
+
+Everything here validates its arguments at the call (before anything is
+stored), then talks to the kernel's :class:`~nbgroups.runner.Runner` (to
+submit and to wait) and to the store (to read).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import itertools
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from . import names
+from .records import State, TaskList, TaskRecord
+from .runner import Options, Runner
+from .settings import CHECK, Settings, from_environment
+from .store import Store
+
+OPTION_NAMES = frozenset(
+    {"group", "cached", "timeout", "retries", "hook", "sync", "save", "task_name", "reuse"}
+)
+
+_lock = threading.RLock()
+_settings: Settings | None = None
+_runner: Runner | None = None
+_default_group: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "nbgroups_default_group", default=None
+)
+_default_options: contextvars.ContextVar[dict] = contextvars.ContextVar(
+    "nbgroups_default_options", default={}  # noqa: B039 - never mutated
+)
+_submit_listeners: list[Callable[[str | None, int | None], None]] = []
+
+
+# ---------------------------------------------------------------- configuration
+def settings() -> Settings:
+    """The settings in force (defaults overridden by ``NBGROUPS_*`` variables)."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = from_environment()
+        return _settings
+
+
+def configure(**changes: Any) -> Settings:
+    """Change this kernel's settings; returns the settings now in force.
+
+    Keywords: ``store`` (directory), ``workers``, ``backend`` (``'loky'``,
+    ``'thread'``, ``'sync'``, ``'dask'``), ``progress`` (``'auto'``,
+    ``'widget'``, ``'text'``, ``False``), defaults for ``timeout``,
+    ``retries``, ``cached``, ``reuse``, and ``cache_ttl``, ``address``,
+    ``client`` (Dask). Each has an environment variable ``NBGROUPS_<NAME>``.
+    Tasks already running finish on the previous runner.
+
+    >>> configure(backend="sync", store=str(tmp_store)).backend
+    'sync'
+    """
+    global _settings, _runner
+    with _lock:
+        new = settings().replace(**changes)
+        if new.backend == "dask" and new.address is None and new.client is None:
+            raise ValueError("backend='dask' needs address='tcp://host:port' or client=Client(...)")
+        rebuild = _runner is not None and any(
+            getattr(new, k) != getattr(_settings, k)
+            for k in ("store", "workers", "backend", "address", "client")
+        )
+        if rebuild:
+            old, _runner = _runner, None
+            _retire(old)
+        _settings = new
+        if new.store != getattr(_runner, "settings", new).store or _runner is None:
+            _runner = Runner(new)  # opens the store now: a bad directory fails here
+        else:
+            _runner.settings = new
+        return new
+
+
+def _retire(runner: Runner) -> None:
+    """Let a replaced runner finish what it runs, then stop it, off the caller's thread."""
+    def drain() -> None:
+        runner.close(wait=True)
+
+    threading.Thread(target=drain, name="nbgroups-retire", daemon=True).start()
+
+
+def runner() -> Runner:
+    """The kernel's runner (created, with its store, on first use)."""
+    global _runner
+    with _lock:
+        if _runner is None:
+            _runner = Runner(settings())
+        return _runner
+
+
+def use_store(store: Store) -> Runner:
+    """Run on an already-built store (tests use :class:`~nbgroups.store.MemoryStore`)."""
+    global _runner
+    with _lock:
+        if _runner is not None:
+            _retire(_runner)
+        _runner = Runner(settings(), store=store)
+        return _runner
+
+
+@contextlib.contextmanager
+def default_group(group: str | None, **options: Any) -> Iterator[None]:
+    """Make ``group`` (and ``options``) the default of every submission inside."""
+    if group is not None:
+        _check_group(group)
+    token = _default_group.set(group)
+    otoken = _default_options.set(options)
+    try:
+        yield
+    finally:
+        _default_group.reset(token)
+        _default_options.reset(otoken)
+
+
+# ---------------------------------------------------------------- validation
+def _check_group(group: Any, name: str = "group") -> None:
+    if not isinstance(group, str):
+        raise TypeError(f"{name} must be a non-empty str, got {type(group).__name__} {group!r}")
+    if not group or "\x00" in group:
+        raise ValueError(f"{name} must be a non-empty str without NUL characters, got {group!r}")
+
+
+def _check_func(func: Any) -> None:
+    if isinstance(func, str):
+        if not func or any(not part.isidentifier() for part in func.split(".")):
+            raise ValueError(f"func as a string must be a dotted path like 'math.modf', "
+                             f"got {func!r}")
+    elif not callable(func):
+        raise TypeError(
+            f"func must be a callable or a dotted path string, got {type(func).__name__} {func!r}"
+        )
+
+
+def _wait_seconds(wait: Any) -> float | None:
+    """``wait`` in ms -> seconds to wait (None: without limit)."""
+    if isinstance(wait, bool) or not isinstance(wait, int | float):
+        raise TypeError(f"wait must be milliseconds (an int >= 0, or -1 to wait without limit), "
+                        f"got {wait!r}")
+    if wait < 0 and wait != -1:
+        raise ValueError(f"wait must be >= 0 milliseconds, or -1 to wait without limit, "
+                         f"got {wait!r}")
+    return None if wait == -1 else wait / 1000
+
+
+def _check_count(count: Any) -> None:
+    if count is None:
+        return
+    if isinstance(count, bool) or not isinstance(count, int):
+        raise TypeError(f"count must be None or an int >= 1, got {count!r}")
+    if count < 1:
+        raise ValueError(f"count must be None or an int >= 1, got {count!r}")
+
+
+def _check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def _options(raw: dict) -> tuple[Options, dict]:
+    """Validate submission options, fill defaults; returns (Options, flags)."""
+    s = settings()
+    merged = {**_default_options.get(), **raw}
+    unknown = sorted(set(merged) - OPTION_NAMES)
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown}; accepted: {sorted(OPTION_NAMES)}")
+    group = merged.get("group", _default_group.get())
+    if group is not None:
+        _check_group(group)
+    cached = merged.get("cached", s.cached)
+    CHECK.cached("cached", cached)
+    timeout = merged.get("timeout", s.timeout)
+    CHECK.timeout("timeout", timeout)
+    retries = merged.get("retries", s.retries)
+    CHECK.non_negative_int("retries", retries)
+    hook = merged.get("hook")
+    if hook is not None and not (callable(hook) or isinstance(hook, str)):
+        raise TypeError(f"hook must be a callable or a dotted path, got {hook!r}")
+    flags = {}
+    for flag, default in (("sync", False), ("save", True), ("reuse", s.reuse)):
+        value = merged.get(flag, default)
+        _check_bool(flag, value)
+        flags[flag] = value
+    task_name = merged.get("task_name")
+    if task_name is not None:
+        _check_group(task_name, "task_name")
+    ttl = None if cached is False else (s.cache_ttl if cached is True else cached)
+    opts = Options(group=group, ttl=ttl, timeout=timeout, retries=retries, hook=hook,
+                   save=flags["save"], task_name=task_name)
+    return opts, flags
+
+
+def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
+    if "q_options" in kwargs:
+        kwargs = dict(kwargs)
+        q = kwargs.pop("q_options")
+        if not isinstance(q, dict):
+            raise TypeError(f"q_options must be a dict of options, got {q!r}")
+        return q, kwargs
+    opts = {k: kwargs[k] for k in kwargs if k in OPTION_NAMES}
+    rest = {k: v for k, v in kwargs.items() if k not in OPTION_NAMES}
+    return opts, rest
+
+
+def _submitted(group: str | None, ttl: int | None) -> None:
+    for listener in list(_submit_listeners):
+        listener(group, ttl)
+
+
+# ---------------------------------------------------------------- submission
+def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
+    """Submit one call of ``func``; returns the task id (32 hex digits).
+
+    ``func`` is a callable (lambdas and notebook functions work) or a dotted
+    path (``'math.modf'``) resolved in the worker. The keywords ``group``,
+    ``cached``, ``timeout``, ``retries``, ``hook``, ``sync``, ``save``,
+    ``task_name``, ``reuse`` are options; the others go to ``func``. Pass
+    ``q_options={...}`` when ``func`` itself takes one of those keywords.
+
+    >>> tid = async_task('math.modf', 2.5, group='doc', sync=True)
+    >>> result(tid)
+    (0.5, 2.0)
+    """
+    _check_func(func)
+    raw, fkwargs = _split_kwargs(kwargs)
+    opts, flags = _options(raw)
+    if flags["reuse"]:
+        from .reuse import submit_reusing
+
+        ids = submit_reusing(runner(), func, [(args, fkwargs)], opts, inline=flags["sync"])
+    else:
+        ids = runner().submit(func, [(args, fkwargs)], opts, inline=flags["sync"],
+                              raise_errors=flags["sync"])
+    _submitted(opts.group, opts.ttl)
+    return ids[0]
+
+
+def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str:
+    """Submit ``func`` over every item of ``args_iter`` as one task; returns its id.
+
+    Tuples are unpacked into positional arguments. ``result(id)`` is the list
+    of results in input order; the task succeeded only if every item did.
+    Items go to the workers in batches: much faster than one task per item.
+
+    >>> result(async_iter('math.floor', [1.5, 2.5], sync=True))
+    [1, 2]
+    """
+    _check_func(func)
+    if not isinstance(args_iter, Iterable) or isinstance(args_iter, str | bytes):
+        raise TypeError(f"args_iter must be an iterable of arguments, got {args_iter!r}")
+    opts, flags = _options(options)
+    items = list(args_iter)
+    ids = runner().submit(func, [(items, None)], opts, iterable=True, inline=flags["sync"],
+                          raise_errors=flags["sync"])
+    _submitted(opts.group, opts.ttl)
+    return ids[0]
+
+
+def sweep(func: Callable | str, group: str, **grid: Any) -> str:
+    """One task per point of the Cartesian product of the keyword lists; returns ``group``.
+
+    Option keywords (``reuse``, ``timeout``, ...) are options, not grid axes.
+    With ``reuse=True`` a point already done successfully in the group is not
+    run again, so a sweep cell can be re-run after extending a list.
+
+    >>> g = sweep(pow, 'doc-sweep', base=[2, 3], exp=[2], sync=True)
+    >>> result_group(g)
+    [4, 9]
+    """
+    _check_func(func)
+    _check_group(group)
+    raw = {k: grid.pop(k) for k in list(grid) if k in OPTION_NAMES}
+    raw["group"] = group
+    axes = {}
+    for name, values in grid.items():
+        if isinstance(values, str | bytes) or not isinstance(values, Iterable):
+            raise TypeError(f"sweep axis {name!r} must be a list of values, got {values!r}")
+        axes[name] = list(values)
+    if not axes:
+        raise ValueError("sweep() needs at least one keyword list, e.g. x=[1, 2, 3]")
+    opts, flags = _options(raw)
+    calls = [((), dict(zip(axes, point, strict=True)))
+             for point in itertools.product(*axes.values())]
+    if flags["reuse"]:
+        from .reuse import submit_reusing
+
+        submit_reusing(runner(), func, calls, opts, inline=flags["sync"])
+    else:
+        runner().submit(func, calls, opts, inline=flags["sync"], raise_errors=flags["sync"])
+    _submitted(opts.group, opts.ttl)
+    return group
+
+
+# ---------------------------------------------------------------- reading
+class Task(TaskRecord):
+    """A task record with django-q's group helpers."""
+
+    def group_result(self, failures: bool = False) -> list | None:
+        return result_group(self.group, failures=failures) if self.group else None
+
+    def group_count(self, failures: bool = False) -> int:
+        return count_group(self.group, failures=failures) if self.group else 0
+
+    def group_delete(self, tasks: bool = False) -> int:
+        return delete_group(self.group, tasks=tasks) if self.group else 0
+
+
+def _layer(cached: Any) -> int | None:
+    if isinstance(cached, bool):
+        return settings().cache_ttl if cached else None
+    CHECK.cached("cached", cached)
+    return cached
+
+
+def _find(r: Runner, task_id: str, ttl: int | None) -> Task | None:
+    store = r.store_for(ttl)
+    if names.looks_like_id(task_id):
+        return store.task(task_id, Task)
+    return store.task_by_name(task_id, Task)
+
+
+def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
+    """The task record for an id or a name (newest of that name), or None.
+
+    With ``wait`` (ms; -1 without limit) waits for the task to finish.
+    """
+    if not isinstance(task_id, str):
+        raise TypeError(f"task_id must be a task id or name (str), got {task_id!r}")
+    timeout = _wait_seconds(wait)
+    ttl = _layer(cached)
+    r = runner()
+    r.flush()
+    task = _find(r, task_id, ttl)
+    if wait == 0 or (task is not None and task.state.final):
+        return task
+    tid = task.id if task is not None else task_id
+    box: list[Task | None] = [task]
+
+    def finished() -> bool:
+        if tid in r._active:
+            return False
+        box[0] = _find(r, tid, ttl)
+        return box[0] is not None and box[0].state.final
+
+    r.wait(finished, timeout)
+    return box[0]
+
+
+def result(task_id: str, wait: int = 0, cached: bool = False) -> Any:
+    """The result of a task (id or name), or None if unknown or not finished within ``wait`` ms.
+
+    A failed task's result is its exception.
+    """
+    task = fetch(task_id, wait=wait, cached=cached)
+    return task.result if task is not None and task.state.finished else None
+
+
+def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -> None:
+    timeout = _wait_seconds(wait)
+    _check_count(count)
+    if count is not None:
+        if wait == 0:
+            timeout = None  # django-q: count without wait waits without limit
+        r.flush()
+        r.wait(lambda: r.store_for(ttl).counts(group).finished >= count, timeout)
+    elif wait != 0:
+        r.flush()
+        r.wait(lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
+               timeout)
+
+
+def result_group(group_id: str, failures: bool = False, wait: int = 0,
+                 count: int | None = None, cached: bool = False) -> list | None:
+    """Results of the group in submission order; None if the group is unknown.
+
+    Failures are left out unless ``failures=True`` (then their result is the
+    exception). ``count=N`` waits until at least N tasks finished (failures
+    count too); ``wait`` (ms, -1 without limit) alone waits until every task
+    submitted so far finished or was cancelled.
+    """
+    _check_group(group_id, "group_id")
+    _check_bool("failures", failures)
+    ttl = _layer(cached)
+    r = runner()
+    _wait_group(r, group_id, wait, count, ttl)
+    r.flush()
+    return r.store_for(ttl).group_results(group_id, failures)
+
+
+def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
+                count: int | None = None, cached: bool = False) -> TaskList | None:
+    """The group's :class:`Task` records in submission order; None if unknown."""
+    _check_group(group_id, "group_id")
+    _check_bool("failures", failures)
+    ttl = _layer(cached)
+    r = runner()
+    _wait_group(r, group_id, wait, count, ttl)
+    r.flush()
+    tasks = r.store_for(ttl).group_records(group_id, Task)
+    if tasks is None:
+        return None
+    if not failures:
+        tasks = tasks.exclude(success=False)
+    return _with_running(r, tasks)
+
+
+def _with_running(r: Runner, tasks: TaskList) -> TaskList:
+    """Mark the tasks this process is running (the store only knows queued)."""
+    import dataclasses
+
+    active = r._active
+    if not active:
+        return tasks
+    return TaskList(
+        dataclasses.replace(t, state=State.RUNNING)
+        if t.state is State.QUEUED and (j := active.get(t.id)) is not None
+        and j.state is State.RUNNING else t
+        for t in tasks
+    )
+
+
+def count_group(group_id: str, failures: bool = False, cached: bool = False) -> int:
+    """Successes (or failures, with ``failures=True``) of the group; 0 if unknown."""
+    _check_group(group_id, "group_id")
+    _check_bool("failures", failures)
+    r = runner()
+    r.flush()
+    c = r.store_for(_layer(cached)).counts(group_id)
+    return c.failed if failures else c.done
+
+
+def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> int:
+    """Remove the group label (tasks stay, ``group=None``), or with ``tasks=True``
+    the tasks too, cancelling those not started. Returns how many tasks."""
+    _check_group(group_id, "group_id")
+    _check_bool("tasks", tasks)
+    ttl = _layer(cached)
+    r = runner()
+    if tasks:
+        r.cancel(group_id, ttl)
+    r.flush()
+    return int(r.store_for(ttl).delete_group(group_id, tasks))
+
+
+def cancel_group(group_id: str, cached: bool = False) -> int:
+    """Cancel the group's tasks not yet started; returns how many were cancelled."""
+    _check_group(group_id, "group_id")
+    return runner().cancel(group_id, _layer(cached))
+
+
+def retry_group(group_id: str, cached: bool = False) -> int:
+    """Re-submit the group's failed tasks (same callable and arguments); returns how many."""
+    _check_group(group_id, "group_id")
+    ttl = _layer(cached)
+    r = runner()
+    r.flush()
+    entries = r.store_for(ttl).group_entries(group_id) or []
+    todo = [(p, c, "failure") for p, c, o in entries if o is not None and o.state == "failure"]
+    return r.resubmit(todo, ttl)
+
+
+def resume_group(group_id: str) -> int:
+    """Re-submit the group's tasks that never finished (e.g. after a kernel restart).
+
+    Each runs once: tasks this kernel is still running are left alone.
+    """
+    _check_group(group_id, "group_id")
+    r = runner()
+    r.flush()
+    entries = r.store.group_entries(group_id) or []
+    todo = [(p, c, None) for p, c, o in entries if o is None]
+    return r.resubmit(todo, None)
+
+
+def group_counts(group_id: str, cached: bool = False):
+    """A :class:`~nbgroups.records.GroupCounts` snapshot (stored + this kernel's live)."""
+    _check_group(group_id, "group_id")
+    return runner().counts(group_id, _layer(cached))
+
+
+def list_groups() -> list[str]:
+    """Names of the groups in the store."""
+    r = runner()
+    r.flush()
+    return r.store.groups()
+
+
+# ---------------------------------------------------------------- AsyncTask
+class AsyncTask:
+    """Builder for one task: options as attributes, ``run()`` submits.
+
+    >>> a = AsyncTask('math.floor', 2.5, group='doc-math', sync=True)
+    >>> a.run() == a.id
+    True
+    >>> a.result()
+    2
+    """
+
+    def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:
+        _check_func(func)
+        raw, fkwargs = _split_kwargs(kwargs)
+        _options(raw)  # fail now on a bad option
+        self.func = func
+        self.args = args
+        self.kwargs = fkwargs
+        self.id: str | None = None
+        self.started = False
+        for name in OPTION_NAMES:
+            setattr(self, name, raw.get(name))
+
+    def _option_values(self) -> dict:
+        return {n: getattr(self, n) for n in OPTION_NAMES if getattr(self, n) is not None}
+
+    def run(self) -> str:
+        """Submit the task; returns its id."""
+        self.id = async_task(self.func, *self.args, q_options=self._option_values(),
+                             **self.kwargs)
+        self.started = True
+        return self.id
+
+    @property
+    def _cached(self) -> bool | int:
+        return self.cached or False
+
+    def result(self, wait: int = 0) -> Any:
+        return result(self.id, wait=wait, cached=self._cached) if self.id else None
+
+    def fetch(self, wait: int = 0) -> Task | None:
+        return fetch(self.id, wait=wait, cached=self._cached) if self.id else None
+
+    def result_group(self, failures: bool = False, wait: int = 0, count: int | None = None):
+        if not self.group:
+            return None
+        return result_group(self.group, failures=failures, wait=wait, count=count,
+                            cached=self._cached)
+
+    def fetch_group(self, failures: bool = True, wait: int = 0, count: int | None = None):
+        if not self.group:
+            return None
+        return fetch_group(self.group, failures=failures, wait=wait, count=count,
+                           cached=self._cached)
+
+    def group_count(self, failures: bool = False) -> int:
+        return count_group(self.group, failures=failures, cached=self._cached) if self.group \
+            else 0
+
+    def group_delete(self, tasks: bool = False) -> int:
+        return delete_group(self.group, tasks=tasks, cached=self._cached) if self.group else 0

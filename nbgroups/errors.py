@@ -1,0 +1,63 @@
+"""The one error tree of nbgroups.
+
+Every error nbgroups raises derives from :class:`NbgroupsError` and mixes in
+the built-in exception that fits, so ``except ValueError`` still works for
+callers who do not know nbgroups.
+"""
+
+from __future__ import annotations
+
+
+class NbgroupsError(Exception):
+    """Base class of every nbgroups error."""
+
+
+class ConfigurationError(NbgroupsError, ValueError):
+    """A setting or a submission option has a value nbgroups does not accept."""
+
+
+class StoreError(NbgroupsError, OSError):
+    """The store directory cannot be used (not writable, corrupt database, ...)."""
+
+
+class SignatureError(NbgroupsError, ValueError):
+    """A stored entry failed HMAC verification; it was not unpickled."""
+
+
+class TaskError(NbgroupsError):
+    """A task failed and its own exception could not be carried back.
+
+    Holds the original exception's type name, message and traceback text, so
+    that a failure is readable even when the exception object does not pickle
+    or cannot be rebuilt in this process.
+    """
+
+    def __init__(self, type_name: str, message: str, traceback: str = "") -> None:
+        super().__init__(f"{type_name}: {message}" if message else type_name)
+        self.type_name = type_name
+        self.message = message
+        self.traceback = traceback
+
+    def __reduce__(self):
+        return (type(self), (self.type_name, self.message, self.traceback))
+
+
+class TaskTimeout(TaskError, TimeoutError):
+    """A task ran longer than its ``timeout`` and its worker was replaced."""
+
+    def __init__(self, type_name: str = "TaskTimeout", message: str = "", traceback: str = ""):
+        super().__init__(type_name, message, traceback)
+
+
+class WorkerDied(TaskError):
+    """The worker process running a task died (signal, ``os._exit``, OOM kill)."""
+
+    def __init__(self, type_name: str = "WorkerDied", message: str = "", traceback: str = ""):
+        super().__init__(type_name, message, traceback)
+
+
+class TaskCancelled(TaskError):
+    """A task was cancelled before it started."""
+
+    def __init__(self, type_name: str = "TaskCancelled", message: str = "", traceback: str = ""):
+        super().__init__(type_name, message, traceback)

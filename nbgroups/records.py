@@ -1,0 +1,195 @@
+"""Values: task records as users see them, group counts, and the stored layouts.
+
+Records outlive library upgrades, so every stored layout carries
+:data:`SCHEMA_VERSION`. The stored forms are plain tuples (fast to pickle by
+the ten thousand); the classes here are what the store hands back.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+SCHEMA_VERSION = 1
+
+
+class State(str, enum.Enum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILURE = "failure"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (State.SUCCESS, State.FAILURE)
+
+    @property
+    def final(self) -> bool:
+        return self in (State.SUCCESS, State.FAILURE, State.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """A task as stored: what was called, with what, and how it ended.
+
+    ``success`` is ``True``/``False`` once the task finished, ``None`` while it
+    is queued or running and for a cancelled task. ``result`` is the return
+    value, or the exception for a failed task.
+    """
+
+    id: str
+    name: str
+    func: str
+    args: tuple | None
+    kwargs: dict | None
+    result: Any
+    group: str | None
+    started: float | None
+    stopped: float | None
+    success: bool | None
+    attempt_count: int
+    traceback: str | None
+    state: State = State.QUEUED
+    submitted: float | None = None
+    schema: int = field(default=SCHEMA_VERSION, repr=False)
+
+    def time_taken(self) -> float | None:
+        """Seconds the task ran (queue time excluded), or None if it has not finished."""
+        if self.started is None or self.stopped is None:
+            return None
+        return self.stopped - self.started
+
+    @property
+    def error(self) -> str | None:
+        """The exception line of a failed task (``'ValueError: bad x'``)."""
+        if self.success is not False:
+            return None
+        exc = self.result
+        if isinstance(exc, BaseException):
+            type_name = getattr(exc, "type_name", None) or type(exc).__name__
+            message = getattr(exc, "message", None) if hasattr(exc, "type_name") else str(exc)
+            return f"{type_name}: {message}" if message else type_name
+        return str(exc)
+
+
+class TaskList(list):
+    """A list of tasks with django-queryset-like helpers."""
+
+    def filter(self, **fields: Any) -> TaskList:
+        """Tasks whose attributes equal every given value: ``filter(success=True)``."""
+        return TaskList(t for t in self if all(getattr(t, k) == v for k, v in fields.items()))
+
+    def exclude(self, **fields: Any) -> TaskList:
+        """Tasks left after removing those matching every given value."""
+        return TaskList(t for t in self if not all(getattr(t, k) == v for k, v in fields.items()))
+
+    def values(self, *fields: str) -> list[dict[str, Any]]:
+        """One dict per task with the named attributes (all record fields by default)."""
+        names = fields or tuple(TaskRecord.__dataclass_fields__)
+        return [{n: getattr(t, n) for n in names if n != "schema"} for t in self]
+
+    def to_dataframe(self):
+        """A pandas DataFrame: one row per task, one column per keyword parameter,
+        ``result`` (dict results expanded into columns), ``success``, ``error``,
+        ``time_taken``, ``attempt_count``.
+        """
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
+        rows = []
+        for t in self:
+            row: dict[str, Any] = {"id": t.id, "name": t.name, "group": t.group}
+            if t.kwargs:
+                row.update(t.kwargs)
+            elif t.args is not None and len(t.args) == 1:
+                row["arg"] = t.args[0]
+            elif t.args:
+                row["args"] = t.args
+            if t.success and isinstance(t.result, dict):
+                row.update({k if k not in row else f"result.{k}": v for k, v in t.result.items()})
+            else:
+                row["result"] = t.result if t.success else None
+            row.update(
+                success=t.success,
+                error=t.error,
+                time_taken=t.time_taken(),
+                attempt_count=t.attempt_count,
+                state=t.state.value,
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+
+@dataclass(frozen=True)
+class GroupCounts:
+    """Counts of one group. ``done`` counts successes."""
+
+    group: str
+    submitted: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    running: int = 0
+    queued: int = 0
+    first_submitted: float | None = None
+    last_finished: float | None = None
+    reused: int = 0
+
+    @property
+    def finished(self) -> int:
+        return self.done + self.failed
+
+    @property
+    def settled(self) -> bool:
+        """Every submitted task finished or was cancelled."""
+        return self.finished + self.cancelled >= self.submitted
+
+
+class Outcome(NamedTuple):
+    """How one run of a task ended, as written to the store.
+
+    ``result`` is a pickled value, a list of pickled chunks (``async_iter``) or
+    None; ``error`` a pickled exception or None.
+    """
+
+    id: str
+    state: str
+    attempt: int
+    started: float | None
+    stopped: float | None
+    result: Any
+    error: bytes | None
+    traceback: str | None
+
+
+class Call(NamedTuple):
+    """One submitted task inside a spec page."""
+
+    index: int
+    func: int  # index into SpecPage.funcs
+    args: tuple | None
+    kwargs: dict | None
+    task_name: str | None
+    iterable: bool = False  # async_iter: args is the list of items
+
+
+@dataclass(frozen=True)
+class SpecPage:
+    """A batch of submitted tasks of one group, written in one store entry.
+
+    ``funcs`` holds ``(display name, pickled callable or None for a dotted
+    path)``; ``options`` the submission options shared by the page's calls.
+    """
+
+    prefix: str
+    group: str | None
+    gen: int
+    seq: int
+    created: float
+    funcs: tuple[tuple[str, bytes | None], ...]
+    calls: tuple[Call, ...]
+    options: dict
+    schema: int = SCHEMA_VERSION

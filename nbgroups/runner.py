@@ -1,0 +1,760 @@
+"""The runner: one per kernel, between the api and the executor.
+
+::
+
+    async_task / async_iter ──▶ open pages (per group) ──flush──▶ store: spec pages
+                                       │                          (before dispatch)
+                                       ▼
+                                ready queue ──adaptive batches──▶ executor (loky …)
+                                                                     │ run_batch
+                                       ┌─────────── outcomes ◀───────┘
+                                       ▼
+         retries re-queued ◀── complete ──▶ store: outcome pages + counters
+                                       │        (before a task counts as finished)
+                                       └──▶ waiters woken, hooks called, progress views
+
+Submission (the caller's thread) only appends the call to an *open page* of
+its group and returns the id: ids and names are derived from the page, so
+nothing is written per task. The runner thread wakes, lets a burst of
+submissions settle for a moment, then *flushes*: every open page goes to the
+store in one transaction, and its calls join the ready queue.
+
+Dispatch cuts the ready queue into batches sized from the measured duration
+of recent calls (like joblib's auto-batching, but per task tracking stays),
+keeps a couple of batches per worker in flight, and stamps each batch with a
+monitor file so that a dead worker can be traced to the call it ran.
+
+Completion writes the outcomes of everything that finished since the last
+look in one transaction, re-queues failed runs that have retries left, wakes
+waiters (one condition: every wait in nbgroups goes through :meth:`wait`),
+and calls hooks.
+
+Faults: a broken pool (a worker died) fails only the call that was running
+in the dead worker; the rest of its batch and of the other in-flight batches
+go back to the queue and run on a fresh pool. A call past its ``timeout``
+has its worker killed, and fails with :class:`TaskTimeout`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import collections
+import contextlib
+import itertools
+import logging
+import math
+import os
+import pickle
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import names
+from .errors import TaskTimeout, WorkerDied
+from .executors import Executor, SyncExecutor, make_executor
+from .records import Call, GroupCounts, Outcome, State, TaskRecord
+from .serialize import callable_name, dumps, dumps_exception, format_exception, loads_exception
+from .settings import Settings
+from .store import DiskStore, Store, build_record
+from .worker import read_monitor, run_batch
+
+log = logging.getLogger("nbgroups")
+
+TARGET_BATCH_SECONDS = 0.05
+MAX_BATCH = 4096
+ITER_CHUNK_MAX = 20_000
+LINGER_SECONDS = 0.003
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-submission options, after validation and defaults."""
+
+    group: str | None = None
+    ttl: int | None = None  # not None: the cached layer, with this TTL
+    timeout: float | None = None
+    retries: int = 0
+    hook: Any = None
+    save: bool = True
+    task_name: str | None = None
+
+    def page_key(self) -> tuple:
+        return (self.group, self.ttl, self.timeout, self.retries, id(self.hook), self.save)
+
+
+class Job:
+    """A task (or one chunk of an ``async_iter`` task) inside this runner."""
+
+    __slots__ = (
+        "args", "attempt", "chunks", "func", "gen", "id", "items", "kwargs", "options",
+        "parent", "prefix", "prev", "state", "suspect", "task_name",
+    )
+
+    def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
+        self.id = tid
+        self.func = func  # (display name, pickled callable or None)
+        self.args = args
+        self.kwargs = kwargs
+        self.options = options
+        self.prefix = prefix
+        self.task_name = task_name
+        self.gen = 0
+        self.attempt = 0
+        self.prev = prev  # the final state a re-run replaces (retry_group)
+        self.state = State.QUEUED
+        self.items = None  # async_iter: the list of items
+        self.chunks = None  # async_iter: parent's chunk bookkeeping
+        self.parent = None  # async_iter chunk: (parent job, chunk index)
+        self.suspect = False  # was running when a worker died: re-run alone
+
+
+@dataclass
+class _IterState:
+    results: list
+    remaining: int
+    failed: bool = False
+    error: bytes | None = None
+    traceback: str | None = None
+    started: float | None = None
+
+
+@dataclass
+class _OpenPage:
+    prefix: str
+    options: Options
+    created: float
+    funcs: list = field(default_factory=list)
+    func_index: dict = field(default_factory=dict)
+    jobs: list = field(default_factory=list)
+
+
+@dataclass
+class _Batch:
+    id: int
+    jobs: list
+    monitor: str | None
+    submitted: float
+    future: Any = None
+    cause: BaseException | None = None  # set when the runner killed the worker
+
+
+class Runner:
+    """Owns the executor, the in-memory task state and the two store layers."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.store = store if store is not None else DiskStore(settings.store)
+        self._cache_store: Store | None = None
+        self._lock = threading.RLock()
+        self._flush_lock = threading.Lock()
+        self._changed = threading.Condition()
+        self._version = 0
+        self._wake = threading.Event()
+        self._open: dict[tuple, _OpenPage] = {}
+        self._sealed: list[_OpenPage] = []
+        self._pending = 0
+        self._ready: collections.deque[Job] = collections.deque()
+        self._inflight: dict[int, _Batch] = {}
+        self._done: collections.deque = collections.deque()
+        self._live: dict[tuple, list[int]] = {}  # (layer, group) -> [queued, running]
+        self._active: dict[str, Job] = {}  # task id -> job, until it finishes
+        self._batch_ids = itertools.count(1)
+        self._per_call = None  # EWMA of a call's run time, seconds
+        self._executor: Executor | None = None
+        self._inline = SyncExecutor(1)
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._monitor_dir: str | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self.restarts = 0
+
+    # ------------------------------------------------------------------ stores
+    def store_for(self, ttl: int | None) -> Store:
+        if ttl is None:
+            return self.store
+        if self._cache_store is None:
+            with self._lock:
+                if self._cache_store is None:
+                    base = getattr(self.store, "directory", None)
+                    if base is None:
+                        from .store import MemoryStore
+
+                        self._cache_store = MemoryStore(keep_args=False, ttl=ttl)
+                    else:
+                        self._cache_store = DiskStore(base / "cache", keep_args=False, ttl=ttl)
+        return self._cache_store
+
+    @property
+    def cache_store(self) -> Store:
+        return self.store_for(self.settings.cache_ttl)
+
+    # ------------------------------------------------------------------ submit
+    def submit(
+        self, func: Any, calls: list[tuple[tuple, dict | None]], options: Options,
+        *, iterable: bool = False, inline: bool = False, raise_errors: bool = False,
+    ) -> list[str]:
+        """Queue calls of ``func``; returns their task ids (no I/O on this path).
+
+        With ``iterable`` each element of ``calls`` is ``(items, None)``: one
+        task whose arguments are a list of items. ``inline`` runs the calls
+        here and now (the ``sync`` option and backend).
+        """
+        if self._closed:
+            raise RuntimeError("this nbgroups runner was closed; call nbgroups.configure()")
+        inline = inline or self.settings.backend == "sync"
+        with self._lock:
+            key = options.page_key()
+            page = self._open.get(key)
+            if page is None or len(page.jobs) + len(calls) > names.PAGE_CAPACITY:
+                if page is not None:
+                    self._seal(key)
+                page = self._open[key] = _OpenPage(names.new_prefix(), options, time.time())
+            fref = self._func_ref(page, func)
+            ids = []
+            base = len(page.jobs)
+            for i, (args, kwargs) in enumerate(calls):
+                tid = names.task_id(page.prefix, base + i)
+                job = Job(tid, fref, args, kwargs, options, page.prefix, options.task_name)
+                if iterable:
+                    job.items = args
+                page.jobs.append(job)
+                ids.append(tid)
+            self._pending += len(calls)
+            live = self._live.setdefault((options.ttl, options.group), [0, 0])
+            live[0] += len(calls)
+            if inline:
+                jobs = page.jobs[base:]
+        if inline:
+            self.flush()
+            self._run_inline(jobs, raise_errors)
+        else:
+            self._ensure_thread()
+            self._wake.set()
+        return ids
+
+    def _func_ref(self, page: _OpenPage, func: Any) -> tuple[str, bytes | None]:
+        # Pickled once per page, not per call, and not cached across pages:
+        # a notebook function's globals may change between cells.
+        key = func if isinstance(func, str) else id(func)
+        ref = page.func_index.get(key)
+        if ref is None:
+            if isinstance(func, str):
+                ref = (func, None)
+            else:
+                ref = (callable_name(func), dumps(func))
+            page.func_index[key] = ref
+            page.funcs.append(func)  # keeps id(func) valid while the page is open
+        return ref
+
+    def _seal(self, key: tuple) -> None:
+        """Close an open page so that new calls start a new one (flushed later)."""
+        page = self._open.pop(key)
+        self._sealed.append(page)
+
+    def flush(self) -> None:
+        """Write every open page to the store, then queue its calls.
+
+        Called by the runner thread after a burst of submissions, and by
+        readers so that a task is visible as soon as its id was returned.
+        """
+        with self._flush_lock:
+            with self._lock:
+                pages = [*self._sealed, *self._open.values()]
+                self._open = {}
+                self._sealed = []
+                self._pending = 0
+            if not pages:
+                return
+            by_layer: dict[int | None, list[_OpenPage]] = {}
+            for p in pages:
+                by_layer.setdefault(p.options.ttl, []).append(p)
+            for ttl, layer_pages in by_layer.items():
+                drafts = []
+                for p in layer_pages:
+                    funcs = list(dict.fromkeys(j.func for j in p.jobs))
+                    index = {f: i for i, f in enumerate(funcs)}
+                    calls = tuple(
+                        Call(names.split_id(j.id)[1], index[j.func],
+                             j.items if j.items is not None else j.args,
+                             j.kwargs, j.task_name, j.items is not None)
+                        for j in p.jobs
+                    )
+                    opts = p.options
+                    drafts.append(dict(
+                        prefix=p.prefix, group=opts.group, created=p.created,
+                        funcs=tuple(funcs), calls=calls,
+                        options={"timeout": opts.timeout, "retries": opts.retries,
+                                 "save": opts.save, "ttl": opts.ttl},
+                    ))
+                written = self.store_for(ttl).write_pages(drafts, ttl=ttl)
+                with self._lock:
+                    for p, sp in zip(layer_pages, written, strict=True):
+                        for j in p.jobs:
+                            j.gen = sp.gen
+                            self._active[j.id] = j
+                            if self.settings.backend != "sync" and j.state is State.QUEUED:
+                                self._enqueue(j)
+
+    def _enqueue(self, job: Job) -> None:
+        if job.items is None:
+            self._ready.append(job)
+            return
+        n = len(job.items)
+        size = max(1, min(ITER_CHUNK_MAX, math.ceil(n / (4 * self._workers()))))
+        starts = range(0, n, size) if n else []
+        job.chunks = _IterState(results=[None] * len(starts), remaining=len(starts))
+        for ci, start in enumerate(starts):
+            chunk = Job(job.id, job.func, job.items[start:start + size], None, job.options,
+                        job.prefix)
+            chunk.items = chunk.args
+            chunk.parent = (job, ci)
+            chunk.gen = job.gen
+            self._ready.append(chunk)
+        if not starts:  # an empty iterable: done at once, with []
+            self._done.append((None, [(job, ("", "success", time.time(), time.time(),
+                                                 pickle.dumps([]), None, None))]))
+
+    def _workers(self) -> int:
+        return max(1, self.settings.workers if self.settings.backend != "sync" else 1)
+
+    # ------------------------------------------------------------------ inline
+    def _run_inline(self, jobs: list[Job], raise_errors: bool) -> None:
+        with self._lock:
+            for j in jobs:
+                self._active[j.id] = j
+        for job in jobs:
+            while True:
+                job.attempt += 1
+                call = (job.id, 0, job.items if job.items is not None else job.args,
+                        job.kwargs, job.items is not None)
+                payload = pickle.dumps((0, [job.func], [call]))
+                (out,) = self._inline.submit(payload, None).result()
+                if out[1] == "failure" and job.attempt <= job.options.retries:
+                    continue
+                break
+            self._finish([(job, out)])
+            if raise_errors and out[1] == "failure":
+                exc = loads_exception(out[5])
+                raise exc
+
+    # ------------------------------------------------------------------ thread
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(
+                        target=self._loop, name="nbgroups-runner", daemon=True
+                    )
+                    self._thread.start()
+                    _RUNNERS.add(self)
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._next_deadline())
+            self._wake.clear()
+            try:
+                self._linger()
+                self.flush()
+                self._collect()
+                self._dispatch()
+                self._check_timeouts()
+            except Exception:  # noqa: BLE001 - the runner thread must survive
+                log.exception("nbgroups runner error")
+                time.sleep(0.1)
+
+    def _linger(self) -> None:
+        """Let a burst of submissions settle, so pages hold many calls."""
+        deadline = time.monotonic() + LINGER_SECONDS
+        seen = self._pending
+        while seen and time.monotonic() < deadline:
+            time.sleep(0.0005)
+            if self._pending == seen:
+                return
+            seen = self._pending
+
+    def _next_deadline(self) -> float | None:
+        if any(j.options.timeout for b in self._inflight.values() for j in b.jobs[:1]):
+            return 0.1
+        return None if not self._inflight and not self._ready else 0.5
+
+    # ------------------------------------------------------------------ dispatch
+    def _batch_size(self) -> int:
+        workers = self._workers()
+        fair = math.ceil(len(self._ready) / (2 * workers))
+        if self._per_call is None:
+            want = 1
+        else:
+            want = int(TARGET_BATCH_SECONDS / max(self._per_call, 1e-6))
+        return max(1, min(MAX_BATCH, fair, want))
+
+    def _dispatch(self) -> None:
+        if not self._ready:
+            return
+        if self._executor is None:
+            self._executor = make_executor(self.settings)
+        limit = 2 * self._workers()
+        while self._ready and len(self._inflight) < limit:
+            with self._lock:
+                size = self._batch_size()
+                jobs = []
+                while self._ready and len(jobs) < size:
+                    job = self._ready.popleft()
+                    if job.state is State.CANCELLED or (job.parent and job.parent[0].state
+                                                        is State.CANCELLED):
+                        continue
+                    jobs.append(job)
+                    if job.parent is not None or job.options.timeout or job.suspect:
+                        break  # chunks, calls with a timeout and suspects go alone
+                if not jobs:
+                    return
+                for j in jobs:
+                    top = j.parent[0] if j.parent else j
+                    if top.state is State.QUEUED:
+                        top.state = State.RUNNING
+                        live = self._live[(top.options.ttl, top.options.group)]
+                        live[0] -= 1
+                        live[1] += 1
+                    j.attempt += 1
+            self._send(jobs)
+
+    def _send(self, jobs: list[Job]) -> None:
+        funcs = list(dict.fromkeys(j.func for j in jobs))
+        index = {f: i for i, f in enumerate(funcs)}
+        calls = [
+            (i, index[j.func], j.items if j.items is not None else j.args, j.kwargs,
+             j.items is not None)
+            for i, j in enumerate(jobs)
+        ]
+        bid = next(self._batch_ids)
+        monitor = None
+        if self._executor.monitored:
+            if self._monitor_dir is None:
+                self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
+            monitor = os.path.join(self._monitor_dir, f"{bid}")
+        batch = _Batch(bid, jobs, monitor, time.time())
+        payload = pickle.dumps((bid, funcs, calls), protocol=pickle.HIGHEST_PROTOCOL)
+        self._inflight[bid] = batch
+        batch.future = self._executor.submit(payload, monitor)
+        batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
+
+    def _on_done(self, batch: _Batch) -> None:
+        self._done.append((batch, None))
+        self._wake.set()
+
+    # ------------------------------------------------------------------ complete
+    def _collect(self) -> None:
+        finished: list[tuple[Job, tuple]] = []
+        broken = False
+        while self._done:
+            batch, ready = self._done.popleft()
+            if batch is None:
+                finished += ready
+                continue
+            self._inflight.pop(batch.id, None)
+            try:
+                outs = batch.future.result()
+            except BaseException as exc:  # noqa: BLE001
+                if self._executor is not None and self._executor.is_broken(exc):
+                    broken = True
+                finished += self._salvage(batch, exc)
+                continue
+            finally:
+                if batch.monitor:
+                    with contextlib.suppress(OSError):
+                        os.unlink(batch.monitor)
+            self._learn(outs)
+            finished += [(batch.jobs[o[0]], o) for o in outs]
+        if broken:
+            self._recover()
+        if finished:
+            self._finish(finished)
+
+    def _learn(self, outs: list[tuple]) -> None:
+        spent = [o[3] - o[2] for o in outs if o[2] is not None and o[3] is not None]
+        if spent:
+            per = sum(spent) / len(spent)
+            self._per_call = per if self._per_call is None else 0.7 * self._per_call + 0.3 * per
+
+    def _salvage(self, batch: _Batch, exc: BaseException) -> list[tuple[Job, tuple]]:
+        """A batch whose pool broke: fail the call that killed its worker, re-queue the rest.
+
+        loky fails every in-flight batch when one worker dies, and terminates the
+        other workers, so the call each batch was running is only a *suspect*:
+        it is re-run alone, and fails with :class:`WorkerDied` only if its
+        worker dies again. A call killed for its timeout fails at once.
+        """
+        stamp = read_monitor(batch.monitor) if batch.monitor else None
+        running = stamp[1] if stamp and stamp[0] == batch.id else None
+        cause = batch.cause
+        failed = []
+        with self._lock:
+            for i, job in reversed(list(enumerate(batch.jobs))):
+                if i == running and (cause is not None or job.suspect):
+                    err = cause or WorkerDied(
+                        "WorkerDied",
+                        f"the worker process (pid {stamp[2]}) running this task died: "
+                        f"{self._exit_reason(exc)}",
+                    )
+                    tb = format_exception(err)
+                    failed.append((job, ("", "failure", stamp[3], time.time(), None,
+                                         dumps_exception(err, tb), tb)))
+                    continue
+                job.attempt -= 1  # this run was cut short: it does not count
+                job.suspect = job.suspect or i == running
+                self._ready.appendleft(job)
+        return failed
+
+    def _exit_reason(self, exc: BaseException) -> str:
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+        detail = [line for line in lines if "exit code" in line.lower()]
+        return (detail or lines or [type(exc).__name__])[-1]
+
+    def _recover(self) -> None:
+        self.restarts += 1
+        if self._executor is not None:
+            self._executor.restart()
+
+    def _check_timeouts(self) -> None:
+        if self._executor is None or not self._executor.monitored:
+            return
+        now = time.time()
+        for batch in list(self._inflight.values()):
+            job = batch.jobs[0]
+            limit = job.options.timeout
+            if not limit or batch.cause is not None:
+                continue
+            stamp = read_monitor(batch.monitor)
+            if stamp and stamp[0] == batch.id and now - stamp[3] > limit:
+                batch.cause = TaskTimeout(
+                    "TaskTimeout", f"the task ran longer than its timeout of {limit:g} s; "
+                    "its worker was replaced")
+                self._executor.kill_worker(stamp[2])
+
+    def _finish(self, finished: list[tuple[Job, tuple]]) -> None:
+        """Record finished runs: retries re-queued, iter chunks merged, outcomes stored."""
+        final: list[tuple[Job, Outcome]] = []
+        with self._lock:
+            for job, out in finished:
+                _, state, started, stopped, result, error, tb = out
+                if state == "failure" and job.attempt <= job.options.retries:
+                    self._ready.append(job)
+                    continue
+                if job.parent is not None:
+                    top, ci = job.parent
+                    it = top.chunks
+                    it.results[ci] = result
+                    it.started = started if it.started is None else min(it.started, started)
+                    if state == "failure" and not it.failed:
+                        it.failed, it.error, it.traceback = True, error, tb
+                    it.remaining -= 1
+                    top.attempt = max(top.attempt, job.attempt)
+                    if it.remaining:
+                        continue
+                    job = top
+                    state = "failure" if it.failed else "success"
+                    started, result, error, tb = it.started, it.results, it.error, it.traceback
+                    stopped = time.time()
+                if job.state.final:
+                    continue
+                if not job.options.save:
+                    result = None
+                final.append((job, Outcome(job.id, state, max(job.attempt, 1), started, stopped,
+                                           result, error, tb)))
+        if not final:
+            return
+        by_layer: dict[int | None, list] = {}
+        for job, o in final:
+            by_layer.setdefault(job.options.ttl, []).append(
+                (job.options.group, job.gen, job.prefix, o, job.prev))
+        for ttl, entries in by_layer.items():
+            self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+        hooks = []
+        with self._lock:
+            for job, o in final:
+                was = job.state
+                job.state = State(o.state)
+                live = self._live.get((job.options.ttl, job.options.group))
+                if live is not None:
+                    live[0 if was is State.QUEUED else 1] -= 1
+                self._active.pop(job.id, None)
+                if job.options.hook is not None:
+                    hooks.append((job, o))
+        self._notify()
+        for job, o in hooks:
+            self._call_hook(job, o)
+
+    def _call_hook(self, job: Job, o: Outcome) -> None:
+        hook = job.options.hook
+        try:
+            if isinstance(hook, str):
+                from .worker import resolve
+
+                hook = resolve(hook)
+            hook(self.record_of(job, o))
+        except Exception:  # noqa: BLE001 - a hook's failure must not stop the runner
+            log.exception("nbgroups: hook %r failed for task %s", job.options.hook, job.id)
+
+    def record_of(self, job: Job, o: Outcome | None, cls: type = TaskRecord) -> TaskRecord:
+        return build_record(
+            job.id, job.task_name or names.name_of(job.id), job.func[0],
+            None if job.items is not None else job.args,
+            job.kwargs, o, job.options.group, None, cls,
+            items=job.items,
+        )
+
+    # ------------------------------------------------------------------ cancel
+    def cancel(self, group: str | None, ttl: int | None = None) -> int:
+        """Cancel this process's tasks of ``group`` that have not started."""
+        self.flush()
+        now = time.time()
+        cancelled: list[Job] = []
+        with self._lock:
+            keep = collections.deque()
+            for job in self._ready:
+                top = job.parent[0] if job.parent else job
+                if top.options.group == group and top.options.ttl == ttl and \
+                        top.state is State.QUEUED:
+                    if top not in cancelled:
+                        cancelled.append(top)
+                    continue
+                keep.append(job)
+            self._ready = keep
+            for job in cancelled:
+                job.state = State.CANCELLED
+                self._live[(ttl, group)][0] -= 1
+                self._active.pop(job.id, None)
+        if cancelled:
+            entries = [(j.options.group, j.gen, j.prefix,
+                        Outcome(j.id, "cancelled", 0, None, now, None, None, None), j.prev)
+                       for j in cancelled]
+            self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+            self._notify()
+        return len(cancelled)
+
+    def resubmit(self, entries: list, ttl: int | None = None) -> int:
+        """Run stored tasks again, same ids: ``(SpecPage, Call, previous state)``.
+
+        Skips tasks this runner is still running (so a resume runs each once).
+        """
+        jobs = []
+        with self._lock:
+            for page, call, prev in entries:
+                tid = names.task_id(page.prefix, call.index)
+                if tid in self._active:
+                    continue
+                opts = page.options
+                options = Options(group=page.group, ttl=opts.get("ttl"), timeout=opts["timeout"],
+                                  retries=opts["retries"], save=opts["save"],
+                                  task_name=call.task_name)
+                job = Job(tid, page.funcs[call.func], call.args, call.kwargs, options, page.prefix,
+                          call.task_name, prev=prev)
+                if call.iterable:
+                    job.items = call.args
+                job.gen = page.gen
+                jobs.append(job)
+                self._active[tid] = job
+                live = self._live.setdefault((options.ttl, options.group), [0, 0])
+                live[0] += 1
+        if not jobs:
+            return 0
+        if self.settings.backend == "sync":
+            self._run_inline(jobs, False)
+            return len(jobs)
+        with self._lock:
+            for j in jobs:
+                self._enqueue(j)
+        self._ensure_thread()
+        self._wake.set()
+        return len(jobs)
+
+    # ------------------------------------------------------------------ waiting
+    def live_counts(self, group: str | None, ttl: int | None = None) -> tuple[int, int]:
+        """``(queued, running)`` of this process's tasks of ``group``."""
+        with self._lock:
+            q, r = self._live.get((ttl, group), (0, 0))
+            return max(q, 0), max(r, 0)
+
+    def counts(self, group: str, ttl: int | None = None) -> GroupCounts:
+        """Stored counts of ``group`` plus this process's queued/running."""
+        self.flush()
+        c = self.store_for(ttl).counts(group)
+        queued, running = self.live_counts(group, ttl)
+        unseen = max(0, c.submitted - c.finished - c.cancelled - queued - running)
+        from dataclasses import replace
+
+        # Unfinished tasks this process does not hold: queued elsewhere (another
+        # kernel) or orphaned by a dead one; both show as queued.
+        return replace(c, queued=queued + unseen, running=running)
+
+    def busy(self, group: str, ttl: int | None = None) -> bool:
+        return any(self.live_counts(group, ttl))
+
+    def wait(self, predicate: Callable[[], bool], timeout: float | None,
+             poll: float = POLL_SECONDS) -> bool:
+        """Block until ``predicate()`` is true or ``timeout`` seconds passed.
+
+        The one waiting primitive: woken by completion notifications, with a
+        slow poll for work fed by other processes. Ctrl-C / kernel interrupt
+        raises KeyboardInterrupt at once; the tasks go on.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            with self._changed:
+                seen = self._version
+            if predicate():
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            with self._changed:
+                if self._version == seen:
+                    self._changed.wait(poll if remaining is None else min(poll, remaining))
+
+    def _notify(self) -> None:
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:  # noqa: BLE001
+                log.exception("nbgroups: progress listener failed")
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (from the runner thread) after every state change."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    # ------------------------------------------------------------------ close
+    def close(self, wait: bool = False) -> None:
+        """Stop the runner. Unfinished tasks stay in the store, resumable."""
+        if wait:
+            self.wait(lambda: not self._active, None)
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        if self._executor is not None:
+            self._executor.shutdown()
+        with contextlib.suppress(Exception):
+            self.store.close()
+            if self._cache_store is not None:
+                self._cache_store.close()
+
+
+_RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for runner in list(_RUNNERS):
+        with contextlib.suppress(Exception):
+            runner.close()

@@ -1,0 +1,166 @@
+"""Serialization: the only module that imports pickle or cloudpickle.
+
+Everything nbgroups pickles into the store is signed: ``MAC || payload`` with
+an HMAC-SHA256 over the payload, keyed by a per-user secret kept *outside* the
+store (``~/.config/nbgroups/secret.key``, mode 0600, or ``NBGROUPS_SECRET``).
+:func:`loads_signed` verifies before it unpickles and refuses what does not
+verify, so someone who can write the store directory cannot make the notebook
+run code. diskcache never sees a pickle: the store hands it only bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import pickle
+import traceback as tb_module
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .errors import SignatureError, TaskError
+
+MAC_SIZE = 32
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+def key_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "nbgroups" / "secret.key"
+
+
+def load_secret() -> bytes:
+    """The signing key: ``NBGROUPS_SECRET``, else the key file, created on first use."""
+    env = os.environ.get("NBGROUPS_SECRET")
+    if env:
+        return hashlib.sha256(env.encode()).digest()
+    path = key_path()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(os.urandom(32))
+    try:
+        os.link(tmp, path)  # atomic: the first process to create the key wins
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_bytes()
+
+
+class Signer:
+    """Signs and verifies payloads with one key."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def sign(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest() + payload
+
+    def verify(self, data: bytes, what: str = "entry") -> memoryview:
+        view = memoryview(data)
+        payload = view[MAC_SIZE:]
+        expected = hmac.new(self._key, payload, hashlib.sha256).digest()
+        if len(data) < MAC_SIZE or not hmac.compare_digest(expected, view[:MAC_SIZE]):
+            raise SignatureError(
+                f"store {what} failed signature verification and was not loaded: it was "
+                "written with another key (NBGROUPS_SECRET or ~/.config/nbgroups/secret.key) "
+                "or modified outside nbgroups"
+            )
+        return payload
+
+    def dumps(self, obj: Any) -> bytes:
+        return self.sign(dumps(obj))
+
+    def loads(self, data: bytes, what: str = "entry") -> Any:
+        return pickle.loads(self.verify(data, what))
+
+
+def dumps(obj: Any) -> bytes:
+    """Pickle with cloudpickle (functions and classes defined in a notebook work)."""
+    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+
+
+def loads(data: bytes | memoryview) -> Any:
+    """Unpickle data nbgroups produced itself (never data read back from disk unverified)."""
+    return pickle.loads(data)
+
+
+def dumps_result(value: Any) -> bytes:
+    """Pickle a task's result; raises :class:`TaskError` with a clear message if impossible."""
+    try:
+        return cloudpickle.dumps(value, protocol=PROTOCOL)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure means the same thing here
+        raise TaskError(
+            "UnpicklableResult",
+            f"the task returned a {type(value).__name__} that cannot be pickled: "
+            f"{type(exc).__name__}: {exc}",
+        ) from None
+
+
+def dumps_exception(exc: BaseException, traceback_text: str) -> bytes:
+    """Pickle a task's exception, falling back to a :class:`TaskError` copy of it."""
+    exc.__traceback__ = None
+    try:
+        data = cloudpickle.dumps(exc, protocol=PROTOCOL)
+        pickle.loads(data)  # an exception that pickles but cannot be rebuilt is no use
+        return data
+    except Exception:  # noqa: BLE001
+        return pickle.dumps(
+            TaskError(_qualname(type(exc)), str(exc), traceback_text), protocol=PROTOCOL
+        )
+
+
+def loads_exception(data: bytes | memoryview) -> BaseException:
+    try:
+        return pickle.loads(data)
+    except Exception as exc:  # noqa: BLE001 - e.g. the exception's class is gone in this process
+        return TaskError("UnloadableException", f"the task's exception could not be loaded: {exc}")
+
+
+def format_exception(exc: BaseException) -> str:
+    return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
+
+
+def _qualname(cls: type) -> str:
+    module = getattr(cls, "__module__", "")
+    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+
+
+def callable_name(func: Any) -> str:
+    """A readable dotted name for a callable (``'math.modf'``, ``'__main__.<lambda>'``)."""
+    if isinstance(func, str):
+        return func
+    module = getattr(func, "__module__", None) or ""
+    name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
+    return f"{module}.{name}" if module else name
+
+
+
+def join_chunks(chunks: list[bytes | memoryview]) -> list:
+    out: list = []
+    for chunk in chunks:
+        out.extend(pickle.loads(chunk))
+    return out
+
+
+__all__ = [
+    "MAC_SIZE",
+    "Signer",
+    "callable_name",
+    "dumps",
+    "dumps_exception",
+    "dumps_result",
+    "format_exception",
+    "join_chunks",
+    "load_secret",
+    "loads",
+    "loads_exception",
+]

@@ -1,0 +1,152 @@
+"""Settings: one frozen object, validated when built, environment read in one place.
+
+``configure(**changes)`` in the api builds a new :class:`Settings` from the
+current one; :func:`from_environment` reads ``NBGROUPS_<NAME>`` variables once,
+when the first settings object of the process is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ConfigurationError
+
+BACKENDS = ("loky", "thread", "sync", "dask")
+PROGRESS = ("auto", "widget", "text", False)
+DEFAULT_CACHE_TTL = 3600
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Settings of this kernel. Build with :func:`nbgroups.configure`.
+
+    store:     directory of the durable store (``./.nbgroups``).
+    workers:   worker processes (or threads); default: the number of CPUs.
+    backend:   ``'loky'`` (processes), ``'thread'``, ``'sync'`` (inline), ``'dask'``.
+    progress:  ``'auto'`` (widget in a notebook, text elsewhere), ``'widget'``,
+               ``'text'`` or ``False``.
+    timeout:   default per-task timeout in seconds (``None``: no limit).
+    retries:   default number of re-runs of a failed task.
+    cached:    default for the ``cached`` option (``False``, ``True`` or a TTL).
+    cache_ttl: seconds a ``cached=True`` result lives.
+    reuse:     default for the ``reuse`` option.
+    address:   Dask scheduler address (backend ``'dask'``).
+    client:    a ``distributed.Client`` to use instead of ``address``.
+    """
+
+    store: str = ".nbgroups"
+    workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
+    backend: str = "loky"
+    progress: Any = "auto"
+    timeout: float | None = None
+    retries: int = 0
+    cached: bool | int = False
+    cache_ttl: int = DEFAULT_CACHE_TTL
+    reuse: bool = False
+    address: str | None = None
+    client: Any = None
+
+    def __post_init__(self) -> None:
+        check = _Checker()
+        check.text("store", self.store)
+        check.positive_int("workers", self.workers)
+        check.choice("backend", self.backend, BACKENDS)
+        check.choice("progress", self.progress, PROGRESS)
+        check.timeout("timeout", self.timeout)
+        check.non_negative_int("retries", self.retries)
+        check.cached("cached", self.cached)
+        check.positive_int("cache_ttl", self.cache_ttl)
+        check.boolean("reuse", self.reuse)
+        if self.address is not None:
+            check.text("address", self.address)
+
+    def replace(self, **changes: Any) -> Settings:
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            known = ", ".join(f.name for f in dataclasses.fields(self))
+            raise TypeError(f"configure() got unknown setting(s) {unknown}; accepted: {known}")
+        return dataclasses.replace(self, **changes)
+
+
+class _Checker:
+    """Argument checks shared by settings and submission options."""
+
+    def text(self, name: str, value: Any) -> None:
+        if not isinstance(value, str | os.PathLike) or not str(value):
+            raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+
+    def positive_int(self, name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+
+    def non_negative_int(self, name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+        if value < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+
+    def timeout(self, name: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+        if not value > 0:
+            raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+
+    def cached(self, name: str, value: Any) -> None:
+        if isinstance(value, bool):
+            return
+        if not isinstance(value, int):
+            raise TypeError(f"{name} must be True, False or a TTL in seconds (int), got {value!r}")
+        if value < 1:
+            raise ValueError(f"{name} as a TTL must be >= 1 second, got {value!r}")
+
+    def boolean(self, name: str, value: Any) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+
+    def choice(self, name: str, value: Any, choices: tuple) -> None:
+        if value not in choices or (isinstance(value, bool) and value is not False):
+            raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
+
+CHECK = _Checker()
+
+_ENV_PARSERS = {
+    "store": str,
+    "workers": int,
+    "backend": str,
+    "progress": lambda s: False if s.lower() in ("0", "false", "off", "no") else s,
+    "timeout": lambda s: None if s.lower() in ("", "none") else float(s),
+    "retries": int,
+    "cached": lambda s: {"true": True, "false": False}.get(s.lower(), None) if not s.isdigit()
+    else int(s),
+    "cache_ttl": int,
+    "reuse": lambda s: s.lower() in ("1", "true", "yes", "on"),
+    "address": str,
+}
+
+
+def from_environment(environ: dict[str, str] | None = None) -> Settings:
+    """Default settings overridden by ``NBGROUPS_<NAME>`` environment variables."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, parse in _ENV_PARSERS.items():
+        raw = environ.get(f"NBGROUPS_{name.upper()}")
+        if raw is None:
+            continue
+        try:
+            values[name] = parse(raw)
+        except ValueError:
+            raise ConfigurationError(
+                f"environment variable NBGROUPS_{name.upper()}={raw!r} is not a valid {name}"
+            ) from None
+    try:
+        return Settings(**values)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"invalid NBGROUPS_* environment: {exc}") from None

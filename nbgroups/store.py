@@ -1,0 +1,505 @@
+"""The store: every task, result and count, behind one small interface.
+
+Nothing outside this module touches diskcache. :class:`Store` holds the
+layout and the logic once (template methods); :class:`DiskStore` (diskcache,
+the default) and :class:`MemoryStore` (a dict, for tests and ``save=False``
+experiments) implement seven primitives: get, set, add, incr, scan, delete and
+a transaction.
+
+Layout: tasks are written in *pages*, one signed entry per submission batch of
+a group, never one entry per task (a diskcache ``set`` costs ~25 µs; ten
+thousand of them would cost more than running ten thousand tiny tasks). Keys
+are ``str`` with NUL separators, so a group's pages are one key range::
+
+    g\\0GROUP                       int    label generation (delete_group bumps it)
+    c\\0GROUP\\0GEN\\0NAME            int    counters: n (submitted), ok, fail, cancel,
+                                          reused, o (outcome pages); t0/t1 float times
+    s\\0GROUP\\0GEN\\0SEQ             bytes  signed SpecPage: the calls, in submission order
+    o\\0GROUP\\0GEN\\0CTR             bytes  signed list of Outcome: how runs ended
+    p\\0PREFIX                      str    page index: id -> spec page key
+    q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
+    n\\0FAMILY\\0PREFIX              str    name index: derived name -> spec page key
+    N\\0NAME\\0TIME                  str    task_name= overrides -> task id
+
+Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
+every pickle is ours and signed (:mod:`nbgroups.serialize`). Reads go through
+SQL on diskcache's table and refuse rows diskcache would unpickle
+(CVE-2025-69872), so a planted entry is never loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from . import names
+from .errors import SignatureError, StoreError
+from .records import (
+    Call,
+    GroupCounts,
+    Outcome,
+    SpecPage,
+    State,
+    TaskList,
+    TaskRecord,
+)
+from .serialize import Signer, join_chunks, loads, loads_exception, load_secret
+
+SEP = "\x00"
+_COUNTERS = ("n", "ok", "fail", "cancel", "reused")
+_STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
+
+
+def _gkey(kind: str, group: str | None, gen: int) -> str:
+    return f"{kind}{SEP}{group or ''}{SEP}{gen}{SEP}"
+
+
+class Store:
+    """Durable task records and counters (template; see the module docstring).
+
+    ``ttl`` makes every entry expire (the ``cached`` layer); ``keep_args=False``
+    drops call arguments from the records.
+    """
+
+    def __init__(self, signer: Signer, *, ttl: int | None = None, keep_args: bool = True):
+        self._signer = signer
+        self.ttl = ttl
+        self.keep_args = keep_args
+
+    # ----------------------------------------------------------------- primitives
+    def _get(self, key: str) -> Any: ...
+    def _set(self, key: str, value: Any, expire: float | None = None) -> None: ...
+    def _add(self, key: str, value: Any, expire: float | None = None) -> None: ...
+    def _incr(self, key: str, delta: int, expire: float | None = None) -> int: ...
+    def _scan(self, prefix: str) -> list[tuple[str, Any]]: ...
+    def _delete(self, keys: Iterable[str]) -> None: ...
+    def _transaction(self) -> contextlib.AbstractContextManager: ...
+    def close(self) -> None:
+        """Release the store's resources."""
+
+    # ----------------------------------------------------------------- helpers
+    def _put_obj(self, key: str, obj: Any, expire: float | None) -> None:
+        from .serialize import dumps
+
+        self._set(key, self._signer.sign(dumps(obj)), expire)
+
+    def _load(self, key: str, data: Any) -> Any:
+        if not isinstance(data, bytes | memoryview):
+            raise SignatureError(f"store entry {key!r} is not a signed nbgroups entry")
+        return loads(self._signer.verify(data, f"entry {key.replace(SEP, '/')!r}"))
+
+    def _expire(self, ttl: int | None) -> float | None:
+        ttl = ttl or self.ttl
+        return None if ttl is None else float(ttl)
+
+    def gen(self, group: str | None) -> int:
+        """The current label generation of ``group`` (0 if never deleted)."""
+        if not group:
+            return 0
+        value = self._get(f"g{SEP}{group}")
+        return value if isinstance(value, int) else 0
+
+    # ----------------------------------------------------------------- writes
+    def write_pages(self, drafts: list[dict], ttl: int | None = None) -> list[SpecPage]:
+        """Write submitted tasks, one entry per draft page, in one transaction.
+
+        A draft is a dict with ``prefix, group, created, funcs, calls, options``;
+        the store assigns the label generation and the submission sequence.
+        """
+        expire = self._expire(ttl)
+        pages = []
+        with self._transaction():
+            for d in drafts:
+                group = d["group"]
+                gen = self.gen(group)
+                base = _gkey("c", group, gen)
+                seq = self._incr(base + "n", len(d["calls"]), expire) - len(d["calls"])
+                if group:
+                    self._add(f"g{SEP}{group}", gen)
+                self._add(base + "t0", d["created"], expire)
+                calls = d["calls"] if self.keep_args else tuple(
+                    c._replace(args=None, kwargs=None) for c in d["calls"]
+                )
+                page = SpecPage(
+                    prefix=d["prefix"], group=group, gen=gen, seq=seq, created=d["created"],
+                    funcs=d["funcs"], calls=tuple(calls), options=d["options"],
+                )
+                key = _gkey("s", group, gen) + f"{seq:012d}"
+                self._put_obj(key, page, expire)
+                self._set(f"p{SEP}{page.prefix}", key, expire)
+                self._set(f"n{SEP}{names.name_family(page.prefix)}{SEP}{page.prefix}", key, expire)
+                for c in calls:
+                    if c.task_name:
+                        tid = names.task_id(page.prefix, c.index)
+                        self._set(f"N{SEP}{c.task_name}{SEP}{time.time_ns():020d}", tid, expire)
+                pages.append(page)
+        return pages
+
+    def write_outcomes(
+        self, entries: list[tuple[str | None, int, str, Outcome, str | None]],
+        ttl: int | None = None,
+    ) -> None:
+        """Record how runs ended: ``(group, gen, prefix, outcome, previous state)``.
+
+        One outcome page per group is written, and the group's counters move
+        from the previous final state (a retried failure) to the new one.
+        """
+        expire = self._expire(ttl)
+        by_group: dict[tuple, list] = {}
+        for group, gen, prefix, outcome, prev in entries:
+            by_group.setdefault((group, gen), []).append((prefix, outcome, prev))
+        now = time.time()
+        with self._transaction():
+            for (group, gen), items in by_group.items():
+                base = _gkey("c", group, gen)
+                ctr = self._incr(base + "o", 1, expire)
+                key = _gkey("o", group, gen) + f"{ctr:012d}"
+                self._put_obj(key, [o for _, o, _ in items], expire)
+                deltas: dict[str, int] = {}
+                for prefix in {p for p, _, _ in items}:
+                    self._set(f"q{SEP}{prefix}{SEP}{ctr:012d}", key, expire)
+                for _, o, prev in items:
+                    name = _STATE_COUNTER.get(o.state)
+                    if name:
+                        deltas[name] = deltas.get(name, 0) + 1
+                    old = _STATE_COUNTER.get(prev or "")
+                    if old:
+                        deltas[old] = deltas.get(old, 0) - 1
+                for name, delta in deltas.items():
+                    if delta:
+                        self._incr(base + name, delta, expire)
+                self._set(base + "t1", now, expire)
+
+    def add_reused(self, group: str | None, count: int) -> None:
+        self._incr(_gkey("c", group, self.gen(group)) + "reused", count, self._expire(None))
+
+    # ----------------------------------------------------------------- reads
+    def counts(self, group: str) -> GroupCounts:
+        """Stored counts of ``group``: a few key reads, whatever the group's size."""
+        base = _gkey("c", group, self.gen(group))
+        values = {n: self._get(base + n) or 0 for n in _COUNTERS}
+        return GroupCounts(
+            group=group, submitted=values["n"], done=values["ok"], failed=values["fail"],
+            cancelled=values["cancel"], reused=values["reused"],
+            first_submitted=self._get(base + "t0"), last_finished=self._get(base + "t1"),
+        )
+
+    def known(self, group: str) -> bool:
+        return bool(self._get(_gkey("c", group, self.gen(group)) + "n"))
+
+    def groups(self) -> list[str]:
+        """Names of the groups that have tasks under their current label."""
+        out = []
+        for key, gen in self._scan(f"g{SEP}"):
+            group = key[2:]
+            if self._get(_gkey("c", group, gen) + "n"):
+                out.append(group)
+        return out
+
+    def _pages(self, group: str | None, gen: int) -> list[SpecPage]:
+        return [self._load(k, v) for k, v in self._scan(_gkey("s", group, gen))]
+
+    def _latest(self, outcome_pages: Iterable[tuple[str, Any]]) -> dict[str, Outcome]:
+        latest: dict[str, Outcome] = {}
+        for key, data in outcome_pages:  # in counter order: later runs win
+            for o in self._load(key, data):
+                latest[o.id] = Outcome(*o)
+        return latest
+
+    def group_entries(self, group: str) -> list[tuple[SpecPage, Call, Outcome | None]] | None:
+        """Every task of ``group`` in submission order with its latest outcome."""
+        gen = self.gen(group)
+        pages = self._pages(group, gen)
+        if not pages:
+            return None
+        latest = self._latest(self._scan(_gkey("o", group, gen)))
+        return [
+            (p, c, latest.get(names.task_id(p.prefix, c.index))) for p in pages for c in p.calls
+        ]
+
+    def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
+        entries = self.group_entries(group)
+        if entries is None:
+            return None
+        return TaskList(self._record(p, c, o, group, cls) for p, c, o in entries)
+
+    def group_results(self, group: str, failures: bool) -> list | None:
+        """Results in submission order, without building task records."""
+        entries = self.group_entries(group)
+        if entries is None:
+            return None
+        out = []
+        for _, _, o in entries:
+            if o is None:
+                continue
+            if o.state == "success":
+                out.append(_result_value(o))
+            elif failures and o.state == "failure":
+                out.append(_failure_value(o))
+        return out
+
+    def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
+        """The record of one task, by id (two key reads and its pages)."""
+        if not names.looks_like_id(task_id):
+            return None
+        prefix, index = names.split_id(task_id)
+        page_key = self._get(f"p{SEP}{prefix}")
+        if not isinstance(page_key, str):
+            return None
+        data = self._get(page_key)
+        if data is None:
+            return None
+        page: SpecPage = self._load(page_key, data)
+        call = next((c for c in page.calls if c.index == index), None)
+        if call is None:
+            return None
+        refs = self._scan(f"q{SEP}{prefix}{SEP}")
+        outcome_pages = []
+        for _, okey in refs:
+            value = self._get(okey)
+            if value is not None:
+                outcome_pages.append((okey, value))
+        outcome = self._latest(outcome_pages).get(task_id)
+        label = page.group if page.group and self.gen(page.group) == page.gen else None
+        return self._record(page, call, outcome, label, cls)
+
+    def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
+        """The newest task called ``name`` (a derived name or a ``task_name=``)."""
+        custom = self._scan(f"N{SEP}{name}{SEP}")
+        candidates: list[tuple[float, str]] = []
+        if custom:
+            candidates.append((float(custom[-1][0].rsplit(SEP, 1)[1]) / 1e9, custom[-1][1]))
+        parsed = names.parse_name(name)
+        if parsed:
+            family, w2, w3 = parsed
+            for _, page_key in self._scan(f"n{SEP}{family}{SEP}"):
+                data = self._get(page_key)
+                if data is None:
+                    continue
+                page: SpecPage = self._load(page_key, data)
+                index = names.index_in_page(page.prefix, w2, w3)
+                if any(c.index == index and not c.task_name for c in page.calls):
+                    candidates.append((page.created, names.task_id(page.prefix, index)))
+        if not candidates:
+            return None
+        return self.task(max(candidates)[1], cls)
+
+    def _record(self, page: SpecPage, call: Call, o: Outcome | None, label, cls) -> TaskRecord:
+        tid = names.task_id(page.prefix, call.index)
+        return build_record(
+            tid, call.task_name or names.name_of(tid), page.funcs[call.func][0],
+            None if call.iterable else call.args, call.kwargs, o, label, page.created, cls,
+            items=call.args if call.iterable else None,
+        )
+
+    # ----------------------------------------------------------------- deletes
+    def delete_group(self, group: str, tasks: bool) -> int:
+        """Remove the label (tasks stay, with ``group=None``), or the tasks too.
+
+        Returns how many tasks were affected.
+        """
+        gen = self.gen(group)
+        with self._transaction():
+            count = self._get(_gkey("c", group, gen) + "n") or 0
+            if tasks:
+                keys = []
+                for key, data in self._scan(_gkey("s", group, gen)):
+                    page: SpecPage = self._load(key, data)
+                    keys += [key, f"p{SEP}{page.prefix}",
+                             f"n{SEP}{names.name_family(page.prefix)}{SEP}{page.prefix}"]
+                    keys += [k for k, _ in self._scan(f"q{SEP}{page.prefix}{SEP}")]
+                keys += [k for k, _ in self._scan(_gkey("o", group, gen))]
+                keys += [k for k, _ in self._scan(_gkey("c", group, gen))]
+                self._delete(keys)
+            self._set(f"g{SEP}{group}", gen + 1)
+        return int(count)
+
+
+def build_record(
+    tid: str, name: str, func: str, args, kwargs, o: Outcome | None, label: str | None,
+    submitted: float | None, cls: type = TaskRecord, items=None,
+) -> TaskRecord:
+    """A task record from what was submitted and its latest outcome (or None)."""
+    state = State(o.state) if o else State.QUEUED
+    if o is None or state is State.CANCELLED:
+        result = None
+    elif state is State.SUCCESS:
+        result = _result_value(o)
+    else:
+        result = _failure_value(o)
+    if items is not None:  # async_iter: the items are the arguments
+        args = (items,)
+    return cls(
+        id=tid, name=name, func=func, args=args, kwargs=kwargs, result=result, group=label,
+        started=o.started if o else None, stopped=o.stopped if o else None,
+        success=None if o is None or state is State.CANCELLED else state is State.SUCCESS,
+        attempt_count=o.attempt if o else 0,
+        traceback=o.traceback if o and state is State.FAILURE else None,
+        state=state, submitted=submitted,
+    )
+
+
+def _result_value(o: Outcome) -> Any:
+    if o.result is None:
+        return None
+    if isinstance(o.result, list):
+        return join_chunks(o.result)
+    return loads(o.result)
+
+
+def _failure_value(o: Outcome) -> Any:
+    if isinstance(o.result, list):  # async_iter: the items' results and exceptions
+        return join_chunks(o.result)
+    return loads_exception(o.error) if o.error is not None else None
+
+
+class MemoryStore(Store):
+    """The store contract over a dict: fast tests, nothing on disk."""
+
+    def __init__(self, signer: Signer | None = None, **kw: Any) -> None:
+        super().__init__(signer or Signer(os.urandom(32)), **kw)
+        self._data: dict[str, tuple[Any, float | None]] = {}
+        self._lock = threading.RLock()
+
+    def _live(self, key: str) -> Any:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        value, deadline = item
+        if deadline is not None and deadline <= time.time():
+            del self._data[key]
+            return None
+        return value
+
+    def _get(self, key):
+        with self._lock:
+            return self._live(key)
+
+    def _set(self, key, value, expire=None):
+        with self._lock:
+            self._data[key] = (value, None if expire is None else time.time() + expire)
+
+    def _add(self, key, value, expire=None):
+        with self._lock:
+            if self._live(key) is None:
+                self._set(key, value, expire)
+
+    def _incr(self, key, delta, expire=None):
+        with self._lock:
+            value = (self._live(key) or 0) + delta
+            self._set(key, value, expire)
+            return value
+
+    def _scan(self, prefix):
+        with self._lock:
+            keys = sorted(k for k in self._data if k.startswith(prefix))
+            return [(k, v) for k in keys if (v := self._live(k)) is not None]
+
+    def _delete(self, keys):
+        with self._lock:
+            for k in keys:
+                self._data.pop(k, None)
+
+    def _transaction(self):
+        return self._lock
+
+
+class DiskStore(Store):
+    """The store contract on a diskcache directory (created 0700).
+
+    Opened with ``eviction_policy='none'`` (diskcache's default culls rows past
+    1 GiB: for results, silent data loss) and without a size limit. Writes go
+    through diskcache's API inside ``transact()``; reads use SQL on its table
+    so that one range scan returns a whole group, and rows diskcache would
+    unpickle are refused.
+    """
+
+    def __init__(self, directory: str | os.PathLike, signer: Signer | None = None, **kw: Any):
+        import diskcache
+
+        super().__init__(signer or Signer(load_secret()), **kw)
+        self.directory = Path(directory).expanduser().resolve()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.directory / f".nbgroups-probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            raise StoreError(
+                f"cannot use store directory {str(self.directory)!r}: {exc.strerror or exc}. "
+                "Choose a writable directory with configure(store=...) or NBGROUPS_STORE."
+            ) from None
+        try:
+            self._cache = diskcache.Cache(
+                str(self.directory), eviction_policy="none", size_limit=2**62,
+                cull_limit=0, timeout=60,
+            )
+            self._sql("SELECT COUNT(*) FROM Cache").fetchall()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(
+                f"the store database in {str(self.directory)!r} cannot be opened ({exc}); "
+                "it may be corrupt. Move it aside or choose another store directory."
+            ) from None
+        self._modes = diskcache.core
+        self._fetch = self._cache._disk.fetch
+
+    def _sql(self, query: str, params: tuple = ()) -> sqlite3.Cursor:
+        return self._cache._sql(query, params)
+
+    def _row_value(self, key: str, mode: int, filename: str | None, value: Any) -> Any:
+        if mode not in (self._modes.MODE_RAW, self._modes.MODE_BINARY):
+            raise SignatureError(
+                f"store entry {key.replace(SEP, '/')!r} has a storage mode nbgroups never "
+                "writes (a pickle for diskcache to load); it was refused, not loaded"
+            )
+        return self._fetch(mode, filename, value, False)
+
+    def _get(self, key):
+        rows = self._sql(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?)", (key, time.time()),
+        ).fetchall()
+        if not rows:
+            return None
+        return self._row_value(key, *rows[0])
+
+    def _set(self, key, value, expire=None):
+        self._cache.set(key, value, expire=expire, retry=True)
+
+    def _add(self, key, value, expire=None):
+        self._cache.add(key, value, expire=expire, retry=True)
+
+    def _incr(self, key, delta, expire=None):
+        if expire is None:
+            return self._cache.incr(key, delta, retry=True)
+        with self._cache.transact(retry=True):
+            value = (self._get(key) or 0) + delta
+            self._cache.set(key, value, expire=expire, retry=True)
+            return value
+
+    def _scan(self, prefix):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._sql(
+            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?) ORDER BY key",
+            (prefix, end, time.time()),
+        ).fetchall()
+        return [(k, self._row_value(k, m, f, v)) for k, m, f, v in rows if isinstance(k, str)]
+
+    def _delete(self, keys):
+        for key in keys:
+            self._cache.delete(key, retry=True)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        with self._cache.transact(retry=True):
+            yield
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,164 @@
+"""Worker side: run a batch of calls and report how each one ended. Never raises.
+
+A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls)``:
+
+* ``funcs``: ``[(display name, pickled callable or None)]`` — None means the
+  name is a dotted path resolved here (``'math.modf'``);
+* ``calls``: ``[(key, func index, args, kwargs, iterable)]`` — for an
+  ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of items.
+
+It returns one tuple per call: ``(key, state, started, stopped, result,
+error, traceback)`` where ``result`` is the pickled return value (for a chunk,
+the pickled list of the items' results, exceptions in place of failures) and
+``error`` the pickled exception. Every failure — an exception, an unpicklable
+result, a dotted path that does not resolve — becomes data.
+
+``monitor`` (optional) is a file the worker stamps before each call with
+``(batch id, call index, pid, start time)``: if the process dies, the runner
+reads it to learn which call killed the worker and which calls of the batch
+never ran.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import signal
+import struct
+import time
+from typing import Any
+
+from .serialize import PROTOCOL, dumps_exception, dumps_result, format_exception
+
+MONITOR = struct.Struct("<qqqd")  # batch id, call index, pid, start time
+
+_func_cache: dict[bytes, Any] = {}
+
+
+def init_worker() -> None:
+    """Pool initializer: ignore the kernel's SIGINT (Jupyter interrupts the whole
+    process group; a worker must neither die nor print a traceback for it)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def resolve(path: str) -> Any:
+    """Import ``'package.module.attr'`` (attributes may be nested)."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attr in parts[cut:]:
+            obj = getattr(obj, attr)
+        return obj
+    if len(parts) == 1:
+        import builtins
+
+        return getattr(builtins, path)
+    raise ImportError(f"no module found for {path!r}")
+
+
+def _load_func(name: str, blob: bytes | None) -> Any:
+    if blob is None:
+        try:
+            func = resolve(name)
+        except (ImportError, AttributeError) as exc:
+            raise LookupError(f"cannot resolve dotted path {name!r}: {exc}") from None
+        if not callable(func):
+            raise TypeError(f"dotted path {name!r} names a {type(func).__name__}, not a callable")
+        return func
+    func = _func_cache.get(blob)
+    if func is None:
+        if len(_func_cache) > 64:
+            _func_cache.clear()
+        func = _func_cache[blob] = pickle.loads(blob)
+    return func
+
+
+def _failure(key, started, exc: BaseException):
+    tb = format_exception(exc)
+    return (key, "failure", started, time.time(), None, dumps_exception(exc, tb), tb)
+
+
+def run_call(key, func, args, kwargs) -> tuple:
+    started = time.time()
+    try:
+        value = func(*args, **(kwargs or {}))
+    except BaseException as exc:  # noqa: BLE001 - a task's SystemExit is a failure too
+        return _failure(key, started, exc)
+    try:
+        blob = dumps_result(value)
+    except BaseException as exc:  # noqa: BLE001
+        return _failure(key, started, exc)
+    return (key, "success", started, time.time(), blob, None, None)
+
+
+def run_items(key, func, items: list) -> tuple:
+    """An ``async_iter`` chunk: results in input order, exceptions in place."""
+    started = time.time()
+    results: list = []
+    first: tuple | None = None
+    for item in items:
+        try:
+            results.append(func(*item) if type(item) is tuple else func(item))
+        except BaseException as exc:  # noqa: BLE001
+            if first is None:
+                first = (exc, format_exception(exc))
+            exc.__traceback__ = None
+            results.append(exc)
+    try:
+        blob = pickle.dumps(results, protocol=PROTOCOL)
+    except Exception:  # noqa: BLE001 - find and replace the items that do not pickle
+        fixed = []
+        for value in results:
+            try:
+                fixed.append(pickle.loads(dumps_result(value)))
+            except BaseException as exc:  # noqa: BLE001
+                if first is None:
+                    first = (exc, format_exception(exc))
+                fixed.append(exc)
+        blob = pickle.dumps(fixed, protocol=PROTOCOL)
+    if first is None:
+        return (key, "success", started, time.time(), blob, None, None)
+    exc, tb = first
+    return (key, "failure", started, time.time(), blob, dumps_exception(exc, tb), tb)
+
+
+def run_batch(payload: bytes, monitor: str | None = None) -> list[tuple]:
+    """Run every call of a batch; one outcome tuple per call, in order."""
+    batch_id, funcs, calls = pickle.loads(payload)
+    loaded: dict[int, Any] = {}
+    out = []
+    fd = os.open(monitor, os.O_WRONLY | os.O_CREAT, 0o600) if monitor else None
+    pid = os.getpid()
+    try:
+        for i, (key, fidx, args, kwargs, iterable) in enumerate(calls):
+            if fd is not None:
+                os.pwrite(fd, MONITOR.pack(batch_id, i, pid, time.time()), 0)
+            try:
+                func = loaded.get(fidx)
+                if func is None:
+                    func = loaded[fidx] = _load_func(*funcs[fidx])
+            except BaseException as exc:  # noqa: BLE001
+                out.append(_failure(key, time.time(), exc))
+                continue
+            if iterable:
+                out.append(run_items(key, func, args))
+            else:
+                out.append(run_call(key, func, args, kwargs))
+    finally:
+        if fd is not None:
+            os.close(fd)
+    return out
+
+
+def read_monitor(path: str) -> tuple[int, int, int, float] | None:
+    """``(batch id, call index, pid, start time)`` last stamped in ``path``."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MONITOR.size)
+    except OSError:
+        return None
+    return MONITOR.unpack(data) if len(data) == MONITOR.size else None
