@@ -553,3 +553,14 @@ class AsyncTask:
 
     def group_delete(self, tasks: bool = False) -> int:
         return delete_group(self.group, tasks=tasks, cached=self._cached) if self.group else 0
+
+
+def reset() -> None:
+    """Stop the runner and forget settings (tests; a fresh start in one process)."""
+    global _runner, _settings
+    with _lock:
+        if _runner is not None:
+            _runner.close()
+        _runner = None
+        _settings = None
+        _submit_listeners.clear()

@@ -229,6 +229,10 @@ class Runner:
             live[0] += len(calls)
             if inline:
                 jobs = page.jobs[base:]
+                for j in jobs:  # runs here: the flush must not queue it for the pool
+                    j.state = State.RUNNING
+                live[0] -= len(jobs)
+                live[1] += len(jobs)
         if inline:
             self.flush()
             self._run_inline(jobs, raise_errors)
@@ -297,7 +301,7 @@ class Runner:
                         for j in p.jobs:
                             j.gen = sp.gen
                             self._active[j.id] = j
-                            if self.settings.backend != "sync" and j.state is State.QUEUED:
+                            if j.state is State.QUEUED:
                                 self._enqueue(j)
 
     def _enqueue(self, job: Job) -> None:
@@ -393,7 +397,7 @@ class Runner:
         return max(1, min(MAX_BATCH, fair, want))
 
     def _dispatch(self) -> None:
-        if not self._ready:
+        if not self._ready or self._closed:
             return
         if self._executor is None:
             self._executor = make_executor(self.settings)
@@ -663,6 +667,12 @@ class Runner:
         if not jobs:
             return 0
         if self.settings.backend == "sync":
+            with self._lock:
+                for j in jobs:
+                    j.state = State.RUNNING
+                    live = self._live[(j.options.ttl, j.options.group)]
+                    live[0] -= 1
+                    live[1] += 1
             self._run_inline(jobs, False)
             return len(jobs)
         with self._lock:
