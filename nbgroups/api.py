@@ -90,6 +90,9 @@ def _retire(runner: Runner) -> None:
 def runner() -> Runner:
     """The kernel's runner (created, with its store, on first use)."""
     global _runner
+    r = _runner
+    if r is not None:
+        return r
     with _lock:
         if _runner is None:
             _runner = Runner(settings())
@@ -128,11 +131,18 @@ def _check_group(group: Any, name: str = "group") -> None:
         raise ValueError(f"{name} must be a non-empty str without NUL characters, got {group!r}")
 
 
+_valid_paths: set[str] = set()
+
+
 def _check_func(func: Any) -> None:
     if isinstance(func, str):
+        if func in _valid_paths:
+            return
         if not func or any(not part.isidentifier() for part in func.split(".")):
             raise ValueError(f"func as a string must be a dotted path like 'math.modf', "
                              f"got {func!r}")
+        if len(_valid_paths) < 1024:
+            _valid_paths.add(func)
     elif not callable(func):
         raise TypeError(
             f"func must be a callable or a dotted path string, got {type(func).__name__} {func!r}"
@@ -164,9 +174,33 @@ def _check_bool(name: str, value: Any) -> None:
         raise TypeError(f"{name} must be True or False, got {value!r}")
 
 
+_options_cache: dict = {}
+
+
 def _options(raw: dict) -> tuple[Options, dict]:
-    """Validate submission options, fill defaults; returns (Options, flags)."""
+    """Validate submission options, fill defaults; returns (Options, flags).
+
+    Memoized on the raw options and the defaults in force: a loop of ten
+    thousand ``async_task(..., group=g)`` validates once.
+    """
     s = settings()
+    defaults = _default_options.get()
+    try:
+        key = (tuple(raw.items()), _default_group.get(), id(defaults), id(s))
+        hit = _options_cache.get(key)
+    except TypeError:  # an unhashable option value: validate every time
+        key, hit = None, None
+    if hit is not None and hit[2] is defaults and hit[3] is s:
+        return hit[0], hit[1]
+    opts, flags = _build_options(raw, s)
+    if key is not None:
+        if len(_options_cache) > 256:
+            _options_cache.clear()
+        _options_cache[key] = (opts, flags, defaults, s)
+    return opts, dict(flags)
+
+
+def _build_options(raw: dict, s: Settings) -> tuple[Options, dict]:
     merged = {**_default_options.get(), **raw}
     unknown = sorted(set(merged) - OPTION_NAMES)
     if unknown:
@@ -210,8 +244,9 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
 
 
 def _submitted(group: str | None, ttl: int | None) -> None:
-    for listener in list(_submit_listeners):
-        listener(group, ttl)
+    if _submit_listeners:
+        for listener in list(_submit_listeners):
+            listener(group, ttl)
 
 
 # ---------------------------------------------------------------- submission

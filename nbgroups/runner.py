@@ -56,18 +56,19 @@ from typing import Any
 from . import names
 from .errors import TaskTimeout, WorkerDied
 from .executors import Executor, SyncExecutor, make_executor
-from .records import Call, GroupCounts, Outcome, State, TaskRecord
+from .records import GroupCounts, Outcome, State, TaskRecord
 from .serialize import callable_name, dumps, dumps_exception, format_exception, loads_exception
 from .settings import Settings
 from .store import DiskStore, Store, build_record
-from .worker import read_monitor, run_batch
+from .worker import read_monitor
 
 log = logging.getLogger("nbgroups")
 
 TARGET_BATCH_SECONDS = 0.05
 MAX_BATCH = 4096
 ITER_CHUNK_MAX = 20_000
-LINGER_SECONDS = 0.003
+LINGER_SECONDS = 0.02
+LINGER_CALLS = 4096
 POLL_SECONDS = 0.25
 
 
@@ -82,9 +83,6 @@ class Options:
     hook: Any = None
     save: bool = True
     task_name: str | None = None
-
-    def page_key(self) -> tuple:
-        return (self.group, self.ttl, self.timeout, self.retries, id(self.hook), self.save)
 
 
 class Job:
@@ -207,38 +205,46 @@ class Runner:
         if self._closed:
             raise RuntimeError("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
+        n = len(calls)
         with self._lock:
-            key = options.page_key()
+            key = id(options)  # api memoizes Options; the open page keeps it alive
             page = self._open.get(key)
-            if page is None or len(page.jobs) + len(calls) > names.PAGE_CAPACITY:
+            if page is None or len(page.jobs) + n > names.PAGE_CAPACITY:
                 if page is not None:
                     self._seal(key)
                 page = self._open[key] = _OpenPage(names.new_prefix(), options, time.time())
             fref = self._func_ref(page, func)
+            jobs = page.jobs
+            base = len(jobs)
+            prefix = page.prefix
+            task_name = options.task_name
             ids = []
-            base = len(page.jobs)
-            for i, (args, kwargs) in enumerate(calls):
-                tid = names.task_id(page.prefix, base + i)
-                job = Job(tid, fref, args, kwargs, options, page.prefix, options.task_name)
+            for i, (args, kwargs) in enumerate(calls, base):
+                tid = f"{prefix}{i:08x}"
+                job = Job(tid, fref, args, kwargs, options, prefix, task_name)
                 if iterable:
                     job.items = args
-                page.jobs.append(job)
+                jobs.append(job)
                 ids.append(tid)
-            self._pending += len(calls)
-            live = self._live.setdefault((options.ttl, options.group), [0, 0])
-            live[0] += len(calls)
+            self._pending += n
+            live = self._live.get((options.ttl, options.group))
+            if live is None:
+                live = self._live[(options.ttl, options.group)] = [0, 0]
             if inline:
-                jobs = page.jobs[base:]
-                for j in jobs:  # runs here: the flush must not queue it for the pool
+                mine = jobs[base:]
+                for j in mine:  # runs here: the flush must not queue it for the pool
                     j.state = State.RUNNING
-                live[0] -= len(jobs)
-                live[1] += len(jobs)
+                live[1] += n
+            else:
+                live[0] += n
         if inline:
             self.flush()
-            self._run_inline(jobs, raise_errors)
+            self._run_inline(mine, raise_errors)
         else:
-            self._ensure_thread()
-            self._wake.set()
+            if self._thread is None:
+                self._ensure_thread()
+            if not self._wake.is_set():
+                self._wake.set()
         return ids
 
     def _func_ref(self, page: _OpenPage, func: Any) -> tuple[str, bytes | None]:
@@ -282,11 +288,10 @@ class Runner:
                 for p in layer_pages:
                     funcs = list(dict.fromkeys(j.func for j in p.jobs))
                     index = {f: i for i, f in enumerate(funcs)}
-                    calls = tuple(
-                        Call(names.split_id(j.id)[1], index[j.func],
-                             j.items if j.items is not None else j.args,
-                             j.kwargs, j.task_name, j.items is not None)
-                        for j in p.jobs
+                    calls = tuple(  # plain tuples in Call's layout: fast to pickle
+                        (i, index[j.func], j.args if j.items is None else j.items,
+                         j.kwargs, j.task_name, j.items is not None)
+                        for i, j in enumerate(p.jobs)
                     )
                     opts = p.options
                     drafts.append(dict(
@@ -336,7 +341,7 @@ class Runner:
                 job.attempt += 1
                 call = (job.id, 0, job.items if job.items is not None else job.args,
                         job.kwargs, job.items is not None)
-                payload = pickle.dumps((0, [job.func], [call]))
+                payload = dumps((0, [job.func], [call]))
                 (out,) = self._inline.submit(payload, None).result()
                 if out[1] == "failure" and job.attempt <= job.options.retries:
                     continue
@@ -367,16 +372,24 @@ class Runner:
                 self._collect()
                 self._dispatch()
                 self._check_timeouts()
-            except Exception:  # noqa: BLE001 - the runner thread must survive
+            except Exception:
                 log.exception("nbgroups runner error")
                 time.sleep(0.1)
 
     def _linger(self) -> None:
-        """Let a burst of submissions settle, so pages hold many calls."""
-        deadline = time.monotonic() + LINGER_SECONDS
+        """Let a burst of submissions settle, so that pages hold many calls.
+
+        A page write costs ~0.2 ms whatever its size: a loop of ``async_task``
+        calls should make a few large pages, not one per call. A lone call is
+        flushed at once (latency); a burst until it pauses for a millisecond,
+        reaches LINGER_CALLS, or has waited LINGER_SECONDS.
+        """
         seen = self._pending
-        while seen and time.monotonic() < deadline:
-            time.sleep(0.0005)
+        if seen <= 1:
+            return
+        deadline = time.monotonic() + LINGER_SECONDS
+        while seen < LINGER_CALLS and time.monotonic() < deadline:
+            time.sleep(0.001)
             if self._pending == seen:
                 return
             seen = self._pending
@@ -441,7 +454,7 @@ class Runner:
                 self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
             monitor = os.path.join(self._monitor_dir, f"{bid}")
         batch = _Batch(bid, jobs, monitor, time.time())
-        payload = pickle.dumps((bid, funcs, calls), protocol=pickle.HIGHEST_PROTOCOL)
+        payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
         self._inflight[bid] = batch
         batch.future = self._executor.submit(payload, monitor)
         batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
@@ -462,7 +475,7 @@ class Runner:
             self._inflight.pop(batch.id, None)
             try:
                 outs = batch.future.result()
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 if self._executor is not None and self._executor.is_broken(exc):
                     broken = True
                 finished += self._salvage(batch, exc)
@@ -541,7 +554,7 @@ class Runner:
 
     def _finish(self, finished: list[tuple[Job, tuple]]) -> None:
         """Record finished runs: retries re-queued, iter chunks merged, outcomes stored."""
-        final: list[tuple[Job, Outcome]] = []
+        final: list[tuple[Job, tuple]] = []  # outcome tuples in Outcome's layout
         with self._lock:
             for job, out in finished:
                 _, state, started, stopped, result, error, tb = out
@@ -567,8 +580,8 @@ class Runner:
                     continue
                 if not job.options.save:
                     result = None
-                final.append((job, Outcome(job.id, state, max(job.attempt, 1), started, stopped,
-                                           result, error, tb)))
+                final.append((job, (job.id, state, max(job.attempt, 1), started, stopped,
+                                    result, error, tb)))
         if not final:
             return
         by_layer: dict[int | None, list] = {}
@@ -581,7 +594,7 @@ class Runner:
         with self._lock:
             for job, o in final:
                 was = job.state
-                job.state = State(o.state)
+                job.state = State(o[1])
                 live = self._live.get((job.options.ttl, job.options.group))
                 if live is not None:
                     live[0 if was is State.QUEUED else 1] -= 1
@@ -592,7 +605,7 @@ class Runner:
         for job, o in hooks:
             self._call_hook(job, o)
 
-    def _call_hook(self, job: Job, o: Outcome) -> None:
+    def _call_hook(self, job: Job, o: tuple) -> None:
         hook = job.options.hook
         try:
             if isinstance(hook, str):
@@ -600,10 +613,12 @@ class Runner:
 
                 hook = resolve(hook)
             hook(self.record_of(job, o))
-        except Exception:  # noqa: BLE001 - a hook's failure must not stop the runner
+        except Exception:
             log.exception("nbgroups: hook %r failed for task %s", job.options.hook, job.id)
 
-    def record_of(self, job: Job, o: Outcome | None, cls: type = TaskRecord) -> TaskRecord:
+    def record_of(self, job: Job, o: tuple | None, cls: type = TaskRecord) -> TaskRecord:
+        """The record of a finished job from its outcome tuple, without a store read."""
+        o = None if o is None else Outcome._make(o)
         return build_record(
             job.id, job.task_name or names.name_of(job.id), job.func[0],
             None if job.items is not None else job.args,
@@ -634,7 +649,7 @@ class Runner:
                 self._active.pop(job.id, None)
         if cancelled:
             entries = [(j.options.group, j.gen, j.prefix,
-                        Outcome(j.id, "cancelled", 0, None, now, None, None, None), j.prev)
+                        (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
                        for j in cancelled]
             self.store_for(ttl).write_outcomes(entries, ttl=ttl)
             self._notify()
@@ -732,7 +747,7 @@ class Runner:
         for listener in list(self._listeners):
             try:
                 listener()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("nbgroups: progress listener failed")
 
     def add_listener(self, listener: Callable[[], None]) -> None:

@@ -49,7 +49,7 @@ from .records import (
     TaskList,
     TaskRecord,
 )
-from .serialize import Signer, join_chunks, loads, loads_exception, load_secret
+from .serialize import Signer, join_chunks, load_secret, loads, loads_exception
 
 SEP = "\x00"
 _COUNTERS = ("n", "ok", "fail", "cancel", "reused")
@@ -89,6 +89,12 @@ class Store:
 
         self._set(key, self._signer.sign(dumps(obj)), expire)
 
+    def _put_plain(self, key: str, obj: Any, expire: float | None) -> None:
+        """Sign and store plain data (tuples of str/bytes/numbers): C pickle, no cloudpickle."""
+        from .serialize import dumps_plain
+
+        self._set(key, self._signer.sign(dumps_plain(obj)), expire)
+
     def _load(self, key: str, data: Any) -> Any:
         if not isinstance(data, bytes | memoryview):
             raise SignatureError(f"store entry {key!r} is not a signed nbgroups entry")
@@ -124,7 +130,7 @@ class Store:
                     self._add(f"g{SEP}{group}", gen)
                 self._add(base + "t0", d["created"], expire)
                 calls = d["calls"] if self.keep_args else tuple(
-                    c._replace(args=None, kwargs=None) for c in d["calls"]
+                    (c[0], c[1], None, None, *c[4:]) for c in d["calls"]
                 )
                 page = SpecPage(
                     prefix=d["prefix"], group=group, gen=gen, seq=seq, created=d["created"],
@@ -135,9 +141,9 @@ class Store:
                 self._set(f"p{SEP}{page.prefix}", key, expire)
                 self._set(f"n{SEP}{names.name_family(page.prefix)}{SEP}{page.prefix}", key, expire)
                 for c in calls:
-                    if c.task_name:
-                        tid = names.task_id(page.prefix, c.index)
-                        self._set(f"N{SEP}{c.task_name}{SEP}{time.time_ns():020d}", tid, expire)
+                    if c[4]:  # a task_name= override gets its own name index entry
+                        tid = names.task_id(page.prefix, c[0])
+                        self._set(f"N{SEP}{c[4]}{SEP}{time.time_ns():020d}", tid, expire)
                 pages.append(page)
         return pages
 
@@ -160,12 +166,12 @@ class Store:
                 base = _gkey("c", group, gen)
                 ctr = self._incr(base + "o", 1, expire)
                 key = _gkey("o", group, gen) + f"{ctr:012d}"
-                self._put_obj(key, [o for _, o, _ in items], expire)
+                self._put_plain(key, [tuple(o) for _, o, _ in items], expire)
                 deltas: dict[str, int] = {}
                 for prefix in {p for p, _, _ in items}:
                     self._set(f"q{SEP}{prefix}{SEP}{ctr:012d}", key, expire)
                 for _, o, prev in items:
-                    name = _STATE_COUNTER.get(o.state)
+                    name = _STATE_COUNTER.get(o[1])
                     if name:
                         deltas[name] = deltas.get(name, 0) + 1
                     old = _STATE_COUNTER.get(prev or "")
@@ -205,11 +211,11 @@ class Store:
     def _pages(self, group: str | None, gen: int) -> list[SpecPage]:
         return [self._load(k, v) for k, v in self._scan(_gkey("s", group, gen))]
 
-    def _latest(self, outcome_pages: Iterable[tuple[str, Any]]) -> dict[str, Outcome]:
-        latest: dict[str, Outcome] = {}
+    def _latest(self, outcome_pages: Iterable[tuple[str, Any]]) -> dict[str, tuple]:
+        """Task id -> its latest outcome tuple (layout of :class:`Outcome`)."""
+        latest: dict[str, tuple] = {}
         for key, data in outcome_pages:  # in counter order: later runs win
-            for o in self._load(key, data):
-                latest[o.id] = Outcome(*o)
+            latest.update((o[0], o) for o in self._load(key, data))
         return latest
 
     def group_entries(self, group: str) -> list[tuple[SpecPage, Call, Outcome | None]] | None:
@@ -219,9 +225,12 @@ class Store:
         if not pages:
             return None
         latest = self._latest(self._scan(_gkey("o", group, gen)))
-        return [
-            (p, c, latest.get(names.task_id(p.prefix, c.index))) for p in pages for c in p.calls
-        ]
+        out = []
+        for p in pages:
+            for c in p.calls:
+                o = latest.get(names.task_id(p.prefix, c[0]))
+                out.append((p, Call._make(c), None if o is None else Outcome._make(o)))
+        return out
 
     def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
         entries = self.group_entries(group)
@@ -230,18 +239,26 @@ class Store:
         return TaskList(self._record(p, c, o, group, cls) for p, c, o in entries)
 
     def group_results(self, group: str, failures: bool) -> list | None:
-        """Results in submission order, without building task records."""
-        entries = self.group_entries(group)
-        if entries is None:
+        """Results in submission order, without building task records (the hot path)."""
+        gen = self.gen(group)
+        pages = self._pages(group, gen)
+        if not pages:
             return None
+        latest = self._latest(self._scan(_gkey("o", group, gen)))
         out = []
-        for _, _, o in entries:
-            if o is None:
-                continue
-            if o.state == "success":
-                out.append(_result_value(o))
-            elif failures and o.state == "failure":
-                out.append(_failure_value(o))
+        append = out.append
+        for p in pages:
+            prefix = p.prefix
+            for c in p.calls:
+                o = latest.get(f"{prefix}{c[0]:08x}")
+                if o is None:
+                    continue
+                state = o[1]
+                if state == "success":
+                    blob = o[5]
+                    append(loads(blob) if type(blob) is bytes else _result_value(Outcome._make(o)))
+                elif failures and state == "failure":
+                    append(_failure_value(Outcome._make(o)))
         return out
 
     def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
@@ -256,7 +273,7 @@ class Store:
         if data is None:
             return None
         page: SpecPage = self._load(page_key, data)
-        call = next((c for c in page.calls if c.index == index), None)
+        call = next((Call._make(c) for c in page.calls if c[0] == index), None)
         if call is None:
             return None
         refs = self._scan(f"q{SEP}{prefix}{SEP}")
@@ -266,6 +283,7 @@ class Store:
             if value is not None:
                 outcome_pages.append((okey, value))
         outcome = self._latest(outcome_pages).get(task_id)
+        outcome = None if outcome is None else Outcome._make(outcome)
         label = page.group if page.group and self.gen(page.group) == page.gen else None
         return self._record(page, call, outcome, label, cls)
 
@@ -284,7 +302,7 @@ class Store:
                     continue
                 page: SpecPage = self._load(page_key, data)
                 index = names.index_in_page(page.prefix, w2, w3)
-                if any(c.index == index and not c.task_name for c in page.calls):
+                if any(c[0] == index and not c[4] for c in page.calls):
                     candidates.append((page.created, names.task_id(page.prefix, index)))
         if not candidates:
             return None
