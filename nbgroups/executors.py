@@ -9,6 +9,7 @@ pids (to replace a worker whose task timed out) and ``broken`` detection.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import os
 import signal
 
@@ -37,6 +38,18 @@ class Executor:
 
     def kill_worker(self, pid: int) -> None:
         """Stop a worker process (timeouts); the pool then reports itself broken."""
+
+    #: Bumped by :meth:`restart`: a batch remembers the pool it was sent to.
+    generation = 0
+    #: pids this side killed on purpose (timeouts): their death is not the task's.
+    killed: frozenset[int] | set[int] = frozenset()
+
+    def dead_workers(self, generation: int) -> dict[int, int] | None:
+        """``{pid: exit code}`` of the workers whose death broke pool ``generation``.
+
+        None when unknown (the pool did not break, or the backend cannot tell).
+        """
+        return None
 
     def shutdown(self) -> None:
         """Stop the workers without waiting for running calls."""
@@ -78,6 +91,9 @@ class LokyExecutor(Executor):
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
         self._pool = self._new_pool()
+        self.generation = 0
+        self.killed = set()
+        self._deaths: dict[int, dict[int, int]] = {}
 
     def _new_pool(self):
         from loky import ProcessPoolExecutor
@@ -85,7 +101,44 @@ class LokyExecutor(Executor):
         return ProcessPoolExecutor(max_workers=self.workers, initializer=worker.init_worker)
 
     def submit(self, payload, monitor):
-        return self._pool.submit(worker.run_batch, payload, monitor)
+        from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
+
+        pool, gen = self._pool, self.generation
+        try:
+            future = pool.submit(worker.run_batch, payload, monitor)
+        except (BrokenProcessPool, ShutdownExecutorError) as exc:
+            # The pool broke after the runner last looked: the batch comes back
+            # as broken and is re-queued, like every other batch of this pool.
+            future = cf.Future()
+            future.set_exception(exc)
+            return future
+        # Registered before the runner's callback, so it runs first: loky fails
+        # every pending future *before* it kills the surviving workers
+        # (terminate_broken), so at this moment only the worker(s) that really
+        # died have an exit code. This is what lets the runner fail exactly the
+        # call that was running in a dead worker, and re-run the others.
+        future.add_done_callback(lambda f: self._note_deaths(f, pool, gen))
+        return future
+
+    def _note_deaths(self, future: cf.Future, pool, gen: int) -> None:
+        from loky.process_executor import BrokenProcessPool
+
+        if gen in self._deaths or future.cancelled():
+            return
+        if not isinstance(future.exception(), BrokenProcessPool):
+            return  # e.g. our own shutdown of an old pool: nobody died on their own
+        processes = getattr(pool, "_processes", None) or {}
+        dead = {}
+        for pid, proc in list(processes.items()):
+            code = proc.exitcode
+            if code is not None:
+                dead[pid] = code
+        self._deaths[gen] = dead
+        for old in [g for g in self._deaths if g < gen - 8]:
+            del self._deaths[old]
+
+    def dead_workers(self, generation: int) -> dict[int, int] | None:
+        return self._deaths.get(generation)
 
     def is_broken(self, exc: BaseException) -> bool:
         from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
@@ -95,13 +148,13 @@ class LokyExecutor(Executor):
     def restart(self) -> None:
         old = self._pool
         self._pool = self._new_pool()
+        self.generation += 1
         old.shutdown(wait=False, kill_workers=True)
 
     def kill_worker(self, pid: int) -> None:
-        try:
+        self.killed.add(pid)
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, kill_workers=True)

@@ -45,6 +45,7 @@ import logging
 import math
 import os
 import pickle
+import signal
 import tempfile
 import threading
 import time
@@ -139,6 +140,7 @@ class _Batch:
     submitted: float
     future: Any = None
     cause: BaseException | None = None  # set when the runner killed the worker
+    pool: int = 0  # the executor generation (pool) the batch was sent to
 
 
 class Runner:
@@ -395,7 +397,8 @@ class Runner:
             seen = self._pending
 
     def _next_deadline(self) -> float | None:
-        if any(j.options.timeout for b in self._inflight.values() for j in b.jobs[:1]):
+        if any(b.jobs[0].options.timeout or b.jobs[-1].options.timeout
+               for b in self._inflight.values()):
             return 0.1
         return None if not self._inflight and not self._ready else 0.5
 
@@ -456,6 +459,7 @@ class Runner:
         batch = _Batch(bid, jobs, monitor, time.time())
         payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
         self._inflight[bid] = batch
+        batch.pool = self._executor.generation
         batch.future = self._executor.submit(payload, monitor)
         batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
 
@@ -476,7 +480,11 @@ class Runner:
             try:
                 outs = batch.future.result()
             except BaseException as exc:
-                if self._executor is not None and self._executor.is_broken(exc):
+                # Only a break of the current pool restarts it: batches of a pool
+                # already replaced come back broken too, and must not cost the
+                # fresh pool its workers.
+                if self._executor is not None and self._executor.is_broken(exc) and \
+                        batch.pool == self._executor.generation:
                     broken = True
                 finished += self._salvage(batch, exc)
                 continue
@@ -498,38 +506,65 @@ class Runner:
             self._per_call = per if self._per_call is None else 0.7 * self._per_call + 0.3 * per
 
     def _salvage(self, batch: _Batch, exc: BaseException) -> list[tuple[Job, tuple]]:
-        """A batch whose pool broke: fail the call that killed its worker, re-queue the rest.
+        """A batch whose pool broke: fail the call that died with its worker, re-queue the rest.
 
-        loky fails every in-flight batch when one worker dies, and terminates the
-        other workers, so the call each batch was running is only a *suspect*:
-        it is re-run alone, and fails with :class:`WorkerDied` only if its
-        worker dies again. A call killed for its timeout fails at once.
+        loky fails every in-flight batch when one worker dies, then kills the
+        other workers. The executor noted which workers had died *before* that
+        (:meth:`Executor.dead_workers`) and each batch's monitor file says which
+        call its worker was running, so: a call whose worker died on its own
+        fails with :class:`WorkerDied` naming the exit code or signal (retries
+        apply); a call killed for its timeout fails with :class:`TaskTimeout`;
+        every other call of the batch (finished but not yet returned, or not
+        started) is re-queued, and its cut-short run does not count as an
+        attempt. When the backend cannot tell which worker died, the running
+        call is a *suspect*: re-run alone, it fails only if its worker dies again.
         """
         stamp = read_monitor(batch.monitor) if batch.monitor else None
         running = stamp[1] if stamp and stamp[0] == batch.id else None
+        pid = stamp[2] if running is not None else None
+        executor = self._executor
+        dead = executor.dead_workers(batch.pool) if executor is not None else None
         cause = batch.cause
+        if cause is None and running is not None:
+            if dead:
+                if pid in dead and pid not in executor.killed:
+                    cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running "
+                                       f"this task died: {self._exit_reason(dead[pid])}")
+            elif batch.jobs[running].suspect:
+                cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running this "
+                                   f"task died twice: {self._exit_reason(exc)}")
         failed = []
         with self._lock:
             for i, job in reversed(list(enumerate(batch.jobs))):
-                if i == running and (cause is not None or job.suspect):
-                    err = cause or WorkerDied(
-                        "WorkerDied",
-                        f"the worker process (pid {stamp[2]}) running this task died: "
-                        f"{self._exit_reason(exc)}",
-                    )
-                    tb = format_exception(err)
+                if i == running and cause is not None:
+                    tb = format_exception(cause)
                     failed.append((job, ("", "failure", stamp[3], time.time(), None,
-                                         dumps_exception(err, tb), tb)))
+                                         dumps_exception(cause, tb), tb)))
                     continue
                 job.attempt -= 1  # this run was cut short: it does not count
-                job.suspect = job.suspect or i == running
+                job.suspect = job.suspect or (i == running and not dead)
                 self._ready.appendleft(job)
         return failed
 
-    def _exit_reason(self, exc: BaseException) -> str:
-        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    @staticmethod
+    def _exit_reason(code: int | BaseException) -> str:
+        """``'killed by signal SIGKILL (9)'``, ``'exited with code 3'``, or loky's words."""
+        if isinstance(code, int):
+            if code >= 0:
+                return f"it exited with code {code}"
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = "an unknown signal"
+            hint = {
+                signal.SIGKILL: " (sent by another process or by the kernel's out-of-memory "
+                                "killer)",
+                signal.SIGSEGV: " (a segmentation fault, e.g. in C code)",
+            }.get(-code, "")
+            return f"it was killed by signal {name} ({-code}){hint}"
+        lines = [line.strip() for line in str(code).strip().splitlines() if line.strip()]
         detail = [line for line in lines if "exit code" in line.lower()]
-        return (detail or lines or [type(exc).__name__])[-1]
+        return (detail or lines or [type(code).__name__])[-1]
 
     def _recover(self) -> None:
         self.restarts += 1
@@ -541,12 +576,15 @@ class Runner:
             return
         now = time.time()
         for batch in list(self._inflight.values()):
-            job = batch.jobs[0]
-            limit = job.options.timeout
-            if not limit or batch.cause is not None:
+            # A call with a timeout is dispatched alone or last in its batch.
+            if batch.cause is not None or not (batch.jobs[0].options.timeout
+                                               or batch.jobs[-1].options.timeout):
                 continue
             stamp = read_monitor(batch.monitor)
-            if stamp and stamp[0] == batch.id and now - stamp[3] > limit:
+            if not stamp or stamp[0] != batch.id or stamp[1] >= len(batch.jobs):
+                continue
+            limit = batch.jobs[stamp[1]].options.timeout
+            if limit and now - stamp[3] > limit:
                 batch.cause = TaskTimeout(
                     "TaskTimeout", f"the task ran longer than its timeout of {limit:g} s; "
                     "its worker was replaced")
