@@ -1,0 +1,336 @@
+"""nbgroups beside its peers, measured in one run: times, ratios, targets.
+
+    python benchmarks/run.py            # everything (a few minutes)
+    python benchmarks/run.py --only throughput,iter
+
+Every nbgroups figure persists every result in a real store (a temp dir);
+none of the peers persists anything. Ratios are taken within the same run,
+since these machines are noisy. Exits non-zero when a target ratio is missed.
+See benchmarks/README.md for recorded figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gc
+import math
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+
+import psutil
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import nbgroups  # noqa: E402
+from nbgroups import api  # noqa: E402
+
+WORKERS = 2
+ROWS: list[tuple[str, str, str]] = []
+MISSED: list[str] = []
+
+
+def timed(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def row(label: str, value: str, note: str = "") -> None:
+    ROWS.append((label, value, note))
+    print(f"  {label:<58} {value:>14}  {note}", flush=True)
+
+
+def target(name: str, ok: bool, text: str) -> None:
+    row(f"target {name}", "met" if ok else "MISSED", text)
+    if not ok:
+        MISSED.append(f"{name}: {text}")
+
+
+def fresh(store: str, **kw) -> None:
+    api.reset()
+    nbgroups.configure(store=store, workers=WORKERS, progress=False, **kw)
+
+
+def warm() -> None:
+    nbgroups.result(nbgroups.async_task("math.modf", 1.0), wait=-1)
+
+
+def spin(n: int) -> int:
+    """~100 ms of pure-Python work for n=1_500_000 (calibrated below)."""
+    acc = 0
+    for i in range(n):
+        acc += i * i % 7
+    return acc
+
+
+# --------------------------------------------------------------------- targets
+def bench_throughput(tmp: str, n: int = 10_000) -> None:
+    print(f"\n[1] {n:,} x async_task('math.modf', i, group=g) + result_group(g, count={n})")
+    from joblib import Parallel, delayed
+    from loky import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(WORKERS) as pool:
+        list(pool.map(math.modf, range(100)))
+
+        def ppe():
+            futures = [pool.submit(math.modf, i) for i in range(n)]
+            return [f.result() for f in futures]
+
+        t_ppe = timed(ppe)
+    par = Parallel(n_jobs=WORKERS)
+    par(delayed(math.modf)(i) for i in range(100))
+    t_joblib = timed(lambda: par(delayed(math.modf)(i) for i in range(n)))
+
+    fresh(os.path.join(tmp, "tp"))
+    warm()
+    counter = iter(range(10**9))
+
+    def nbg():
+        g = f"tp{next(counter)}"
+        for i in range(n):
+            nbgroups.async_task("math.modf", i, group=g)
+        out = nbgroups.result_group(g, count=n)
+        assert len(out) == n, len(out)
+
+    t_nb = timed(nbg)
+    row("ProcessPoolExecutor(2), one submit per call", f"{t_ppe:.3f} s")
+    row("joblib Parallel(n_jobs=2), auto-batching", f"{t_joblib:.3f} s")
+    row("nbgroups (persisted)", f"{t_nb:.3f} s",
+        f"{t_nb / t_ppe:.2f} x PPE, {t_nb / t_joblib:.2f} x joblib")
+    target("1a", t_nb <= 0.25 * t_ppe, f"nbgroups <= 0.25 x PPE (is {t_nb / t_ppe:.2f})")
+    target("1b", t_nb <= 3 * t_joblib, f"nbgroups <= 3 x joblib (is {t_nb / t_joblib:.2f})")
+
+
+def bench_iter(tmp: str, n: int = 100_000) -> None:
+    print(f"\n[2] async_iter('math.modf', range({n:,})) + result(id, wait=-1)")
+    from joblib import Parallel, delayed
+
+    par = Parallel(n_jobs=WORKERS)
+    par(delayed(math.modf)(i) for i in range(100))
+    t_joblib = timed(lambda: par(delayed(math.modf)(i) for i in range(n)))
+    fresh(os.path.join(tmp, "it"))
+    warm()
+
+    def nbg():
+        out = nbgroups.result(nbgroups.async_iter("math.modf", range(n)), wait=-1)
+        assert len(out) == n
+
+    t_nb = timed(nbg)
+    row("joblib Parallel(n_jobs=2)", f"{t_joblib:.3f} s")
+    row("nbgroups async_iter (persisted)", f"{t_nb:.3f} s", f"{t_nb / t_joblib:.2f} x joblib")
+    target("2", t_nb <= 1.0 * t_joblib, f"nbgroups <= 1.0 x joblib (is {t_nb / t_joblib:.2f})")
+
+
+def bench_cpu(tmp: str, calls: int = 40) -> None:
+    print(f"\n[3] CPU-bound: {calls} calls of ~100 ms pure Python")
+    from joblib import Parallel, delayed
+    from loky import ProcessPoolExecutor
+
+    t0 = time.perf_counter()
+    spin(300_000)
+    per = (time.perf_counter() - t0) / 300_000
+    n = int(0.1 / per)
+    t_serial = timed(lambda: [spin(n) for _ in range(calls)], repeat=1)
+    par = Parallel(n_jobs=WORKERS)
+    par(delayed(spin)(10) for _ in range(4))
+    t_joblib = timed(lambda: par(delayed(spin)(n) for _ in range(calls)), repeat=1)
+    with ProcessPoolExecutor(WORKERS) as pool:
+        list(pool.map(spin, [10, 10]))
+        t_ppe = timed(lambda: list(pool.map(spin, [n] * calls)), repeat=1)
+    fresh(os.path.join(tmp, "cpu"))
+    warm()
+    counter = iter(range(10**9))
+
+    def nbg():
+        g = f"cpu{next(counter)}"
+        for _ in range(calls):
+            nbgroups.async_task(spin, n, group=g)
+        assert len(nbgroups.result_group(g, count=calls)) == calls
+
+    t_nb = timed(nbg, repeat=1)
+    row("serial loop", f"{t_serial:.2f} s")
+    row("joblib Parallel(n_jobs=2)", f"{t_joblib:.2f} s", f"speed-up {t_serial / t_joblib:.2f}")
+    row("ProcessPoolExecutor(2).map", f"{t_ppe:.2f} s", f"speed-up {t_serial / t_ppe:.2f}")
+    row("nbgroups", f"{t_nb:.2f} s", f"speed-up {t_serial / t_nb:.2f}")
+    target("3", t_serial / t_nb >= 1.9, f"speed-up >= 1.9 (is {t_serial / t_nb:.2f})")
+
+
+def bench_reads(tmp: str) -> None:
+    print("\n[4] count_group and result_group of a 100,000-task group")
+    fresh(os.path.join(tmp, "reads"))
+    warm()
+    for k in range(20):  # other groups in the store must not matter
+        nbgroups.sweep("math.floor", f"other{k}", x=list(range(500)))
+    for i in range(100_000):
+        nbgroups.async_task("math.floor", i, group="big")
+    assert len(nbgroups.result_group("big", count=100_000)) == 100_000
+    t_count = timed(lambda: nbgroups.count_group("big"), repeat=50)
+    t_small = timed(lambda: nbgroups.count_group("other3"), repeat=50)
+    t_read = timed(lambda: nbgroups.result_group("big"), repeat=3)
+    row("count_group, 100,000-task group", f"{t_count * 1e3:.3f} ms",
+        f"(500-task group: {t_small * 1e3:.3f} ms)")
+    row("result_group, 100,000-task group", f"{t_read:.3f} s", "20 other groups in the store")
+    target("4a", t_count < 0.001, f"count_group < 1 ms (is {t_count * 1e3:.3f} ms)")
+    target("4b", t_read < 0.5, f"result_group(100k) < 0.5 s (is {t_read:.3f} s)")
+
+
+class PeakRSS:
+    """Samples this process's RSS every 5 ms in a thread."""
+
+    def __init__(self) -> None:
+        self.proc = psutil.Process()
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            self._stop.wait(0.005)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+
+
+def bench_memory(tmp: str) -> None:
+    import numpy as np
+
+    print("\n[5] memory")
+    fresh(os.path.join(tmp, "mem"))
+    warm()
+    gc.collect()
+    base = psutil.Process().memory_info().rss
+    with PeakRSS() as p:
+        tid = nbgroups.async_iter("math.modf", range(1_000_000))
+        assert nbgroups.fetch(tid, wait=-1).success
+    row("peak kernel RSS during a 1,000,000-item async_iter", f"{p.peak / 2**20:.0f} MB",
+        f"(before: {base / 2**20:.0f} MB)")
+    target("5a", p.peak < 300 * 2**20, f"peak RSS < 300 MB (is {p.peak / 2**20:.0f} MB)")
+
+    def big(i):
+        return np.full(50 * 2**20 // 8, float(i))
+
+    gc.collect()
+    base = psutil.Process().memory_info().rss
+    with PeakRSS() as p:
+        for i in range(20):
+            nbgroups.async_task(big, i, group="arrays")
+        nbgroups.result_group("arrays", count=20) and None  # noqa: B018 - wait only
+        del _
+    grown = (p.peak - base) / 2**20
+    row("20 results of 50 MB arrays to the store: peak RSS growth", f"{grown:.0f} MB",
+        "(two arrays = 100 MB)")
+    target("5b", grown <= 110, f"kernel holds <= 2 arrays at once (grew {grown:.0f} MB)")
+
+
+def bench_latency(tmp: str) -> None:
+    print("\n[6] latency")
+    from loky import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(WORKERS) as pool:
+        pool.submit(math.modf, 1.0).result()
+        t_loky = timed(lambda: pool.submit(math.modf, 1.0).result(), repeat=200)
+    fresh(os.path.join(tmp, "lat"))
+    warm()
+    t_nb = timed(lambda: nbgroups.result(nbgroups.async_task("math.modf", 1.0), wait=-1),
+                 repeat=200)
+    row("loky warm submit().result()", f"{t_loky * 1e3:.2f} ms")
+    row("nbgroups warm async_task + result(wait=-1)", f"{t_nb * 1e3:.2f} ms",
+        f"{t_nb / t_loky:.2f} x loky")
+    target("6a", t_nb <= 3 * t_loky, f"warm round trip <= 3 x loky (is {t_nb / t_loky:.2f})")
+
+    code_loky = ("import time,math; t=time.perf_counter(); from loky import ProcessPoolExecutor;"
+                 "p=ProcessPoolExecutor(2); p.submit(math.modf,1.0).result();"
+                 "print(time.perf_counter()-t); p.shutdown(kill_workers=True)")
+    code_nb = ("import time; t=time.perf_counter(); import nbgroups;"
+               f"nbgroups.configure(store={os.path.join(tmp, 'cold')!r}, workers=2);"
+               "nbgroups.result(nbgroups.async_task('math.modf', 1.0), wait=-1);"
+               "print(time.perf_counter()-t)")
+    import subprocess
+
+    def cold(code):
+        vals = [float(subprocess.run([sys.executable, "-c", code], capture_output=True,
+                                     text=True, check=True).stdout.split()[-1])
+                for _ in range(3)]
+        return statistics.median(vals)
+
+    c_loky, c_nb = cold(code_loky), cold(code_nb)
+    row("loky cold first result (import + pool start)", f"{c_loky:.3f} s")
+    row("nbgroups cold first result (import + store + pool)", f"{c_nb:.3f} s",
+        f"{c_nb / c_loky:.2f} x loky")
+    target("6b", c_nb <= 2 * c_loky, f"cold first result <= 2 x loky (is {c_nb / c_loky:.2f})")
+
+
+def bench_display(tmp: str, n: int = 10_000) -> None:
+    print(f"\n[7] progress display cost on target 1 ({n:,} tasks)")
+    try:
+        from nbgroups import display  # noqa: F401
+    except ImportError:
+        row("progress display", "n/a", "nbgroups.display not available")
+        return
+    times = {}
+    for mode in (False, "text"):
+        fresh(os.path.join(tmp, f"disp{mode}"), )
+        nbgroups.configure(progress=mode)
+        warm()
+        counter = iter(range(10**9))
+
+        def nbg():
+            g = f"d{next(counter)}"
+            for i in range(n):
+                nbgroups.async_task("math.modf", i, group=g)
+            if mode:
+                nbgroups.progress(g)
+            nbgroups.result_group(g, count=n)
+
+        times[mode] = timed(nbg, repeat=5)
+    cost = times["text"] / times[False] - 1
+    row("without display", f"{times[False]:.3f} s")
+    row("with text progress", f"{times['text']:.3f} s", f"cost {cost * 100:+.1f} %")
+    target("7", cost < 0.02, f"display costs < 2 % (is {cost * 100:+.1f} %)")
+
+
+BENCHES = {
+    "throughput": bench_throughput,
+    "iter": bench_iter,
+    "cpu": bench_cpu,
+    "reads": bench_reads,
+    "memory": bench_memory,
+    "latency": bench_latency,
+    "display": bench_display,
+}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", default=",".join(BENCHES), help="comma-separated: " +
+                    ", ".join(BENCHES))
+    args = ap.parse_args()
+    print(f"nbgroups benchmarks — {os.cpu_count()} CPUs, workers={WORKERS}, "
+          f"python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="nbgroups-bench-") as tmp:
+        for name in args.only.split(","):
+            BENCHES[name.strip()](tmp)
+        api.reset()
+    print("\nmissed targets:" if MISSED else "\nall targets met")
+    for m in MISSED:
+        print("  -", m)
+    return 1 if MISSED else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
