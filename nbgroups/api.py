@@ -355,6 +355,9 @@ def _layer(cached: Any) -> int | None:
 
 
 def _find(r: Runner, task_id: str, ttl: int | None) -> Task | None:
+    hit = r.recent(task_id, ttl, Task)
+    if hit is not None:
+        return hit
     store = r.store_for(ttl)
     if names.looks_like_id(task_id):
         return store.task(task_id, Task)

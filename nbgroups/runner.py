@@ -70,6 +70,7 @@ MAX_BATCH = 4096
 ITER_CHUNK_MAX = 20_000
 LINGER_SECONDS = 0.02
 LINGER_CALLS = 4096
+RECENT_MAX = 1024
 POLL_SECONDS = 0.25
 
 
@@ -163,6 +164,9 @@ class Runner:
         self._done: collections.deque = collections.deque()
         self._live: dict[tuple, list[int]] = {}  # (layer, group) -> [queued, running]
         self._active: dict[str, Job] = {}  # task id -> job, until it finishes
+        # The last finished jobs with their outcomes (already in the store):
+        # result(id) right after a task finished needs no store read.
+        self._recent: collections.OrderedDict[str, tuple[Job, tuple]] = collections.OrderedDict()
         self._batch_ids = itertools.count(1)
         self._per_call = None  # EWMA of a call's run time, seconds
         self._executor: Executor | None = None
@@ -616,14 +620,14 @@ class Runner:
                     stopped = time.time()
                 if job.state.final:
                     continue
-                if not job.options.save:
-                    result = None
                 final.append((job, (job.id, state, max(job.attempt, 1), started, stopped,
                                     result, error, tb)))
         if not final:
             return
         by_layer: dict[int | None, list] = {}
         for job, o in final:
+            if not job.options.save:  # save=False: the hook still sees the result
+                o = (*o[:5], None, *o[6:])
             by_layer.setdefault(job.options.ttl, []).append(
                 (job.options.group, job.gen, job.prefix, o, job.prev))
         for ttl, entries in by_layer.items():
@@ -637,8 +641,11 @@ class Runner:
                 if live is not None:
                     live[0 if was is State.QUEUED else 1] -= 1
                 self._active.pop(job.id, None)
+                self._recent[job.id] = (job, o if job.options.save else (*o[:5], None, *o[6:]))
                 if job.options.hook is not None:
                     hooks.append((job, o))
+            while len(self._recent) > RECENT_MAX:
+                self._recent.popitem(last=False)
         self._notify()
         for job, o in hooks:
             self._call_hook(job, o)
@@ -659,10 +666,20 @@ class Runner:
         o = None if o is None else Outcome._make(o)
         return build_record(
             job.id, job.task_name or names.name_of(job.id), job.func[0],
-            None if job.items is not None else job.args,
-            job.kwargs, o, job.options.group, None, cls,
+            None if job.items is not None or job.options.ttl is not None else job.args,
+            None if job.options.ttl is not None else job.kwargs, o, job.options.group, None, cls,
             items=job.items,
         )
+
+    def recent(self, task_id: str, ttl: int | None, cls: type = TaskRecord) -> TaskRecord | None:
+        """The record of a task this runner finished lately, or None (then read the store)."""
+        hit = self._recent.get(task_id)
+        if hit is None or hit[0].options.ttl != ttl:
+            return None
+        job, o = hit
+        if job.options.group and self.store_for(ttl).gen(job.options.group) != job.gen:
+            return None  # the label was deleted since: the store knows the truth
+        return self.record_of(job, o, cls)
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, group: str | None, ttl: int | None = None) -> int:

@@ -124,7 +124,7 @@ _ENV_PARSERS = {
     "progress": lambda s: False if s.lower() in ("0", "false", "off", "no") else s,
     "timeout": lambda s: None if s.lower() in ("", "none") else float(s),
     "retries": int,
-    "cached": lambda s: {"true": True, "false": False}.get(s.lower(), None) if not s.isdigit()
+    "cached": lambda s: {"true": True, "false": False}.get(s.lower()) if not s.isdigit()
     else int(s),
     "cache_ttl": int,
     "reuse": lambda s: s.lower() in ("1", "true", "yes", "on"),

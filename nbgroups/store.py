@@ -13,12 +13,13 @@ are ``str`` with NUL separators, so a group's pages are one key range::
 
     g\\0GROUP                       int    label generation (delete_group bumps it)
     c\\0GROUP\\0GEN\\0NAME            int    counters: n (submitted), ok, fail, cancel,
-                                          reused, o (outcome pages); t0/t1 float times
+                                          reused; t0/t1 float times
     s\\0GROUP\\0GEN\\0SEQ             bytes  signed SpecPage: the calls, in submission order
     o\\0GROUP\\0GEN\\0CTR             bytes  signed list of Outcome: how runs ended
-    p\\0PREFIX                      str    page index: id -> spec page key
+                                          (CTR: time_ns.pid, so later runs sort last)
+    n\\0FAMILY\\0PREFIX              str    page index: task id or derived name -> spec page key
+                                          (FAMILY: the page's first two name words)
     q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
-    n\\0FAMILY\\0PREFIX              str    name index: derived name -> spec page key
     N\\0NAME\\0TIME                  str    task_name= overrides -> task id
 
 Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
@@ -60,6 +61,24 @@ def _gkey(kind: str, group: str | None, gen: int) -> str:
     return f"{kind}{SEP}{group or ''}{SEP}{gen}{SEP}"
 
 
+def _page_index(prefix: str) -> str:
+    """The one index entry of a page: found from a task id and from a derived name."""
+    return f"n{SEP}{names.name_family(prefix)}{SEP}{prefix}"
+
+
+_ctr_lock = threading.Lock()
+_ctr_last = [0]
+
+
+def _outcome_ctr() -> str:
+    """A key part that sorts after every earlier one, in this and other processes
+    (nanosecond clock, made strictly increasing here; the pid breaks ties)."""
+    with _ctr_lock:
+        now = max(time.time_ns(), _ctr_last[0] + 1)
+        _ctr_last[0] = now
+    return f"{now:020d}.{os.getpid():08d}"
+
+
 class Store:
     """Durable task records and counters (template; see the module docstring).
 
@@ -71,6 +90,7 @@ class Store:
         self._signer = signer
         self.ttl = ttl
         self.keep_args = keep_args
+        self._seen: set[tuple[str | None, int]] = set()
 
     # ----------------------------------------------------------------- primitives
     def _get(self, key: str) -> Any: ...
@@ -126,9 +146,12 @@ class Store:
                 gen = self.gen(group)
                 base = _gkey("c", group, gen)
                 seq = self._incr(base + "n", len(d["calls"]), expire) - len(d["calls"])
-                if group:
-                    self._add(f"g{SEP}{group}", gen)
-                self._add(base + "t0", d["created"], expire)
+                if (group, gen) not in self._seen:  # once per label generation
+                    if group:
+                        self._add(f"g{SEP}{group}", gen)
+                    self._add(base + "t0", d["created"], expire)
+                    if expire is None:
+                        self._seen.add((group, gen))
                 calls = d["calls"] if self.keep_args else tuple(
                     (c[0], c[1], None, None, *c[4:]) for c in d["calls"]
                 )
@@ -138,8 +161,7 @@ class Store:
                 )
                 key = _gkey("s", group, gen) + f"{seq:012d}"
                 self._put_obj(key, page, expire)
-                self._set(f"p{SEP}{page.prefix}", key, expire)
-                self._set(f"n{SEP}{names.name_family(page.prefix)}{SEP}{page.prefix}", key, expire)
+                self._set(_page_index(page.prefix), key, expire)
                 for c in calls:
                     if c[4]:  # a task_name= override gets its own name index entry
                         tid = names.task_id(page.prefix, c[0])
@@ -164,12 +186,12 @@ class Store:
         with self._transaction():
             for (group, gen), items in by_group.items():
                 base = _gkey("c", group, gen)
-                ctr = self._incr(base + "o", 1, expire)
-                key = _gkey("o", group, gen) + f"{ctr:012d}"
+                ctr = _outcome_ctr()
+                key = _gkey("o", group, gen) + ctr
                 self._put_plain(key, [tuple(o) for _, o, _ in items], expire)
                 deltas: dict[str, int] = {}
                 for prefix in {p for p, _, _ in items}:
-                    self._set(f"q{SEP}{prefix}{SEP}{ctr:012d}", key, expire)
+                    self._set(f"q{SEP}{prefix}{SEP}{ctr}", key, expire)
                 for _, o, prev in items:
                     name = _STATE_COUNTER.get(o[1])
                     if name:
@@ -266,7 +288,7 @@ class Store:
         if not names.looks_like_id(task_id):
             return None
         prefix, index = names.split_id(task_id)
-        page_key = self._get(f"p{SEP}{prefix}")
+        page_key = self._get(_page_index(prefix))
         if not isinstance(page_key, str):
             return None
         data = self._get(page_key)
@@ -329,8 +351,7 @@ class Store:
                 keys = []
                 for key, data in self._scan(_gkey("s", group, gen)):
                     page: SpecPage = self._load(key, data)
-                    keys += [key, f"p{SEP}{page.prefix}",
-                             f"n{SEP}{names.name_family(page.prefix)}{SEP}{page.prefix}"]
+                    keys += [key, _page_index(page.prefix)]
                     keys += [k for k, _ in self._scan(f"q{SEP}{page.prefix}{SEP}")]
                 keys += [k for k, _ in self._scan(_gkey("o", group, gen))]
                 keys += [k for k, _ in self._scan(_gkey("c", group, gen))]

@@ -86,11 +86,11 @@ def run_call(key, func, args, kwargs) -> tuple:
     started = time.time()
     try:
         value = func(*args, **(kwargs or {}))
-    except BaseException as exc:  # noqa: BLE001 - a task's SystemExit is a failure too
+    except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt is a failure too
         return _failure(key, started, exc)
     try:
         blob = dumps_result(value)
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt is a failure too
         return _failure(key, started, exc)
     return (key, "success", started, time.time(), blob, None, None)
 
@@ -103,19 +103,19 @@ def run_items(key, func, items: list) -> tuple:
     for item in items:
         try:
             results.append(func(*item) if type(item) is tuple else func(item))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             if first is None:
                 first = (exc, format_exception(exc))
             exc.__traceback__ = None
             results.append(exc)
     try:
         blob = pickle.dumps(results, protocol=PROTOCOL)
-    except Exception:  # noqa: BLE001 - find and replace the items that do not pickle
+    except Exception:
         fixed = []
         for value in results:
             try:
                 fixed.append(pickle.loads(dumps_result(value)))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 if first is None:
                     first = (exc, format_exception(exc))
                 fixed.append(exc)
@@ -141,7 +141,7 @@ def run_batch(payload: bytes, monitor: str | None = None) -> list[tuple]:
                 func = loaded.get(fidx)
                 if func is None:
                     func = loaded[fidx] = _load_func(*funcs[fidx])
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 out.append(_failure(key, time.time(), exc))
                 continue
             if iterable:
