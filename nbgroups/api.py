@@ -64,6 +64,10 @@ def configure(**changes: Any) -> Settings:
         new = settings().replace(**changes)
         if new.backend == "dask" and new.address is None and new.client is None:
             raise ValueError("backend='dask' needs address='tcp://host:port' or client=Client(...)")
+        if new.backend == "dask":
+            from .dask_backend import prepare
+
+            prepare(new)  # distributed missing, or a wrong address: fail here, not later
         rebuild = _runner is not None and any(
             getattr(new, k) != getattr(_settings, k)
             for k in ("store", "workers", "backend", "address", "client")
@@ -292,8 +296,14 @@ def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str
         raise TypeError(f"args_iter must be an iterable of arguments, got {args_iter!r}")
     opts, flags = _options(options)
     items = list(args_iter)
-    ids = runner().submit(func, [(items, None)], opts, iterable=True, inline=flags["sync"],
-                          raise_errors=flags["sync"])
+    if flags["reuse"]:  # the whole iterable is one call: the same items reuse the task
+        from .reuse import submit_reusing
+
+        ids = submit_reusing(runner(), func, [(items, None)], opts, inline=flags["sync"],
+                             iterable=True)
+    else:
+        ids = runner().submit(func, [(items, None)], opts, iterable=True,
+                              inline=flags["sync"], raise_errors=flags["sync"])
     _submitted(opts.group, opts.ttl)
     return ids[0]
 
@@ -345,6 +355,13 @@ class Task(TaskRecord):
 
     def group_delete(self, tasks: bool = False) -> int:
         return delete_group(self.group, tasks=tasks) if self.group else 0
+
+    def history(self, cached: bool = False) -> TaskList:
+        """Every finished run of this task, oldest first. A task run again under its id
+        (``retry_group``, ``reuse=True`` after a failure) keeps its earlier failures here."""
+        r = runner()
+        r.flush()
+        return r.store_for(_layer(cached)).task_history(self.id, Task) or TaskList()
 
 
 def _layer(cached: Any) -> int | None:
