@@ -1,0 +1,189 @@
+"""``%load_ext nbgroups``: the ``%nbgroups`` and ``%%group`` magics, automatic progress.
+
+``%nbgroups`` alone shows the table of groups; ``%nbgroups SUBCOMMAND ...``
+runs one of :data:`SUBCOMMANDS` (one small function each). ``%%group NAME
+[--reuse]`` runs its cell with ``NAME`` as the default group of every
+submission. A mistake raises IPython's ``UsageError`` with a one-line help.
+"""
+
+from __future__ import annotations
+
+import ast
+import shlex
+from collections.abc import Callable
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from . import api, display
+from .display.table import GroupTable, group_rows
+from .errors import NbgroupsError
+
+USAGE = ("usage: %nbgroups [progress G | delete G [--tasks] | cancel G | retry G | resume G "
+         "| workers N | store PATH]")
+GROUP_USAGE = "usage: %%group NAME [--reuse]"
+
+
+def _one(args: list[str], what: str, usage: str, flags: tuple[str, ...] = ()) -> tuple[str, set]:
+    """The single positional argument of a sub-command, and the flags given."""
+    given = {a for a in args if a.startswith("--")}
+    unknown = given - set(flags)
+    if unknown:
+        raise UsageError(f"unknown option {sorted(unknown)[0]}; {usage}")
+    plain = [a for a in args if not a.startswith("--")]
+    if len(plain) != 1:
+        raise UsageError(f"expected one {what}; {usage}")
+    return plain[0], given
+
+
+def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()) -> tuple[str, set]:
+    group, given = _one(args, "GROUP", usage, flags)
+    if not api.runner().store.known(group):
+        raise UsageError(f"no group named {group!r} in the store; `%nbgroups` lists them")
+    return group, given
+
+
+def _show_after(group: str, n: int) -> None:
+    if n and api.settings().progress is not False:
+        display.progress(group)
+
+
+# ---------------------------------------------------------------- sub-commands
+def table(args: list[str]) -> GroupTable:
+    """The table of groups: submitted, done, failed, running, queued, elapsed."""
+    if args:
+        raise UsageError(f"unknown sub-command {args[0]!r}; {USAGE}")
+    r = api.runner()
+    return GroupTable(group_rows(r.counts(g) for g in api.list_groups()))
+
+
+def progress_cmd(args: list[str]) -> None:
+    group, _ = _known_group(args, "usage: %nbgroups progress GROUP")
+    display.progress(group)
+
+
+def delete_cmd(args: list[str]) -> None:
+    group, flags = _known_group(args, "usage: %nbgroups delete GROUP [--tasks]", ("--tasks",))
+    tasks = "--tasks" in flags
+    n = api.delete_group(group, tasks=tasks)
+    if tasks:
+        print(f"deleted group {group!r} and its {n} tasks")
+    else:
+        print(f"deleted group {group!r}; its {n} tasks stay fetchable by id")
+
+
+def cancel_cmd(args: list[str]) -> None:
+    group, _ = _known_group(args, "usage: %nbgroups cancel GROUP")
+    n = api.cancel_group(group)
+    print(f"cancelled {n} tasks of {group!r} not yet started")
+
+
+def retry_cmd(args: list[str]) -> None:
+    group, _ = _known_group(args, "usage: %nbgroups retry GROUP")
+    n = api.retry_group(group)
+    print(f"re-submitted {n} failed tasks of {group!r}")
+    _show_after(group, n)
+
+
+def resume_cmd(args: list[str]) -> None:
+    group, _ = _known_group(args, "usage: %nbgroups resume GROUP")
+    n = api.resume_group(group)
+    print(f"re-submitted {n} unfinished tasks of {group!r}")
+    _show_after(group, n)
+
+
+def workers_cmd(args: list[str]) -> None:
+    usage = "usage: %nbgroups workers N (an int >= 1)"
+    value, _ = _one(args, "N", usage)
+    try:
+        n = int(value)
+        api.configure(workers=n)
+    except (TypeError, ValueError):
+        raise UsageError(f"workers must be an int >= 1, got {value!r}; {usage}") from None
+    print(f"workers: {n}")
+
+
+def store_cmd(args: list[str]) -> None:
+    usage = "usage: %nbgroups store PATH"
+    path, _ = _one(args, "PATH", usage)
+    try:
+        api.configure(store=path)
+    except (TypeError, ValueError, NbgroupsError) as exc:
+        raise UsageError(f"{exc}; {usage}") from None
+    print(f"store: {getattr(api.runner().store, 'directory', path)}")
+
+
+SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
+    "progress": progress_cmd,
+    "delete": delete_cmd,
+    "cancel": cancel_cmd,
+    "retry": retry_cmd,
+    "resume": resume_cmd,
+    "workers": workers_cmd,
+    "store": store_cmd,
+}
+
+
+def run_line(line: str):
+    """Run one ``%nbgroups`` line (also usable without IPython's magic machinery)."""
+    try:
+        args = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; {USAGE}") from None
+    if not args:
+        return table([])
+    if args[0] in ("help", "-h", "--help"):
+        print(USAGE)
+        return None
+    command = SUBCOMMANDS.get(args[0])
+    if command is None:
+        raise UsageError(f"unknown sub-command {args[0]!r}; {USAGE}")
+    return command(args[1:])
+
+
+def parse_group_line(line: str) -> tuple[str, dict]:
+    """``NAME [--reuse]`` -> (name, default options)."""
+    try:
+        args = shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"{exc}; {GROUP_USAGE}") from None
+    name, flags = _one(args, "NAME", GROUP_USAGE, ("--reuse",))
+    return name, ({"reuse": True} if "--reuse" in flags else {})
+
+
+@magics_class
+class NbgroupsMagics(Magics):
+    """``%nbgroups`` and ``%%group``."""
+
+    @line_magic
+    def nbgroups(self, line: str = ""):
+        """%nbgroups [progress G | delete G [--tasks] | cancel G | retry G | resume G |
+        workers N | store PATH]: the table of groups, or one sub-command."""
+        return run_line(line)
+
+    @cell_magic
+    def group(self, line: str, cell: str):
+        """%%group NAME [--reuse]: run the cell with NAME as the default group of
+        every submission in it (and show its progress)."""
+        name, options = parse_group_line(line)
+        code = self.shell.transform_cell(cell)
+        tree = ast.parse(code)
+        last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
+        ns = self.shell.user_ns
+        with api.default_group(name, **options):
+            exec(compile(tree, "<%%group cell>", "exec"), ns)
+            if last is not None:
+                expr = ast.Expression(last.value)
+                return eval(compile(expr, "<%%group cell>", "eval"), ns)
+        return None
+
+
+def load_ipython_extension(ip) -> None:
+    ip.register_magics(NbgroupsMagics)
+    display.RENDERER.hook_shell(ip)
+    display.AUTO.enable(ip)
+
+
+def unload_ipython_extension(ip) -> None:
+    display.AUTO.disable(ip)
+    display.RENDERER.unhook_shell(ip)
