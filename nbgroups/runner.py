@@ -335,7 +335,11 @@ class Runner:
                                                  pickle.dumps([]), None, None))]))
 
     def _workers(self) -> int:
-        return max(1, self.settings.workers if self.settings.backend != "sync" else 1)
+        if self.settings.backend == "sync":
+            return 1
+        # The executor knows best (dask: the cluster's threads, which may grow).
+        ex = self._executor
+        return max(1, ex.workers if ex is not None else self.settings.workers)
 
     # ------------------------------------------------------------------ inline
     def _run_inline(self, jobs: list[Job], raise_errors: bool) -> None:
