@@ -1,0 +1,90 @@
+"""Fault: the kernel is interrupted while it waits on a group.
+
+A subprocess (standing in for the kernel) waits in ``result_group(wait=-1)``;
+SIGINT to its whole process group (what Jupyter's interrupt does) raises
+KeyboardInterrupt in the wait at once, the tasks go on and their results reach
+the store, and no worker prints a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import nbgroups
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time
+    import nbgroups
+
+    store, marks = sys.argv[1], sys.argv[2]
+    nbgroups.configure(store=store, workers=2, progress=False)
+
+    def slow(x):
+        with open(os.path.join(marks, f"{x}.start"), "w"):
+            pass
+        time.sleep(0.5)
+        return x * x
+
+    nbgroups.sweep(slow, "intr", x=list(range(8)))
+    print("waiting", flush=True)
+    try:
+        nbgroups.result_group("intr", wait=-1)
+        print("wait returned without interrupt", flush=True)
+    except KeyboardInterrupt:
+        print(f"interrupted {time.time()!r}", flush=True)
+    # The tasks go on: wait for them now (a second wait, as a user would).
+    print("results", nbgroups.result_group("intr", wait=120_000), flush=True)
+    """
+)
+
+
+def test_interrupt_stops_the_wait_and_tasks_go_on(tmp_path):
+    store = tmp_path / "store"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "child.py"
+    script.write_text(CHILD)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(store), str(marks)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,  # its own process group, like a kernel's
+    )
+    try:
+        assert proc.stdout.readline().strip() == "waiting"
+        deadline = time.monotonic() + 60
+        while not list(marks.glob("*.start")):  # workers are running tasks
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        sent = time.time()
+        os.killpg(proc.pid, signal.SIGINT)  # the kernel and its workers, like Jupyter
+        out, err = proc.communicate(timeout=110)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = out.splitlines()
+    interrupted = [line for line in lines if line.startswith("interrupted")]
+    assert interrupted, (out, err)
+    delay = float(interrupted[0].split()[1]) - sent
+    assert "results [0, 1, 4, 9, 16, 25, 36, 49]" in lines
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err, err
+    assert "KeyboardInterrupt" not in err, err
+    print(f"interrupt: the wait stopped {delay * 1000:.0f} ms after SIGINT")
+
+    # The results are in the store for the next process too.
+    from nbgroups import api
+
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False)
+    try:
+        assert nbgroups.result_group("intr") == [x * x for x in range(8)]
+        assert nbgroups.count_group("intr") == 8
+    finally:
+        api.reset()
