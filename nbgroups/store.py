@@ -21,6 +21,7 @@ are ``str`` with NUL separators, so a group's pages are one key range::
                                           (FAMILY: the page's first two name words)
     q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
     N\\0NAME\\0TIME                  str    task_name= overrides -> task id
+    k\\0GROUP\\0GEN\\0KEY             str    reuse=True: call key -> task id (nbgroups.reuse)
 
 Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
 every pickle is ours and signed (:mod:`nbgroups.serialize`). Reads go through
@@ -207,6 +208,118 @@ class Store:
     def add_reused(self, group: str | None, count: int) -> None:
         self._incr(_gkey("c", group, self.gen(group)) + "reused", count, self._expire(None))
 
+    # ----------------------------------------------------------------- reuse index
+    # k\0GROUP\0GEN\0KEY -> "TASK_ID", or "TASK_ID\0r" once a re-submission found it
+    # done (then it is known to have succeeded: success is final). See nbgroups.reuse.
+    def reuse_lookup(self, group: str | None, keys: list[str]) -> dict[str, tuple]:
+        """The tasks recorded for call keys of ``group``: ``key -> (id, state, page, call)``.
+
+        ``state`` is the task's latest stored state (``'success'``,
+        ``'failure'``, ``'cancelled'``) or None if it never finished; ``page``
+        and ``call`` (its :class:`SpecPage` and :class:`Call`) are None for a
+        key already reused (known done) and for a task not written yet (its
+        id was recorded, its page not). Unrecorded keys are left out. Reads
+        each spec page and outcome page involved once, whatever the key count.
+        """
+        gen = self.gen(group)
+        base = _gkey("k", group, gen)
+        if len(keys) > 64:  # one range scan instead of many reads
+            wanted = set(keys)
+            rows = [(k[len(base):], v) for k, v in self._scan(base) if k[len(base):] in wanted]
+        else:
+            rows = [(k, v) for k in dict.fromkeys(keys) if (v := self._get(base + k)) is not None]
+        found: dict[str, tuple] = {}
+        by_prefix: dict[str, list[tuple[str, str]]] = {}
+        for key, value in rows:
+            if not isinstance(value, str):
+                continue
+            tid, _, mark = value.partition(SEP)
+            if mark:
+                found[key] = (tid, "success", None, None)
+            elif names.looks_like_id(tid):
+                by_prefix.setdefault(names.split_id(tid)[0], []).append((key, tid))
+        outcome_pages: dict[str, dict[str, str]] = {}  # page key -> {task id: state}
+        for prefix, items in by_prefix.items():
+            page_key = self._get(_page_index(prefix))
+            data = self._get(page_key) if isinstance(page_key, str) else None
+            if data is None:
+                for key, tid in items:
+                    found[key] = (tid, None, None, None)
+                continue
+            page: SpecPage = self._load(page_key, data)
+            calls = {c[0]: c for c in page.calls}
+            refs = [okey for _, okey in self._scan(f"q{SEP}{prefix}{SEP}")]
+            for okey in refs:
+                if okey not in outcome_pages:
+                    value = self._get(okey)
+                    outcome_pages[okey] = {} if value is None else {
+                        o[0]: o[1] for o in self._load(okey, value)}
+            for key, tid in items:
+                call = calls.get(names.split_id(tid)[1])
+                if call is None:
+                    continue
+                state = None
+                for okey in refs:  # in counter order: the latest run wins
+                    state = outcome_pages[okey].get(tid, state)
+                found[key] = (tid, state, page, Call._make(call))
+        return found
+
+    def reuse_record(self, group: str | None, entries: dict[str, str],
+                     ttl: int | None = None) -> None:
+        """Record which task runs each call key of ``group`` (one transaction)."""
+        if not entries:
+            return
+        expire = self._expire(ttl)
+        base = _gkey("k", group, self.gen(group))
+        with self._transaction():
+            for key, tid in entries.items():
+                self._set(base + key, tid, expire)
+
+    def reuse_mark(self, group: str | None, keys: list[str], ttl: int | None = None) -> int:
+        """Mark keys whose successful task a re-submission reused; returns how many were
+        reused for the first time, which the group's ``reused`` counter adds: so
+        ``GroupCounts.reused`` is how many of its tasks re-submissions found done."""
+        expire = self._expire(ttl)
+        gen = self.gen(group)
+        base = _gkey("k", group, gen)
+        fresh = 0
+        with self._transaction():
+            for key in keys:
+                value = self._get(base + key)
+                if isinstance(value, str) and SEP not in value:
+                    self._set(base + key, value + SEP + "r", expire)
+                    fresh += 1
+            if fresh:
+                self._incr(_gkey("c", group, gen) + "reused", fresh, expire)
+        return fresh
+
+    def task_history(self, task_id: str, cls: type = TaskRecord) -> TaskList | None:
+        """Every stored run of a task, oldest first: one record per outcome.
+
+        A task run again under its id (``retry_group``, ``resume_group``, a
+        failed call re-submitted with ``reuse=True``) keeps its earlier
+        outcomes here; :meth:`task` gives the latest. None if the id is unknown.
+        """
+        if not names.looks_like_id(task_id):
+            return None
+        prefix, index = names.split_id(task_id)
+        page_key = self._get(_page_index(prefix))
+        data = self._get(page_key) if isinstance(page_key, str) else None
+        if data is None:
+            return None
+        page: SpecPage = self._load(page_key, data)
+        call = next((Call._make(c) for c in page.calls if c[0] == index), None)
+        if call is None:
+            return None
+        label = page.group if page.group and self.gen(page.group) == page.gen else None
+        runs = TaskList()
+        for _, okey in self._scan(f"q{SEP}{prefix}{SEP}"):
+            value = self._get(okey)
+            for o in self._load(okey, value) if value is not None else ():
+                if o[0] == task_id:
+                    runs.append(self._record(page, call, Outcome._make(o), label, cls))
+        return runs
+
     # ----------------------------------------------------------------- reads
     def counts(self, group: str) -> GroupCounts:
         """Stored counts of ``group``: a few key reads, whatever the group's size."""
@@ -355,6 +468,7 @@ class Store:
                     keys += [k for k, _ in self._scan(f"q{SEP}{page.prefix}{SEP}")]
                 keys += [k for k, _ in self._scan(_gkey("o", group, gen))]
                 keys += [k for k, _ in self._scan(_gkey("c", group, gen))]
+                keys += [k for k, _ in self._scan(_gkey("k", group, gen))]
                 self._delete(keys)
             self._set(f"g{SEP}{group}", gen + 1)
         return int(count)
