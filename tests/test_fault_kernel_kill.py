@@ -1,0 +1,111 @@
+"""Fault: the process that submitted a sweep (the kernel) is killed with SIGKILL.
+
+A subprocess submits a sweep and is killed mid-way (with its workers, as a
+kernel restart does). A new process on the same store sees every finished
+result, sees the unfinished tasks as such, and ``resume_group`` runs each
+unfinished task exactly once more (counted with side-effect files).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import nbgroups
+from nbgroups import State, api
+
+N = 40
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    import nbgroups
+    from tests.test_fault_kernel_kill import work
+
+    store, marks = sys.argv[1], sys.argv[2]
+    nbgroups.configure(store=store, workers=2, progress=False)
+    nbgroups.sweep(work, "kk", x=list(range(COUNT)), marks=[marks])
+    print("submitted", flush=True)
+    nbgroups.result_group("kk", wait=-1)
+    print("finished (too early: the test wanted to kill it first)", flush=True)
+    """.replace("COUNT", str(N))
+)
+
+
+def work(x, marks):
+    import time
+
+    with open(f"{marks}/{x}.run", "a") as f:
+        f.write("run\n")
+    time.sleep(0.15)
+    return x * 3
+
+
+def _runs(marks: Path) -> dict[int, int]:
+    return {int(p.stem): len(p.read_text().splitlines()) for p in marks.glob("*.run")}
+
+
+def test_kill_the_submitter_then_resume(tmp_path):
+    store = tmp_path / "store"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, str(store), str(marks)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "submitted"
+        deadline = time.monotonic() + 90
+        while len(_runs(marks)) < N // 4:  # a quarter started: kill mid-sweep
+            assert time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.01)
+        os.killpg(proc.pid, signal.SIGKILL)  # the kernel and its workers
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdout.close()
+        proc.stderr.close()
+    time.sleep(0.5)  # let the killed workers' exits settle before counting files
+    before = _runs(marks)
+
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False)
+    try:
+        tasks = nbgroups.fetch_group("kk")
+        assert len(tasks) == N  # every task's record was in the store before dispatch
+        finished = [t for t in tasks if t.state is State.SUCCESS]
+        unfinished = [t for t in tasks if t.state is State.QUEUED]
+        assert len(finished) + len(unfinished) == N
+        assert 0 < len(finished) < N, "the kill was not mid-sweep"
+        assert all(t.result == t.kwargs["x"] * 3 for t in finished)
+        assert all(t.success is None and t.result is None for t in unfinished)
+        assert all(before.get(t.kwargs["x"], 0) >= 1 for t in finished)
+        assert nbgroups.count_group("kk") == len(finished)
+        counts = nbgroups.group_counts("kk")
+        assert (counts.done, counts.queued) == (len(finished), len(unfinished))
+
+        t0 = time.monotonic()
+        assert nbgroups.resume_group("kk") == len(unfinished)
+        assert nbgroups.resume_group("kk") == 0  # already running here: not twice
+        results = nbgroups.result_group("kk", wait=120_000)
+        took = time.monotonic() - t0
+        assert results == [x * 3 for x in range(N)]
+        assert nbgroups.count_group("kk") == N
+        assert nbgroups.count_group("kk", failures=True) == 0
+        after = _runs(marks)
+        todo = {t.kwargs["x"] for t in unfinished}
+        for x in range(N):
+            assert after.get(x, 0) - before.get(x, 0) == (1 if x in todo else 0), x
+        assert nbgroups.resume_group("kk") == 0
+        print(f"kernel kill: {len(finished)} finished kept, {len(unfinished)} resumed "
+              f"and done in {took:.2f} s")
+    finally:
+        api.reset()
