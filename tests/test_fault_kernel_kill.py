@@ -62,10 +62,13 @@ def test_kill_the_submitter_then_resume(tmp_path):
     )
     try:
         assert proc.stdout.readline().strip() == "submitted"
+        api.reset()
+        nbgroups.configure(store=str(store), workers=2, progress=False)
         deadline = time.monotonic() + 90
-        while len(_runs(marks)) < N // 4:  # a quarter started: kill mid-sweep
+        while nbgroups.count_group("kk") < N // 4:  # a quarter finished: kill mid-sweep
             assert time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.01)
+        api.reset()
         os.killpg(proc.pid, signal.SIGKILL)  # the kernel and its workers
         proc.wait(timeout=30)
     finally:
