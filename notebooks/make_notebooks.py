@@ -49,8 +49,8 @@ from nbgroups import (
 nbgroups.configure(store='.nbgroups-quickstart')
 
 # Results add up across runs unless the groups are deleted first.
-delete_group('modf', tasks=True)
-delete_group('math', tasks=True, cached=True)
+for group, cached in (('modf', False), ('math', True)):
+    delete_group(group, tasks=True, cached=cached)
 """),
     md("""
 ## Groups
@@ -93,7 +93,9 @@ print(failure_count, 'failures;', successes)
 ## Group functions on a task
 
 Every task has a human name (four words derived from its id); `fetch` finds a task
-by id or by name, and the task record knows its group.
+by id or by name, and the task record knows its group. Deleting the group's label
+keeps the tasks (fetchable by id, with `group=None`), so the group is empty
+afterwards, and its progress view above says so.
 """),
     code("""
 name = fetch_group('modf')[0].name

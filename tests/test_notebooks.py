@@ -1,0 +1,289 @@
+"""The notebooks of ``notebooks/``, run by a real kernel (nbclient), level 2.
+
+Each notebook runs in a fresh ``python3`` kernel with a temp working directory
+(its store lands there), and must finish without error. Its saved widget state
+(recorded by nbclient while cells ran) must show every progress view in its
+final state: the bar full, the counts matching what the notebook computed.
+"""
+
+from __future__ import annotations
+
+import ast
+import html
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.jupyter_env import REPO_ROOT, run_notebook, widget_states
+
+NOTEBOOKS = REPO_ROOT / "notebooks"
+ALL_NOTEBOOKS = sorted(NOTEBOOKS.glob("*.ipynb"))
+
+
+def execute(name: str | Path, workdir: Path, base: Path) -> Any:
+    """Copy a notebook into ``workdir`` and run it there; return the executed notebook.
+
+    The kernel gets the environment conftest's ``_signing_key`` gives tests (which, being
+    function-scoped, is not yet in force for module-scoped fixtures): the signing key
+    under ``<base>/xdg-config``, no ``NBGROUPS_*`` settings from outside.
+    """
+    src = NOTEBOOKS / name
+    dest = workdir / Path(name).name
+    shutil.copy(src, dest)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(base / "xdg-config"))
+        for var in [v for v in os.environ if v.startswith("NBGROUPS_")]:
+            mp.delenv(var)
+        return run_notebook(dest, workdir, timeout=120)
+
+
+# ------------------------------------------------------------------ reading widget state
+
+
+def _refs(value: Any) -> list[str]:
+    """Model ids referenced by a ``children``-like state value (``"IPY_MODEL_<id>"``)."""
+    if isinstance(value, str):
+        return [value[len("IPY_MODEL_"):]] if value.startswith("IPY_MODEL_") else []
+    if isinstance(value, list | tuple):
+        return [ref for v in value for ref in _refs(v)]
+    return []
+
+
+def _text(markup: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", "", markup or ""))
+
+
+def progress_views(nb: Any) -> list[dict[str, Any]]:
+    """The nbgroups progress views in an executed notebook's saved widget state.
+
+    A view is the widget tree under a box with the ``nbgroups-progress`` class; for each:
+    ``group`` (the title), ``value``/``max``/``bar_style`` of its progress bar, ``counts``
+    (``{"done": n, "failed": n, ...}`` read from its labels), ``texts`` (every label and
+    title in it, tags stripped).
+    """
+    models = {m["model_id"]: m for m in widget_states(nb)}
+    views = []
+    for model in models.values():
+        if "nbgroups-progress" not in model["state"].get("_dom_classes", []):
+            continue
+        seen: list[dict[str, Any]] = []
+        todo = [model["model_id"]]
+        while todo:
+            child = models.get(todo.pop(0))
+            if child is None or child in seen:
+                continue
+            seen.append(child)
+            todo.extend(_refs(child["state"].get("children", [])))
+        bars = [m for m in seen if m["model_name"] in ("IntProgressModel", "FloatProgressModel")]
+        assert len(bars) == 1, f"one progress bar per view, got {bars}"
+        labels = [m for m in seen if m["model_name"] in ("HTMLModel", "LabelModel")]
+        texts = [_text(m["state"].get("value", "")) for m in labels]
+        for m in seen:
+            texts.extend(_text(t) for t in m["state"].get("titles", []) or [] if t)
+        counts: dict[str, int] = {}
+        for text in texts:
+            for label, n in re.findall(r"\b(done|failed|running|queued|cancelled)\s+(\d+)", text):
+                counts.setdefault(label, int(n))
+        bar = bars[0]["state"]
+        views.append({
+            "group": texts[0].strip(),
+            "value": bar["value"],
+            "max": bar["max"],
+            "bar_style": bar.get("bar_style", ""),
+            "counts": counts,
+            "texts": texts,
+        })
+    return views
+
+
+def outputs_text(cell: Any) -> str:
+    """Everything a code cell printed or displayed as text, widgets left out."""
+    parts = []
+    for out in cell.get("outputs", []):
+        if out["output_type"] == "stream":
+            parts.append(out["text"])
+        elif (out["output_type"] in ("execute_result", "display_data")
+              and "application/vnd.jupyter.widget-view+json" not in out["data"]):
+            parts.append(out["data"].get("text/plain", ""))
+    return "".join(parts)
+
+
+def cell_with(nb: Any, snippet: str) -> Any:
+    cells = [c for c in nb.cells if c.cell_type == "code" and snippet in c.source]
+    assert len(cells) == 1, f"expected one code cell containing {snippet!r}, got {len(cells)}"
+    return cells[0]
+
+
+def assigned_literal(nb: Any, name: str) -> Any:
+    """The literal value of ``NAME = [...]`` in the notebook's code cells."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            if line.startswith(f"{name} = "):
+                return ast.literal_eval(line.split("=", 1)[1].split("#")[0].strip())
+    raise AssertionError(f"no `{name} = ...` in the notebook")
+
+
+# ------------------------------------------------------------------ every notebook
+
+
+def test_notebooks_exist():
+    assert {p.name for p in ALL_NOTEBOOKS} >= {"quickstart.ipynb", "sweep.ipynb"}
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_committed_clean(path):
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert "widgets" not in nb.metadata
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None, path.name
+    assert nb.cells[-1].cell_type == "code" and "wait=-1" in nb.cells[-1].source, (
+        "the last cell must wait for the notebook's groups, so the saved widget state is final"
+    )
+
+
+def test_other_notebooks_run(tmp_path, tmp_path_factory):
+    # quickstart and sweep are run (and checked in detail) by the fixtures below;
+    # any other notebook added to notebooks/ must at least run to the end.
+    others = [p for p in ALL_NOTEBOOKS if p.name not in ("quickstart.ipynb", "sweep.ipynb")]
+    for path in others:
+        workdir = tmp_path / path.stem
+        workdir.mkdir()
+        nb = execute(path.name, workdir, tmp_path_factory.getbasetemp())
+        for view in progress_views(nb):
+            assert view["value"] == view["max"] > 0, (path.name, view)
+
+
+# ------------------------------------------------------------------ quickstart
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("quickstart")
+    return execute("quickstart.ipynb", workdir, tmp_path_factory.getbasetemp()), workdir
+
+
+def test_quickstart_prints_the_documented_results(quickstart):
+    nb, workdir = quickstart
+    first = outputs_text(cell_with(nb, "result = result_group('modf', count=4)"))
+    assert first.strip() == "[(0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]"
+    assert outputs_text(cell_with(nb, "successes == also")).strip() == (
+        "0 failures; [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]"
+    )
+    by_name = outputs_text(cell_with(nb, "task = fetch(name)")).splitlines()
+    assert re.fullmatch(r"first task of the group: [a-z]+(-[a-z]+){3}", by_name[0]), by_name
+    assert by_name[1:] == ["[(0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]",
+                           "Deleted group modf"]
+    cached = outputs_text(cell_with(nb, "a.result_group(count=10)"))
+    assert cached.strip() == str(list(range(10)))
+    assert (workdir / ".nbgroups-quickstart").is_dir()  # the store is beside the notebook
+
+
+def test_quickstart_progress_views_are_final(quickstart):
+    nb, _ = quickstart
+    views = {v["group"]: v for v in progress_views(nb)}
+    assert set(views) == {"modf", "math"}, progress_views(nb)
+    # the cached group: ten tasks, all done
+    math = views["math"]
+    assert math["value"] == math["max"] == 10, math
+    assert math["counts"] == {"done": 10, "failed": 0, "running": 0, "queued": 0}, math
+    assert math["bar_style"] == "success", math
+    # 'modf' had its label deleted by task.group_delete(): the view follows the group
+    # to its final state, which is empty (not left at some earlier count)
+    modf = views["modf"]
+    assert modf["value"] == 0, modf
+    assert modf["counts"] == {"done": 0, "failed": 0, "running": 0, "queued": 0}, modf
+
+
+def test_quickstart_rerun_gives_the_same_output(quickstart, tmp_path_factory):
+    # Same working directory, so the same store: the groups deleted at the start
+    # keep results from adding up.
+    nb, workdir = quickstart
+    again = execute("quickstart.ipynb", workdir, tmp_path_factory.getbasetemp())
+    for before, after in zip(nb.cells, again.cells, strict=True):
+        if before.cell_type == "code" and "task = fetch(name)" not in before.source:
+            assert outputs_text(after) == outputs_text(before), before.source
+
+
+# ------------------------------------------------------------------ sweep
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("sweep")
+    nb = execute("sweep.ipynb", workdir, tmp_path_factory.getbasetemp())
+    k, dt = assigned_literal(nb, "K"), assigned_literal(nb, "DT")
+    points = [(a, b) for a in k for b in dt]
+    return {
+        "nb": nb,
+        "workdir": workdir,
+        "points": points,
+        # the notebook's model: k <= 0 is invalid, k * dt >= 2 is unstable with 1 substep
+        "invalid": [(a, b) for a, b in points if a <= 0],
+        "unstable": [(a, b) for a, b in points if a > 0 and a * b >= 2],
+    }
+
+
+def test_sweep_grid_has_both_kinds_of_failure(sweep):
+    assert len(sweep["points"]) >= 20
+    assert sweep["invalid"] and sweep["unstable"]
+
+
+def test_sweep_first_run_fails_exactly_the_bad_configurations(sweep):
+    nb = sweep["nb"]
+    failed = len(sweep["invalid"]) + len(sweep["unstable"])
+    out = outputs_text(cell_with(nb, "results = nbgroups.result_group('grid', wait=-1)"))
+    assert out.strip() == f"{len(sweep['points']) - failed} points succeeded, {failed} failed"
+    table = outputs_text(cell_with(nb, "failed[['k', 'dt', 'error']]"))
+    assert table.count("ValueError: k must be > 0") == len(sweep["invalid"]), table
+    assert table.count("ValueError: unstable step") == len(sweep["unstable"]), table
+
+
+def test_sweep_dataframe_has_one_row_per_point(sweep):
+    out = outputs_text(cell_with(sweep["nb"], "df.pivot("))
+    lines = out.strip().splitlines()
+    # header lines, then one row per k value
+    rows = [ln for ln in lines if re.match(r"^\d+\.\d+\s", ln)]
+    assert len(rows) == len({k for k, _ in sweep["points"]}), out
+
+
+def test_sweep_retry_fixes_the_unstable_points(sweep):
+    nb = sweep["nb"]
+    failed = len(sweep["invalid"]) + len(sweep["unstable"])
+    assert outputs_text(cell_with(nb, "retry_group('grid')")).startswith(
+        f"re-submitted {failed} failed points")
+    left = outputs_text(cell_with(nb, "df.loc[~df['success']"))
+    assert left.count("ValueError: k must be > 0") == len(sweep["invalid"]), left
+    assert "unstable" not in left, left
+
+
+def test_sweep_progress_views_show_the_final_counts(sweep):
+    views = [v for v in progress_views(sweep["nb"]) if v["group"] == "grid"]
+    # one shown by the sweep cell, one by nbgroups.progress('grid') after the retry
+    assert len(views) == 2, progress_views(sweep["nb"])
+    n, invalid = len(sweep["points"]), len(sweep["invalid"])
+    for view in views:
+        assert view["value"] == view["max"] == n, view
+        assert view["counts"]["done"] == n - invalid, view
+        assert view["counts"]["failed"] == invalid, view
+        assert view["counts"].get("running", 0) == view["counts"].get("queued", 0) == 0, view
+        assert view["bar_style"] == "danger", view
+        # the failure list names the failing tasks' exception
+        errors = [t for t in view["texts"] if "ValueError: k must be > 0" in t]
+        assert errors, view["texts"]
+
+
+def test_sweep_final_cell_reports_settled_counts(sweep):
+    out = outputs_text(sweep["nb"].cells[-1])
+    n, invalid = len(sweep["points"]), len(sweep["invalid"])
+    assert f"submitted={n}" in out and f"done={n - invalid}" in out, out
+    assert f"failed={invalid}" in out and "running=0" in out and "queued=0" in out, out
