@@ -94,32 +94,46 @@ class TaskList(list):
         """A pandas DataFrame: one row per task, one column per keyword parameter,
         ``result`` (dict results expanded into columns), ``success``, ``error``,
         ``time_taken``, ``attempt_count``.
+
+        Dict results are expanded when every successful result is a dict (one
+        column per key, ``result.KEY`` where a key is also a parameter's name);
+        otherwise ``result`` holds the value. A failed task's result columns
+        are empty: its exception is in ``error``. Task columns (``id``,
+        ``name``, ``group``, ``state``) give way to parameters of the same
+        name, then appear as ``task.id`` and so on.
         """
         try:
             import pandas as pd
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
+        fixed = ("success", "error", "time_taken", "attempt_count")
+        done = [t.result for t in self if t.success]
+        expand = bool(done) and all(isinstance(r, dict) for r in done)
         rows = []
         for t in self:
-            row: dict[str, Any] = {"id": t.id, "name": t.name, "group": t.group}
-            if t.kwargs:
-                row.update(t.kwargs)
-            elif t.args is not None and len(t.args) == 1:
-                row["arg"] = t.args[0]
+            params: dict[str, Any] = {}
+            if t.args is not None and len(t.args) == 1 and not t.kwargs:
+                params["arg"] = t.args[0]
             elif t.args:
-                row["args"] = t.args
-            if t.success and isinstance(t.result, dict):
-                row.update({k if k not in row else f"result.{k}": v for k, v in t.result.items()})
+                params["args"] = t.args
+            params.update(t.kwargs or {})
+            row: dict[str, Any] = {}
+            for k, v in (("id", t.id), ("name", t.name), ("group", t.group)):
+                row[k if k not in params else f"task.{k}"] = v
+            row.update({k if k not in fixed else f"param.{k}": v for k, v in params.items()})
+            if expand:
+                for k, v in (t.result.items() if t.success else ()):
+                    row[k if k not in row and k not in fixed and k != "state"
+                        else f"result.{k}"] = v
             else:
-                row["result"] = t.result if t.success else None
-            row.update(
-                success=t.success,
-                error=t.error,
-                time_taken=t.time_taken(),
-                attempt_count=t.attempt_count,
-                state=t.state.value,
-            )
+                row["result" if "result" not in row else "result.value"] = (
+                    t.result if t.success else None)
+            row.update(success=t.success, error=t.error, time_taken=t.time_taken(),
+                       attempt_count=t.attempt_count)
+            row["state" if "state" not in row else "task.state"] = t.state.value
             rows.append(row)
+        if not rows:
+            return pd.DataFrame(columns=["id", "name", "group", "result", *fixed, "state"])
         return pd.DataFrame(rows)
 
 
