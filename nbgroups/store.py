@@ -606,12 +606,20 @@ class DiskStore(Store):
         return self._cache._sql(query, params)
 
     def _row_value(self, key: str, mode: int, filename: str | None, value: Any) -> Any:
-        if mode not in (self._modes.MODE_RAW, self._modes.MODE_BINARY):
+        if mode not in (self._modes.MODE_RAW, self._modes.MODE_BINARY) or (
+                mode == self._modes.MODE_BINARY and not isinstance(filename, str)):
             raise SignatureError(
                 f"store entry {key.replace(SEP, '/')!r} has a storage mode nbgroups never "
                 "writes (a pickle for diskcache to load); it was refused, not loaded"
             )
-        return self._fetch(mode, filename, value, False)
+        try:
+            return self._fetch(mode, filename, value, False)
+        except OSError as exc:
+            raise StoreError(
+                f"store entry {key.replace(SEP, '/')!r} cannot be read from "
+                f"{str(self.directory)!r}: {exc.strerror or exc} (a value file is missing "
+                "or unreadable: the store was modified outside nbgroups)"
+            ) from None
 
     def _get(self, key):
         rows = self._sql(
@@ -630,7 +638,15 @@ class DiskStore(Store):
 
     def _incr(self, key, delta, expire=None):
         if expire is None:
-            return self._cache.incr(key, delta, retry=True)
+            try:
+                return self._cache.incr(key, delta, retry=True)
+            except TypeError:
+                # Not an int (diskcache adds to the raw column): a row nbgroups
+                # never wrote. Refuse it as a read would, never load it.
+                raise SignatureError(
+                    f"store counter {key.replace(SEP, '/')!r} does not hold a number: it was "
+                    "modified outside nbgroups; refused, not loaded"
+                ) from None
         with self._cache.transact(retry=True):
             value = (self._get(key) or 0) + delta
             self._cache.set(key, value, expire=expire, retry=True)
