@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from . import api
 from .display import flush, load_failures, progress
-from .display.meter import meter
+from .display.formatting import meter
 from .display.table import format_table, group_rows
 from .errors import NbgroupsError
 

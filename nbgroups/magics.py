@@ -39,7 +39,8 @@ def _one(args: list[str], what: str, usage: str, flags: tuple[str, ...] = ()) ->
 def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()) -> tuple[str, set]:
     group, given = _one(args, "GROUP", usage, flags)
     if not api.runner().store.known(group):
-        raise UsageError(f"no group named {group!r} in the store; `%nbgroups` lists them")
+        raise UsageError(f"no group named {group!r} in the store (`%nbgroups` lists "
+                         f"them); {usage}")
     return group, given
 
 

@@ -11,7 +11,7 @@
 
     ProgressView.refresh: runner.counts(group) ──▶ meter() (pure) ──▶ WidgetView | TextView
 
-:mod:`.meter` turns counts into what is shown (pure, doctested);
+:mod:`.formatting` turns counts into what is shown (pure, doctested);
 :mod:`.widget` and :mod:`.text` only lay it out. A refresh that would show
 the same thing sends nothing, and a widget refresh is a handful of comm
 messages, so the traffic is bounded by the rate, not by the task count.
@@ -38,7 +38,7 @@ from typing import Any
 from .. import api, names
 from ..records import Call
 from ..store import build_record
-from .meter import Failure, Meter, format_line, meter
+from .formatting import Failure, Meter, format_line, meter
 
 __all__ = ["Failure", "Meter", "ProgressView", "choose_mode", "flush", "format_line",
            "meter", "progress", "view_of", "views"]

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 
 from ..records import GroupCounts
-from .meter import meter
+from .formatting import meter
 
 COLUMNS = ("group", "submitted", "done", "failed", "running", "queued", "elapsed")
 

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from .meter import Failure, Meter, format_line
+from .formatting import Failure, Meter, format_line
 
 MAX_FAILURES_PRINTED = 5
 

@@ -1,6 +1,6 @@
-"""The ipywidgets adapter: lays out a :class:`~.meter.Meter` and a failure list.
+"""The ipywidgets adapter: lays out a :class:`~.formatting.Meter` and a failure list.
 
-Thin on purpose: every number and word comes from :mod:`.meter`. Each update
+Thin on purpose: every number and word comes from :mod:`.formatting`. Each update
 sets only the traits that changed, grouped per widget with ``hold_sync()``,
 so one refresh is at most a handful of comm messages whatever the group size.
 """
@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 
 import ipywidgets as w
 
-from .meter import Failure, Meter
+from .formatting import Failure, Meter
 
 MAX_FAILURES_SHOWN = 20
 

@@ -1,0 +1,236 @@
+"""The progress display: the pure meter, the widget and text views on real groups,
+the Cancel and Retry buttons, and the bound on widget traffic."""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+
+import nbgroups
+from nbgroups import api, display
+from nbgroups.display import formatting
+from nbgroups.display.formatting import format_line, meter
+from nbgroups.records import GroupCounts
+
+
+@pytest.fixture(autouse=True)
+def _fresh_display():
+    display.reset()
+    yield
+    display.reset()
+
+
+def flaky(x, marker_dir=None):
+    """Fails for x % 5 == 2 unless a marker file for x exists (then succeeds)."""
+    if x % 5 == 2 and not (marker_dir and os.path.exists(os.path.join(marker_dir, str(x)))):
+        raise ValueError(f"bad x={x}")
+    return x * 10
+
+
+def slow(x):
+    time.sleep(0.3)
+    return x
+
+
+# ---------------------------------------------------------------- the pure meter
+def test_meter_running_group_fields():
+    c = GroupCounts("g", submitted=10, done=3, failed=1, running=2, queued=4,
+                    first_submitted=100.0)
+    m = meter(c, now=108.0)
+    assert (m.value, m.max, m.percent) == (4, 10, 40)
+    assert m.state == "running" and not m.settled
+    assert m.bar_style == "danger"  # a failure shows at once, before the end
+    assert m.elapsed == 8.0 and m.eta == pytest.approx(12.0)  # 6 left at 0.5/s
+    assert m.counts_text == "done 3, failed 1, running 2, queued 4"
+    line = format_line(m)
+    assert line.startswith("g  40%|") and "4/10" in line and line.endswith("0:08<0:12")
+
+
+@pytest.mark.parametrize(
+    ("kw", "state", "style"),
+    [
+        ({"submitted": 5, "done": 5}, "done", "success"),
+        ({"submitted": 5, "done": 4, "failed": 1}, "failed", "danger"),
+        ({"submitted": 5, "done": 2, "cancelled": 3}, "cancelled", "warning"),
+        ({"submitted": 5, "done": 2, "queued": 3}, "running", ""),
+        ({}, "empty", ""),
+    ],
+)
+def test_meter_states_and_bar_styles(kw, state, style):
+    m = meter(GroupCounts("g", first_submitted=0.0, last_finished=2.0, **kw), now=50.0)
+    assert (m.state, m.bar_style) == (state, style)
+    if m.settled:
+        assert m.value == m.max == 5
+        assert m.elapsed == 2.0 and m.eta == 0.0  # frozen at the last finish, not "now"
+        assert "<" not in format_line(m)
+
+
+def test_meter_eta_unknown_before_first_finish():
+    m = meter(GroupCounts("g", submitted=3, queued=3, first_submitted=0.0), now=5.0)
+    assert m.eta is None and m.eta_text == "?"
+
+
+def test_duration_format():
+    assert [formatting.format_duration(s) for s in (0, 59.9, 61, 3600, -3)] == \
+        ["0:00", "0:59", "1:01", "1:00:00", "0:00"]
+
+
+# ---------------------------------------------------------------- widget on real groups
+def _wait(group):
+    nbgroups.result_group(group, wait=60_000)
+    assert nbgroups.group_counts(group).settled
+    display.flush()
+
+
+def test_widget_final_state_with_failures(nb):
+    g = nbgroups.sweep(flaky, "wfail", x=list(range(20)))
+    view = display.progress(g, mode="widget", display=False)
+    _wait(g)
+    w = view.adapter
+    assert (w.bar.value, w.bar.max, w.bar.bar_style) == (20, 20, "danger")
+    assert "done <b>16</b>" in w.counts.value and "failed <b>4</b>" in w.counts.value
+    assert "queued <b>0</b>" in w.counts.value and "running <b>0</b>" in w.counts.value
+    assert w.percent.value == "100%"
+    assert "elapsed" in w.times.value and "ETA" not in w.times.value
+    titles = w.failure_list.titles
+    assert len(titles) == len(w.failure_list.children) == 4
+    assert sorted(t.split(": ", 1)[1] for t in titles) == \
+        sorted(f"ValueError: bad x={x}" for x in (2, 7, 12, 17))
+    names = {t.name for t in nbgroups.fetch_group(g) if t.success is False}
+    assert {t.split(":")[0] for t in titles} == names
+    tb = w.failure_list.children[0].value
+    assert "Traceback" in tb and "raise ValueError" in tb  # full traceback on demand
+    assert w.failure_box.layout.display is None  # shown
+    assert not w.retry_button.disabled and w.cancel_button.disabled
+    assert "wfail" in w.title.value
+
+
+def test_widget_success_style_and_hidden_failure_list(nb):
+    g = nbgroups.sweep(flaky, "wok", x=[0, 1, 3, 4])
+    view = display.progress(g, mode="widget", display=False)
+    _wait(g)
+    w = view.adapter
+    assert (w.bar.value, w.bar.max, w.bar.bar_style) == (4, 4, "success")
+    assert w.failure_list.children == () and w.failure_box.layout.display == "none"
+    assert w.retry_button.disabled
+
+
+def test_view_updates_live_without_explicit_refresh(nb_loky):
+    """The renderer thread (woken by the runner's listener) draws the final state."""
+    g = nbgroups.sweep(flaky, "live", x=list(range(10)))
+    view = display.progress(g, mode="widget", display=False)
+    nbgroups.result_group(g, wait=60_000)
+    deadline = time.monotonic() + 30
+    while view.adapter.bar.value != 10 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert view.adapter.bar.value == 10 and view.adapter.bar.bar_style == "danger"
+
+
+def test_cancel_button_cancels_pending_tasks(nb_loky):
+    g = nbgroups.sweep(slow, "cancelme", x=list(range(40)))
+    view = display.progress(g, mode="widget", display=False)
+    w = view.adapter
+    assert not w.cancel_button.disabled
+    w.cancel_button.click()
+    _wait(g)
+    c = nbgroups.group_counts(g)
+    assert c.cancelled > 0 and c.settled and c.done == 40 - c.cancelled
+    assert (w.bar.value, w.bar.max) == (40, 40)
+    assert f"cancelled <b>{c.cancelled}</b>" in w.counts.value
+    assert w.bar.bar_style == "warning" and w.cancel_button.disabled
+
+
+def test_retry_button_resubmits_failures(nb, tmp_path):
+    marker = tmp_path / "markers"
+    marker.mkdir()
+    g = nbgroups.sweep(flaky, "retryme", x=list(range(10)), marker_dir=[str(marker)])
+    view = display.progress(g, mode="widget", display=False)
+    _wait(g)
+    w = view.adapter
+    assert w.bar.bar_style == "danger" and len(w.failure_list.children) == 2
+    for x in (2, 7):
+        (marker / str(x)).touch()  # the cause of the failures is fixed
+    w.retry_button.click()
+    _wait(g)
+    assert nbgroups.count_group(g) == 10 and nbgroups.count_group(g, failures=True) == 0
+    assert sorted(nbgroups.result_group(g)) == [x * 10 for x in range(10)]
+    assert (w.bar.value, w.bar.max, w.bar.bar_style) == (10, 10, "success")
+    assert w.failure_list.children == () and w.retry_button.disabled
+
+
+# ---------------------------------------------------------------- text fallback
+def test_text_view_line_and_final_summary(nb):
+    buf = io.StringIO()
+    g = nbgroups.sweep(flaky, "txt", x=list(range(10)))
+    view = display.progress(g, mode="text", stream=buf, display=False)
+    _wait(g)
+    display.flush()  # a second final draw writes nothing new
+    out = buf.getvalue()
+    assert out.startswith("\r") and view.mode == "text" and view.widget is None
+    final = out.rsplit("\r", 1)[1]
+    lines = final.splitlines()
+    assert lines[0].startswith("txt 100%|") and "10/10" in lines[0]
+    assert "[done 8, failed 2, running 0, queued 0]" in lines[0]
+    assert sorted(ln.split(": ", 1)[1] for ln in lines[1:]) == \
+        ["ValueError: bad x=2", "ValueError: bad x=7"]
+    assert all(ln.startswith("  failed ") for ln in lines[1:])
+    assert out.count("txt 100%") == 1 and out.endswith("\n")
+
+
+def test_auto_mode_is_text_outside_a_kernel(nb):
+    assert display.choose_mode("auto") == "text"
+    assert display.choose_mode(False) == "text"
+    assert display.choose_mode("widget") == "widget"
+    with pytest.raises(ValueError, match="mode must be"):
+        display.choose_mode("fancy")
+
+
+def test_progress_rejects_bad_group(nb):
+    with pytest.raises(TypeError):
+        display.progress(42)
+
+
+# ---------------------------------------------------------------- bounded traffic
+def _count_changes(widgets):
+    counter = {"n": 0}
+
+    def bump(change):
+        counter["n"] += 1
+
+    for wd in widgets:
+        wd.observe(bump)  # every trait change: each is at most one comm message
+    return counter
+
+
+def test_ten_thousand_tasks_bounded_widget_updates(nb_loky):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    try:
+        api.configure(progress="widget")
+        ip.run_line_magic("load_ext", "nbgroups")
+        t0 = time.monotonic()
+        r = ip.run_cell("import nbgroups\n"
+                        "g = nbgroups.sweep(lambda x: x, 'tenk', x=range(10_000))\n")
+        assert r.success
+        view = display.view_of("tenk")
+        w = view.adapter
+        counter = _count_changes([w.bar, w.percent, w.counts, w.times, w.failures_title,
+                                  w.failure_list, w.cancel_button, w.retry_button])
+        values = []
+        w.bar.observe(lambda ch: values.append(ch["new"]), names="value")
+        r = ip.run_cell("res = nbgroups.result_group(g, wait=-1)\nlen(res)")
+        assert r.result == 10_000
+        elapsed = time.monotonic() - t0
+        assert (w.bar.value, w.bar.max, w.bar.bar_style) == (10_000, 10_000, "success")
+        # at most ~10 draws a second (+ the forced end-of-cell draws), never per task
+        assert view.draws <= 10 * elapsed + 5, (view.draws, elapsed)
+        assert counter["n"] <= 8 * view.draws
+        assert counter["n"] < 1000
+        assert values == sorted(values) and values[-1] == 10_000
+    finally:
+        ip.run_line_magic("unload_ext", "nbgroups")
+        InteractiveShell.clear_instance()
