@@ -690,18 +690,18 @@ class Runner:
         """Cancel this process's tasks of ``group`` that have not started."""
         self.flush()
         now = time.time()
-        cancelled: list[Job] = []
+        found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
         with self._lock:
             keep = collections.deque()
             for job in self._ready:
                 top = job.parent[0] if job.parent else job
                 if top.options.group == group and top.options.ttl == ttl and \
                         top.state is State.QUEUED:
-                    if top not in cancelled:
-                        cancelled.append(top)
+                    found.setdefault(id(top), top)
                     continue
                 keep.append(job)
             self._ready = keep
+            cancelled = list(found.values())
             for job in cancelled:
                 job.state = State.CANCELLED
                 self._live[(ttl, group)][0] -= 1
