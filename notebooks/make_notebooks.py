@@ -263,8 +263,32 @@ df.loc[~df['success'].astype(bool), ['k', 'dt', 'error']]
     md("""
 ## Re-running the sweep
 
-*(Place for `reuse=True`: extend the grid and re-run the sweep cell; only the new points
-run, the others are taken from the store.)*
+With `reuse=True` a point already done in the group is not run again, so a sweep cell
+can be re-run after extending a list: only the new points run, and the progress view
+says how many were reused. A point's key is the function's code and the arguments'
+values (not the cell it was defined in), so it survives a kernel restart; changing
+`simulate`, or a value it uses, runs the points again. A failed point runs again under
+its task id, and `nbgroups.fetch(id).history()` keeps the earlier failure.
+
+A small grid shows it (few paths, so it is quick):
+"""),
+    code("""
+nbgroups.delete_group('fine', tasks=True)  # start from scratch when the notebook is re-run
+nbgroups.sweep(simulate, 'fine', k=[5.0, 10.0], dt=[0.05, 0.1], paths=[200], reuse=True)
+nbgroups.result_group('fine', wait=-1)
+c = nbgroups.group_counts('fine')
+print(f'{c.submitted} tasks, {c.done} done, {c.reused} reused')
+"""),
+    md("""
+Extend the `dt` list and run the same sweep again: the four points already done are
+reused, only the two new ones run.
+"""),
+    code("""
+nbgroups.sweep(simulate, 'fine', k=[5.0, 10.0], dt=[0.05, 0.1, 0.2], paths=[200], reuse=True)
+nbgroups.result_group('fine', wait=-1)
+c = nbgroups.group_counts('fine')
+print(f'{c.submitted} tasks, {c.done} done, {c.reused} reused')
+nbgroups.fetch_group('fine').to_dataframe()[['k', 'dt', 'rel_error', 'time_taken']]
 """),
     md("""
 Last cell: wait until every group of this notebook is final, so the progress views
