@@ -61,8 +61,11 @@ class Signer:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
+    def mac(self, payload: bytes) -> bytes:
+        return hmac.new(self._key, payload, hashlib.sha256).digest()
+
     def sign(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest() + payload
+        return self.mac(payload) + payload
 
     def verify(self, data: bytes, what: str = "entry") -> memoryview:
         view = memoryview(data)

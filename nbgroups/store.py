@@ -54,6 +54,7 @@ from .records import (
 from .serialize import Signer, join_chunks, load_secret, loads, loads_exception
 
 SEP = "\x00"
+LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
 _COUNTERS = ("n", "ok", "fail", "cancel", "reused")
 _STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
 
@@ -100,6 +101,9 @@ class Store:
     def _incr(self, key: str, delta: int, expire: float | None = None) -> int: ...
     def _scan(self, prefix: str) -> list[tuple[str, Any]]: ...
     def _delete(self, keys: Iterable[str]) -> None: ...
+    def _scan_keys(self, prefix: str) -> list[str]:
+        return [k for k, _ in self._scan(prefix)]
+
     def _transaction(self) -> contextlib.AbstractContextManager: ...
     def close(self) -> None:
         """Release the store's resources."""
@@ -115,6 +119,17 @@ class Store:
         from .serialize import dumps_plain
 
         self._set(key, self._signer.sign(dumps_plain(obj)), expire)
+
+    def _put_stream(self, key: str, payload: bytes, expire: float | None) -> None:
+        """Store signed bytes; the disk store streams them instead of concatenating."""
+        self._set(key, self._signer.sign(payload), expire)
+
+    def _blob(self, key: str) -> Any:
+        """The value of a large result stored by :meth:`_put_stream`."""
+        data = self._get(key)
+        if data is None:
+            raise KeyError(f"the result entry {key.replace(SEP, '/')!r} is missing from the store")
+        return loads(self._signer.verify(data, f"entry {key.replace(SEP, '/')!r}"))
 
     def _load(self, key: str, data: Any) -> Any:
         if not isinstance(data, bytes | memoryview):
@@ -189,7 +204,17 @@ class Store:
                 base = _gkey("c", group, gen)
                 ctr = _outcome_ctr()
                 key = _gkey("o", group, gen) + ctr
-                self._put_plain(key, [tuple(o) for _, o, _ in items], expire)
+                rows = []
+                for _, o, _ in items:
+                    blob = o[5]
+                    if type(blob) is bytes and len(blob) >= LARGE_RESULT:
+                        # Its own entry, streamed to a file and signed without a
+                        # copy; the outcome page keeps the entry's key (a str).
+                        bkey = f"{_gkey('b', group, gen)}{o[0]}{SEP}{ctr}"
+                        self._put_stream(bkey, blob, expire)
+                        o = (*o[:5], bkey, *o[6:])
+                    rows.append(tuple(o))
+                self._put_plain(key, rows, expire)
                 deltas: dict[str, int] = {}
                 for prefix in {p for p, _, _ in items}:
                     self._set(f"q{SEP}{prefix}{SEP}{ctr}", key, expire)
@@ -391,7 +416,8 @@ class Store:
                 state = o[1]
                 if state == "success":
                     blob = o[5]
-                    append(loads(blob) if type(blob) is bytes else _result_value(Outcome._make(o)))
+                    append(loads(blob) if type(blob) is bytes
+                           else _result_value(Outcome._make(o), self._blob))
                 elif failures and state == "failure":
                     append(_failure_value(Outcome._make(o)))
         return out
@@ -448,7 +474,7 @@ class Store:
         return build_record(
             tid, call.task_name or names.name_of(tid), page.funcs[call.func][0],
             None if call.iterable else call.args, call.kwargs, o, label, page.created, cls,
-            items=call.args if call.iterable else None,
+            items=call.args if call.iterable else None, blobs=self._blob,
         )
 
     # ----------------------------------------------------------------- deletes
@@ -465,10 +491,9 @@ class Store:
                 for key, data in self._scan(_gkey("s", group, gen)):
                     page: SpecPage = self._load(key, data)
                     keys += [key, _page_index(page.prefix)]
-                    keys += [k for k, _ in self._scan(f"q{SEP}{page.prefix}{SEP}")]
-                keys += [k for k, _ in self._scan(_gkey("o", group, gen))]
-                keys += [k for k, _ in self._scan(_gkey("c", group, gen))]
-                keys += [k for k, _ in self._scan(_gkey("k", group, gen))]
+                    keys += self._scan_keys(f"q{SEP}{page.prefix}{SEP}")
+                for kind in "ocbk":  # outcomes, counters, large results, reuse keys
+                    keys += self._scan_keys(_gkey(kind, group, gen))
                 self._delete(keys)
             self._set(f"g{SEP}{group}", gen + 1)
         return int(count)
@@ -476,14 +501,17 @@ class Store:
 
 def build_record(
     tid: str, name: str, func: str, args, kwargs, o: Outcome | None, label: str | None,
-    submitted: float | None, cls: type = TaskRecord, items=None,
+    submitted: float | None, cls: type = TaskRecord, items=None, blobs=None,
 ) -> TaskRecord:
-    """A task record from what was submitted and its latest outcome (or None)."""
+    """A task record from what was submitted and its latest outcome (or None).
+
+    ``blobs(key)`` loads a large result kept in its own store entry.
+    """
     state = State(o.state) if o else State.QUEUED
     if o is None or state is State.CANCELLED:
         result = None
     elif state is State.SUCCESS:
-        result = _result_value(o)
+        result = _result_value(o, blobs)
     else:
         result = _failure_value(o)
     if items is not None:  # async_iter: the items are the arguments
@@ -498,11 +526,13 @@ def build_record(
     )
 
 
-def _result_value(o: Outcome) -> Any:
+def _result_value(o: Outcome, blobs: Any = None) -> Any:
     if o.result is None:
         return None
     if isinstance(o.result, list):
         return join_chunks(o.result)
+    if isinstance(o.result, str):  # a large result in its own entry
+        return blobs(o.result)
     return loads(o.result)
 
 
@@ -510,6 +540,23 @@ def _failure_value(o: Outcome) -> Any:
     if isinstance(o.result, list):  # async_iter: the items' results and exceptions
         return join_chunks(o.result)
     return loads_exception(o.error) if o.error is not None else None
+
+
+class _SignedReader:
+    """A file-like view of ``mac + payload`` that never concatenates them."""
+
+    def __init__(self, mac: bytes, payload: bytes) -> None:
+        self._parts = [memoryview(mac), memoryview(payload)]
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        while self._parts and not len(self._parts[0]):
+            self._parts.pop(0)
+        if not self._parts:
+            return b""
+        head = self._parts[0]
+        n = len(head) if size < 0 else min(size, len(head))
+        self._parts[0] = head[n:]
+        return head[:n]
 
 
 class MemoryStore(Store):
@@ -664,6 +711,18 @@ class DiskStore(Store):
     def _delete(self, keys):
         for key in keys:
             self._cache.delete(key, retry=True)
+
+    def _scan_keys(self, prefix):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
+                         (prefix, end)).fetchall()
+        return [k for (k,) in rows if isinstance(k, str)]
+
+    def _put_stream(self, key, payload, expire):
+        # diskcache copies a file-like object to its file chunk by chunk
+        # (read=True): MAC then payload, without building MAC + payload.
+        self._cache.set(key, _SignedReader(self._signer.mac(payload), payload), expire=expire,
+                        read=True, retry=True)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
