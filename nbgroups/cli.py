@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from . import api
+from . import api, display
 from .display import flush, load_failures, progress
 from .display.formatting import meter
 from .display.table import format_table, group_rows
@@ -158,8 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             changes["store"] = args.store
         api.configure(**changes)
         return args.run(args)
-    except NbgroupsError as exc:  # a bad store directory, a bad NBGROUPS_* variable
+    except (NbgroupsError, OSError) as exc:  # a bad store or key directory, bad NBGROUPS_*
         print(f"nbgroups: {exc}", file=sys.stderr)
         return 1
     finally:
+        display.reset()
         api.reset()

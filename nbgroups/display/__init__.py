@@ -141,7 +141,9 @@ class ProgressView:
             now = time.monotonic()
             if not force and now - self._drawn_at < self.min_interval:
                 return False
-            r = api.runner()
+            r = api._runner  # never start a runner (or a store) just to draw
+            if r is None:
+                return False
             m = meter(r.counts(self.group, self.ttl), self.clock())
             self.busy = r.busy(self.group, self.ttl)
             failures = self._failures_if_changed(m, now, force)
