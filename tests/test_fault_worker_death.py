@@ -137,3 +137,23 @@ def test_retries_cover_a_worker_death(nb_loky, tmp_path):
     by_x = {t.args[0] if t.args else t.kwargs["x"]: t for t in tasks}
     assert by_x[3].attempt_count == 2
     assert _runs(tmp_path, 3) == 2
+
+
+def test_idle_workers_killed_between_groups(nb_loky, tmp_path):
+    """Workers killed while idle (no call running): nothing fails, the pool is replaced."""
+    nb = nb_loky
+    nb.sweep(tiny, "before", x=list(range(20)), runs_dir=[str(tmp_path)], how=["none"])
+    nb.result_group("before", wait=60_000)
+    pool = runner()._executor._pool  # fault injection: the live worker pids
+    pids = list(pool._processes)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while pool._flags.broken is None:  # loky notices the deaths on its own
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    nb.sweep(tiny, "after", x=list(range(50)), runs_dir=[str(tmp_path)], how=["none"])
+    assert nb.result_group("after", wait=60_000) == [x * 2 for x in range(50)]
+    assert nb.count_group("after", failures=True) == 0
+    assert runner().restarts == 1
