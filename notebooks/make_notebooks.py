@@ -295,7 +295,7 @@ Last cell: wait until every group of this notebook is final, so the progress vie
 saved with the notebook show the final counts.
 """),
     code("""
-for group in ['grid']:
+for group in ['grid', 'fine']:
     nbgroups.result_group(group, wait=-1)
     print(nbgroups.group_counts(group))
 """),

@@ -283,7 +283,24 @@ def test_sweep_progress_views_show_the_final_counts(sweep):
 
 
 def test_sweep_final_cell_reports_settled_counts(sweep):
-    out = outputs_text(sweep["nb"].cells[-1])
+    out = outputs_text(sweep["nb"].cells[-1]).splitlines()
     n, invalid = len(sweep["points"]), len(sweep["invalid"])
-    assert f"submitted={n}" in out and f"done={n - invalid}" in out, out
-    assert f"failed={invalid}" in out and "running=0" in out and "queued=0" in out, out
+    grid = [line for line in out if "group='grid'" in line]
+    assert len(grid) == 1, out
+    assert f"submitted={n}," in grid[0] and f"done={n - invalid}," in grid[0], grid
+    assert f"failed={invalid}," in grid[0], grid
+    for line in out:
+        assert "running=0," in line and "queued=0," in line, line
+
+
+def test_sweep_reuse_runs_only_the_new_points(sweep):
+    nb = sweep["nb"]
+    first = outputs_text(cell_with(nb, "dt=[0.05, 0.1], paths=[200], reuse=True"))
+    again = outputs_text(cell_with(nb, "dt=[0.05, 0.1, 0.2], paths=[200], reuse=True"))
+    assert first.splitlines()[0] == "4 tasks, 4 done, 0 reused", first
+    assert again.splitlines()[0] == "6 tasks, 6 done, 4 reused", again
+    views = [v for v in progress_views(nb) if v["group"] == "fine"]
+    assert views, progress_views(nb)
+    for view in views:
+        assert view["value"] == view["max"] == 6 and view["counts"]["done"] == 6, view
+        assert view["bar_style"] == "success", view

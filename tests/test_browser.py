@@ -1,0 +1,234 @@
+"""The sweep notebook in JupyterLab, in headless Debian Chromium (Playwright), level 3.
+
+What a person sees: the progress view moves live while the kernel is idle (the
+sweep cell returned, nothing else runs) and while a cell is blocked in
+``result_group(..., wait=-1)``; it ends full, in the failure style, with the
+failing tasks' exceptions listed. The notebook is run as a person would: first
+the cells above the waiting cell (the sweep then runs with the kernel idle),
+then the sweep cell again and everything below it (the sweep runs while the
+next cell waits for it; then the failures are retried).
+
+Each point is made slower than in the committed notebook (more Monte Carlo
+paths), so each phase lasts a few seconds and intermediate widths can be seen
+on a slow machine.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import nbformat
+import pytest
+
+from tests.jupyter_env import (
+    REPO_ROOT,
+    cell_error_outputs,
+    save_screenshot,
+    wait_for_kernel_idle,
+)
+
+pytestmark = pytest.mark.browser
+
+SWEEP = REPO_ROOT / "notebooks" / "sweep.ipynb"
+PATHS_LINE = "N_PATHS = 2_000"
+BROWSER_PATHS = 10_000
+
+# The cells the test drives, found by their code.
+SWEEP_CELL = "nbgroups.sweep(simulate, 'grid'"
+FIRST_WAIT = "results = nbgroups.result_group('grid', wait=-1)"
+RETRY_CELL = "retry_group('grid')"
+RETRY_WAIT = "nbgroups.result_group('grid', wait=-1)\ndf ="
+
+# Records every width each progress bar takes, with what the notebook was doing at
+# that moment: `busy` is the code of the first cell whose prompt shows [*] (running;
+# those after it are queued), null when no cell runs (the kernel is idle).
+_RECORD_JS = """() => {
+    if (window.__nbgRecorder) return;
+    window.__nbgEvents = [];
+    const last = new Map();
+    const panel = () => document.querySelector('.jp-NotebookPanel:not(.lm-mod-hidden)');
+    const busyCell = () => {
+        for (const cell of panel().querySelectorAll('.jp-CodeCell')) {
+            const prompt = cell.querySelector('.jp-InputPrompt');
+            if (prompt && prompt.textContent.includes('*')) {
+                const lines = [...cell.querySelectorAll('.jp-InputArea-editor .cm-line')];
+                return lines.map(l => l.textContent).join('\\n');
+            }
+        }
+        return null;
+    };
+    const record = () => {
+        const bars = [...document.querySelectorAll('.widget-hprogress .progress-bar')];
+        bars.forEach((bar, i) => {
+            const view = bar.closest('.nbgroups-progress');
+            const title = view && view.querySelector('.widget-html-content');
+            const group = title ? title.textContent.trim() : null;
+            const w = bar.style.width;
+            const danger = bar.classList.contains('progress-bar-danger');
+            const key = w + (danger ? '!' : '');
+            if (!w || last.get(bar) === key) return;
+            last.set(bar, key);
+            window.__nbgEvents.push({bar: i, group, width: w, danger, busy: busyCell(),
+                                     t: performance.now()});
+        });
+    };
+    window.__nbgRecorder = new MutationObserver(record);
+    window.__nbgRecorder.observe(document.body, {
+        subtree: true, childList: true, attributes: true, attributeFilter: ['style', 'class'],
+    });
+    record();
+}"""
+
+
+def sweep_variant() -> Any:
+    nb = nbformat.read(SWEEP, as_version=4)
+    setup = [c for c in nb.cells if c.cell_type == "code" and PATHS_LINE in c.source]
+    assert len(setup) == 1, f"{SWEEP.name} no longer sets {PATHS_LINE!r}"
+    setup[0].source = setup[0].source.replace(PATHS_LINE, f"N_PATHS = {BROWSER_PATHS}")
+    return nb
+
+
+def code_cell(page: Any, snippet: str) -> Any:
+    """The notebook's code cell whose code contains ``snippet``."""
+    cells = page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell")
+    for i in range(cells.count()):
+        lines = cells.nth(i).locator(".jp-InputArea-editor .cm-line").all_text_contents()
+        if snippet in "\n".join(lines):
+            return cells.nth(i)
+    raise AssertionError(f"no code cell containing {snippet!r}")
+
+
+def run_from_menu(page: Any, cell_snippet: str, item: str) -> None:
+    """Select the cell containing ``cell_snippet``, then Run menu -> ``item``."""
+    code_cell(page, cell_snippet).locator(".jp-InputPrompt").click()
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-content .lm-Menu-item",
+                 has_text=re.compile("^" + re.escape(item))).first.click()
+
+
+def wait_until_run(page: Any, snippets: list[str], timeout: float = 120_000) -> None:
+    """Wait until the cells containing ``snippets`` show an execution count and no cell
+    runs or is queued; fail with the notebook's error outputs otherwise."""
+    try:
+        for snippet in snippets:
+            prompt = code_cell(page, snippet).locator(".jp-InputPrompt")
+            prompt.filter(has_text=re.compile(r"^\[\d+\]:$")).wait_for(timeout=timeout)
+        page.wait_for_function(
+            """() => ![...document.querySelectorAll(
+                    '.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .jp-InputPrompt')]
+                    .some(p => p.textContent.includes('*'))""",
+            timeout=timeout,
+            polling=100,
+        )
+    except Exception as e:
+        raise AssertionError(f"cells did not run: {e}; errors: {cell_error_outputs(page)}") from e
+    errors = page.locator('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]'
+                          ).filter(has_text="Traceback")
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def events(page: Any, group: str = "grid") -> list[dict[str, Any]]:
+    return [e for e in page.evaluate("() => window.__nbgEvents") if e["group"] == group]
+
+
+def intermediate(evts: list[dict[str, Any]]) -> set[str]:
+    return {e["width"] for e in evts if e["width"] not in ("0%", "100%")}
+
+
+_BARS_JS = """(group) => [...document.querySelectorAll('.nbgroups-progress')].filter(v => {
+        const title = v.querySelector('.widget-html-content');
+        return title && title.textContent.trim() === group;
+    }).map(v => v.querySelector('.widget-hprogress .progress-bar')).filter(b => b)"""
+
+
+def bars(page: Any, group: str = "grid") -> list[dict[str, Any]]:
+    """Width and failure style of the bar of every progress view of ``group``."""
+    return page.evaluate(f"""(group) => ({_BARS_JS})(group).map(b => ({{width: b.style.width,
+        danger: b.classList.contains('progress-bar-danger')}}))""", group)
+
+
+def wait_for_bars(page: Any, count: int, group: str = "grid",
+                  timeout: float = 90_000) -> list[dict[str, Any]]:
+    """Wait until ``group`` has ``count`` progress views, every bar at 100%."""
+    try:
+        page.wait_for_function(
+            f"""([group, count]) => {{
+                const bars = ({_BARS_JS})(group);
+                return bars.length === count && bars.every(b => b.style.width === '100%');
+            }}""",
+            arg=[group, count], timeout=timeout, polling=100,
+        )
+    except Exception as e:
+        raise AssertionError(f"bars did not reach 100%: {bars(page, group)}; "
+                             f"events: {events(page, group)}; "
+                             f"errors: {cell_error_outputs(page)}") from e
+    return bars(page, group)
+
+
+HEADER = ".jupyter-widget-Collapse-header"
+
+
+def failure_titles(view: Any, count: int, timeout: float = 30_000) -> list[str]:
+    """The titles of a view's failure list, once it has ``count`` entries; they must
+    name distinct tasks (``name: ExceptionType: message``)."""
+    headers = view.locator(HEADER)
+    try:
+        page = view.page
+        page.wait_for_function(
+            """([el, n]) => el.querySelectorAll('.jupyter-widget-Collapse-header').length === n""",
+            arg=[view.element_handle(), count], timeout=timeout, polling=100)
+    except Exception as e:
+        raise AssertionError(f"failure list: {headers.all_inner_texts()}") from e
+    titles = [t.strip() for t in headers.all_inner_texts()]
+    names = [t.split(":", 1)[0] for t in titles]
+    assert len(set(names)) == count, f"failure list repeats tasks: {titles}"
+    return titles
+
+
+def test_sweep_progress_live_in_jupyterlab(lab_notebook, browser_page):
+    page = browser_page
+    lab_notebook(sweep_variant(), stem="sweep-browser")
+    page.evaluate(_RECORD_JS)
+    view = page.locator(".nbgroups-progress").filter(
+        has=page.locator(".widget-html-content", has_text=re.compile(r"^grid$")))
+
+    # Phase 1, idle: run the cells above the waiting cell; the sweep cell returns at
+    # once, the next cell is quick, then the kernel is idle while the sweep runs.
+    run_from_menu(page, FIRST_WAIT, "Run All Above Selected Cell")
+    wait_until_run(page, [SWEEP_CELL, "points submitted"])
+    final = wait_for_bars(page, count=1)
+    idle = [e for e in events(page) if e["busy"] is None]
+    assert len(intermediate(idle)) >= 2, f"no live updates while idle: {events(page)}"
+    assert final == [{"width": "100%", "danger": True}], final
+    save_screenshot(page, "sweep-browser-1-idle")
+    # the failure list: one entry per failed task, named, with its exception line
+    titles = failure_titles(view.first, 9)
+    assert sum("ValueError: unstable step" in t for t in titles) == 4, titles
+    assert sum("ValueError: k must be > 0" in t for t in titles) == 5, titles
+    mark = len(events(page))
+
+    # Phase 2, blocked: re-run the sweep cell and everything below it; the sweep starts
+    # afresh and the next cell but one waits in result_group(..., wait=-1) while it runs.
+    run_from_menu(page, SWEEP_CELL, "Run Selected Cell and All Below")
+    # (the last cell first: it never ran before, so its count means this run got there)
+    wait_until_run(page, ["for group in [", SWEEP_CELL, FIRST_WAIT, RETRY_CELL,
+                          RETRY_WAIT])
+    wait_for_kernel_idle(page)
+    final = wait_for_bars(page, count=2)
+    blocked = [e for e in events(page)[mark:] if e["busy"] and FIRST_WAIT in e["busy"]]
+    assert len(intermediate(blocked)) >= 2, f"no live updates while blocked: {events(page)}"
+    # the invalid k = 0 points fail again: both views end full, in the failure style
+    assert final == [{"width": "100%", "danger": True}] * 2, final
+    for v in (view.first, view.last):
+        titles = failure_titles(v, 5)
+        assert all("ValueError: k must be > 0" in t for t in titles), titles
+
+    # the full traceback on demand: open the first failure of the last view
+    header = view.last.locator(HEADER).first
+    header.click()
+    trace = view.last.locator("pre").filter(has_text="Traceback (most recent call last)")
+    trace.first.wait_for(timeout=30_000)
+    assert "ValueError: k must be > 0" in trace.first.inner_text()
+    shot = save_screenshot(page, "sweep-browser-2-final")
+    assert shot.stat().st_size > 10_000
