@@ -51,7 +51,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import names
@@ -164,6 +164,7 @@ class Runner:
         self._done: collections.deque = collections.deque()
         self._live: dict[tuple, list[int]] = {}  # (layer, group) -> [queued, running]
         self._active: dict[str, Job] = {}  # task id -> job, until it finishes
+        self._reruns: dict[tuple, int] = {}  # (layer, group, previous state) -> re-runs
         # The last finished jobs with their outcomes (already in the store):
         # result(id) right after a task finished needs no store read.
         self._recent: collections.OrderedDict[str, tuple[Job, tuple]] = collections.OrderedDict()
@@ -674,6 +675,7 @@ class Runner:
                 if live is not None:
                     live[0 if was is State.QUEUED else 1] -= 1
                 self._active.pop(job.id, None)
+                self._end_rerun(job)
                 if job.options.save and not (type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT):
                     self._recent[job.id] = (job, o)  # large results are read from the store
                 if job.options.hook is not None:
@@ -686,6 +688,15 @@ class Runner:
         if release:
             del final, by_layer, hooks
             _release_memory()
+
+    def _end_rerun(self, job: Job) -> None:
+        if job.prev:
+            key = (job.options.ttl, job.options.group, job.prev)
+            left = self._reruns.get(key, 0) - 1
+            if left > 0:
+                self._reruns[key] = left
+            else:
+                self._reruns.pop(key, None)
 
     def _call_hook(self, job: Job, o: tuple) -> None:
         hook = job.options.hook
@@ -739,6 +750,7 @@ class Runner:
                 job.state = State.CANCELLED
                 self._live[(ttl, group)][0] -= 1
                 self._active.pop(job.id, None)
+                self._end_rerun(job)
         if cancelled:
             entries = [(j.options.group, j.gen, j.prefix,
                         (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
@@ -769,6 +781,9 @@ class Runner:
                 job.gen = page.gen
                 jobs.append(job)
                 self._active[tid] = job
+                if prev:
+                    key = (options.ttl, options.group, prev)
+                    self._reruns[key] = self._reruns.get(key, 0) + 1
                 live = self._live.setdefault((options.ttl, options.group), [0, 0])
                 live[0] += 1
         if not jobs:
@@ -801,9 +816,12 @@ class Runner:
         self.flush()
         c = self.store_for(ttl).counts(group)
         queued, running = self.live_counts(group, ttl)
+        with self._lock:  # re-runs (retry_group, reuse) count as unfinished until they end
+            again = {p: self._reruns.get((ttl, group, p), 0) for p in _STORED_STATES}
+        c = replace(c, done=max(0, c.done - again["success"]),
+                    failed=max(0, c.failed - again["failure"]),
+                    cancelled=max(0, c.cancelled - again["cancelled"]))
         unseen = max(0, c.submitted - c.finished - c.cancelled - queued - running)
-        from dataclasses import replace
-
         # Unfinished tasks this process does not hold: queued elsewhere (another
         # kernel) or orphaned by a dead one; both show as queued.
         return replace(c, queued=queued + unseen, running=running)
@@ -892,6 +910,7 @@ def _load_libc():
 
 _libc = _load_libc() if os.name == "posix" else None
 
+_STORED_STATES = ("success", "failure", "cancelled")
 _RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
 
 
