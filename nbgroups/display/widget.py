@@ -81,14 +81,18 @@ class WidgetView:
         if failures != self.failures:
             self.failures = failures
             shown = failures[:MAX_FAILURES_SHOWN]
+            # A new Accordion per change, swapped into the box, never an edit of the
+            # shown one: setting ``children`` and ``titles`` of a live Accordion (with a
+            # failure inserted mid-list, as the list is in submission order) leaves the
+            # browser showing some tasks twice and missing others.
             children = [w.HTML(f"<pre style='font-size:85%;white-space:pre-wrap'>"
                                f"{html.escape(f.traceback or f.error)}</pre>") for f in shown]
-            with self.failure_list.hold_sync():
-                old = self.failure_list.children
-                self.failure_list.children = children
-                self.failure_list.titles = tuple(f"{f.name}: {f.error}" for f in shown)
-            for child in old:
-                child.close()
+            new = w.Accordion(children=children,
+                              titles=tuple(f"{f.name}: {f.error}" for f in shown))
+            old = self.failure_list
+            self.failure_list = new
+            self.failure_box.children = (self.failures_title, new)
+            _close_accordion(old)
         more = failed - min(len(failures), MAX_FAILURES_SHOWN)
         title = f"<b>{failed} failed</b>" + (f" (first {MAX_FAILURES_SHOWN} shown)"
                                              if more > 0 else "")
@@ -98,9 +102,14 @@ class WidgetView:
             self.failure_box.layout.display = display
 
     def close(self) -> None:
-        for child in self.failure_list.children:
-            child.close()
+        _close_accordion(self.failure_list)
         self.box.close()
+
+
+def _close_accordion(acc: w.Accordion) -> None:
+    for child in acc.children:
+        child.close()
+    acc.close()
 
 
 def _set(widget: w.HTML, value: str) -> None:
