@@ -62,12 +62,7 @@ def configure(**changes: Any) -> Settings:
     global _settings, _runner
     with _lock:
         new = settings().replace(**changes)
-        if new.backend == "dask" and new.address is None and new.client is None:
-            raise ValueError("backend='dask' needs address='tcp://host:port' or client=Client(...)")
-        if new.backend == "dask":
-            from .dask_backend import prepare
-
-            prepare(new)  # distributed missing, or a wrong address: fail here, not later
+        _check_backend(new)
         rebuild = _runner is not None and any(
             getattr(new, k) != getattr(_settings, k)
             for k in ("store", "workers", "backend", "address", "client")
@@ -77,10 +72,26 @@ def configure(**changes: Any) -> Settings:
             _retire(old)
         _settings = new
         if new.store != getattr(_runner, "settings", new).store or _runner is None:
-            _runner = Runner(new)  # opens the store now: a bad directory fails here
+            _runner = _new_runner(new)  # opens the store now: a bad directory fails here
         else:
             _runner.settings = new
         return new
+
+
+def _check_backend(s: Settings) -> None:
+    if s.backend != "dask":
+        return
+    if s.address is None and s.client is None:
+        raise ValueError("backend='dask' needs address='tcp://host:port' or client=Client(...)")
+    from .dask_backend import prepare
+
+    prepare(s)  # distributed missing, or a wrong address: fail here, not later
+
+
+def _new_runner(s: Settings, store: Store | None = None) -> Runner:
+    r = Runner(s, store=store)
+    r.record_class = Task  # hooks get the api's Task, with its group helpers
+    return r
 
 
 def _retire(runner: Runner) -> None:
@@ -99,7 +110,9 @@ def runner() -> Runner:
         return r
     with _lock:
         if _runner is None:
-            _runner = Runner(settings())
+            s = settings()
+            _check_backend(s)  # NBGROUPS_BACKEND=dask without configure() is checked too
+            _runner = _new_runner(s)
         return _runner
 
 
@@ -109,7 +122,7 @@ def use_store(store: Store) -> Runner:
     with _lock:
         if _runner is not None:
             _retire(_runner)
-        _runner = Runner(settings(), store=store)
+        _runner = _new_runner(settings(), store=store)
         return _runner
 
 

@@ -178,6 +178,8 @@ class Runner:
         self._monitor_dir: str | None = None
         self._listeners: list[Callable[[], None]] = []
         self.restarts = 0
+        #: the class of the records handed to hooks (the api sets its Task)
+        self.record_class: type = TaskRecord
 
     # ------------------------------------------------------------------ stores
     def store_for(self, ttl: int | None) -> Store:
@@ -705,7 +707,7 @@ class Runner:
                 from .worker import resolve
 
                 hook = resolve(hook)
-            hook(self.record_of(job, o))
+            hook(self.record_of(job, o, self.record_class))
         except Exception:
             log.exception("nbgroups: hook %r failed for task %s", job.options.hook, job.id)
 
@@ -722,8 +724,8 @@ class Runner:
     def recent(self, task_id: str, ttl: int | None, cls: type = TaskRecord) -> TaskRecord | None:
         """The record of a task this runner finished lately, or None (then read the store)."""
         hit = self._recent.get(task_id)
-        if hit is None or hit[0].options.ttl != ttl:
-            return None
+        if hit is None or ttl is not None or hit[0].options.ttl is not None:
+            return None  # the cache layer's entries expire: only the store knows
         job, o = hit
         if job.options.group and self.store_for(ttl).gen(job.options.group) != job.gen:
             return None  # the label was deleted since: the store knows the truth

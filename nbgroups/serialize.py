@@ -20,7 +20,7 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import SignatureError, TaskError
+from .errors import SignatureError, StoreError, TaskError
 
 MAC_SIZE = 32
 PROTOCOL = pickle.HIGHEST_PROTOCOL
@@ -41,18 +41,26 @@ def load_secret() -> bytes:
         return path.read_bytes()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(os.urandom(32))
+    except OSError as exc:
+        raise StoreError(f"cannot read the signing key {str(path)!r}: {exc.strerror or exc}. "
+                         "Fix its permissions or set NBGROUPS_SECRET.") from None
     try:
-        os.link(tmp, path)  # atomic: the first process to create the key wins
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-    return path.read_bytes()
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32))
+        try:
+            os.link(tmp, path)  # atomic: the first process to create the key wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        return path.read_bytes()
+    except OSError as exc:
+        raise StoreError(f"cannot create the signing key {str(path)!r}: {exc.strerror or exc}. "
+                         "Set XDG_CONFIG_HOME to a writable directory, or NBGROUPS_SECRET."
+                         ) from None
 
 
 class Signer:
