@@ -180,6 +180,45 @@ def test_text_view_line_and_final_summary(nb):
     assert out.count("txt 100%") == 1 and out.endswith("\n")
 
 
+def test_rerun_sweep_says_how_many_were_reused(nb):
+    """Issue 7: re-running a sweep with reuse=True, the progress view says how many of
+    its calls were found done (widget counts, text line, %nbgroups table)."""
+    g = nbgroups.sweep(flaky, "again", x=[0, 1, 3, 4], reuse=True)
+    first = display.progress(g, mode="widget", display=False)
+    _wait(g)
+    assert nbgroups.group_counts(g).reused == 0
+    assert "reused" not in first.adapter.counts.value  # nothing reused: not mentioned
+    display.reset()
+    g = nbgroups.sweep(flaky, "again", x=[0, 1, 3, 4, 5, 6], reuse=True)  # 2 new points
+    buf = io.StringIO()
+    view = display.progress(g, mode="widget", display=False)
+    text = display.progress(g, mode="text", stream=buf, display=False)
+    _wait(g)
+    c = nbgroups.group_counts(g)
+    assert (c.submitted, c.done, c.reused) == (6, 6, 4)
+    assert "reused <b>4</b>" in view.adapter.counts.value
+    assert "done <b>6</b>" in view.adapter.counts.value
+    final = buf.getvalue().rsplit("\r", 1)[1].splitlines()[0]
+    assert "[done 6, failed 0, running 0, queued 0, reused 4]" in final, final
+    assert text.mode == "text"
+    from nbgroups.display.table import format_table, group_rows
+
+    rows = group_rows([c])
+    assert rows[0]["reused"] == 4
+    header, row = format_table(rows).splitlines()
+    assert header.split()[6] == "reused" and row.split()[6] == "4"
+
+
+def test_formatting_and_table_doctests():
+    import doctest
+
+    from nbgroups.display import table
+
+    for mod in (formatting, table):
+        result = doctest.testmod(mod)
+        assert result.attempted > 0 and result.failed == 0, (mod.__name__, result)
+
+
 def test_auto_mode_is_text_outside_a_kernel(nb):
     assert display.choose_mode("auto") == "text"
     assert display.choose_mode(False) == "text"

@@ -12,6 +12,12 @@ tested here without a display.
 (160, 200, 'danger', '0:16', '0:04')
 >>> format_line(m)
 'sweep  80%|████████████████    | 160/200 [done 150, failed 10, running 2, queued 38] 0:16<0:04'
+
+A re-run sweep (``reuse=True``) also says how many calls it found done:
+
+>>> format_line(meter(GroupCounts("sweep", submitted=6, done=6, reused=4,
+...                               first_submitted=0.0, last_finished=2.0), now=9.0))
+'sweep 100%|████████████████████| 6/6 [done 6, failed 0, running 0, queued 0, reused 4] 0:02'
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ class Meter:
     cancelled: int
     running: int
     queued: int
+    reused: int  # calls of the group that re-submissions found done (``reuse=True``)
     value: int  # finished + cancelled: the bar's position
     max: int  # submitted: the bar's end
     percent: int
@@ -70,12 +77,14 @@ class Meter:
                  f"queued {self.queued}"]
         if self.cancelled:
             parts.append(f"cancelled {self.cancelled}")
+        if self.reused:
+            parts.append(f"reused {self.reused}")
         return ", ".join(parts)
 
     def key(self) -> tuple:
         """What, when unchanged, means nothing on screen needs redrawing."""
         return (self.submitted, self.done, self.failed, self.cancelled, self.running,
-                self.queued, self.elapsed_text, self.eta_text)
+                self.queued, self.reused, self.elapsed_text, self.eta_text)
 
 
 def format_duration(seconds: float) -> str:
@@ -125,7 +134,8 @@ def meter(counts: GroupCounts, now: float) -> Meter:
     percent = math.floor(100 * value / c.submitted) if c.submitted else 0
     return Meter(
         group=c.group, submitted=c.submitted, done=c.done, failed=c.failed,
-        cancelled=c.cancelled, running=c.running, queued=c.queued, value=value,
+        cancelled=c.cancelled, running=c.running, queued=c.queued, reused=c.reused,
+        value=value,
         max=c.submitted, percent=percent, elapsed=elapsed, eta=eta, state=state,
         bar_style=style,
     )

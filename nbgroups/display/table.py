@@ -9,7 +9,8 @@ from collections.abc import Iterable
 from ..records import GroupCounts
 from .formatting import meter
 
-COLUMNS = ("group", "submitted", "done", "failed", "running", "queued", "elapsed")
+COLUMNS = ("group", "submitted", "done", "failed", "running", "queued", "reused",
+           "elapsed")
 
 
 def group_rows(counts: Iterable[GroupCounts], now: float | None = None) -> list[dict]:
@@ -20,7 +21,7 @@ def group_rows(counts: Iterable[GroupCounts], now: float | None = None) -> list[
         m = meter(c, now)
         rows.append({"group": c.group, "submitted": c.submitted, "done": c.done,
                      "failed": c.failed, "running": c.running, "queued": c.queued,
-                     "elapsed": m.elapsed_text})
+                     "reused": c.reused, "elapsed": m.elapsed_text})
     return rows
 
 
@@ -28,9 +29,9 @@ def format_table(rows: list[dict]) -> str:
     """A plain-text table, columns aligned (numbers to the right).
 
     >>> print(format_table([{"group": "g", "submitted": 10, "done": 9, "failed": 1,
-    ...                      "running": 0, "queued": 0, "elapsed": "0:03"}]))
-    group  submitted  done  failed  running  queued  elapsed
-    g             10     9       1        0       0     0:03
+    ...                      "running": 0, "queued": 0, "reused": 4, "elapsed": "0:03"}]))
+    group  submitted  done  failed  running  queued  reused  elapsed
+    g             10     9       1        0       0       4     0:03
     """
     if not rows:
         return "no groups"

@@ -127,4 +127,6 @@ def _counts_html(m: Meter) -> str:
              item("running", m.running), item("queued", m.queued)]
     if m.cancelled:
         parts.append(item("cancelled", m.cancelled, "var(--jp-warn-color1, orange)"))
+    if m.reused:
+        parts.append(item("reused", m.reused))
     return " · ".join(parts)
