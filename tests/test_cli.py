@@ -62,7 +62,7 @@ def test_list_and_show_read_the_kept_results(demo_store):
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()
     assert header.split() == ["group", "submitted", "done", "failed", "running", "queued",
-                              "elapsed"]
+                              "reused", "elapsed"]
     assert row.split()[:6] == ["demo", "200", "180", "20", "0", "0"]
     out = cli("show", "demo", "--limit", "3", "--tracebacks", store=store)
     assert out.returncode == 0, out.stderr

@@ -55,7 +55,7 @@ def test_table_of_groups(ip):
     assert rows["tb"]["done"] == 1 and ":" in rows["tb"]["elapsed"]
     text = repr(table)
     assert text.splitlines()[0].split() == ["group", "submitted", "done", "failed", "running",
-                                            "queued", "elapsed"]
+                                            "queued", "reused", "elapsed"]
     assert "<td>ta</td>" in table._repr_html_()
 
 
