@@ -139,7 +139,7 @@ def submit_reusing(
             rerun.append((page, Call._make(call), state))
 
     if rerun:
-        runner.resubmit(rerun, opts.ttl)
+        runner.resubmit(rerun, opts.ttl, options=opts)
     if new:
         new_ids = runner.submit(func, [calls[i] for i in new], opts, iterable=iterable,
                                 inline=inline, raise_errors=inline)

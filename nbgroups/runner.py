@@ -165,6 +165,7 @@ class Runner:
         self._live: dict[tuple, list[int]] = {}  # (layer, group) -> [queued, running]
         self._active: dict[str, Job] = {}  # task id -> job, until it finishes
         self._reruns: dict[tuple, int] = {}  # (layer, group, previous state) -> re-runs
+        self._page_hooks: dict[str, Any] = {}  # page prefix -> hook, for pages made here
         # The last finished jobs with their outcomes (already in the store):
         # result(id) right after a task finished needs no store read.
         self._recent: collections.OrderedDict[str, tuple[Job, tuple]] = collections.OrderedDict()
@@ -263,10 +264,7 @@ class Runner:
         key = func if isinstance(func, str) else id(func)
         ref = page.func_index.get(key)
         if ref is None:
-            if isinstance(func, str):
-                ref = (func, None)
-            else:
-                ref = (callable_name(func), dumps(func))
+            ref = (func, None) if isinstance(func, str) else (callable_name(func), dumps(func))
             page.func_index[key] = ref
             page.funcs.append(func)  # keeps id(func) valid while the page is open
         return ref
@@ -308,8 +306,10 @@ class Runner:
                         prefix=p.prefix, group=opts.group, created=p.created,
                         funcs=tuple(funcs), calls=calls,
                         options={"timeout": opts.timeout, "retries": opts.retries,
-                                 "save": opts.save, "ttl": opts.ttl},
+                                 "save": opts.save, "ttl": opts.ttl, "hook": opts.hook},
                     ))
+                    if opts.hook is not None:
+                        self._page_hooks[p.prefix] = opts.hook
                 written = self.store_for(ttl).write_pages(drafts, ttl=ttl)
                 with self._lock:
                     for p, sp in zip(layer_pages, written, strict=True):
@@ -761,10 +761,14 @@ class Runner:
             self._notify()
         return len(cancelled)
 
-    def resubmit(self, entries: list, ttl: int | None = None) -> int:
+    def resubmit(self, entries: list, ttl: int | None = None,
+                 options: Options | None = None) -> int:
         """Run stored tasks again, same ids: ``(SpecPage, Call, previous state)``.
 
-        Skips tasks this runner is still running (so a resume runs each once).
+        With the options they were submitted with (hook included), or with
+        ``options`` (a re-submission by ``reuse``: the current call's timeout,
+        retries, hook). Skips tasks this runner is still running (so a resume
+        runs each once).
         """
         jobs = []
         with self._lock:
@@ -773,20 +777,28 @@ class Runner:
                 if tid in self._active:
                     continue
                 opts = page.options
-                options = Options(group=page.group, ttl=opts.get("ttl"), timeout=opts["timeout"],
-                                  retries=opts["retries"], save=opts["save"],
-                                  task_name=call.task_name)
-                job = Job(tid, page.funcs[call.func], call.args, call.kwargs, options, page.prefix,
-                          call.task_name, prev=prev)
+                job_options = Options(
+                    group=page.group, ttl=opts.get("ttl"),
+                    timeout=opts["timeout"] if options is None else options.timeout,
+                    retries=opts["retries"] if options is None else options.retries,
+                    save=opts["save"] if options is None else options.save,
+                    # this kernel's own hook object if it submitted the page (a copy
+                    # restored from the store would mutate copies of notebook state)
+                    hook=self._page_hooks.get(page.prefix, opts.get("hook"))
+                    if options is None else options.hook,
+                    task_name=call.task_name,
+                )
+                job = Job(tid, page.funcs[call.func], call.args, call.kwargs, job_options,
+                          page.prefix, call.task_name, prev=prev)
                 if call.iterable:
                     job.items = call.args
                 job.gen = page.gen
                 jobs.append(job)
                 self._active[tid] = job
                 if prev:
-                    key = (options.ttl, options.group, prev)
+                    key = (job_options.ttl, job_options.group, prev)
                     self._reruns[key] = self._reruns.get(key, 0) + 1
-                live = self._live.setdefault((options.ttl, options.group), [0, 0])
+                live = self._live.setdefault((job_options.ttl, job_options.group), [0, 0])
                 live[0] += 1
         if not jobs:
             return 0

@@ -1,0 +1,94 @@
+"""Runner mechanisms: re-run accounting, hooks on re-runs, large results, batch statistics."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import nbgroups
+from nbgroups import api
+from nbgroups.store import LARGE_RESULT, SEP
+
+
+def flaky(x, flag):
+    """Fails until ``flag`` exists (a fix the notebook can make between runs)."""
+    if not os.path.exists(flag):
+        raise ValueError(f"not yet: {x}")
+    return x
+
+
+def test_retry_counts_show_reruns_as_unfinished(nb, tmp_path):
+    flag = str(tmp_path / "fixed")
+    for i in range(4):
+        nb.async_task(flaky, i, flag, group="r")
+    nb.result_group("r", wait=-1)
+    assert nb.group_counts("r").failed == 4
+    open(flag, "w").close()
+    assert nb.retry_group("r") == 4
+    c = nb.group_counts("r")
+    if nb.settings().backend == "sync":  # ran inline, already final
+        assert (c.done, c.failed) == (4, 0)
+    else:
+        assert c.failed == 0 and c.queued + c.running + c.done == 4, c
+    assert nb.result_group("r", wait=-1) == [0, 1, 2, 3]
+    c = nb.group_counts("r")
+    assert (c.submitted, c.done, c.failed, c.queued, c.running) == (4, 4, 0, 0, 0)
+
+
+def test_retry_calls_this_kernels_hook_object(nb, tmp_path):
+    flag = str(tmp_path / "fixed")
+    seen = []
+
+    def hook(task):
+        seen.append((task.id, task.success, type(task)))
+
+    ids = [nb.async_task(flaky, i, flag, group="h", hook=hook) for i in range(3)]
+    nb.result_group("h", wait=-1)
+    open(flag, "w").close()
+    nb.retry_group("h")
+    nb.result_group("h", wait=-1)
+    api.runner().wait(lambda: len(seen) == 6, 30)
+    assert [s[0] for s in seen[3:]] == ids or sorted(s[0] for s in seen[3:]) == sorted(ids)
+    assert [s[1] for s in seen] == [False] * 3 + [True] * 3
+    assert all(s[2] is nbgroups.Task for s in seen)
+
+
+def big_bytes(i, size):
+    return bytes([i]) * size
+
+
+def test_large_results_have_their_own_entry_and_read_back(nb):
+    size = LARGE_RESULT + 10
+    ids = [nb.async_task(big_bytes, i, size, group="big") for i in range(3)]
+    out = nb.result_group("big", wait=-1)
+    assert [len(b) for b in out] == [size] * 3 and [b[0] for b in out] == [0, 1, 2]
+    assert nb.fetch(ids[1]).result == bytes([1]) * size
+    store = api.runner().store
+    blobs = store._scan_keys(f"b{SEP}big{SEP}0{SEP}")
+    assert len(blobs) == 3
+    # deleting the tasks deletes their large results too
+    assert nb.delete_group("big", tasks=True) == 3
+    assert store._scan_keys(f"b{SEP}big{SEP}0{SEP}") == []
+
+
+def test_batch_statistics_are_per_function(nb_loky):
+    nb = nb_loky
+    for i in range(200):
+        nb.async_task("math.floor", i + 0.5, group="tiny")
+    assert nb.result_group("tiny", count=200)[:3] == [0, 1, 2]
+    r = api.runner()
+    assert r._stats["math.floor"][1] < LARGE_RESULT
+    # a function with large results starts from its own (unknown) statistics,
+    # so it is sent one call per batch and one batch per worker
+    nb.async_task(big_bytes, 1, LARGE_RESULT, group="large")
+    nb.result_group("large", wait=-1)
+    stats = r._stats[f"{__name__}.big_bytes"]
+    assert stats[1] >= LARGE_RESULT
+    assert r._batch_size(stats) == 1
+
+
+@pytest.mark.parametrize("n", [0, 1, 7])
+def test_async_iter_small_sizes(nb, n):
+    assert nb.result(nb.async_iter("math.floor", [i + 0.5 for i in range(n)]), wait=-1) == \
+        list(range(n))
