@@ -153,7 +153,9 @@ def format_exception(exc: BaseException) -> str:
 
 def _qualname(cls: type) -> str:
     module = getattr(cls, "__module__", "")
-    return cls.__qualname__ if module in ("builtins", "__main__") else f"{module}.{cls.__qualname__}"
+    if module in ("builtins", "__main__"):
+        return cls.__qualname__
+    return f"{module}.{cls.__qualname__}"
 
 
 def callable_name(func: Any) -> str:
