@@ -92,7 +92,7 @@ class Job:
 
     __slots__ = (
         "args", "attempt", "chunks", "func", "gen", "id", "items", "kwargs", "options",
-        "parent", "prefix", "prev", "state", "suspect", "task_name",
+        "parent", "prefix", "prev", "state", "submitted", "suspect", "task_name",
     )
 
     def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
@@ -106,6 +106,7 @@ class Job:
         self.gen = 0
         self.attempt = 0
         self.prev = prev  # the final state a re-run replaces (retry_group)
+        self.submitted: float | None = None  # its page's time, as the store records it
         self.state = State.QUEUED
         self.items = None  # async_iter: the list of items
         self.chunks = None  # async_iter: parent's chunk bookkeeping
@@ -315,6 +316,7 @@ class Runner:
                     for p, sp in zip(layer_pages, written, strict=True):
                         for j in p.jobs:
                             j.gen = sp.gen
+                            j.submitted = sp.created
                             self._active[j.id] = j
                             if j.state is State.QUEUED:
                                 self._enqueue(j)
@@ -717,7 +719,8 @@ class Runner:
         return build_record(
             job.id, job.task_name or names.name_of(job.id), job.func[0],
             None if job.items is not None or job.options.ttl is not None else job.args,
-            None if job.options.ttl is not None else job.kwargs, o, job.options.group, None, cls,
+            None if job.options.ttl is not None else job.kwargs, o, job.options.group,
+            job.submitted, cls,
             items=job.items,
         )
 
@@ -793,6 +796,7 @@ class Runner:
                 if call.iterable:
                     job.items = call.args
                 job.gen = page.gen
+                job.submitted = page.created
                 jobs.append(job)
                 self._active[tid] = job
                 if prev:
