@@ -20,7 +20,7 @@ from .display.table import GroupTable, group_rows
 from .errors import NbgroupsError
 
 USAGE = ("usage: %nbgroups [progress G | delete G [--tasks] | cancel G | retry G | resume G "
-         "| workers N | store PATH]")
+         "| workers N | store PATH | backend loky|thread|sync|dask [ADDRESS]]")
 GROUP_USAGE = "usage: %%group NAME [--reuse]"
 
 
@@ -114,7 +114,23 @@ def store_cmd(args: list[str]) -> None:
     print(f"store: {getattr(api.runner().store, 'directory', path)}")
 
 
+def backend_cmd(args: list[str]) -> None:
+    usage = "usage: %nbgroups backend loky|thread|sync | %nbgroups backend dask ADDRESS"
+    if not args or args[0] not in ("loky", "thread", "sync", "dask"):
+        raise UsageError(f"expected a backend name; {usage}")
+    name, rest = args[0], args[1:]
+    if (name == "dask") != (len(rest) == 1) or len(rest) > 1:
+        raise UsageError(f"{'dask needs one ADDRESS' if name == 'dask' else 'no ADDRESS'}"
+                         f" expected; {usage}")
+    try:
+        api.configure(backend=name, address=rest[0] if rest else None)
+    except (TypeError, ValueError, NbgroupsError) as exc:
+        raise UsageError(f"{exc}; {usage}") from None
+    print(f"backend: {name}" + (f" at {rest[0]}" if rest else ""))
+
+
 SUBCOMMANDS: dict[str, Callable[[list[str]], object]] = {
+    "backend": backend_cmd,
     "progress": progress_cmd,
     "delete": delete_cmd,
     "cancel": cancel_cmd,

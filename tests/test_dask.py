@@ -308,3 +308,31 @@ def test_progress_view_counts_in_an_ipython_shell(nbc):
     assert (m.submitted, m.done, m.failed, m.running, m.queued) == (10, 9, 1, 0, 0)
     assert m.state == "failed"
     view.close()
+
+
+# ---------------------------------------------------------------- magics
+def test_backend_magic_moves_a_notebook_to_the_cluster(cluster, store_dir, capsys):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    lc, _ = cluster
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend="loky", workers=2, progress=False)
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "nbgroups")
+        shell.run_line_magic("nbgroups", f"backend dask {lc.scheduler_address}")
+        assert f"backend: dask at {lc.scheduler_address}" in capsys.readouterr().out
+        assert nbgroups.settings().backend == "dask"
+        result = shell.run_cell("import nbgroups, os\n"
+                                "nbgroups.sweep(pow, 'magic', base=[2, 3], exp=[2])\n"
+                                "nbgroups.result_group('magic', wait=60000)")
+        assert result.result == [4, 9]
+        from nbgroups.dask_backend import DaskExecutor
+
+        assert isinstance(api.runner()._executor, DaskExecutor)
+        shell.run_line_magic("nbgroups", "backend loky")
+        assert nbgroups.settings().backend == "loky"
+    finally:
+        shell.run_line_magic("unload_ext", "nbgroups")
+        InteractiveShell.clear_instance()
+        api.reset()

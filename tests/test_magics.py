@@ -161,6 +161,10 @@ def test_workers_and_store_subcommands(ip, tmp_path, capsys):
         ("workers 0", "workers must be an int >= 1"),
         ("store", "expected one PATH"),
         ("'unclosed", "usage: %nbgroups"),
+        ("backend", "expected a backend name"),
+        ("backend ray", "expected a backend name"),
+        ("backend dask", "dask needs one ADDRESS"),
+        ("backend loky tcp://127.0.0.1:1", "no ADDRESS expected"),
     ],
 )
 def test_line_magic_usage_errors(ip, line, message):
