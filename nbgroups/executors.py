@@ -41,8 +41,9 @@ class Executor:
 
     #: Bumped by :meth:`restart`: a batch remembers the pool it was sent to.
     generation = 0
-    #: pids this side killed on purpose (timeouts): their death is not the task's.
-    killed: frozenset[int] | set[int] = frozenset()
+    #: ``(generation, pid)`` of workers killed on purpose (timeouts): their
+    #: death is not the task's. Keyed by pool, since pids get reused.
+    killed: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
 
     def dead_workers(self, generation: int) -> dict[int, int] | None:
         """``{pid: exit code}`` of the workers whose death broke pool ``generation``.
@@ -152,7 +153,7 @@ class LokyExecutor(Executor):
         old.shutdown(wait=False, kill_workers=True)
 
     def kill_worker(self, pid: int) -> None:
-        self.killed.add(pid)
+        self.killed.add((self.generation, pid))
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 

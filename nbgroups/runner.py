@@ -566,7 +566,7 @@ class Runner:
         cause = batch.cause
         if cause is None and running is not None:
             if dead:
-                if pid in dead and pid not in executor.killed:
+                if pid in dead and (batch.pool, pid) not in executor.killed:
                     cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running "
                                        f"this task died: {self._exit_reason(dead[pid])}")
             elif batch.jobs[running].suspect:
