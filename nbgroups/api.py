@@ -40,6 +40,9 @@ _submit_listeners: list[Callable[[str | None, int | None], None]] = []
 def settings() -> Settings:
     """The settings in force (defaults overridden by ``NBGROUPS_*`` variables)."""
     global _settings
+    current = _settings
+    if current is not None:  # the hot path: no lock
+        return current
     with _lock:
         if _settings is None:
             _settings = from_environment()
@@ -214,7 +217,7 @@ def _options(raw: dict) -> tuple[Options, dict]:
         if len(_options_cache) > 256:
             _options_cache.clear()
         _options_cache[key] = (opts, flags, defaults, s)
-    return opts, dict(flags)
+    return opts, flags  # shared, read-only
 
 
 def _build_options(raw: dict, s: Settings) -> tuple[Options, dict]:
@@ -255,8 +258,12 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
         if not isinstance(q, dict):
             raise TypeError(f"q_options must be a dict of options, got {q!r}")
         return q, kwargs
-    opts = {k: kwargs[k] for k in kwargs if k in OPTION_NAMES}
-    rest = {k: v for k, v in kwargs.items() if k not in OPTION_NAMES}
+    if not kwargs:
+        return kwargs, kwargs
+    opts: dict = {}
+    rest: dict = {}
+    for k, v in kwargs.items():
+        (opts if k in OPTION_NAMES else rest)[k] = v
     return opts, rest
 
 

@@ -653,36 +653,46 @@ class Runner:
                     state = "failure" if it.failed else "success"
                     started, result, error, tb = it.started, it.results, it.error, it.traceback
                     stopped = time.time()
-                if job.state.final:
+                if job.state in _FINAL:
                     continue
-                final.append((job, (job.id, state, max(job.attempt, 1), started, stopped,
+                final.append((job, (job.id, state, job.attempt or 1, started, stopped,
                                     result, error, tb)))
         if not final:
             return
         release = False
         by_layer: dict[int | None, list] = {}
         for job, o in final:
-            if not job.options.save:  # save=False: the hook still sees the result
+            options = job.options
+            if not options.save:  # save=False: the hook still sees the result
                 o = (*o[:5], None, *o[6:])
-            by_layer.setdefault(job.options.ttl, []).append(
-                (job.options.group, job.gen, job.prefix, o, job.prev))
+            entries = by_layer.get(options.ttl)
+            if entries is None:
+                entries = by_layer[options.ttl] = []
+            entries.append((options.group, job.gen, job.prefix, o, job.prev))
         for ttl, entries in by_layer.items():
             self.store_for(ttl).write_outcomes(entries, ttl=ttl)
         if any(type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT for _, o in final):
             release = True
         hooks = []
+        recent = self._recent
+        active = self._active
+        live_key, live = None, None
         with self._lock:
             for job, o in final:
+                options = job.options
                 was = job.state
-                job.state = State(o[1])
-                live = self._live.get((job.options.ttl, job.options.group))
+                job.state = _STATE_OF[o[1]]
+                if (options.ttl, options.group) != live_key:
+                    live_key = (options.ttl, options.group)
+                    live = self._live.get(live_key)
                 if live is not None:
                     live[0 if was is State.QUEUED else 1] -= 1
-                self._active.pop(job.id, None)
-                self._end_rerun(job)
-                if job.options.save and not (type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT):
-                    self._recent[job.id] = (job, o)  # large results are read from the store
-                if job.options.hook is not None:
+                active.pop(job.id, None)
+                if job.prev:
+                    self._end_rerun(job)
+                if options.save and not (type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT):
+                    recent[job.id] = (job, o)  # large results are read from the store
+                if options.hook is not None:
                     hooks.append((job, o))
             while len(self._recent) > RECENT_MAX:
                 self._recent.popitem(last=False)
@@ -929,6 +939,10 @@ def _load_libc():
 _libc = _load_libc() if os.name == "posix" else None
 
 _STORED_STATES = ("success", "failure", "cancelled")
+# str -> State, and identity checks: an Enum's __call__ and __hash__ run Python
+# code, measurable at ten thousand tasks a batch
+_STATE_OF = {s.value: s for s in State}
+_FINAL = (State.SUCCESS, State.FAILURE, State.CANCELLED)
 _RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
 
 

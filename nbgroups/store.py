@@ -36,6 +36,7 @@ import os
 import sqlite3
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -213,20 +214,15 @@ class Store:
                         bkey = f"{_gkey('b', group, gen)}{o[0]}{SEP}{ctr}"
                         self._put_stream(bkey, blob, expire)
                         o = (*o[:5], bkey, *o[6:])
-                    rows.append(tuple(o))
+                    rows.append(o if type(o) is tuple else tuple(o))
                 self._put_plain(key, rows, expire)
-                deltas: dict[str, int] = {}
                 for prefix in {p for p, _, _ in items}:
                     self._set(f"q{SEP}{prefix}{SEP}{ctr}", key, expire)
-                for _, o, prev in items:
-                    name = _STATE_COUNTER.get(o[1])
-                    if name:
-                        deltas[name] = deltas.get(name, 0) + 1
-                    old = _STATE_COUNTER.get(prev or "")
-                    if old:
-                        deltas[old] = deltas.get(old, 0) - 1
-                for name, delta in deltas.items():
-                    if delta:
+                deltas = Counter(o[1] for o in rows)
+                deltas.subtract(Counter(prev for _, _, prev in items if prev))
+                for state, delta in deltas.items():
+                    name = _STATE_COUNTER.get(state)
+                    if name and delta:
                         self._incr(base + name, delta, expire)
                 self._set(base + "t1", now, expire)
 
