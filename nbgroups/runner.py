@@ -158,6 +158,7 @@ class Runner:
         self._version = 0
         self._wake = threading.Event()
         self._open: dict[tuple, _OpenPage] = {}
+        self._last_page: dict[tuple, int] = {}  # (layer, group) -> key of its open page
         self._sealed: list[_OpenPage] = []
         self._pending = 0
         self._ready: collections.deque[Job] = collections.deque()
@@ -221,6 +222,14 @@ class Runner:
         with self._lock:
             key = id(options)  # api memoizes Options; the open page keeps it alive
             page = self._open.get(key)
+            if page is None:
+                # One open page per group and layer: other options (task_name=,
+                # timeout=...) seal the group's open page first, or a later page
+                # would be numbered before earlier calls (submission order lost).
+                last = self._last_page.get((options.ttl, options.group))
+                if last is not None and last in self._open:
+                    self._seal(last)
+                self._last_page[(options.ttl, options.group)] = key
             if page is None or len(page.jobs) + n > names.PAGE_CAPACITY:
                 if page is not None:
                     self._seal(key)
