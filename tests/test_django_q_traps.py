@@ -111,3 +111,13 @@ def test_time_taken_excludes_queue_time(nb, tmp_path):
         assert task.time_taken() < task.stopped - task.submitted
         assert task.time_taken() <= task.stopped - released
     api.runner().wait(lambda: not api.runner()._active, 60)
+
+
+def test_submission_order_with_mixed_options_in_one_group(nb):
+    """Calls of one group with different options (task_name, timeout...) keep their order."""
+    ids = []
+    for i in range(9):
+        extra = {"task_name": f"n{i}"} if i % 3 == 1 else ({"timeout": 60} if i % 3 == 2 else {})
+        ids.append(nb.async_task("math.floor", i + 0.5, group="mixed", **extra))
+    assert nb.result_group("mixed", count=9) == list(range(9))
+    assert [t.id for t in nb.fetch_group("mixed")] == ids
