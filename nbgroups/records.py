@@ -15,6 +15,9 @@ SCHEMA_VERSION = 1
 
 
 class State(str, enum.Enum):
+    """Where a task is: queued, running, or one of the final states (success,
+    failure, cancelled)."""
+
     QUEUED = "queued"
     RUNNING = "running"
     SUCCESS = "success"
