@@ -451,6 +451,17 @@ def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -
                timeout)
 
 
+def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: Any) -> Store:
+    """Check a group read's arguments, wait as asked, return the layer's store."""
+    _check_group(group_id, "group_id")
+    _check_bool("failures", failures)
+    ttl = _layer(cached)
+    r = runner()
+    _wait_group(r, group_id, wait, count, ttl)
+    r.flush()
+    return r.store_for(ttl)
+
+
 def result_group(group_id: str, failures: bool = False, wait: int = 0,
                  count: int | None = None, cached: bool = False) -> list | None:
     """Results of the group in submission order; None if the group is unknown.
@@ -460,30 +471,19 @@ def result_group(group_id: str, failures: bool = False, wait: int = 0,
     count too); ``wait`` (ms, -1 without limit) alone waits until every task
     submitted so far finished or was cancelled.
     """
-    _check_group(group_id, "group_id")
-    _check_bool("failures", failures)
-    ttl = _layer(cached)
-    r = runner()
-    _wait_group(r, group_id, wait, count, ttl)
-    r.flush()
-    return r.store_for(ttl).group_results(group_id, failures)
+    return _waited_store(group_id, failures, wait, count, cached).group_results(
+        group_id, failures)
 
 
 def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
                 count: int | None = None, cached: bool = False) -> TaskList | None:
     """The group's :class:`Task` records in submission order; None if unknown."""
-    _check_group(group_id, "group_id")
-    _check_bool("failures", failures)
-    ttl = _layer(cached)
-    r = runner()
-    _wait_group(r, group_id, wait, count, ttl)
-    r.flush()
-    tasks = r.store_for(ttl).group_records(group_id, Task)
+    tasks = _waited_store(group_id, failures, wait, count, cached).group_records(group_id, Task)
     if tasks is None:
         return None
     if not failures:
         tasks = tasks.exclude(success=False)
-    return _with_running(r, tasks)
+    return _with_running(runner(), tasks)
 
 
 def _with_running(r: Runner, tasks: TaskList) -> TaskList:

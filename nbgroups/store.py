@@ -321,24 +321,13 @@ class Store:
         failed call re-submitted with ``reuse=True``) keeps its earlier
         outcomes here; :meth:`task` gives the latest. None if the id is unknown.
         """
-        if not names.looks_like_id(task_id):
+        found = self._locate(task_id)
+        if found is None:
             return None
-        prefix, index = names.split_id(task_id)
-        page_key = self._get(_page_index(prefix))
-        data = self._get(page_key) if isinstance(page_key, str) else None
-        if data is None:
-            return None
-        page: SpecPage = self._load(page_key, data)
-        call = next((Call._make(c) for c in page.calls if c[0] == index), None)
-        if call is None:
-            return None
-        label = page.group if page.group and self.gen(page.group) == page.gen else None
+        page, call, label = found
         runs = TaskList()
-        for _, okey in self._scan(f"q{SEP}{prefix}{SEP}"):
-            value = self._get(okey)
-            for o in self._load(okey, value) if value is not None else ():
-                if o[0] == task_id:
-                    runs.append(self._record(page, call, Outcome._make(o), label, cls))
+        for o in self._task_outcomes(task_id):
+            runs.append(self._record(page, call, Outcome._make(o), label, cls))
         return runs
 
     # ----------------------------------------------------------------- reads
@@ -374,13 +363,20 @@ class Store:
             latest.update((o[0], o) for o in self._load(key, data))
         return latest
 
-    def group_entries(self, group: str) -> list[tuple[SpecPage, Call, Outcome | None]] | None:
-        """Every task of ``group`` in submission order with its latest outcome."""
+    def _group_pages(self, group: str) -> tuple[list[SpecPage], dict[str, tuple]] | None:
+        """The group's spec pages (submission order) and latest outcome per task id."""
         gen = self.gen(group)
         pages = self._pages(group, gen)
         if not pages:
             return None
-        latest = self._latest(self._scan(_gkey("o", group, gen)))
+        return pages, self._latest(self._scan(_gkey("o", group, gen)))
+
+    def group_entries(self, group: str) -> list[tuple[SpecPage, Call, Outcome | None]] | None:
+        """Every task of ``group`` in submission order with its latest outcome."""
+        found = self._group_pages(group)
+        if found is None:
+            return None
+        pages, latest = found
         out = []
         for p in pages:
             for c in p.calls:
@@ -396,11 +392,10 @@ class Store:
 
     def group_results(self, group: str, failures: bool) -> list | None:
         """Results in submission order, without building task records (the hot path)."""
-        gen = self.gen(group)
-        pages = self._pages(group, gen)
-        if not pages:
+        found = self._group_pages(group)
+        if found is None:
             return None
-        latest = self._latest(self._scan(_gkey("o", group, gen)))
+        pages, latest = found
         out = []
         append = out.append
         for p in pages:
@@ -418,31 +413,39 @@ class Store:
                     append(_failure_value(Outcome._make(o)))
         return out
 
-    def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
-        """The record of one task, by id (two key reads and its pages)."""
+    def _locate(self, task_id: str) -> tuple[SpecPage, Call, str | None] | None:
+        """A task's spec page, its call and its group label (None if deleted)."""
         if not names.looks_like_id(task_id):
             return None
         prefix, index = names.split_id(task_id)
         page_key = self._get(_page_index(prefix))
-        if not isinstance(page_key, str):
-            return None
-        data = self._get(page_key)
+        data = self._get(page_key) if isinstance(page_key, str) else None
         if data is None:
             return None
         page: SpecPage = self._load(page_key, data)
         call = next((Call._make(c) for c in page.calls if c[0] == index), None)
         if call is None:
             return None
-        refs = self._scan(f"q{SEP}{prefix}{SEP}")
-        outcome_pages = []
-        for _, okey in refs:
+        label = page.group if page.group and self.gen(page.group) == page.gen else None
+        return page, call, label
+
+    def _task_outcomes(self, task_id: str) -> list[tuple]:
+        """Every stored outcome of a task, oldest first (through its page's outcome index)."""
+        runs = []
+        for _, okey in self._scan(f"q{SEP}{task_id[:24]}{SEP}"):
             value = self._get(okey)
             if value is not None:
-                outcome_pages.append((okey, value))
-        outcome = self._latest(outcome_pages).get(task_id)
-        outcome = None if outcome is None else Outcome._make(outcome)
-        label = page.group if page.group and self.gen(page.group) == page.gen else None
-        return self._record(page, call, outcome, label, cls)
+                runs += [o for o in self._load(okey, value) if o[0] == task_id]
+        return runs
+
+    def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
+        """The record of one task, by id: its page and its latest outcome."""
+        found = self._locate(task_id)
+        if found is None:
+            return None
+        page, call, label = found
+        runs = self._task_outcomes(task_id)
+        return self._record(page, call, Outcome._make(runs[-1]) if runs else None, label, cls)
 
     def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""
