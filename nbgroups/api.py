@@ -66,18 +66,20 @@ def configure(**changes: Any) -> Settings:
     with _lock:
         new = settings().replace(**changes)
         _check_backend(new)
-        rebuild = _runner is not None and any(
+        rebuild = _runner is None or any(
             getattr(new, k) != getattr(_settings, k)
             for k in ("store", "workers", "backend", "address", "client")
         )
         if rebuild:
-            old, _runner = _runner, None
-            _retire(old)
-        _settings = new
-        if new.store != getattr(_runner, "settings", new).store or _runner is None:
-            _runner = _new_runner(new)  # opens the store now: a bad directory fails here
+            # Opens the store now: a bad directory fails here, and then the
+            # settings and the runner in force stay as they were.
+            fresh = _new_runner(new)
+            old, _runner = _runner, fresh
+            if old is not None:
+                _retire(old)
         else:
             _runner.settings = new
+        _settings = new
         return new
 
 

@@ -630,8 +630,10 @@ class DiskStore(Store):
             probe.touch()
             probe.unlink()
         except OSError as exc:
+            reason = "it is a file, not a directory" if self.directory.is_file() else \
+                (exc.strerror or str(exc))
             raise StoreError(
-                f"cannot use store directory {str(self.directory)!r}: {exc.strerror or exc}. "
+                f"cannot use store directory {str(self.directory)!r}: {reason}. "
                 "Choose a writable directory with configure(store=...) or NBGROUPS_STORE."
             ) from None
         try:

@@ -49,13 +49,18 @@ def test_store_not_writable():
         _configure("/proc/nbgroups-store")
 
 
-def test_first_use_after_a_bad_configure_is_clear_too(tmp_path):
-    path = tmp_path / "store"
-    path.write_text("x")
+def test_a_failed_configure_changes_nothing(tmp_path):
+    good = tmp_path / "good"
+    _configure(good)
+    nbgroups.async_task("builtins.abs", -1, group="g")
+    bad = tmp_path / "store"
+    bad.write_text("x")
     with pytest.raises(StoreError):
-        _configure(path)
-    with pytest.raises(StoreError):
-        nbgroups.async_task("builtins.abs", -1, group="g")
+        _configure(bad)
+    # the store and the runner in force stay as they were: nothing is lost
+    assert nbgroups.settings().store == str(good)
+    nbgroups.async_task("builtins.abs", -2, group="g")
+    assert nbgroups.result_group("g", wait=-1) == [1, 2]
 
 
 def test_database_is_garbage(tmp_path):
