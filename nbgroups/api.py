@@ -415,7 +415,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     r = runner()
     r.flush()
     task = _find(r, task_id, ttl)
-    if wait == 0 or (task is not None and task.state.final):
+    if wait == 0 or (task is not None and task.state.final and task.id not in r._active):
         return task
     tid = task.id if task is not None else task_id
     box: list[Task | None] = [task]
@@ -533,13 +533,17 @@ def cancel_group(group_id: str, cached: bool = False) -> int:
 
 
 def retry_group(group_id: str, cached: bool = False) -> int:
-    """Re-submit the group's failed tasks (same callable and arguments); returns how many."""
+    """Re-submit the group's failed tasks (same callable and arguments); returns how many.
+
+    Each keeps its id; its ``attempt_count`` goes on from the failed runs.
+    """
     _check_group(group_id, "group_id")
     ttl = _layer(cached)
     r = runner()
     r.flush()
     entries = r.store_for(ttl).group_entries(group_id) or []
-    todo = [(p, c, "failure") for p, c, o in entries if o is not None and o.state == "failure"]
+    todo = [(p, c, "failure", o.attempt) for p, c, o in entries
+            if o is not None and o.state == "failure"]
     return r.resubmit(todo, ttl)
 
 

@@ -63,7 +63,7 @@ class SyncExecutor(Executor):
 
     def submit(self, payload, monitor):
         future: cf.Future = cf.Future()
-        future.set_result(worker.run_batch(payload, None))
+        future.set_result(worker.run_batch(payload, None, inline=True))
         return future
 
 

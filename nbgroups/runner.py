@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from . import names
-from .errors import TaskTimeout, WorkerDied
+from .errors import TaskError, TaskTimeout, WorkerDied
 from .executors import Executor, SyncExecutor, make_executor
 from .records import GroupCounts, Outcome, State, TaskRecord
 from .serialize import callable_name, dumps, dumps_exception, format_exception, loads_exception
@@ -92,7 +92,8 @@ class Job:
 
     __slots__ = (
         "args", "attempt", "chunks", "func", "gen", "id", "items", "kwargs", "options",
-        "parent", "prefix", "prev", "state", "submitted", "suspect", "task_name",
+        "parent", "prefix", "prev", "runs_before", "state", "submitted", "suspect",
+        "task_name",
     )
 
     def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
@@ -112,6 +113,7 @@ class Job:
         self.chunks = None  # async_iter: parent's chunk bookkeeping
         self.parent = None  # async_iter chunk: (parent job, chunk index)
         self.suspect = False  # was running when a worker died: re-run alone
+        self.runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
 
 
 @dataclass
@@ -142,6 +144,7 @@ class _Batch:
     submitted: float
     future: Any = None
     cause: BaseException | None = None  # set when the runner killed the worker
+    cancelled: bool = False  # cancel() took it back from the pool before it started
     pool: int = 0  # the executor generation (pool) the batch was sent to
 
 
@@ -361,16 +364,22 @@ class Runner:
         with self._lock:
             for j in jobs:
                 self._active[j.id] = j
-        for job in jobs:
-            while True:
-                job.attempt += 1
-                call = (job.id, 0, job.items if job.items is not None else job.args,
-                        job.kwargs, job.items is not None)
-                payload = dumps((0, [job.func], [call]))
-                (out,) = self._inline.submit(payload, None).result()
-                if out[1] == "failure" and job.attempt <= job.options.retries:
-                    continue
-                break
+        for n, job in enumerate(jobs):
+            try:
+                while True:
+                    job.attempt += 1
+                    call = (job.id, 0, job.items if job.items is not None else job.args,
+                            job.kwargs, job.items is not None)
+                    payload = dumps((0, [job.func], [call]))
+                    (out,) = self._inline.submit(payload, None).result()
+                    if out[1] == "failure" and job.attempt <= job.options.retries:
+                        continue
+                    break
+            except KeyboardInterrupt:
+                # Ctrl-C / kernel interrupt inside an inline task stops the cell:
+                # this task failed, the ones after it are cancelled (resumable).
+                self._interrupted(job, jobs[n + 1:])
+                raise
             if job.items is not None and out[4] is not None:
                 # same shape as a pooled async_iter (a list of chunks): a failed
                 # iter task's result is then the items' list, not its first error
@@ -379,6 +388,24 @@ class Runner:
             if raise_errors and out[1] == "failure":
                 exc = loads_exception(out[5])
                 raise exc
+
+    def _interrupted(self, job: Job, rest: list[Job]) -> None:
+        err = TaskError("KeyboardInterrupt", "interrupted while running inline (sync)")
+        tb = format_exception(err)
+        now = time.time()
+        self._finish([(job, ("", "failure", now, now, None, dumps_exception(err, tb), tb))])
+        if rest:
+            with self._lock:
+                for j in rest:
+                    j.state = State.CANCELLED
+                    self._live[(j.options.ttl, j.options.group)][1] -= 1
+                    self._active.pop(j.id, None)
+            for ttl in {j.options.ttl for j in rest}:
+                self.store_for(ttl).write_outcomes(
+                    [(j.options.group, j.gen, j.prefix,
+                      (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
+                     for j in rest if j.options.ttl == ttl], ttl=ttl)
+            self._notify()
 
     # ------------------------------------------------------------------ thread
     def _ensure_thread(self) -> None:
@@ -512,6 +539,9 @@ class Runner:
                 finished += ready
                 continue
             self._inflight.pop(batch.id, None)
+            if batch.cancelled:  # by cancel(): its jobs are recorded already
+                batch.future = None
+                continue
             try:
                 outs = batch.future.result()
             except BaseException as exc:
@@ -664,8 +694,8 @@ class Runner:
                     stopped = time.time()
                 if job.state in _FINAL:
                     continue
-                final.append((job, (job.id, state, job.attempt or 1, started, stopped,
-                                    result, error, tb)))
+                final.append((job, (job.id, state, (job.attempt or 1) + job.runs_before,
+                                    started, stopped, result, error, tb)))
         if not final:
             return
         release = False
@@ -755,7 +785,8 @@ class Runner:
 
     # ------------------------------------------------------------------ cancel
     def cancel(self, group: str | None, ttl: int | None = None) -> int:
-        """Cancel this process's tasks of ``group`` that have not started."""
+        """Cancel this process's tasks of ``group`` that have not started: those
+        waiting here, and batches the pool has not yet passed to a worker."""
         self.flush()
         now = time.time()
         found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
@@ -769,10 +800,23 @@ class Runner:
                     continue
                 keep.append(job)
             self._ready = keep
+            # Batches handed to the pool but not begun: cancelled if the pool
+            # has not passed them to a worker yet (loky's queue holds a few).
+            for batch in list(self._inflight.values()):
+                if batch.future is None or any(
+                        j.parent is not None or j.options.group != group or
+                        j.options.ttl != ttl or j.state is not State.RUNNING
+                        for j in batch.jobs):
+                    continue
+                if batch.future.cancel():
+                    batch.cancelled = True
+                    for j in batch.jobs:
+                        found.setdefault(id(j), j)
             cancelled = list(found.values())
             for job in cancelled:
+                was = job.state
                 job.state = State.CANCELLED
-                self._live[(ttl, group)][0] -= 1
+                self._live[(ttl, group)][0 if was is State.QUEUED else 1] -= 1
                 self._active.pop(job.id, None)
                 self._end_rerun(job)
         if cancelled:
@@ -785,7 +829,8 @@ class Runner:
 
     def resubmit(self, entries: list, ttl: int | None = None,
                  options: Options | None = None) -> int:
-        """Run stored tasks again, same ids: ``(SpecPage, Call, previous state)``.
+        """Run stored tasks again, same ids: ``(SpecPage, Call, previous state[,
+        runs so far])`` (runs so far: ``attempt_count`` goes on counting).
 
         With the options they were submitted with (hook included), or with
         ``options`` (a re-submission by ``reuse``: the current call's timeout,
@@ -794,7 +839,7 @@ class Runner:
         """
         jobs = []
         with self._lock:
-            for page, call, prev in entries:
+            for page, call, prev, *runs_before in entries:
                 tid = names.task_id(page.prefix, call.index)
                 if tid in self._active:
                     continue
@@ -812,6 +857,7 @@ class Runner:
                 )
                 job = Job(tid, page.funcs[call.func], call.args, call.kwargs, job_options,
                           page.prefix, call.task_name, prev=prev)
+                job.runs_before = runs_before[0] if runs_before else 0
                 if call.iterable:
                     job.items = call.args
                 job.gen = page.gen

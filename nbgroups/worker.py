@@ -82,20 +82,22 @@ def _failure(key, started, exc: BaseException):
     return (key, "failure", started, time.time(), None, dumps_exception(exc, tb), tb)
 
 
-def run_call(key, func, args, kwargs) -> tuple:
+def run_call(key, func, args, kwargs, passthrough: tuple = ()) -> tuple:
     started = time.time()
     try:
         value = func(*args, **(kwargs or {}))
-    except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt is a failure too
+    except passthrough:
+        raise
+    except BaseException as exc:  # a task's own SystemExit is a failure too
         return _failure(key, started, exc)
     try:
         blob = dumps_result(value)
-    except BaseException as exc:  # a task's SystemExit or KeyboardInterrupt is a failure too
+    except BaseException as exc:  # whatever pickling the result raises
         return _failure(key, started, exc)
     return (key, "success", started, time.time(), blob, None, None)
 
 
-def run_items(key, func, items: list) -> tuple:
+def run_items(key, func, items: list, passthrough: tuple = ()) -> tuple:
     """An ``async_iter`` chunk: results in input order, exceptions in place."""
     started = time.time()
     results: list = []
@@ -103,6 +105,8 @@ def run_items(key, func, items: list) -> tuple:
     for item in items:
         try:
             results.append(func(*item) if type(item) is tuple else func(item))
+        except passthrough:
+            raise
         except BaseException as exc:
             if first is None:
                 first = (exc, format_exception(exc))
@@ -126,8 +130,14 @@ def run_items(key, func, items: list) -> tuple:
     return (key, "failure", started, time.time(), blob, dumps_exception(exc, tb), tb)
 
 
-def run_batch(payload: bytes, monitor: str | None = None) -> list[tuple]:
-    """Run every call of a batch; one outcome tuple per call, in order."""
+def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) -> list[tuple]:
+    """Run every call of a batch; one outcome tuple per call, in order.
+
+    ``inline`` (the sync backend): a KeyboardInterrupt is the user's Ctrl-C,
+    not the task's failure, and propagates. Pool workers ignore SIGINT, so
+    there a KeyboardInterrupt can only be the task's own.
+    """
+    passthrough = (KeyboardInterrupt,) if inline else ()
     batch_id, funcs, calls = pickle.loads(payload)
     loaded: dict[int, Any] = {}
     out = []
@@ -145,9 +155,9 @@ def run_batch(payload: bytes, monitor: str | None = None) -> list[tuple]:
                 out.append(_failure(key, time.time(), exc))
                 continue
             if iterable:
-                out.append(run_items(key, func, args))
+                out.append(run_items(key, func, args, passthrough))
             else:
-                out.append(run_call(key, func, args, kwargs))
+                out.append(run_call(key, func, args, kwargs, passthrough))
     finally:
         if fd is not None:
             os.close(fd)

@@ -92,3 +92,65 @@ def test_batch_statistics_are_per_function(nb_loky):
 def test_async_iter_small_sizes(nb, n):
     assert nb.result(nb.async_iter("math.floor", [i + 0.5 for i in range(n)]), wait=-1) == \
         list(range(n))
+
+
+def sleepy(x):
+    import time
+
+    time.sleep(0.4)
+    return x
+
+
+def test_cancel_takes_back_batches_the_pool_has_not_started(nb_loky):
+    nb = nb_loky
+    for i in range(8):
+        nb.async_task(sleepy, i, group="c")
+    r = api.runner()
+    assert r.wait(lambda: nb.group_counts("c").running >= 2, 60)
+    cancelled = nb.cancel_group("c")
+    tasks = nb.fetch_group("c", wait=-1)
+    states = [t.state for t in tasks]
+    assert states.count(nbgroups.State.CANCELLED) == cancelled
+    assert states.count(nbgroups.State.SUCCESS) == 8 - cancelled
+    # at most the batches workers had begun, plus what loky had queued for them, ran
+    assert 2 <= 8 - cancelled <= 2 * r._workers()
+    c = nb.group_counts("c")
+    assert (c.done, c.cancelled, c.running, c.queued) == (8 - cancelled, cancelled, 0, 0)
+
+
+def interrupt_at(x, at):
+    if x == at:
+        raise KeyboardInterrupt  # what Ctrl-C raises in the kernel's main thread
+    return x
+
+
+def test_ctrl_c_in_an_inline_task_stops_the_cell(store_dir):
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend="sync", progress=False)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            nbgroups.sweep(interrupt_at, "ctrl-c", x=[0, 1, 2, 3], at=[1])
+        tasks = nbgroups.fetch_group("ctrl-c")
+        assert [t.state.value for t in tasks] == ["success", "failure", "cancelled", "cancelled"]
+        assert "interrupted" in tasks[1].error
+        assert nbgroups.result_group("ctrl-c", wait=-1) == [0]  # nothing left waiting
+    finally:
+        api.reset()
+
+
+def test_a_tasks_own_keyboardinterrupt_in_a_pool_worker_is_a_failure(nb_loky):
+    nb = nb_loky
+    nb.sweep(interrupt_at, "own", x=[0, 1, 2], at=[1])
+    assert nb.result_group("own", wait=-1) == [0, 2]
+    assert nb.count_group("own", failures=True) == 1
+
+
+def test_attempt_count_goes_on_across_retry_group(nb, tmp_path):
+    flag = str(tmp_path / "fixed")
+    tid = nb.async_task(flaky, 1, flag, group="a", retries=1)
+    assert nb.fetch(tid, wait=-1).attempt_count == 2  # the run and its retry failed
+    open(flag, "w").close()
+    nb.retry_group("a")
+    task = nb.fetch(tid, wait=-1)
+    assert task.success and task.attempt_count == 3
+    assert [t.attempt_count for t in task.history()] == [2, 3]
