@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import names
+from .jobs import Options
 from .records import State, TaskList, TaskRecord
-from .runner import Options, Runner
+from .runner import Runner
 from .settings import CHECK, Settings, from_environment
 from .store import Store
 
@@ -415,12 +416,14 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     r = runner()
     r.flush()
     task = _find(r, task_id, ttl)
-    if wait == 0 or (task is not None and task.state.final and task.id not in r._active):
+    if wait == 0:
         return task
     tid = task.id if task is not None else task_id
     box: list[Task | None] = [task]
 
     def finished() -> bool:
+        # Not running here first, then read: a re-run (retry_group) that ends
+        # between the two is then read with its new outcome, never the old one.
         if tid in r._active:
             return False
         box[0] = _find(r, tid, ttl)

@@ -22,6 +22,9 @@ class Executor:
     name = "base"
     #: True when a dead worker can be told apart (monitor files are written).
     monitored = False
+    #: True when a batch's future still cancels only while no worker has it
+    #: (loky marks a future running when it hands the batch to a worker).
+    cancels_queued = False
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -88,6 +91,7 @@ class LokyExecutor(Executor):
 
     name = "loky"
     monitored = True
+    cancels_queued = True
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)

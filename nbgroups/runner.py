@@ -45,23 +45,23 @@ import logging
 import math
 import os
 import pickle
-import signal
 import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from . import names
-from .errors import TaskError, TaskTimeout, WorkerDied
+from .control import Control
 from .executors import Executor, SyncExecutor, make_executor
+from .jobs import FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options
 from .records import GroupCounts, Outcome, State, TaskRecord
-from .serialize import callable_name, dumps, dumps_exception, format_exception, loads_exception
+from .recovery import Recovery, release_memory
+from .serialize import callable_name, dumps, loads_exception
 from .settings import Settings
 from .store import LARGE_RESULT, DiskStore, Store, build_record
-from .worker import read_monitor
 
 log = logging.getLogger("nbgroups")
 
@@ -74,81 +74,7 @@ RECENT_MAX = 1024
 POLL_SECONDS = 0.25
 
 
-@dataclass(frozen=True)
-class Options:
-    """Per-submission options, after validation and defaults."""
-
-    group: str | None = None
-    ttl: int | None = None  # not None: the cached layer, with this TTL
-    timeout: float | None = None
-    retries: int = 0
-    hook: Any = None
-    save: bool = True
-    task_name: str | None = None
-
-
-class Job:
-    """A task (or one chunk of an ``async_iter`` task) inside this runner."""
-
-    __slots__ = (
-        "args", "attempt", "chunks", "func", "gen", "id", "items", "kwargs", "options",
-        "parent", "prefix", "prev", "runs_before", "state", "submitted", "suspect",
-        "task_name",
-    )
-
-    def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
-        self.id = tid
-        self.func = func  # (display name, pickled callable or None)
-        self.args = args
-        self.kwargs = kwargs
-        self.options = options
-        self.prefix = prefix
-        self.task_name = task_name
-        self.gen = 0
-        self.attempt = 0
-        self.prev = prev  # the final state a re-run replaces (retry_group)
-        self.submitted: float | None = None  # its page's time, as the store records it
-        self.state = State.QUEUED
-        self.items = None  # async_iter: the list of items
-        self.chunks = None  # async_iter: parent's chunk bookkeeping
-        self.parent = None  # async_iter chunk: (parent job, chunk index)
-        self.suspect = False  # was running when a worker died: re-run alone
-        self.runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
-
-
-@dataclass
-class _IterState:
-    results: list
-    remaining: int
-    failed: bool = False
-    error: bytes | None = None
-    traceback: str | None = None
-    started: float | None = None
-
-
-@dataclass
-class _OpenPage:
-    prefix: str
-    options: Options
-    created: float
-    funcs: list = field(default_factory=list)
-    func_index: dict = field(default_factory=dict)
-    jobs: list = field(default_factory=list)
-
-
-@dataclass
-class _Batch:
-    id: int
-    jobs: list
-    monitor: str | None
-    submitted: float
-    future: Any = None
-    cause: BaseException | None = None  # set when the runner killed the worker
-    cancelled: bool = False  # cancel() took it back from the pool before it started
-    pool: int = 0  # the executor generation (pool) the batch was sent to
-
-
-class Runner:
+class Runner(Recovery, Control):
     """Owns the executor, the in-memory task state and the two store layers."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
@@ -160,12 +86,12 @@ class Runner:
         self._changed = threading.Condition()
         self._version = 0
         self._wake = threading.Event()
-        self._open: dict[tuple, _OpenPage] = {}
+        self._open: dict[tuple, OpenPage] = {}
         self._last_page: dict[tuple, int] = {}  # (layer, group) -> key of its open page
-        self._sealed: list[_OpenPage] = []
+        self._sealed: list[OpenPage] = []
         self._pending = 0
         self._ready: collections.deque[Job] = collections.deque()
-        self._inflight: dict[int, _Batch] = {}
+        self._inflight: dict[int, Batch] = {}
         self._done: collections.deque = collections.deque()
         self._live: dict[tuple, list[int]] = {}  # (layer, group) -> [queued, running]
         self._active: dict[str, Job] = {}  # task id -> job, until it finishes
@@ -236,7 +162,7 @@ class Runner:
             if page is None or len(page.jobs) + n > names.PAGE_CAPACITY:
                 if page is not None:
                     self._seal(key)
-                page = self._open[key] = _OpenPage(names.new_prefix(), options, time.time())
+                page = self._open[key] = OpenPage(names.new_prefix(), options, time.time())
             fref = self._func_ref(page, func)
             jobs = page.jobs
             base = len(jobs)
@@ -271,7 +197,7 @@ class Runner:
                 self._wake.set()
         return ids
 
-    def _func_ref(self, page: _OpenPage, func: Any) -> tuple[str, bytes | None]:
+    def _func_ref(self, page: OpenPage, func: Any) -> tuple[str, bytes | None]:
         # Pickled once per page, not per call, and not cached across pages:
         # a notebook function's globals may change between cells.
         key = func if isinstance(func, str) else id(func)
@@ -301,7 +227,7 @@ class Runner:
                 self._pending = 0
             if not pages:
                 return
-            by_layer: dict[int | None, list[_OpenPage]] = {}
+            by_layer: dict[int | None, list[OpenPage]] = {}
             for p in pages:
                 by_layer.setdefault(p.options.ttl, []).append(p)
             for ttl, layer_pages in by_layer.items():
@@ -340,7 +266,7 @@ class Runner:
         n = len(job.items)
         size = max(1, min(ITER_CHUNK_MAX, math.ceil(n / (4 * self._workers()))))
         starts = range(0, n, size) if n else []
-        job.chunks = _IterState(results=[None] * len(starts), remaining=len(starts))
+        job.chunks = IterState(results=[None] * len(starts), remaining=len(starts))
         for ci, start in enumerate(starts):
             chunk = Job(job.id, job.func, job.items[start:start + size], None, job.options,
                         job.prefix)
@@ -388,24 +314,6 @@ class Runner:
             if raise_errors and out[1] == "failure":
                 exc = loads_exception(out[5])
                 raise exc
-
-    def _interrupted(self, job: Job, rest: list[Job]) -> None:
-        err = TaskError("KeyboardInterrupt", "interrupted while running inline (sync)")
-        tb = format_exception(err)
-        now = time.time()
-        self._finish([(job, ("", "failure", now, now, None, dumps_exception(err, tb), tb))])
-        if rest:
-            with self._lock:
-                for j in rest:
-                    j.state = State.CANCELLED
-                    self._live[(j.options.ttl, j.options.group)][1] -= 1
-                    self._active.pop(j.id, None)
-            for ttl in {j.options.ttl for j in rest}:
-                self.store_for(ttl).write_outcomes(
-                    [(j.options.group, j.gen, j.prefix,
-                      (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
-                     for j in rest if j.options.ttl == ttl], ttl=ttl)
-            self._notify()
 
     # ------------------------------------------------------------------ thread
     def _ensure_thread(self) -> None:
@@ -518,14 +426,14 @@ class Runner:
             if self._monitor_dir is None:
                 self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
             monitor = os.path.join(self._monitor_dir, f"{bid}")
-        batch = _Batch(bid, jobs, monitor, time.time())
+        batch = Batch(bid, jobs, monitor, time.time())
         payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
         self._inflight[bid] = batch
         batch.pool = self._executor.generation
         batch.future = self._executor.submit(payload, monitor)
         batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
 
-    def _on_done(self, batch: _Batch) -> None:
+    def _on_done(self, batch: Batch) -> None:
         self._done.append((batch, None))
         self._wake.set()
 
@@ -568,7 +476,7 @@ class Runner:
         if finished:
             self._finish(finished)
 
-    def _learn(self, batch: _Batch, outs: list[tuple]) -> None:
+    def _learn(self, batch: Batch, outs: list[tuple]) -> None:
         """Update the function's ``[seconds per call, result bytes]`` (moving averages)."""
         spent = [o[3] - o[2] for o in outs if o[2] is not None and o[3] is not None]
         if not spent:
@@ -582,91 +490,6 @@ class Runner:
         else:
             stats[0] = 0.7 * stats[0] + 0.3 * per
             stats[1] = max(size, int(0.7 * stats[1] + 0.3 * size))
-
-    def _salvage(self, batch: _Batch, exc: BaseException) -> list[tuple[Job, tuple]]:
-        """A batch whose pool broke: fail the call that died with its worker, re-queue the rest.
-
-        loky fails every in-flight batch when one worker dies, then kills the
-        other workers. The executor noted which workers had died *before* that
-        (:meth:`Executor.dead_workers`) and each batch's monitor file says which
-        call its worker was running, so: a call whose worker died on its own
-        fails with :class:`WorkerDied` naming the exit code or signal (retries
-        apply); a call killed for its timeout fails with :class:`TaskTimeout`;
-        every other call of the batch (finished but not yet returned, or not
-        started) is re-queued, and its cut-short run does not count as an
-        attempt. When the backend cannot tell which worker died, the running
-        call is a *suspect*: re-run alone, it fails only if its worker dies again.
-        """
-        stamp = read_monitor(batch.monitor) if batch.monitor else None
-        running = stamp[1] if stamp and stamp[0] == batch.id else None
-        pid = stamp[2] if running is not None else None
-        executor = self._executor
-        dead = executor.dead_workers(batch.pool) if executor is not None else None
-        cause = batch.cause
-        if cause is None and running is not None:
-            if dead:
-                if pid in dead and (batch.pool, pid) not in executor.killed:
-                    cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running "
-                                       f"this task died: {self._exit_reason(dead[pid])}")
-            elif batch.jobs[running].suspect:
-                cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running this "
-                                   f"task died twice: {self._exit_reason(exc)}")
-        failed = []
-        with self._lock:
-            for i, job in reversed(list(enumerate(batch.jobs))):
-                if i == running and cause is not None:
-                    tb = format_exception(cause)
-                    failed.append((job, ("", "failure", stamp[3], time.time(), None,
-                                         dumps_exception(cause, tb), tb)))
-                    continue
-                job.attempt -= 1  # this run was cut short: it does not count
-                job.suspect = job.suspect or (i == running and not dead)
-                self._ready.appendleft(job)
-        return failed
-
-    @staticmethod
-    def _exit_reason(code: int | BaseException) -> str:
-        """``'killed by signal SIGKILL (9)'``, ``'exited with code 3'``, or loky's words."""
-        if isinstance(code, int):
-            if code >= 0:
-                return f"it exited with code {code}"
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = "an unknown signal"
-            hint = {
-                signal.SIGKILL: " (sent by another process or by the kernel's out-of-memory "
-                                "killer)",
-                signal.SIGSEGV: " (a segmentation fault, e.g. in C code)",
-            }.get(-code, "")
-            return f"it was killed by signal {name} ({-code}){hint}"
-        lines = [line.strip() for line in str(code).strip().splitlines() if line.strip()]
-        detail = [line for line in lines if "exit code" in line.lower()]
-        return (detail or lines or [type(code).__name__])[-1]
-
-    def _recover(self) -> None:
-        self.restarts += 1
-        if self._executor is not None:
-            self._executor.restart()
-
-    def _check_timeouts(self) -> None:
-        if self._executor is None or not self._executor.monitored:
-            return
-        now = time.time()
-        for batch in list(self._inflight.values()):
-            # A call with a timeout is dispatched alone or last in its batch.
-            if batch.cause is not None or not (batch.jobs[0].options.timeout
-                                               or batch.jobs[-1].options.timeout):
-                continue
-            stamp = read_monitor(batch.monitor)
-            if not stamp or stamp[0] != batch.id or stamp[1] >= len(batch.jobs):
-                continue
-            limit = batch.jobs[stamp[1]].options.timeout
-            if limit and now - stamp[3] > limit:
-                batch.cause = TaskTimeout(
-                    "TaskTimeout", f"the task ran longer than its timeout of {limit:g} s; "
-                    "its worker was replaced")
-                self._executor.kill_worker(stamp[2])
 
     def _finish(self, finished: list[tuple[Job, tuple]]) -> None:
         """Record finished runs: retries re-queued, iter chunks merged, outcomes stored."""
@@ -692,7 +515,7 @@ class Runner:
                     state = "failure" if it.failed else "success"
                     started, result, error, tb = it.started, it.results, it.error, it.traceback
                     stopped = time.time()
-                if job.state in _FINAL:
+                if job.state in FINAL:
                     continue
                 final.append((job, (job.id, state, (job.attempt or 1) + job.runs_before,
                                     started, stopped, result, error, tb)))
@@ -720,7 +543,7 @@ class Runner:
             for job, o in final:
                 options = job.options
                 was = job.state
-                job.state = _STATE_OF[o[1]]
+                job.state = STATE_OF[o[1]]
                 if (options.ttl, options.group) != live_key:
                     live_key = (options.ttl, options.group)
                     live = self._live.get(live_key)
@@ -740,16 +563,7 @@ class Runner:
             self._call_hook(job, o)
         if release:
             del final, by_layer, hooks
-            _release_memory()
-
-    def _end_rerun(self, job: Job) -> None:
-        if job.prev:
-            key = (job.options.ttl, job.options.group, job.prev)
-            left = self._reruns.get(key, 0) - 1
-            if left > 0:
-                self._reruns[key] = left
-            else:
-                self._reruns.pop(key, None)
+            release_memory()
 
     def _call_hook(self, job: Job, o: tuple) -> None:
         hook = job.options.hook
@@ -783,110 +597,6 @@ class Runner:
             return None  # the label was deleted since: the store knows the truth
         return self.record_of(job, o, cls)
 
-    # ------------------------------------------------------------------ cancel
-    def cancel(self, group: str | None, ttl: int | None = None) -> int:
-        """Cancel this process's tasks of ``group`` that have not started: those
-        waiting here, and batches the pool has not yet passed to a worker."""
-        self.flush()
-        now = time.time()
-        found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
-        with self._lock:
-            keep = collections.deque()
-            for job in self._ready:
-                top = job.parent[0] if job.parent else job
-                if top.options.group == group and top.options.ttl == ttl and \
-                        top.state is State.QUEUED:
-                    found.setdefault(id(top), top)
-                    continue
-                keep.append(job)
-            self._ready = keep
-            # Batches handed to the pool but not begun: cancelled if the pool
-            # has not passed them to a worker yet (loky's queue holds a few).
-            for batch in list(self._inflight.values()):
-                if batch.future is None or any(
-                        j.parent is not None or j.options.group != group or
-                        j.options.ttl != ttl or j.state is not State.RUNNING
-                        for j in batch.jobs):
-                    continue
-                if batch.future.cancel():
-                    batch.cancelled = True
-                    for j in batch.jobs:
-                        found.setdefault(id(j), j)
-            cancelled = list(found.values())
-            for job in cancelled:
-                was = job.state
-                job.state = State.CANCELLED
-                self._live[(ttl, group)][0 if was is State.QUEUED else 1] -= 1
-                self._active.pop(job.id, None)
-                self._end_rerun(job)
-        if cancelled:
-            entries = [(j.options.group, j.gen, j.prefix,
-                        (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
-                       for j in cancelled]
-            self.store_for(ttl).write_outcomes(entries, ttl=ttl)
-            self._notify()
-        return len(cancelled)
-
-    def resubmit(self, entries: list, ttl: int | None = None,
-                 options: Options | None = None) -> int:
-        """Run stored tasks again, same ids: ``(SpecPage, Call, previous state[,
-        runs so far])`` (runs so far: ``attempt_count`` goes on counting).
-
-        With the options they were submitted with (hook included), or with
-        ``options`` (a re-submission by ``reuse``: the current call's timeout,
-        retries, hook). Skips tasks this runner is still running (so a resume
-        runs each once).
-        """
-        jobs = []
-        with self._lock:
-            for page, call, prev, *runs_before in entries:
-                tid = names.task_id(page.prefix, call.index)
-                if tid in self._active:
-                    continue
-                opts = page.options
-                job_options = Options(
-                    group=page.group, ttl=opts.get("ttl"),
-                    timeout=opts["timeout"] if options is None else options.timeout,
-                    retries=opts["retries"] if options is None else options.retries,
-                    save=opts["save"] if options is None else options.save,
-                    # this kernel's own hook object if it submitted the page (a copy
-                    # restored from the store would mutate copies of notebook state)
-                    hook=self._page_hooks.get(page.prefix, opts.get("hook"))
-                    if options is None else options.hook,
-                    task_name=call.task_name,
-                )
-                job = Job(tid, page.funcs[call.func], call.args, call.kwargs, job_options,
-                          page.prefix, call.task_name, prev=prev)
-                job.runs_before = runs_before[0] if runs_before else 0
-                if call.iterable:
-                    job.items = call.args
-                job.gen = page.gen
-                job.submitted = page.created
-                jobs.append(job)
-                self._active[tid] = job
-                if prev:
-                    key = (job_options.ttl, job_options.group, prev)
-                    self._reruns[key] = self._reruns.get(key, 0) + 1
-                live = self._live.setdefault((job_options.ttl, job_options.group), [0, 0])
-                live[0] += 1
-        if not jobs:
-            return 0
-        if self.settings.backend == "sync":
-            with self._lock:
-                for j in jobs:
-                    j.state = State.RUNNING
-                    live = self._live[(j.options.ttl, j.options.group)]
-                    live[0] -= 1
-                    live[1] += 1
-            self._run_inline(jobs, False)
-            return len(jobs)
-        with self._lock:
-            for j in jobs:
-                self._enqueue(j)
-        self._ensure_thread()
-        self._wake.set()
-        return len(jobs)
-
     # ------------------------------------------------------------------ waiting
     def live_counts(self, group: str | None, ttl: int | None = None) -> tuple[int, int]:
         """``(queued, running)`` of this process's tasks of ``group``."""
@@ -900,7 +610,7 @@ class Runner:
         c = self.store_for(ttl).counts(group)
         queued, running = self.live_counts(group, ttl)
         with self._lock:  # re-runs (retry_group, reuse) count as unfinished until they end
-            again = {p: self._reruns.get((ttl, group, p), 0) for p in _STORED_STATES}
+            again = {p: self._reruns.get((ttl, group, p), 0) for p in STORED_STATES}
         c = replace(c, done=max(0, c.done - again["success"]),
                     failed=max(0, c.failed - again["failure"]),
                     cancelled=max(0, c.cancelled - again["cancelled"]))
@@ -968,36 +678,6 @@ class Runner:
                 self._cache_store.close()
 
 
-def _release_memory() -> None:
-    """Give freed memory back to the OS after large results were stored.
-
-    loky receives results in growing buffers on its own thread; glibc keeps
-    the freed pages in that thread's arena, so without this a sweep of 50 MB
-    results grows the kernel by every result it ever received (measured: 20 x
-    50 MB -> 1 GB kept; after malloc_trim, none). Costs ~0.1 ms.
-    """
-    if _libc is not None:
-        _libc.malloc_trim(0)
-
-
-def _load_libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_libc = _load_libc() if os.name == "posix" else None
-
-_STORED_STATES = ("success", "failure", "cancelled")
-# str -> State, and identity checks: an Enum's __call__ and __hash__ run Python
-# code, measurable at ten thousand tasks a batch
-_STATE_OF = {s.value: s for s in State}
-_FINAL = (State.SUCCESS, State.FAILURE, State.CANCELLED)
 _RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
 
 

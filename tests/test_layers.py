@@ -1,7 +1,7 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
-api > reuse > runner > executors/dask_backend > store/worker > serialize/records/
-names/settings > errors; display, magics, cli (and the package's own
+api > reuse > runner > recovery/control > executors/dask_backend > store/worker/jobs >
+serialize/records/names/settings > errors; display, magics, cli (and the package's own
 ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
 functions count too: a lazy import still ties the layers together.
 """
@@ -20,12 +20,13 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 RANK = {
     "errors": 0,
     "names": 1, "records": 1, "settings": 1, "serialize": 1,
-    "store": 2, "worker": 2,
+    "store": 2, "worker": 2, "jobs": 2,
     "executors": 3, "dask_backend": 3,
-    "runner": 4,
-    "reuse": 5,
-    "api": 6,
-    "display": 7, "magics": 7, "cli": 7, "__init__": 7, "__main__": 7,
+    "recovery": 4, "control": 4,  # the runner's fault handling and group control
+    "runner": 5,
+    "reuse": 6,
+    "api": 7,
+    "display": 8, "magics": 8, "cli": 8, "__init__": 8, "__main__": 8,
 }
 EDGE = {"display", "magics", "cli", "__init__", "__main__"}
 # Same-rank imports that are part of the design: executors picks the dask backend

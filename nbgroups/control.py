@@ -1,0 +1,154 @@
+"""Group control for the runner: cancel, run stored tasks again, Ctrl-C inline.
+
+``cancel`` takes a group's tasks back before they start; ``resubmit`` runs
+stored tasks again under their ids (``retry_group``, ``resume_group``, a failed
+call re-submitted with ``reuse=True``). While a re-run is on its way its
+previous final state is not counted (:attr:`Control._reruns`), so progress
+views show it as queued or running.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from . import names
+from .errors import TaskError
+from .jobs import Job, Options
+from .records import State
+from .serialize import dumps_exception, format_exception
+
+
+class Control:
+    """Mixed into :class:`~nbgroups.runner.Runner`: cancel and re-run."""
+
+    def cancel(self, group: str | None, ttl: int | None = None) -> int:
+        """Cancel this process's tasks of ``group`` that have not started: those
+        waiting here, and batches the pool has not yet passed to a worker."""
+        self.flush()
+        now = time.time()
+        found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
+        with self._lock:
+            keep = collections.deque()
+            for job in self._ready:
+                top = job.parent[0] if job.parent else job
+                if top.options.group == group and top.options.ttl == ttl and \
+                        top.state is State.QUEUED:
+                    found.setdefault(id(top), top)
+                    continue
+                keep.append(job)
+            self._ready = keep
+            # Batches handed to the pool but not begun: cancelled if the pool
+            # has not passed them to a worker yet (loky's queue holds a few).
+            takes_back = self._executor is not None and self._executor.cancels_queued
+            for batch in list(self._inflight.values()) if takes_back else ():
+                if batch.future is None or any(
+                        j.parent is not None or j.options.group != group or
+                        j.options.ttl != ttl or j.state is not State.RUNNING
+                        for j in batch.jobs):
+                    continue
+                if batch.future.cancel():
+                    batch.cancelled = True
+                    for j in batch.jobs:
+                        found.setdefault(id(j), j)
+            cancelled = list(found.values())
+            for job in cancelled:
+                was = job.state
+                job.state = State.CANCELLED
+                self._live[(ttl, group)][0 if was is State.QUEUED else 1] -= 1
+                self._active.pop(job.id, None)
+                self._end_rerun(job)
+        if cancelled:
+            entries = [(j.options.group, j.gen, j.prefix,
+                        (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
+                       for j in cancelled]
+            self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+            self._notify()
+        return len(cancelled)
+
+    def resubmit(self, entries: list, ttl: int | None = None,
+                 options: Options | None = None) -> int:
+        """Run stored tasks again, same ids: ``(SpecPage, Call, previous state[,
+        runs so far])`` (runs so far: ``attempt_count`` goes on counting).
+
+        With the options they were submitted with (hook included), or with
+        ``options`` (a re-submission by ``reuse``: the current call's timeout,
+        retries, hook). Skips tasks this runner is still running (so a resume
+        runs each once).
+        """
+        jobs = []
+        with self._lock:
+            for page, call, prev, *runs_before in entries:
+                tid = names.task_id(page.prefix, call.index)
+                if tid in self._active:
+                    continue
+                opts = page.options
+                job_options = Options(
+                    group=page.group, ttl=opts.get("ttl"),
+                    timeout=opts["timeout"] if options is None else options.timeout,
+                    retries=opts["retries"] if options is None else options.retries,
+                    save=opts["save"] if options is None else options.save,
+                    # this kernel's own hook object if it submitted the page (a copy
+                    # restored from the store would mutate copies of notebook state)
+                    hook=self._page_hooks.get(page.prefix, opts.get("hook"))
+                    if options is None else options.hook,
+                    task_name=call.task_name,
+                )
+                job = Job(tid, page.funcs[call.func], call.args, call.kwargs, job_options,
+                          page.prefix, call.task_name, prev=prev)
+                job.runs_before = runs_before[0] if runs_before else 0
+                if call.iterable:
+                    job.items = call.args
+                job.gen = page.gen
+                job.submitted = page.created
+                jobs.append(job)
+                self._active[tid] = job
+                if prev:
+                    key = (job_options.ttl, job_options.group, prev)
+                    self._reruns[key] = self._reruns.get(key, 0) + 1
+                live = self._live.setdefault((job_options.ttl, job_options.group), [0, 0])
+                live[0] += 1
+        if not jobs:
+            return 0
+        if self.settings.backend == "sync":
+            with self._lock:
+                for j in jobs:
+                    j.state = State.RUNNING
+                    live = self._live[(j.options.ttl, j.options.group)]
+                    live[0] -= 1
+                    live[1] += 1
+            self._run_inline(jobs, False)
+            return len(jobs)
+        with self._lock:
+            for j in jobs:
+                self._enqueue(j)
+        self._ensure_thread()
+        self._wake.set()
+        return len(jobs)
+
+    def _end_rerun(self, job: Job) -> None:
+        if job.prev:
+            key = (job.options.ttl, job.options.group, job.prev)
+            left = self._reruns.get(key, 0) - 1
+            if left > 0:
+                self._reruns[key] = left
+            else:
+                self._reruns.pop(key, None)
+
+    def _interrupted(self, job: Job, rest: list[Job]) -> None:
+        err = TaskError("KeyboardInterrupt", "interrupted while running inline (sync)")
+        tb = format_exception(err)
+        now = time.time()
+        self._finish([(job, ("", "failure", now, now, None, dumps_exception(err, tb), tb))])
+        if rest:
+            with self._lock:
+                for j in rest:
+                    j.state = State.CANCELLED
+                    self._live[(j.options.ttl, j.options.group)][1] -= 1
+                    self._active.pop(j.id, None)
+            for ttl in {j.options.ttl for j in rest}:
+                self.store_for(ttl).write_outcomes(
+                    [(j.options.group, j.gen, j.prefix,
+                      (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
+                     for j in rest if j.options.ttl == ttl], ttl=ttl)
+            self._notify()

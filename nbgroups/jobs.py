@@ -1,0 +1,99 @@
+"""The runner's in-memory values: options, jobs, open pages, batches.
+
+A :class:`Job` is a task (or one chunk of an ``async_iter`` task) between its
+submission and its final outcome; it lives only in the kernel that submitted
+it. What outlives the kernel is in the store (:mod:`nbgroups.records`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .records import State
+
+# str -> State, and identity checks: an Enum's __call__ and __hash__ run Python
+# code, measurable at ten thousand tasks a batch
+STATE_OF = {s.value: s for s in State}
+FINAL = (State.SUCCESS, State.FAILURE, State.CANCELLED)
+STORED_STATES = ("success", "failure", "cancelled")
+
+
+@dataclass(frozen=True)
+class Options:
+    """Per-submission options, after validation and defaults."""
+
+    group: str | None = None
+    ttl: int | None = None  # not None: the cached layer, with this TTL
+    timeout: float | None = None
+    retries: int = 0
+    hook: Any = None
+    save: bool = True
+    task_name: str | None = None
+
+
+class Job:
+    """A task (or one chunk of an ``async_iter`` task) inside this runner."""
+
+    __slots__ = (
+        "args", "attempt", "chunks", "func", "gen", "id", "items", "kwargs", "options",
+        "parent", "prefix", "prev", "runs_before", "state", "submitted", "suspect",
+        "task_name",
+    )
+
+    def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
+        self.id = tid
+        self.func = func  # (display name, pickled callable or None)
+        self.args = args
+        self.kwargs = kwargs
+        self.options = options
+        self.prefix = prefix
+        self.task_name = task_name
+        self.gen = 0
+        self.attempt = 0
+        self.prev = prev  # the final state a re-run replaces (retry_group)
+        self.submitted: float | None = None  # its page's time, as the store records it
+        self.state = State.QUEUED
+        self.items = None  # async_iter: the list of items
+        self.chunks = None  # async_iter: parent's chunk bookkeeping
+        self.parent = None  # async_iter chunk: (parent job, chunk index)
+        self.suspect = False  # was running when a worker died: re-run alone
+        self.runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
+
+
+@dataclass
+class IterState:
+    """An ``async_iter`` task's chunks: results in input order, the first failure."""
+
+    results: list
+    remaining: int
+    failed: bool = False
+    error: bytes | None = None
+    traceback: str | None = None
+    started: float | None = None
+
+
+@dataclass
+class OpenPage:
+    """Calls of one group and options, gathering until the next flush writes them."""
+
+    prefix: str
+    options: Options
+    created: float
+    funcs: list = field(default_factory=list)
+    func_index: dict = field(default_factory=dict)
+    jobs: list = field(default_factory=list)
+
+
+@dataclass
+class Batch:
+    """Calls sent to the executor together, with what is needed to trace a fault."""
+
+    id: int
+    jobs: list
+    monitor: str | None
+    submitted: float
+    future: Any = None
+    cause: BaseException | None = None  # set when the runner killed the worker
+    cancelled: bool = False  # cancel() took it back from the pool before it started
+    pool: int = 0  # the executor generation (pool) the batch was sent to
