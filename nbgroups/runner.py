@@ -29,10 +29,13 @@ look in one transaction, re-queues failed runs that have retries left, wakes
 waiters (one condition: every wait in nbgroups goes through :meth:`wait`),
 and calls hooks.
 
-Faults: a broken pool (a worker died) fails only the call that was running
-in the dead worker; the rest of its batch and of the other in-flight batches
-go back to the queue and run on a fresh pool. A call past its ``timeout``
-has its worker killed, and fails with :class:`TaskTimeout`.
+Faults (:mod:`nbgroups.recovery`): a broken pool (a worker died) fails only
+the call that was running in the dead worker; the rest of its batch and of
+the other in-flight batches go back to the queue and run on a fresh pool. A
+call past its ``timeout`` has its worker killed, and fails with
+:class:`TaskTimeout`. Cancelling and running stored tasks again are in
+:mod:`nbgroups.control`; the in-memory values (jobs, pages, batches) in
+:mod:`nbgroups.jobs`.
 """
 
 from __future__ import annotations
