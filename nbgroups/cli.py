@@ -63,6 +63,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     print(f"queued:    {m.queued}")
     if m.cancelled:
         print(f"cancelled: {m.cancelled}")
+    if m.reused:
+        print(f"reused:    {m.reused}")
     print(f"elapsed:   {m.elapsed_text}")
     failures = load_failures(args.group, limit=args.limit) if m.failed else []
     if failures:

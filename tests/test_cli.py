@@ -116,3 +116,18 @@ def test_delete_label_keeps_tasks(demo_store):  # last: it changes the shared st
     assert out.returncode == 0 and "its 200 tasks stay fetchable by id" in out.stdout
     assert cli("list", store=store).stdout.strip() == "no groups"
     assert cli("delete", "demo", store=store).returncode == 1
+
+
+def test_show_says_how_many_were_reused(tmp_path):
+    store = tmp_path / "s" / "store"
+    env = {**os.environ, "PYTHONPATH": str(REPO),
+           "XDG_CONFIG_HOME": str(tmp_path / "xdg-config")}
+    code = (f"import nbgroups; nbgroups.configure(store={str(store)!r}, progress=False)\n"
+            "for n in ([1, 2], [1, 2, 3]):\n"
+            "    nbgroups.sweep(pow, 'r', base=n, exp=[2], reuse=True)\n"
+            "    nbgroups.result_group('r', wait=-1)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, timeout=110)
+    out = subprocess.run([sys.executable, "-m", "nbgroups", "--store", str(store), "show", "r"],
+                         capture_output=True, text=True, env=env, timeout=110)
+    assert out.returncode == 0, out.stderr
+    assert "submitted: 3" in out.stdout and "reused:    2" in out.stdout
