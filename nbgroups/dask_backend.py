@@ -48,7 +48,6 @@ import concurrent.futures as cf
 import contextlib
 import itertools
 import logging
-import pickle
 import threading
 import time
 import uuid
@@ -57,7 +56,7 @@ from typing import Any
 from . import worker
 from .errors import ConfigurationError, TaskError, WorkerDied
 from .executors import Executor
-from .serialize import dumps_exception, format_exception
+from .serialize import dumps, dumps_exception, format_exception, loads
 from .worker import MONITOR
 
 log = logging.getLogger("nbgroups")
@@ -126,7 +125,7 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
     event, just before the last call, is all its timeout clock needs (an event
     per call would cost more than the tiny calls themselves).
     """
-    batch_id, funcs, calls = pickle.loads(payload)
+    batch_id, funcs, calls = loads(payload)
     loaded: dict[int, Any] = {}
     out = []
     last = len(calls) - 1
@@ -163,7 +162,7 @@ def _say_started(topic: str, token: int, batch_id: int, index: int) -> None:
 # ---------------------------------------------------------------- client side
 def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
     """Every call of the batch failed with ``err`` (outcome tuples as from run_batch)."""
-    _, _, calls = pickle.loads(payload)
+    _, _, calls = loads(payload)
     tb = format_exception(err)
     blob = dumps_exception(err, tb)
     now = time.time()
@@ -289,7 +288,7 @@ class DaskExecutor(Executor):
         from distributed.scheduler import KilledWorker
 
         if isinstance(exc, KilledWorker):
-            _, funcs, calls = pickle.loads(batch.payload)
+            _, funcs, calls = loads(batch.payload)
             self._split(batch, funcs, calls)
             return
         self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))
@@ -307,7 +306,7 @@ class DaskExecutor(Executor):
         "started" event, which a part waits a moment to deliver); otherwise it
         is sent again, up to :data:`PART_TRIES` times.
         """
-        bid = pickle.loads(batch.payload)[0]
+        bid = loads(batch.payload)[0]
         results: list = [None] * len(calls)
         left = [len(calls)]
         lock = threading.Lock()
@@ -345,7 +344,7 @@ class DaskExecutor(Executor):
             part.dfut.add_done_callback(lambda f: part_done(i, part, f))
 
         for i, call in enumerate(calls):
-            payload = pickle.dumps((bid, funcs, [call]), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = dumps((bid, funcs, [call]))  # cloudpickle: args may be notebook objects
             part = _Batch(next(self._tokens), payload, None, batch.future)
             with self._lock:
                 self._batches[part.token] = part

@@ -66,10 +66,13 @@ class TaskRecord:
 
     @property
     def error(self) -> str | None:
-        """The exception line of a failed task (``'ValueError: bad x'``)."""
+        """The exception line of a failed task (``'ValueError: bad x'``); for an
+        ``async_iter`` task, of its first failed item."""
         if self.success is not False:
             return None
         exc = self.result
+        if isinstance(exc, list):  # async_iter: the items' results, exceptions in place
+            exc = next((e for e in exc if isinstance(e, BaseException)), exc)
         if isinstance(exc, BaseException):
             type_name = getattr(exc, "type_name", None) or type(exc).__name__
             message = getattr(exc, "message", None) if hasattr(exc, "type_name") else str(exc)

@@ -47,7 +47,6 @@ import itertools
 import logging
 import math
 import os
-import pickle
 import tempfile
 import threading
 import time
@@ -62,7 +61,7 @@ from .executors import Executor, SyncExecutor, make_executor
 from .jobs import FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options
 from .records import GroupCounts, Outcome, State, TaskRecord
 from .recovery import Recovery, release_memory
-from .serialize import callable_name, dumps, loads_exception
+from .serialize import callable_name, dumps, dumps_plain, loads_exception
 from .settings import Settings
 from .store import LARGE_RESULT, DiskStore, Store, build_record
 
@@ -279,7 +278,7 @@ class Runner(Recovery, Control):
             self._ready.append(chunk)
         if not starts:  # an empty iterable: done at once, with []
             self._done.append((None, [(job, ("", "success", time.time(), time.time(),
-                                                 pickle.dumps([]), None, None))]))
+                                                 dumps_plain([]), None, None))]))
 
     def _workers(self) -> int:
         if self.settings.backend == "sync":

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import importlib
 import os
-import pickle
 import signal
 import struct
 import time
 from typing import Any
 
-from .serialize import PROTOCOL, dumps_exception, dumps_result, format_exception
+from .errors import TaskError
+from .serialize import dumps_exception, dumps_result, format_exception, loads
 
 MONITOR = struct.Struct("<qqqd")  # batch id, call index, pid, start time
 
@@ -73,7 +73,7 @@ def _load_func(name: str, blob: bytes | None) -> Any:
     if func is None:
         if len(_func_cache) > 64:
             _func_cache.clear()
-        func = _func_cache[blob] = pickle.loads(blob)
+        func = _func_cache[blob] = loads(blob)
     return func
 
 
@@ -113,17 +113,18 @@ def run_items(key, func, items: list, passthrough: tuple = ()) -> tuple:
             exc.__traceback__ = None
             results.append(exc)
     try:
-        blob = pickle.dumps(results, protocol=PROTOCOL)
-    except Exception:
+        blob = dumps_result(results)  # the C pickler, else cloudpickle (notebook classes)
+    except TaskError:  # some item's result cannot be pickled at all: fail just those
         fixed = []
         for value in results:
             try:
-                fixed.append(pickle.loads(dumps_result(value)))
-            except BaseException as exc:
+                dumps_result(value)
+                fixed.append(value)
+            except TaskError as exc:
                 if first is None:
                     first = (exc, format_exception(exc))
                 fixed.append(exc)
-        blob = pickle.dumps(fixed, protocol=PROTOCOL)
+        blob = dumps_result(fixed)
     if first is None:
         return (key, "success", started, time.time(), blob, None, None)
     exc, tb = first
@@ -138,7 +139,7 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     there a KeyboardInterrupt can only be the task's own.
     """
     passthrough = (KeyboardInterrupt,) if inline else ()
-    batch_id, funcs, calls = pickle.loads(payload)
+    batch_id, funcs, calls = loads(payload)
     loaded: dict[int, Any] = {}
     out = []
     fd = os.open(monitor, os.O_WRONLY | os.O_CREAT, 0o600) if monitor else None

@@ -154,3 +154,30 @@ def test_attempt_count_goes_on_across_retry_group(nb, tmp_path):
     task = nb.fetch(tid, wait=-1)
     assert task.success and task.attempt_count == 3
     assert [t.attempt_count for t in task.history()] == [2, 3]
+
+
+class Point:
+    """A class defined in the test module: pickled by value on its way to workers' results."""
+
+    def __init__(self, x):
+        self.x = x
+
+
+def double_point(p):
+    return Point(p.x * 2)
+
+
+def lock_at_one(i):
+    import threading
+
+    return threading.Lock() if i == 1 else i
+
+
+def test_async_iter_results_of_user_classes_and_unpicklable_items(nb):
+    out = nb.result(nb.async_iter(double_point, [Point(1), Point(2)]), wait=-1)
+    assert [p.x for p in out] == [2, 4]
+    task = nb.fetch(nb.async_iter(lock_at_one, [0, 1, 2]), wait=-1)
+    assert task.success is False
+    assert task.result[0] == 0 and task.result[2] == 2
+    assert isinstance(task.result[1], nbgroups.TaskError)
+    assert task.error.startswith("UnpicklableResult:") and "lock" in task.error
