@@ -7,9 +7,10 @@ the uuid4 version and variant bits) and number the tasks in the last 8. One
 index entry per page then finds any task by id.
 
 A task name is four words from a fixed list of 256, derived from the id: the
-first two words come from the page prefix, the last two from the prefix mixed
-with the task's index, so the tasks of one page have distinct names and a name
-leads back to its page through a per-page index entry.
+first two words come from the page prefix, the last two from the task's index
+spread by a bijection and salted by the prefix, so the tasks of one page have
+distinct (and not look-alike) names, and a name leads back to its page through
+a per-page index entry.
 """
 
 from __future__ import annotations
@@ -71,13 +72,23 @@ def split_id(task_id: str) -> tuple[str, int]:
     return task_id[:24], int(task_id[24:], 16)
 
 
+_MIX = 0x9E37  # odd, so multiplying by it is a bijection of 16-bit numbers
+_UNMIX = pow(_MIX, -1, 1 << 16)
+
+
+def _mixed(prefix: str, index: int) -> int:
+    """The 16 bits of the last two words: the index spread by a bijection, so that
+    neighbouring tasks of a page differ in both words, salted by the page."""
+    salt = int(prefix[4:8], 16)
+    return ((index * _MIX) + salt) & 0xFFFF
+
+
 def name_of(task_id: str) -> str:
     """The human name of a task id, e.g. ``'winter-speaker-alpha-ceiling'``."""
     prefix, index = split_id(task_id)
-    b = bytes.fromhex(prefix[:8])
-    w2 = b[2] ^ ((index >> 8) & 0xFF)
-    w3 = b[3] ^ (index & 0xFF)
-    return f"{WORDS[b[0]]}-{WORDS[b[1]]}-{WORDS[w2]}-{WORDS[w3]}"
+    b = bytes.fromhex(prefix[:4])
+    m = _mixed(prefix, index)
+    return f"{WORDS[b[0]]}-{WORDS[b[1]]}-{WORDS[m >> 8]}-{WORDS[m & 0xFF]}"
 
 
 def name_family(prefix: str) -> str:
@@ -96,8 +107,8 @@ def parse_name(name: str) -> tuple[str, int, int] | None:
 
 def index_in_page(prefix: str, word2: int, word3: int) -> int:
     """The task index within page ``prefix`` whose name ends in these words."""
-    b = bytes.fromhex(prefix[:8])
-    return ((word2 ^ b[2]) << 8) | (word3 ^ b[3])
+    salt = int(prefix[4:8], 16)
+    return ((((word2 << 8) | word3) - salt) * _UNMIX) & 0xFFFF
 
 
 def looks_like_id(text: str) -> bool:

@@ -181,3 +181,18 @@ def test_async_iter_results_of_user_classes_and_unpicklable_items(nb):
     assert task.result[0] == 0 and task.result[2] == 2
     assert isinstance(task.result[1], nbgroups.TaskError)
     assert task.error.startswith("UnpicklableResult:") and "lock" in task.error
+
+
+def test_names_of_a_page_are_distinct_and_lead_back_to_their_ids():
+    from nbgroups import names
+
+    prefix = names.new_prefix()
+    all_names = [names.name_of(names.task_id(prefix, i)) for i in range(names.PAGE_CAPACITY)]
+    assert len(set(all_names)) == names.PAGE_CAPACITY
+    # neighbours differ in both of the last two words, not just the last one
+    first = all_names[:50]
+    assert all(first[i].split("-")[2] != first[i + 1].split("-")[2] for i in range(49))
+    for i in (0, 1, 255, 256, 40_000, names.PAGE_CAPACITY - 1):
+        family, w2, w3 = names.parse_name(all_names[i])
+        assert family == names.name_family(prefix)
+        assert names.index_in_page(prefix, w2, w3) == i
