@@ -541,8 +541,9 @@ class Runner(Recovery, Control):
         recent = self._recent
         active = self._active
         live_key, live = None, None
+        keep_from = len(final) - RECENT_MAX  # only the last ones could stay in `recent`
         with self._lock:
-            for job, o in final:
+            for n, (job, o) in enumerate(final):
                 options = job.options
                 was = job.state
                 job.state = STATE_OF[o[1]]
@@ -554,7 +555,8 @@ class Runner(Recovery, Control):
                 active.pop(job.id, None)
                 if job.prev:
                     self._end_rerun(job)
-                if options.save and not (type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT):
+                if n >= keep_from and options.save and \
+                        not (type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT):
                     recent[job.id] = (job, o)  # large results are read from the store
                 if options.hook is not None:
                     hooks.append((job, o))
