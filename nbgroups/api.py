@@ -209,7 +209,9 @@ def _options(raw: dict) -> tuple[Options, dict]:
     s = settings()
     defaults = _default_options.get()
     try:
-        key = (tuple(raw.items()), _default_group.get(), id(defaults), id(s))
+        # the common case, group= alone, keys on the string: no nested tuple to hash
+        items = raw.get("group") if len(raw) == 1 and "group" in raw else tuple(raw.items())
+        key = (items, _default_group.get(), id(defaults), id(s))
         hit = _options_cache.get(key)
     except TypeError:  # an unhashable option value: validate every time
         key, hit = None, None

@@ -480,11 +480,13 @@ class Runner(Recovery, Control):
 
     def _learn(self, batch: Batch, outs: list[tuple]) -> None:
         """Update the function's ``[seconds per call, result bytes]`` (moving averages)."""
-        spent = [o[3] - o[2] for o in outs if o[2] is not None and o[3] is not None]
-        if not spent:
+        first, last = outs[0], outs[-1]
+        if first[2] is None or last[3] is None:
             return
-        per = sum(spent) / len(spent)
-        size = max((len(o[4]) for o in outs if type(o[4]) is bytes), default=0)
+        # the calls of a batch ran one after the other in one worker
+        per = max(last[3] - first[2], 0.0) / len(outs)
+        step = max(1, len(outs) // 64)  # result sizes: a sample is enough
+        size = max((len(o[4]) for o in outs[::step] if type(o[4]) is bytes), default=0)
         name = batch.jobs[0].func[0]
         stats = self._stats.get(name)
         if stats is None:
@@ -535,8 +537,6 @@ class Runner(Recovery, Control):
             entries.append((options.group, job.gen, job.prefix, o, job.prev))
         for ttl, entries in by_layer.items():
             self.store_for(ttl).write_outcomes(entries, ttl=ttl)
-        if any(type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT for _, o in final):
-            release = True
         hooks = []
         recent = self._recent
         active = self._active
@@ -555,8 +555,9 @@ class Runner(Recovery, Control):
                 active.pop(job.id, None)
                 if job.prev:
                     self._end_rerun(job)
-                if n >= keep_from and options.save and \
-                        not (type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT):
+                big = type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT
+                release = release or big
+                if n >= keep_from and options.save and not big:
                     recent[job.id] = (job, o)  # large results are read from the store
                 if options.hook is not None:
                     hooks.append((job, o))
