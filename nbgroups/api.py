@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
+import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -177,7 +178,7 @@ def _wait_seconds(wait: Any) -> float | None:
     if isinstance(wait, bool) or not isinstance(wait, int | float):
         raise TypeError(f"wait must be milliseconds (an int >= 0, or -1 to wait without limit), "
                         f"got {wait!r}")
-    if wait < 0 and wait != -1:
+    if wait != -1 and not (wait >= 0 and math.isfinite(wait)):
         raise ValueError(f"wait must be >= 0 milliseconds, or -1 to wait without limit, "
                          f"got {wait!r}")
     return None if wait == -1 else wait / 1000
@@ -210,7 +211,9 @@ def _options(raw: dict) -> tuple[Options, dict]:
     defaults = _default_options.get()
     try:
         # the common case, group= alone, keys on the string: no nested tuple to hash
-        items = raw.get("group") if len(raw) == 1 and "group" in raw else tuple(raw.items())
+        # (True == 1 and hash alike: the value's type is part of the key)
+        items = raw.get("group") if len(raw) == 1 and "group" in raw else \
+            tuple((k, type(v), v) for k, v in raw.items())
         key = (items, _default_group.get(), id(defaults), id(s))
         hit = _options_cache.get(key)
     except TypeError:  # an unhashable option value: validate every time
@@ -451,7 +454,8 @@ def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -
         if wait == 0:
             timeout = None  # django-q: count without wait waits without limit
         r.flush()
-        r.wait(lambda: r.store_for(ttl).counts(group).finished >= count, timeout)
+        # r.counts: a task being re-run (retry_group) is not finished yet
+        r.wait(lambda: r.counts(group, ttl).finished >= count, timeout)
     elif wait != 0:
         r.flush()
         r.wait(lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
@@ -606,14 +610,18 @@ class AsyncTask:
 
     def run(self) -> str:
         """Submit the task; returns its id."""
-        self.id = async_task(self.func, *self.args, q_options=self._option_values(),
-                             **self.kwargs)
+        values = self._option_values()
+        opts, _ = _options(values)  # the defaults in force now: configure(), %%group
+        self.id = async_task(self.func, *self.args, q_options=values, **self.kwargs)
+        self.group = opts.group
+        self._layer = opts.ttl
         self.started = True
         return self.id
 
     @property
     def _cached(self) -> bool | int:
-        return self.cached or False
+        layer = getattr(self, "_layer", None)
+        return layer if layer is not None else (self.cached or False)
 
     def result(self, wait: int = 0) -> Any:
         return result(self.id, wait=wait, cached=self._cached) if self.id else None

@@ -111,23 +111,38 @@ class _Checker:
             raise TypeError(f"{name} must be True or False, got {value!r}")
 
     def choice(self, name: str, value: Any, choices: tuple) -> None:
-        if value not in choices or (isinstance(value, bool) and value is not False):
+        # identity for False: 0 == False, but progress=0 is not progress=False
+        if not any(value is c if isinstance(c, bool) else (type(value) is str and value == c)
+                   for c in choices):
             raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
 CHECK = _Checker()
 
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(text)
+
+
 _ENV_PARSERS = {
     "store": str,
     "workers": int,
     "backend": str,
-    "progress": lambda s: False if s.lower() in ("0", "false", "off", "no") else s,
+    "progress": lambda s: False if s.lower() in _FALSE else s,
     "timeout": lambda s: None if s.lower() in ("", "none") else float(s),
     "retries": int,
-    "cached": lambda s: {"true": True, "false": False}.get(s.lower()) if not s.isdigit()
-    else int(s),
+    # true/false (1/0, yes/no, on/off), or a TTL in seconds (an int >= 2)
+    "cached": lambda s: _flag(s) if s.strip().lower() in _TRUE + _FALSE else int(s),
     "cache_ttl": int,
-    "reuse": lambda s: s.lower() in ("1", "true", "yes", "on"),
+    "reuse": lambda s: _flag(s),
     "address": str,
 }
 

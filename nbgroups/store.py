@@ -449,10 +449,10 @@ class Store:
 
     def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""
-        custom = self._scan(f"N{SEP}{name}{SEP}")
-        candidates: list[tuple[float, str]] = []
-        if custom:
-            candidates.append((float(custom[-1][0].rsplit(SEP, 1)[1]) / 1e9, custom[-1][1]))
+        candidates: list[tuple[float, str]] = [
+            (float(key.rsplit(SEP, 1)[1]) / 1e9, tid)
+            for key, tid in self._scan(f"N{SEP}{name}{SEP}")
+        ]
         parsed = names.parse_name(name)
         if parsed:
             family, w2, w3 = parsed
@@ -464,9 +464,11 @@ class Store:
                 index = names.index_in_page(page.prefix, w2, w3)
                 if any(c[0] == index and not c[4] for c in page.calls):
                     candidates.append((page.created, names.task_id(page.prefix, index)))
-        if not candidates:
-            return None
-        return self.task(max(candidates)[1], cls)
+        for _, tid in sorted(candidates, reverse=True):  # newest first, still stored
+            task = self.task(tid, cls)
+            if task is not None:
+                return task
+        return None
 
     def _record(self, page: SpecPage, call: Call, o: Outcome | None, label, cls) -> TaskRecord:
         tid = names.task_id(page.prefix, call.index)

@@ -104,7 +104,7 @@ def run_items(key, func, items: list, passthrough: tuple = ()) -> tuple:
     first: tuple | None = None
     for item in items:
         try:
-            results.append(func(*item) if type(item) is tuple else func(item))
+            results.append(func(*item) if isinstance(item, tuple) else func(item))
         except passthrough:
             raise
         except BaseException as exc:

@@ -129,3 +129,45 @@ def test_errors_are_nbgroups_errors_or_builtins():
                 nbgroups.TaskError, nbgroups.TaskTimeout, nbgroups.WorkerDied,
                 nbgroups.TaskCancelled):
         assert issubclass(cls, nbgroups.NbgroupsError)
+
+
+# ---------------------------------------------------------------- found in review
+def test_option_memo_tells_true_from_one(nb):
+    """True == 1 and hash alike: a memo keyed on values alone mixed them up."""
+    nb.async_task("math.floor", 1.5, sync=True)
+    with pytest.raises(TypeError, match="sync"):
+        nb.async_task("math.floor", 1.5, sync=1)
+    a = api._options({"cached": True})[0]
+    b = api._options({"cached": 1})[0]
+    assert (a.ttl, b.ttl) == (nb.settings().cache_ttl, 1)
+
+
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -float("inf")])
+def test_wait_must_be_finite(nb, wait):
+    with pytest.raises(ValueError, match="wait"):
+        nb.result_group("g", wait=wait)
+
+
+def test_progress_zero_is_not_false():
+    with pytest.raises(ValueError, match="progress"):
+        nbgroups.settings().replace(progress=0)
+
+
+@pytest.mark.parametrize(("env", "field", "value"), [
+    ({"NBGROUPS_CACHED": "1"}, "cached", True),
+    ({"NBGROUPS_CACHED": "off"}, "cached", False),
+    ({"NBGROUPS_CACHED": "30"}, "cached", 30),
+    ({"NBGROUPS_REUSE": "yes"}, "reuse", True),
+    ({"NBGROUPS_REUSE": "0"}, "reuse", False),
+])
+def test_environment_flags(env, field, value):
+    from nbgroups.settings import from_environment
+
+    assert getattr(from_environment(env), field) == value
+
+
+def test_environment_flag_that_is_not_one():
+    from nbgroups.settings import from_environment
+
+    with pytest.raises(nbgroups.ConfigurationError, match="NBGROUPS_REUSE"):
+        from_environment({"NBGROUPS_REUSE": "maybe"})

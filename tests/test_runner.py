@@ -196,3 +196,44 @@ def test_names_of_a_page_are_distinct_and_lead_back_to_their_ids():
         family, w2, w3 = names.parse_name(all_names[i])
         assert family == names.name_family(prefix)
         assert names.index_in_page(prefix, w2, w3) == i
+
+
+def test_count_waits_for_retried_tasks(nb_loky, tmp_path):
+    nb = nb_loky
+    flag = str(tmp_path / "fixed")
+    for i in range(3):
+        nb.async_task(flaky, i, flag, group="rc")
+    assert nb.result_group("rc", count=3) == []
+    open(flag, "w").close()
+    assert nb.retry_group("rc") == 3
+    # the three failures are being re-run: they are not "finished" until they end
+    assert nb.result_group("rc", count=3) == [0, 1, 2]
+
+
+def add(a, b):
+    return a + b
+
+
+def test_async_iter_unpacks_namedtuples(nb):
+    from collections import namedtuple
+
+    P = namedtuple("P", "a b")
+    assert nb.result(nb.async_iter(add, [P(1, 2), P(3, 4)]), wait=-1) == [3, 7]
+
+
+def test_async_task_builder_follows_configured_defaults(nb):
+    nb.configure(cached=True)
+    with api.default_group("dg"):
+        a = nbgroups.AsyncTask("math.floor", 2.5)
+        a.run()
+    assert a.group == "dg"
+    assert a.result(wait=-1) == 2 and a.result_group(wait=-1) == [2] and a.group_count() == 1
+
+
+def test_shared_task_name_after_the_newest_is_deleted(nb):
+    old = nb.async_task("math.floor", 1.5, task_name="job", group="A")
+    nb.result(old, wait=-1)
+    new = nb.async_task("math.floor", 2.5, task_name="job", group="B")
+    assert nb.fetch("job", wait=-1).id == new
+    nb.delete_group("B", tasks=True)
+    assert nb.fetch("job").id == old
