@@ -36,6 +36,7 @@ from .api import (
 from .errors import (
     ConfigurationError,
     NbgroupsError,
+    SerializationError,
     SignatureError,
     StoreError,
     TaskCancelled,
@@ -76,6 +77,7 @@ __all__ = [
     "ConfigurationError",
     "GroupCounts",
     "NbgroupsError",
+    "SerializationError",
     "SignatureError",
     "State",
     "StoreError",

@@ -20,6 +20,10 @@ class StoreError(NbgroupsError, OSError):
     """The store directory cannot be used (not writable, corrupt database, ...)."""
 
 
+class SerializationError(NbgroupsError, TypeError):
+    """A callable or an argument cannot be pickled to be sent to a worker."""
+
+
 class SignatureError(NbgroupsError, ValueError):
     """A stored entry failed HMAC verification; it was not unpickled."""
 

@@ -57,11 +57,19 @@ from typing import Any
 
 from . import names
 from .control import Control
+from .errors import SerializationError, StoreError
 from .executors import Executor, SyncExecutor, make_executor
 from .jobs import FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options
 from .records import GroupCounts, Outcome, State, TaskRecord
 from .recovery import Recovery, release_memory
-from .serialize import callable_name, dumps, dumps_plain, loads_exception
+from .serialize import (
+    callable_name,
+    dumps,
+    dumps_exception,
+    dumps_plain,
+    format_exception,
+    loads_exception,
+)
 from .settings import Settings
 from .store import LARGE_RESULT, DiskStore, Store, build_record
 
@@ -105,6 +113,8 @@ class Runner(Recovery, Control):
         self._batch_ids = itertools.count(1)
         # per function name: [seconds per call, pickled result bytes], measured
         self._stats: dict[str, list] = {}
+        self._unstored: list[tuple[Job, tuple]] = []  # finished, their write failed
+        self.store_error: BaseException | None = None
         self._executor: Executor | None = None
         self._inline = SyncExecutor(1)
         self._thread: threading.Thread | None = None
@@ -150,6 +160,7 @@ class Runner(Recovery, Control):
             raise RuntimeError("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
         n = len(calls)
+        blob = self._pickled_func(func, options)  # raises before anything is registered
         with self._lock:
             key = id(options)  # api memoizes Options; the open page keeps it alive
             page = self._open.get(key)
@@ -165,7 +176,7 @@ class Runner(Recovery, Control):
                 if page is not None:
                     self._seal(key)
                 page = self._open[key] = OpenPage(names.new_prefix(), options, time.time())
-            fref = self._func_ref(page, func)
+            fref = self._func_ref(page, func, blob)
             jobs = page.jobs
             base = len(jobs)
             prefix = page.prefix
@@ -199,13 +210,29 @@ class Runner(Recovery, Control):
                 self._wake.set()
         return ids
 
-    def _func_ref(self, page: OpenPage, func: Any) -> tuple[str, bytes | None]:
-        # Pickled once per page, not per call, and not cached across pages:
-        # a notebook function's globals may change between cells.
+    def _pickled_func(self, func: Any, options: Options) -> bytes | None:
+        """The callable pickled for its page: once per page, not per call, and not
+        cached across pages (a notebook function's globals may change between
+        cells). None for a dotted path, or when the open page has it already."""
+        if isinstance(func, str):
+            return None
+        page = self._open.get(id(options))
+        if page is not None and id(func) in page.func_index:
+            return None
+        try:
+            return dumps(func)
+        except Exception as exc:
+            raise SerializationError(
+                f"func {callable_name(func)} cannot be pickled to be sent to a worker "
+                f"({type(exc).__name__}: {exc}); it may hold a lock, a file or a "
+                "connection: create those inside the function") from None
+
+    def _func_ref(self, page: OpenPage, func: Any, blob: bytes | None) -> tuple:
         key = func if isinstance(func, str) else id(func)
         ref = page.func_index.get(key)
         if ref is None:
-            ref = (func, None) if isinstance(func, str) else (callable_name(func), dumps(func))
+            ref = (func, None) if isinstance(func, str) else \
+                (callable_name(func), blob if blob is not None else dumps(func))
             page.func_index[key] = ref
             page.funcs.append(func)  # keeps id(func) valid while the page is open
         return ref
@@ -232,34 +259,84 @@ class Runner(Recovery, Control):
             by_layer: dict[int | None, list[OpenPage]] = {}
             for p in pages:
                 by_layer.setdefault(p.options.ttl, []).append(p)
+            unwritten = list(pages)
             for ttl, layer_pages in by_layer.items():
-                drafts = []
-                for p in layer_pages:
-                    funcs = list(dict.fromkeys(j.func for j in p.jobs))
-                    index = {f: i for i, f in enumerate(funcs)}
-                    calls = tuple(  # plain tuples in Call's layout: fast to pickle
-                        (i, index[j.func], j.args if j.items is None else j.items,
-                         j.kwargs, j.task_name, j.items is not None)
-                        for i, j in enumerate(p.jobs)
-                    )
-                    opts = p.options
-                    drafts.append(dict(
-                        prefix=p.prefix, group=opts.group, created=p.created,
-                        funcs=tuple(funcs), calls=calls,
-                        options={"timeout": opts.timeout, "retries": opts.retries,
-                                 "save": opts.save, "ttl": opts.ttl, "hook": opts.hook},
-                    ))
-                    if opts.hook is not None:
-                        self._page_hooks[p.prefix] = opts.hook
-                written = self.store_for(ttl).write_pages(drafts, ttl=ttl)
+                drafts = [self._draft(p) for p in layer_pages]
+                failed: list = []
+                try:
+                    try:
+                        written = self.store_for(ttl).write_pages(drafts, ttl=ttl)
+                    except Exception:
+                        written, failed = self._write_salvaging(layer_pages, drafts, ttl)
+                except Exception:
+                    with self._lock:  # nothing is dropped: the next flush tries again
+                        self._sealed[:0] = unwritten
+                    raise
+                unwritten = [p for p in unwritten if all(p is not q for q in layer_pages)]
+                unsent = {job.id for job, _ in failed}
                 with self._lock:
                     for p, sp in zip(layer_pages, written, strict=True):
                         for j in p.jobs:
                             j.gen = sp.gen
                             j.submitted = sp.created
                             self._active[j.id] = j
-                            if j.state is State.QUEUED:
+                            if j.state is State.QUEUED and j.id not in unsent:
                                 self._enqueue(j)
+                if failed:
+                    self._finish(failed)
+
+    def _draft(self, p: OpenPage) -> dict:
+        """An open page as the store's ``write_pages`` takes it."""
+        funcs = list(dict.fromkeys(j.func for j in p.jobs))
+        index = {f: i for i, f in enumerate(funcs)}
+        calls = tuple(  # plain tuples in Call's layout: fast to pickle
+            (i, index[j.func], j.args if j.items is None else j.items,
+             j.kwargs, j.task_name, j.items is not None)
+            for i, j in enumerate(p.jobs)
+        )
+        opts = p.options
+        if opts.hook is not None:
+            self._page_hooks[p.prefix] = opts.hook
+        return dict(
+            prefix=p.prefix, group=opts.group, created=p.created, funcs=tuple(funcs),
+            calls=calls, options={"timeout": opts.timeout, "retries": opts.retries,
+                                  "save": opts.save, "ttl": opts.ttl, "hook": opts.hook},
+        )
+
+    def _write_salvaging(self, layer_pages: list[OpenPage], drafts: list[dict],
+                         ttl: int | None) -> tuple[list, list]:
+        """A page write failed. If calls whose arguments cannot be pickled are the
+        cause, their pages are stored with those calls' arguments left out and
+        those calls fail (returned as finished runs); the rest goes on. If not
+        (the store itself failed), the error is raised again."""
+        bad: dict[str, str] = {}
+        for d in drafts:
+            calls = []
+            for c in d["calls"]:
+                try:
+                    dumps((c[2], c[3]))
+                    calls.append(c)
+                except Exception as exc:
+                    bad[names.task_id(d["prefix"], c[0])] = f"{type(exc).__name__}: {exc}"
+                    calls.append((*c[:2], None, None, *c[4:]))
+            d["calls"] = tuple(calls)
+            try:
+                dumps(d["options"]["hook"])
+            except Exception:  # kept for this kernel's re-runs only (_page_hooks)
+                d["options"] = {**d["options"], "hook": None}
+        written = self.store_for(ttl).write_pages(drafts, ttl=ttl)  # may raise: store error
+        now = time.time()
+        failed = []
+        for p in layer_pages:
+            for j in p.jobs:
+                if j.id in bad:
+                    err = SerializationError(
+                        f"an argument of this task cannot be pickled to be sent to a worker "
+                        f"({bad[j.id]}); it was not run")
+                    tb = format_exception(err)
+                    failed.append((j, ("", "failure", now, now, None,
+                                       dumps_exception(err, tb), tb)))
+        return written, failed
 
     def _enqueue(self, job: Job) -> None:
         if job.items is None:
@@ -291,8 +368,14 @@ class Runner(Recovery, Control):
     def _run_inline(self, jobs: list[Job], raise_errors: bool) -> None:
         with self._lock:
             for j in jobs:
-                self._active[j.id] = j
+                if j.state not in FINAL:
+                    self._active[j.id] = j
         for n, job in enumerate(jobs):
+            if job.state in FINAL:  # failed already (an argument that does not pickle)
+                if raise_errors:
+                    raise SerializationError(
+                        "an argument of this call cannot be pickled; it was not run")
+                continue
             try:
                 while True:
                     job.attempt += 1
@@ -336,11 +419,15 @@ class Runner(Recovery, Control):
                 self._linger()
                 self.flush()
                 self._collect()
+                if self._unstored and not self._done:
+                    self._finish([])
                 self._dispatch()
                 self._check_timeouts()
-            except Exception:
+            except BaseException:  # the runner thread must survive anything
                 log.exception("nbgroups runner error")
                 time.sleep(0.1)
+        with contextlib.suppress(Exception):  # store what finished meanwhile
+            self._collect()
 
     def _linger(self) -> None:
         """Let a burst of submissions settle, so that pages hold many calls.
@@ -361,6 +448,8 @@ class Runner(Recovery, Control):
             seen = self._pending
 
     def _next_deadline(self) -> float | None:
+        if self._unstored:
+            return 1.0  # retry the failed outcome write
         if any(b.jobs[0].options.timeout or b.jobs[-1].options.timeout
                for b in self._inflight.values()):
             return 0.1
@@ -429,7 +518,16 @@ class Runner(Recovery, Control):
                 self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
             monitor = os.path.join(self._monitor_dir, f"{bid}")
         batch = Batch(bid, jobs, monitor, time.time())
-        payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
+        try:
+            payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
+        except Exception as exc:  # stored, but not sendable: fail them, not the runner
+            err = SerializationError(f"this task's call cannot be pickled to be sent to a "
+                                     f"worker ({type(exc).__name__}: {exc}); it was not run")
+            tb = format_exception(err)
+            now = time.time()
+            self._done.append((None, [(j, ("", "failure", now, now, None,
+                                           dumps_exception(err, tb), tb)) for j in jobs]))
+            return
         self._inflight[bid] = batch
         batch.pool = self._executor.generation
         batch.future = self._executor.submit(payload, monitor)
@@ -501,7 +599,7 @@ class Runner(Recovery, Control):
         with self._lock:
             for job, out in finished:
                 _, state, started, stopped, result, error, tb = out
-                if state == "failure" and job.attempt <= job.options.retries:
+                if state == "failure" and 0 < job.attempt <= job.options.retries:
                     self._ready.append(job)
                     continue
                 if job.parent is not None:
@@ -523,6 +621,8 @@ class Runner(Recovery, Control):
                     continue
                 final.append((job, (job.id, state, (job.attempt or 1) + job.runs_before,
                                     started, stopped, result, error, tb)))
+        if self._unstored:  # runs whose outcome write failed earlier: tried again first
+            final, self._unstored = self._unstored + final, []
         if not final:
             return
         release = False
@@ -535,8 +635,19 @@ class Runner(Recovery, Control):
             if entries is None:
                 entries = by_layer[options.ttl] = []
             entries.append((options.group, job.gen, job.prefix, o, job.prev))
-        for ttl, entries in by_layer.items():
-            self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+        try:
+            for ttl, entries in by_layer.items():
+                self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+        except Exception as exc:
+            # Not counted as finished until stored: kept here, written again on
+            # the runner's next turns; waiters are told (Runner.wait raises).
+            self._unstored = final
+            self.store_error = exc
+            self._notify()
+            log.error("nbgroups: %d finished task(s) could not be stored (%s); retrying",
+                      len(final), exc)
+            return
+        self.store_error = None
         hooks = []
         recent = self._recent
         active = self._active
@@ -578,7 +689,7 @@ class Runner(Recovery, Control):
 
                 hook = resolve(hook)
             hook(self.record_of(job, o, self.record_class))
-        except Exception:
+        except BaseException:  # even SystemExit: a hook must not stop the runner
             log.exception("nbgroups: hook %r failed for task %s", job.options.hook, job.id)
 
     def record_of(self, job: Job, o: tuple | None, cls: type = TaskRecord) -> TaskRecord:
@@ -641,6 +752,11 @@ class Runner(Recovery, Control):
                 seen = self._version
             if predicate():
                 return True
+            if self.store_error is not None:
+                raise StoreError(
+                    f"finished tasks could not be written to the store ({self.store_error}); "
+                    "nbgroups keeps them in memory and retries. Fix the store (disk full? "
+                    "directory removed?) and wait again.")
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
@@ -655,7 +771,7 @@ class Runner(Recovery, Control):
         for listener in list(self._listeners):
             try:
                 listener()
-            except Exception:
+            except BaseException:
                 log.exception("nbgroups: progress listener failed")
 
     def add_listener(self, listener: Callable[[], None]) -> None:
@@ -668,9 +784,16 @@ class Runner(Recovery, Control):
 
     # ------------------------------------------------------------------ close
     def close(self, wait: bool = False) -> None:
-        """Stop the runner. Unfinished tasks stay in the store, resumable."""
+        """Stop the runner. Every submitted task is in the store first (flushed),
+        so unfinished ones stay resumable; ``wait``: let every task finish."""
+        if not self._closed:
+            try:
+                self.flush()
+            except Exception:
+                log.exception("nbgroups: could not store submitted tasks while closing")
         if wait:
-            self.wait(lambda: not self._active, None)
+            self.wait(lambda: not (self._open or self._sealed or self._ready or
+                                   self._inflight or self._active or self._unstored), None)
         self._closed = True
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import time
 
 import pytest
 
@@ -237,3 +239,74 @@ def test_shared_task_name_after_the_newest_is_deleted(nb):
     assert nb.fetch("job", wait=-1).id == new
     nb.delete_group("B", tasks=True)
     assert nb.fetch("job").id == old
+
+
+# ---------------------------------------------------------------- durability (review)
+def test_an_unpicklable_argument_fails_its_task_only(nb):
+    import threading
+
+    good = [nb.async_task(add, i, 1, group="good") for i in range(5)]
+    bad = nb.async_task(add, threading.Lock(), 1, group="bad")
+    assert nb.result_group("good", wait=-1) == [1, 2, 3, 4, 5]
+    task = nb.fetch(bad, wait=-1)
+    assert task.success is False and task.error.startswith("SerializationError:")
+    assert "cannot be pickled" in task.error and task.attempt_count == 1
+    assert nb.fetch(good[0]).success
+
+
+def test_an_unpicklable_callable_raises_before_anything_is_stored(nb):
+    import threading
+
+    lock = threading.Lock()
+    with pytest.raises(nbgroups.SerializationError, match="cannot be pickled") as info:
+        nb.async_task(lambda: lock, group="u")
+    assert isinstance(info.value, TypeError)
+    assert nb.group_counts("u").submitted == 0 and "u" not in nb.list_groups()
+
+
+def test_a_failed_outcome_write_is_retried_not_lost(nb_loky):
+    nb = nb_loky
+    r = api.runner()
+    real = r.store.write_outcomes
+    failures = [OSError(28, "No space left on device")] * 2
+
+    def flaky(*args, **kwargs):  # fault injection: the disk is full, twice
+        if failures:
+            raise failures.pop()
+        return real(*args, **kwargs)
+
+    r.store.write_outcomes = flaky
+    for i in range(3):
+        nb.async_task(add, i, 1, group="w")
+    deadline = time.monotonic() + 60
+    while True:  # a wait meanwhile says why it cannot end yet, then succeeds
+        try:
+            out = nb.result_group("w", wait=-1)
+            break
+        except nbgroups.StoreError as exc:
+            assert "could not be written" in str(exc)
+            assert time.monotonic() < deadline
+    assert out == [1, 2, 3] and not failures
+    assert nb.group_counts("w").done == 3
+
+
+def test_close_right_after_submitting_keeps_every_returned_id(store_dir):
+    api.reset()
+    nbgroups.configure(store=str(store_dir), workers=2, progress=False)
+    try:
+        ids = [nbgroups.async_task(add, i, 1, group="c") for i in range(2000)]
+        api.runner().close()
+        api.reset()
+        nbgroups.configure(store=str(store_dir), workers=2, progress=False)
+        assert all(nbgroups.fetch(i) is not None for i in ids[-10:])
+        assert nbgroups.group_counts("c").submitted == 2000
+        nbgroups.resume_group("c")
+        assert nbgroups.result_group("c", wait=-1) == [i + 1 for i in range(2000)]
+    finally:
+        api.reset()
+
+
+def test_a_hook_that_exits_does_not_stop_the_runner(nb_loky):
+    nb = nb_loky
+    nb.result(nb.async_task(add, 1, 1, hook=lambda t: sys.exit(1)), wait=-1)
+    assert nb.result(nb.async_task(add, 2, 2), wait=30_000) == 4
