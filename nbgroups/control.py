@@ -32,7 +32,7 @@ class Control:
             keep = collections.deque()
             for job in self._ready:
                 top = job.parent[0] if job.parent else job
-                if top.options.group == group and top.options.ttl == ttl and \
+                if top.options.group == group and top.options.cached == (ttl is not None) and \
                         top.state is State.QUEUED:
                     found.setdefault(id(top), top)
                     continue
@@ -44,7 +44,7 @@ class Control:
             for batch in list(self._inflight.values()) if takes_back else ():
                 if batch.future is None or any(
                         j.parent is not None or j.options.group != group or
-                        j.options.ttl != ttl or j.state is not State.RUNNING
+                        j.options.cached != (ttl is not None) or j.state is not State.RUNNING
                         for j in batch.jobs):
                     continue
                 if batch.future.cancel():
@@ -55,16 +55,21 @@ class Control:
             for job in cancelled:
                 was = job.state
                 job.state = State.CANCELLED
-                self._live[(ttl, group)][0 if was is State.QUEUED else 1] -= 1
+                self._live[(ttl is not None, group)][0 if was is State.QUEUED else 1] -= 1
                 self._active.pop(job.id, None)
                 self._end_rerun(job)
         if cancelled:
-            entries = [(j.options.group, j.gen, j.prefix,
-                        (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
-                       for j in cancelled]
-            self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+            self._record_cancelled(cancelled, now)
             self._notify()
         return len(cancelled)
+
+    def _record_cancelled(self, jobs: list[Job], now: float) -> None:
+        """Write 'cancelled' outcomes, each with its own layer and TTL."""
+        for ttl in {j.options.ttl for j in jobs}:
+            self.store_for(ttl).write_outcomes(
+                [(j.options.group, j.gen, j.prefix,
+                  (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
+                 for j in jobs if j.options.ttl == ttl], ttl=ttl)
 
     def resubmit(self, entries: list, ttl: int | None = None,
                  options: Options | None = None) -> int:
@@ -104,9 +109,9 @@ class Control:
                 jobs.append(job)
                 self._active[tid] = job
                 if prev:
-                    key = (job_options.ttl, job_options.group, prev)
+                    key = (job_options.cached, job_options.group, prev)
                     self._reruns[key] = self._reruns.get(key, 0) + 1
-                live = self._live.setdefault((job_options.ttl, job_options.group), [0, 0])
+                live = self._live.setdefault((job_options.cached, job_options.group), [0, 0])
                 live[0] += 1
         if not jobs:
             return 0
@@ -114,7 +119,7 @@ class Control:
             with self._lock:
                 for j in jobs:
                     j.state = State.RUNNING
-                    live = self._live[(j.options.ttl, j.options.group)]
+                    live = self._live[(j.options.cached, j.options.group)]
                     live[0] -= 1
                     live[1] += 1
             self._run_inline(jobs, False)
@@ -128,7 +133,7 @@ class Control:
 
     def _end_rerun(self, job: Job) -> None:
         if job.prev:
-            key = (job.options.ttl, job.options.group, job.prev)
+            key = (job.options.cached, job.options.group, job.prev)
             left = self._reruns.get(key, 0) - 1
             if left > 0:
                 self._reruns[key] = left
@@ -144,11 +149,7 @@ class Control:
             with self._lock:
                 for j in rest:
                     j.state = State.CANCELLED
-                    self._live[(j.options.ttl, j.options.group)][1] -= 1
+                    self._live[(j.options.cached, j.options.group)][1] -= 1
                     self._active.pop(j.id, None)
-            for ttl in {j.options.ttl for j in rest}:
-                self.store_for(ttl).write_outcomes(
-                    [(j.options.group, j.gen, j.prefix,
-                      (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
-                     for j in rest if j.options.ttl == ttl], ttl=ttl)
+            self._record_cancelled(rest, now)
             self._notify()

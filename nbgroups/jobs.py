@@ -31,6 +31,11 @@ class Options:
     save: bool = True
     task_name: str | None = None
 
+    @property
+    def cached(self) -> bool:
+        """In the cache layer (whatever its TTL): what live counts and cancel key on."""
+        return self.ttl is not None
+
 
 class Job:
     """A task (or one chunk of an ``async_iter`` task) inside this runner."""

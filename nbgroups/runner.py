@@ -168,10 +168,10 @@ class Runner(Recovery, Control):
                 # One open page per group and layer: other options (task_name=,
                 # timeout=...) seal the group's open page first, or a later page
                 # would be numbered before earlier calls (submission order lost).
-                last = self._last_page.get((options.ttl, options.group))
+                last = self._last_page.get((options.cached, options.group))
                 if last is not None and last in self._open:
                     self._seal(last)
-                self._last_page[(options.ttl, options.group)] = key
+                self._last_page[(options.cached, options.group)] = key
             if page is None or len(page.jobs) + n > names.PAGE_CAPACITY:
                 if page is not None:
                     self._seal(key)
@@ -190,9 +190,9 @@ class Runner(Recovery, Control):
                 jobs.append(job)
                 ids.append(tid)
             self._pending += n
-            live = self._live.get((options.ttl, options.group))
+            live = self._live.get((options.cached, options.group))
             if live is None:
-                live = self._live[(options.ttl, options.group)] = [0, 0]
+                live = self._live[(options.cached, options.group)] = [0, 0]
             if inline:
                 mine = jobs[base:]
                 for j in mine:  # runs here: the flush must not queue it for the pool
@@ -497,7 +497,7 @@ class Runner(Recovery, Control):
                     top = j.parent[0] if j.parent else j
                     if top.state is State.QUEUED:
                         top.state = State.RUNNING
-                        live = self._live[(top.options.ttl, top.options.group)]
+                        live = self._live[(top.options.cached, top.options.group)]
                         live[0] -= 1
                         live[1] += 1
                     j.attempt += 1
@@ -658,8 +658,8 @@ class Runner(Recovery, Control):
                 options = job.options
                 was = job.state
                 job.state = STATE_OF[o[1]]
-                if (options.ttl, options.group) != live_key:
-                    live_key = (options.ttl, options.group)
+                if (options.cached, options.group) != live_key:
+                    live_key = (options.cached, options.group)
                     live = self._live.get(live_key)
                 if live is not None:
                     live[0 if was is State.QUEUED else 1] -= 1
@@ -717,7 +717,7 @@ class Runner(Recovery, Control):
     def live_counts(self, group: str | None, ttl: int | None = None) -> tuple[int, int]:
         """``(queued, running)`` of this process's tasks of ``group``."""
         with self._lock:
-            q, r = self._live.get((ttl, group), (0, 0))
+            q, r = self._live.get((ttl is not None, group), (0, 0))
             return max(q, 0), max(r, 0)
 
     def counts(self, group: str, ttl: int | None = None) -> GroupCounts:
@@ -726,7 +726,7 @@ class Runner(Recovery, Control):
         c = self.store_for(ttl).counts(group)
         queued, running = self.live_counts(group, ttl)
         with self._lock:  # re-runs (retry_group, reuse) count as unfinished until they end
-            again = {p: self._reruns.get((ttl, group, p), 0) for p in STORED_STATES}
+            again = {p: self._reruns.get((ttl is not None, group, p), 0) for p in STORED_STATES}
         c = replace(c, done=max(0, c.done - again["success"]),
                     failed=max(0, c.failed - again["failure"]),
                     cancelled=max(0, c.cancelled - again["cancelled"]))

@@ -310,3 +310,20 @@ def test_a_hook_that_exits_does_not_stop_the_runner(nb_loky):
     nb = nb_loky
     nb.result(nb.async_task(add, 1, 1, hook=lambda t: sys.exit(1)), wait=-1)
     assert nb.result(nb.async_task(add, 2, 2), wait=30_000) == 4
+
+
+def test_cancel_in_the_cache_layer_whatever_the_ttl(nb_loky, tmp_path):
+    nb = nb_loky
+    release = tmp_path / "go"
+    from tests.test_api import waiter
+
+    w = waiter(str(release))
+    for i in range(8):
+        nb.async_task(w, i, group="c60", cached=60)
+    n = nb.cancel_group("c60", cached=True)  # the layer, not the exact TTL
+    release.touch()
+    assert n >= 1
+    assert len(nb.result_group("c60", wait=-1, cached=True)) == 8 - n
+    assert nb.count_group("c60", cached=True) == 8 - n
+    c = nb.group_counts("c60", cached=True)
+    assert c.cancelled == n and c.queued == 0 and c.running == 0
