@@ -69,29 +69,30 @@ class Signer:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
-    def mac(self, payload: bytes) -> bytes:
-        return hmac.new(self._key, payload, hashlib.sha256).digest()
+    def mac(self, payload: bytes | memoryview, where: str = "") -> bytes:
+        """HMAC-SHA256 of ``payload`` bound to ``where`` (the store key it lives
+        under): a valid entry moved to another key no longer verifies."""
+        context = where.encode()
+        h = hmac.new(self._key, len(context).to_bytes(4, "big") + context, hashlib.sha256)
+        h.update(payload)
+        return h.digest()
 
-    def sign(self, payload: bytes) -> bytes:
-        return self.mac(payload) + payload
+    def sign(self, payload: bytes, where: str = "") -> bytes:
+        """``MAC || payload``."""
+        return self.mac(payload, where) + payload
 
-    def verify(self, data: bytes, what: str = "entry") -> memoryview:
+    def verify(self, data: bytes, where: str = "", what: str = "entry") -> memoryview:
+        """The payload of ``data`` signed for ``where``, or :class:`SignatureError`."""
         view = memoryview(data)
         payload = view[MAC_SIZE:]
-        expected = hmac.new(self._key, payload, hashlib.sha256).digest()
+        expected = self.mac(payload, where)
         if len(data) < MAC_SIZE or not hmac.compare_digest(expected, view[:MAC_SIZE]):
             raise SignatureError(
                 f"store {what} failed signature verification and was not loaded: it was "
-                "written with another key (NBGROUPS_SECRET or ~/.config/nbgroups/secret.key) "
-                "or modified outside nbgroups"
+                "written with another key (NBGROUPS_SECRET or ~/.config/nbgroups/secret.key), "
+                "moved from another entry, or modified outside nbgroups"
             )
         return payload
-
-    def dumps(self, obj: Any) -> bytes:
-        return self.sign(dumps(obj))
-
-    def loads(self, data: bytes, what: str = "entry") -> Any:
-        return pickle.loads(self.verify(data, what))
 
 
 def dumps(obj: Any) -> bytes:

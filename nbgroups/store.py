@@ -113,29 +113,29 @@ class Store:
     def _put_obj(self, key: str, obj: Any, expire: float | None) -> None:
         from .serialize import dumps
 
-        self._set(key, self._signer.sign(dumps(obj)), expire)
+        self._set(key, self._signer.sign(dumps(obj), key), expire)
 
     def _put_plain(self, key: str, obj: Any, expire: float | None) -> None:
         """Sign and store plain data (tuples of str/bytes/numbers): C pickle, no cloudpickle."""
         from .serialize import dumps_plain
 
-        self._set(key, self._signer.sign(dumps_plain(obj)), expire)
+        self._set(key, self._signer.sign(dumps_plain(obj), key), expire)
 
     def _put_stream(self, key: str, payload: bytes, expire: float | None) -> None:
         """Store signed bytes; the disk store streams them instead of concatenating."""
-        self._set(key, self._signer.sign(payload), expire)
+        self._set(key, self._signer.sign(payload, key), expire)
 
     def _blob(self, key: str) -> Any:
         """The value of a large result stored by :meth:`_put_stream`."""
         data = self._get(key)
         if data is None:
             raise KeyError(f"the result entry {key.replace(SEP, '/')!r} is missing from the store")
-        return loads(self._signer.verify(data, f"entry {key.replace(SEP, '/')!r}"))
+        return loads(self._signer.verify(data, key, f"entry {key.replace(SEP, '/')!r}"))
 
     def _load(self, key: str, data: Any) -> Any:
         if not isinstance(data, bytes | memoryview):
             raise SignatureError(f"store entry {key!r} is not a signed nbgroups entry")
-        return loads(self._signer.verify(data, f"entry {key.replace(SEP, '/')!r}"))
+        return loads(self._signer.verify(data, key, f"entry {key.replace(SEP, '/')!r}"))
 
     def _expire(self, ttl: int | None) -> float | None:
         ttl = ttl or self.ttl
@@ -724,7 +724,7 @@ class DiskStore(Store):
     def _put_stream(self, key, payload, expire):
         # diskcache copies a file-like object to its file chunk by chunk
         # (read=True): MAC then payload, without building MAC + payload.
-        self._cache.set(key, _SignedReader(self._signer.mac(payload), payload), expire=expire,
+        self._cache.set(key, _SignedReader(self._signer.mac(payload, key), payload), expire=expire,
                         read=True, retry=True)
 
     @contextlib.contextmanager

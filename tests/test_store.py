@@ -244,3 +244,20 @@ def test_planted_pickle_is_never_loaded(tmp_path):
             s.group_entries("g")
     finally:
         s.close()
+
+
+def test_a_signed_entry_moved_to_another_key_is_refused(make_store):
+    """Signatures are bound to the key: Bob's valid outcome page served as Alice's fails."""
+    from nbgroups.errors import SignatureError
+    from nbgroups.store import SEP
+
+    store = make_store()
+    alice, bob = (store.write_pages([draft(g, [1])])[0] for g in ("alice", "bob"))
+    outcomes(store, alice, [success(ids_of(alice)[0], "alice's")])
+    outcomes(store, bob, [success(ids_of(bob)[0], "bob's")])
+    assert store.group_results("alice", False) == ["alice's"]
+    (akey, _), = store._scan(f"o{SEP}alice{SEP}0{SEP}")
+    (_, bob_value), = store._scan(f"o{SEP}bob{SEP}0{SEP}")
+    store._set(akey, bob_value)  # what someone who can write the store could do
+    with pytest.raises(SignatureError, match="moved from another entry"):
+        store.group_results("alice", False)
