@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import names
+from .control import owner_alive
 from .jobs import Options
 from .records import State, TaskList, TaskRecord
 from .runner import Runner
@@ -559,13 +560,21 @@ def retry_group(group_id: str, cached: bool = False) -> int:
 def resume_group(group_id: str) -> int:
     """Re-submit the group's tasks that never finished (e.g. after a kernel restart).
 
-    Each runs once: tasks this kernel is still running are left alone.
+    Each runs once: tasks this kernel is still running are left alone, and so
+    are those of another kernel on this machine that is still running.
     """
     _check_group(group_id, "group_id")
     r = runner()
     r.flush()
     entries = r.store.group_entries(group_id) or []
-    todo = [(p, c, None) for p, c, o in entries if o is None]
+    alive: dict[str | None, bool] = {}
+    todo = []
+    for p, c, o in entries:
+        owner = p.options.get("owner")
+        if owner not in alive:
+            alive[owner] = owner != r.owner and owner_alive(owner)
+        if o is None and not alive[owner]:
+            todo.append((p, c, None))
     return r.resubmit(todo, None)
 
 

@@ -10,6 +10,8 @@ views show it as queued or running.
 from __future__ import annotations
 
 import collections
+import os
+import socket
 import time
 
 from . import names
@@ -17,6 +19,42 @@ from .errors import TaskError
 from .jobs import Job, Options
 from .records import State
 from .serialize import dumps_exception, format_exception
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or '' if unknown:
+    with the pid it names a process, not a pid that was reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def process_id() -> str:
+    """``host:pid:start``: this process, as the owner recorded with its pages."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+
+
+def owner_alive(owner: str | None) -> bool:
+    """Whether the process that submitted a page still runs (so its unfinished
+    tasks are its own, not orphans). A process on another host cannot be seen:
+    counted as gone, so resume_group there is the user's call."""
+    if not owner:
+        return False
+    host, _, rest = owner.partition(":")
+    pid_text, _, start = rest.partition(":")
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it exists
+    return not start or _start_time(pid) == start
 
 
 class Control:

@@ -56,7 +56,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import names
-from .control import Control
+from .control import Control, process_id
 from .errors import SerializationError, StoreError
 from .executors import Executor, SyncExecutor, make_executor
 from .jobs import FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options
@@ -113,6 +113,7 @@ class Runner(Recovery, Control):
         self._batch_ids = itertools.count(1)
         # per function name: [seconds per call, pickled result bytes], measured
         self._stats: dict[str, list] = {}
+        self.owner = process_id()  # recorded with every page: resume_group elsewhere asks
         self._unstored: list[tuple[Job, tuple]] = []  # finished, their write failed
         self.store_error: BaseException | None = None
         self._executor: Executor | None = None
@@ -300,7 +301,8 @@ class Runner(Recovery, Control):
         return dict(
             prefix=p.prefix, group=opts.group, created=p.created, funcs=tuple(funcs),
             calls=calls, options={"timeout": opts.timeout, "retries": opts.retries,
-                                  "save": opts.save, "ttl": opts.ttl, "hook": opts.hook},
+                                  "save": opts.save, "ttl": opts.ttl, "hook": opts.hook,
+                                  "owner": self.owner},
         )
 
     def _write_salvaging(self, layer_pages: list[OpenPage], drafts: list[dict],

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 import nbgroups
 from nbgroups import api
 from nbgroups.store import LARGE_RESULT, SEP
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def flaky(x, flag):
@@ -327,3 +330,39 @@ def test_cancel_in_the_cache_layer_whatever_the_ttl(nb_loky, tmp_path):
     assert nb.count_group("c60", cached=True) == 8 - n
     c = nb.group_counts("c60", cached=True)
     assert c.cancelled == n and c.queued == 0 and c.running == 0
+
+
+def test_resume_leaves_a_live_kernels_tasks_alone(store_dir, tmp_path):
+    import signal
+    import subprocess
+
+    ready = tmp_path / "submitted"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    code = (
+        "import nbgroups, time, pathlib\n"
+        f"nbgroups.configure(store={str(store_dir)!r}, workers=1, progress=False)\n"
+        "for i in range(6):\n"
+        "    nbgroups.async_task(time.sleep, 30, group='owned')\n"
+        "nbgroups.api.runner().flush()\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "time.sleep(120)\n"
+    )
+    other = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert other.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        api.reset()
+        nbgroups.configure(store=str(store_dir), workers=1, progress=False)
+        assert nbgroups.group_counts("owned").submitted == 6
+        assert nbgroups.resume_group("owned") == 0  # its kernel is alive: not orphans
+        os.killpg(other.pid, signal.SIGKILL)
+        other.wait(30)
+        assert nbgroups.resume_group("owned") == 6  # now they are orphans: resumed, once
+        assert nbgroups.resume_group("owned") == 0
+        nbgroups.cancel_group("owned")
+    finally:
+        if other.poll() is None:
+            os.killpg(other.pid, signal.SIGKILL)
+        api.reset()
