@@ -651,6 +651,9 @@ class DiskStore(Store):
             ) from None
         self._modes = diskcache.core
         self._fetch = self._cache._disk.fetch
+        self._db_path = str(self.directory / "cache.db")
+        st = os.stat(self._db_path)
+        self._db_identity = (st.st_dev, st.st_ino)
 
     def _sql(self, query: str, params: tuple = ()) -> sqlite3.Cursor:
         return self._cache._sql(query, params)
@@ -729,8 +732,24 @@ class DiskStore(Store):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
+        self._check_same_database()
         with self._cache.transact(retry=True):
             yield
+
+    def _check_same_database(self) -> None:
+        """SQLite goes on writing to a database file that was deleted: results would
+        vanish. Every write transaction first checks the file is still the one opened."""
+        try:
+            st = os.stat(self._db_path)
+            same = (st.st_dev, st.st_ino) == self._db_identity
+        except OSError:
+            same = False
+        if not same:
+            raise StoreError(
+                f"the store database {self._db_path!r} was removed or replaced while in use; "
+                "nothing more can be stored there. Configure a store again "
+                "(nbgroups.configure(store=...)): finished results not yet stored are kept "
+                "in memory until then.")
 
     def close(self) -> None:
         self._cache.close()

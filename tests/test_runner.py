@@ -366,3 +366,18 @@ def test_resume_leaves_a_live_kernels_tasks_alone(store_dir, tmp_path):
         if other.poll() is None:
             os.killpg(other.pid, signal.SIGKILL)
         api.reset()
+
+
+def test_a_store_removed_while_running_is_a_clear_error_not_silent_loss(store_dir):
+    import shutil
+
+    api.reset()
+    nbgroups.configure(store=str(store_dir), workers=2, progress=False)
+    try:
+        assert nbgroups.result(nbgroups.async_task(add, 1, 1, group="s"), wait=-1) == 2
+        shutil.rmtree(store_dir)
+        nbgroups.async_task(add, 2, 2, group="s")
+        with pytest.raises(nbgroups.StoreError, match="removed or replaced"):
+            nbgroups.result_group("s", wait=-1)
+    finally:
+        api.reset()
