@@ -165,7 +165,7 @@ class Store:
                 seq = self._incr(base + "n", len(d["calls"]), expire) - len(d["calls"])
                 if (group, gen) not in self._seen:  # once per label generation
                     if group:
-                        self._add(f"g{SEP}{group}", gen)
+                        self._add(f"g{SEP}{group}", gen, expire)
                     self._add(base + "t0", d["created"], expire)
                     if expire is None:
                         self._seen.add((group, gen))
@@ -332,13 +332,41 @@ class Store:
 
     # ----------------------------------------------------------------- reads
     def counts(self, group: str) -> GroupCounts:
-        """Stored counts of ``group``: a few key reads, whatever the group's size."""
+        """Stored counts of ``group``: a few key reads, whatever the group's size.
+
+        In an expiring layer (``ttl``) counters cannot expire with each entry, so
+        the counts come from the entries still there (a scan of the group).
+        """
+        if self.ttl is not None:
+            return self._live_counts(group)
         base = _gkey("c", group, self.gen(group))
         values = {n: self._get(base + n) or 0 for n in _COUNTERS}
         return GroupCounts(
             group=group, submitted=values["n"], done=values["ok"], failed=values["fail"],
             cancelled=values["cancel"], reused=values["reused"],
             first_submitted=self._get(base + "t0"), last_finished=self._get(base + "t1"),
+        )
+
+    def _live_counts(self, group: str) -> GroupCounts:
+        found = self._group_pages(group)
+        if found is None:
+            return GroupCounts(group=group)
+        pages, latest = found
+        states: dict[str, int] = {}
+        stopped = []
+        for p in pages:
+            for c in p.calls:
+                o = latest.get(f"{p.prefix}{c[0]:08x}")
+                if o is not None:
+                    states[o[1]] = states.get(o[1], 0) + 1
+                    stopped.append(o[4] or 0.0)
+        reused = self._get(_gkey("c", group, self.gen(group)) + "reused") or 0
+        return GroupCounts(
+            group=group, submitted=sum(len(p.calls) for p in pages),
+            done=states.get("success", 0), failed=states.get("failure", 0),
+            cancelled=states.get("cancelled", 0), reused=reused,
+            first_submitted=min(p.created for p in pages),
+            last_finished=max(stopped) if stopped else None,
         )
 
     def known(self, group: str) -> bool:

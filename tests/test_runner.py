@@ -381,3 +381,13 @@ def test_a_store_removed_while_running_is_a_clear_error_not_silent_loss(store_di
             nbgroups.result_group("s", wait=-1)
     finally:
         api.reset()
+
+
+def test_cache_layer_counts_expire_with_their_entries(nb):
+    nb.async_task("math.floor", 1.5, group="cg", cached=1)
+    nb.result_group("cg", wait=-1, cached=True)
+    time.sleep(1.2)  # past the first task's TTL (correctness, not timing: it must be gone)
+    nb.async_task("math.floor", 2.5, group="cg", cached=60)
+    assert nb.result_group("cg", wait=-1, cached=True) == [2]
+    assert nb.count_group("cg", cached=True) == 1
+    assert nb.group_counts("cg", cached=True).submitted == 1
