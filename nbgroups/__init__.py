@@ -34,6 +34,7 @@ from .api import (
     sweep,
 )
 from .errors import (
+    ArgumentTypeError,
     ConfigurationError,
     NbgroupsError,
     SerializationError,
@@ -74,6 +75,7 @@ __all__ = [
     "progress",
     "settings",
     # values and errors
+    "ArgumentTypeError",
     "ConfigurationError",
     "GroupCounts",
     "NbgroupsError",

@@ -17,6 +17,7 @@ from typing import Any
 
 from . import names
 from .control import owner_alive
+from .errors import ArgumentTypeError, ConfigurationError
 from .jobs import Options
 from .records import State, TaskList, TaskRecord
 from .runner import Runner
@@ -90,7 +91,8 @@ def _check_backend(s: Settings) -> None:
     if s.backend != "dask":
         return
     if s.address is None and s.client is None:
-        raise ValueError("backend='dask' needs address='tcp://host:port' or client=Client(...)")
+        raise ConfigurationError(
+            "backend='dask' needs address='tcp://host:port' or client=Client(...)")
     from .dask_backend import prepare
 
     prepare(s)  # distributed missing, or a wrong address: fail here, not later
@@ -151,9 +153,11 @@ def default_group(group: str | None, **options: Any) -> Iterator[None]:
 # ---------------------------------------------------------------- validation
 def _check_group(group: Any, name: str = "group") -> None:
     if not isinstance(group, str):
-        raise TypeError(f"{name} must be a non-empty str, got {type(group).__name__} {group!r}")
+        raise ArgumentTypeError(
+            f"{name} must be a non-empty str, got {type(group).__name__} {group!r}")
     if not group or "\x00" in group:
-        raise ValueError(f"{name} must be a non-empty str without NUL characters, got {group!r}")
+        raise ConfigurationError(
+            f"{name} must be a non-empty str without NUL characters, got {group!r}")
 
 
 _valid_paths: set[str] = set()
@@ -164,12 +168,12 @@ def _check_func(func: Any) -> None:
         if func in _valid_paths:
             return
         if not func or any(not part.isidentifier() for part in func.split(".")):
-            raise ValueError(f"func as a string must be a dotted path like 'math.modf', "
-                             f"got {func!r}")
+            raise ConfigurationError(f"func as a string must be a dotted path like 'math.modf', "
+                                     f"got {func!r}")
         if len(_valid_paths) < 1024:
             _valid_paths.add(func)
     elif not callable(func):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"func must be a callable or a dotted path string, got {type(func).__name__} {func!r}"
         )
 
@@ -177,11 +181,12 @@ def _check_func(func: Any) -> None:
 def _wait_seconds(wait: Any) -> float | None:
     """``wait`` in ms -> seconds to wait (None: without limit)."""
     if isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise TypeError(f"wait must be milliseconds (an int >= 0, or -1 to wait without limit), "
-                        f"got {wait!r}")
+        raise ArgumentTypeError(
+            f"wait must be milliseconds (an int >= 0, or -1 to wait without limit), "
+            f"got {wait!r}")
     if wait != -1 and not (wait >= 0 and math.isfinite(wait)):
-        raise ValueError(f"wait must be >= 0 milliseconds, or -1 to wait without limit, "
-                         f"got {wait!r}")
+        raise ConfigurationError(f"wait must be >= 0 milliseconds, or -1 to wait without limit, "
+                                 f"got {wait!r}")
     return None if wait == -1 else wait / 1000
 
 
@@ -189,14 +194,14 @@ def _check_count(count: Any) -> None:
     if count is None:
         return
     if isinstance(count, bool) or not isinstance(count, int):
-        raise TypeError(f"count must be None or an int >= 1, got {count!r}")
+        raise ArgumentTypeError(f"count must be None or an int >= 1, got {count!r}")
     if count < 1:
-        raise ValueError(f"count must be None or an int >= 1, got {count!r}")
+        raise ConfigurationError(f"count must be None or an int >= 1, got {count!r}")
 
 
 def _check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be True or False, got {value!r}")
+        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
 
 
 _options_cache: dict = {}
@@ -233,7 +238,7 @@ def _build_options(raw: dict, s: Settings) -> tuple[Options, dict]:
     merged = {**_default_options.get(), **raw}
     unknown = sorted(set(merged) - OPTION_NAMES)
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown}; accepted: {sorted(OPTION_NAMES)}")
+        raise ArgumentTypeError(f"unknown option(s) {unknown}; accepted: {sorted(OPTION_NAMES)}")
     group = merged.get("group", _default_group.get())
     if group is not None:
         _check_group(group)
@@ -245,7 +250,7 @@ def _build_options(raw: dict, s: Settings) -> tuple[Options, dict]:
     CHECK.non_negative_int("retries", retries)
     hook = merged.get("hook")
     if hook is not None and not (callable(hook) or isinstance(hook, str)):
-        raise TypeError(f"hook must be a callable or a dotted path, got {hook!r}")
+        raise ArgumentTypeError(f"hook must be a callable or a dotted path, got {hook!r}")
     flags = {}
     for flag, default in (("sync", False), ("save", True), ("reuse", s.reuse)):
         value = merged.get(flag, default)
@@ -265,7 +270,7 @@ def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
         kwargs = dict(kwargs)
         q = kwargs.pop("q_options")
         if not isinstance(q, dict):
-            raise TypeError(f"q_options must be a dict of options, got {q!r}")
+            raise ArgumentTypeError(f"q_options must be a dict of options, got {q!r}")
         return q, kwargs
     if not kwargs:
         return kwargs, kwargs
@@ -322,7 +327,7 @@ def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str
     """
     _check_func(func)
     if not isinstance(args_iter, Iterable) or isinstance(args_iter, str | bytes):
-        raise TypeError(f"args_iter must be an iterable of arguments, got {args_iter!r}")
+        raise ArgumentTypeError(f"args_iter must be an iterable of arguments, got {args_iter!r}")
     opts, flags = _options(options)
     items = list(args_iter)
     if flags["reuse"]:  # the whole iterable is one call: the same items reuse the task
@@ -355,10 +360,10 @@ def sweep(func: Callable | str, group: str, **grid: Any) -> str:
     axes = {}
     for name, values in grid.items():
         if isinstance(values, str | bytes) or not isinstance(values, Iterable):
-            raise TypeError(f"sweep axis {name!r} must be a list of values, got {values!r}")
+            raise ArgumentTypeError(f"sweep axis {name!r} must be a list of values, got {values!r}")
         axes[name] = list(values)
     if not axes:
-        raise ValueError("sweep() needs at least one keyword list, e.g. x=[1, 2, 3]")
+        raise ConfigurationError("sweep() needs at least one keyword list, e.g. x=[1, 2, 3]")
     opts, flags = _options(raw)
     calls = [((), dict(zip(axes, point, strict=True)))
              for point in itertools.product(*axes.values())]
@@ -377,12 +382,15 @@ class Task(TaskRecord):
     """A task record with django-q's group helpers."""
 
     def group_result(self, failures: bool = False) -> list | None:
+        """Results of this task's group (:func:`result_group`); None if it has none."""
         return result_group(self.group, failures=failures) if self.group else None
 
     def group_count(self, failures: bool = False) -> int:
+        """Successes (or failures) of this task's group (:func:`count_group`)."""
         return count_group(self.group, failures=failures) if self.group else 0
 
     def group_delete(self, tasks: bool = False) -> int:
+        """Delete this task's group label, or its tasks (:func:`delete_group`)."""
         return delete_group(self.group, tasks=tasks) if self.group else 0
 
     def history(self, cached: bool = False) -> TaskList:
@@ -416,7 +424,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     With ``wait`` (ms; -1 without limit) waits for the task to finish.
     """
     if not isinstance(task_id, str):
-        raise TypeError(f"task_id must be a task id or name (str), got {task_id!r}")
+        raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
     timeout = _wait_seconds(wait)
     ttl = _layer(cached)
     r = runner()
@@ -633,28 +641,34 @@ class AsyncTask:
         return layer if layer is not None else (self.cached or False)
 
     def result(self, wait: int = 0) -> Any:
+        """The task's result (:func:`result`); None before :meth:`run`."""
         return result(self.id, wait=wait, cached=self._cached) if self.id else None
 
     def fetch(self, wait: int = 0) -> Task | None:
+        """The task's record (:func:`fetch`); None before :meth:`run`."""
         return fetch(self.id, wait=wait, cached=self._cached) if self.id else None
 
     def result_group(self, failures: bool = False, wait: int = 0, count: int | None = None):
+        """Results of the task's group (:func:`result_group`)."""
         if not self.group:
             return None
         return result_group(self.group, failures=failures, wait=wait, count=count,
                             cached=self._cached)
 
     def fetch_group(self, failures: bool = True, wait: int = 0, count: int | None = None):
+        """Records of the task's group (:func:`fetch_group`)."""
         if not self.group:
             return None
         return fetch_group(self.group, failures=failures, wait=wait, count=count,
                            cached=self._cached)
 
     def group_count(self, failures: bool = False) -> int:
+        """Successes (or failures) of the task's group (:func:`count_group`)."""
         return count_group(self.group, failures=failures, cached=self._cached) if self.group \
             else 0
 
     def group_delete(self, tasks: bool = False) -> int:
+        """Delete the task's group label, or its tasks (:func:`delete_group`)."""
         return delete_group(self.group, tasks=tasks, cached=self._cached) if self.group else 0
 
 

@@ -13,7 +13,15 @@ class NbgroupsError(Exception):
 
 
 class ConfigurationError(NbgroupsError, ValueError):
-    """A setting or a submission option has a value nbgroups does not accept."""
+    """An argument, a setting or a submission option has a value nbgroups does not accept."""
+
+
+class ArgumentTypeError(NbgroupsError, TypeError):
+    """An argument, a setting or a submission option has a type nbgroups does not accept."""
+
+
+class RunnerClosed(NbgroupsError, RuntimeError):
+    """A submission reached a runner that was closed."""
 
 
 class StoreError(NbgroupsError, OSError):

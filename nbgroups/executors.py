@@ -30,6 +30,7 @@ class Executor:
         self.workers = workers
 
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
+        """Run ``worker.run_batch(payload, monitor)``; a future of its outcome list."""
         raise NotImplementedError
 
     def is_broken(self, exc: BaseException) -> bool:
@@ -166,6 +167,7 @@ class LokyExecutor(Executor):
 
 
 def make_executor(settings) -> Executor:
+    """The executor backend named by ``settings.backend``."""
     if settings.backend == "loky":
         return LokyExecutor(settings.workers)
     if settings.backend == "thread":

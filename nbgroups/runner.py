@@ -57,7 +57,7 @@ from typing import Any
 
 from . import names
 from .control import Control, process_id
-from .errors import SerializationError, StoreError
+from .errors import RunnerClosed, SerializationError, StoreError
 from .executors import Executor, SyncExecutor, make_executor
 from .jobs import FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options
 from .records import GroupCounts, Outcome, State, TaskRecord
@@ -128,6 +128,7 @@ class Runner(Recovery, Control):
 
     # ------------------------------------------------------------------ stores
     def store_for(self, ttl: int | None) -> Store:
+        """The store of a layer: the durable one (``ttl`` None) or the cache layer."""
         if ttl is None:
             return self.store
         if self._cache_store is None:
@@ -158,7 +159,7 @@ class Runner(Recovery, Control):
         here and now (the ``sync`` option and backend).
         """
         if self._closed:
-            raise RuntimeError("this nbgroups runner was closed; call nbgroups.configure()")
+            raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
         n = len(calls)
         blob = self._pickled_func(func, options)  # raises before anything is registered
@@ -738,6 +739,7 @@ class Runner(Recovery, Control):
         return replace(c, queued=queued + unseen, running=running)
 
     def busy(self, group: str, ttl: int | None = None) -> bool:
+        """Whether this process still has queued or running tasks of ``group``."""
         return any(self.live_counts(group, ttl))
 
     def wait(self, predicate: Callable[[], bool], timeout: float | None,
@@ -781,6 +783,7 @@ class Runner(Recovery, Control):
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener``."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
 

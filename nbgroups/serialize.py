@@ -27,6 +27,7 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def key_path() -> Path:
+    """Where the per-user signing key lives (outside any store)."""
     base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return Path(base) / "nbgroups" / "secret.key"
 
@@ -142,6 +143,7 @@ def dumps_exception(exc: BaseException, traceback_text: str) -> bytes:
 
 
 def loads_exception(data: bytes | memoryview) -> BaseException:
+    """A failed task's exception, or a :class:`TaskError` if it cannot be rebuilt."""
     try:
         return pickle.loads(data)
     except Exception as exc:
@@ -149,6 +151,7 @@ def loads_exception(data: bytes | memoryview) -> BaseException:
 
 
 def format_exception(exc: BaseException) -> str:
+    """The traceback text of ``exc``."""
     return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
 
 
@@ -170,6 +173,7 @@ def callable_name(func: Any) -> str:
 
 
 def join_chunks(chunks: list[bytes | memoryview]) -> list:
+    """An ``async_iter`` result: its pickled chunks, joined in input order."""
     out: list = []
     for chunk in chunks:
         out.extend(pickle.loads(chunk))

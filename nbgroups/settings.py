@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigurationError
+from .errors import ArgumentTypeError, ConfigurationError
 
 BACKENDS = ("loky", "thread", "sync", "dask")
 PROGRESS = ("auto", "widget", "text", False)
@@ -67,7 +67,8 @@ class Settings:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
             known = ", ".join(f.name for f in dataclasses.fields(self))
-            raise TypeError(f"configure() got unknown setting(s) {unknown}; accepted: {known}")
+            raise ArgumentTypeError(
+                f"configure() got unknown setting(s) {unknown}; accepted: {known}")
         return dataclasses.replace(self, **changes)
 
 
@@ -76,45 +77,48 @@ class _Checker:
 
     def text(self, name: str, value: Any) -> None:
         if not isinstance(value, str | os.PathLike) or not str(value):
-            raise TypeError(f"{name} must be a non-empty string, got {value!r}")
+            raise ArgumentTypeError(f"{name} must be a non-empty string, got {value!r}")
 
     def positive_int(self, name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int >= 1, got {value!r}")
+            raise ArgumentTypeError(f"{name} must be an int >= 1, got {value!r}")
         if value < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+            raise ConfigurationError(f"{name} must be an int >= 1, got {value!r}")
 
     def non_negative_int(self, name: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{name} must be an int >= 0, got {value!r}")
+            raise ArgumentTypeError(f"{name} must be an int >= 0, got {value!r}")
         if value < 0:
-            raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+            raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")
 
     def timeout(self, name: str, value: Any) -> None:
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+            raise ArgumentTypeError(
+                f"{name} must be a number of seconds > 0 or None, got {value!r}")
         if not value > 0:
-            raise ValueError(f"{name} must be a number of seconds > 0 or None, got {value!r}")
+            raise ConfigurationError(
+                f"{name} must be a number of seconds > 0 or None, got {value!r}")
 
     def cached(self, name: str, value: Any) -> None:
         if isinstance(value, bool):
             return
         if not isinstance(value, int):
-            raise TypeError(f"{name} must be True, False or a TTL in seconds (int), got {value!r}")
+            raise ArgumentTypeError(
+                f"{name} must be True, False or a TTL in seconds (int), got {value!r}")
         if value < 1:
-            raise ValueError(f"{name} as a TTL must be >= 1 second, got {value!r}")
+            raise ConfigurationError(f"{name} as a TTL must be >= 1 second, got {value!r}")
 
     def boolean(self, name: str, value: Any) -> None:
         if not isinstance(value, bool):
-            raise TypeError(f"{name} must be True or False, got {value!r}")
+            raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
 
     def choice(self, name: str, value: Any, choices: tuple) -> None:
         # identity for False: 0 == False, but progress=0 is not progress=False
         if not any(value is c if isinstance(c, bool) else (type(value) is str and value == c)
                    for c in choices):
-            raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+            raise ConfigurationError(f"{name} must be one of {list(choices)}, got {value!r}")
 
 
 CHECK = _Checker()
@@ -129,7 +133,7 @@ def _flag(text: str) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ValueError(text)
+    raise ConfigurationError(text)
 
 
 _ENV_PARSERS = {

@@ -44,6 +44,7 @@ from typing import Any
 from . import names
 from .errors import SignatureError, StoreError
 from .records import (
+    SCHEMA_VERSION,
     Call,
     GroupCounts,
     Outcome,
@@ -129,8 +130,17 @@ class Store:
         """The value of a large result stored by :meth:`_put_stream`."""
         data = self._get(key)
         if data is None:
-            raise KeyError(f"the result entry {key.replace(SEP, '/')!r} is missing from the store")
+            raise StoreError(f"the result entry {key.replace(SEP, '/')!r} is missing from the "
+                             "store (deleted outside nbgroups, or expired)")
         return loads(self._signer.verify(data, key, f"entry {key.replace(SEP, '/')!r}"))
+
+    def _outcome_rows(self, key: str, data: Any) -> list[tuple]:
+        """The rows of an outcome page: ``(schema version, [Outcome-layout tuples])``."""
+        version, rows = self._load(key, data)
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"store entry {key.replace(SEP, '/')!r} was written by a newer "
+                             f"nbgroups (schema {version}); upgrade nbgroups to read it")
+        return rows
 
     def _load(self, key: str, data: Any) -> Any:
         if not isinstance(data, bytes | memoryview):
@@ -215,7 +225,7 @@ class Store:
                         self._put_stream(bkey, blob, expire)
                         o = (*o[:5], bkey, *o[6:])
                     rows.append(o if type(o) is tuple else tuple(o))
-                self._put_plain(key, rows, expire)
+                self._put_plain(key, (SCHEMA_VERSION, rows), expire)
                 for prefix in {p for p, _, _ in items}:
                     self._set(f"q{SEP}{prefix}{SEP}{ctr}", key, expire)
                 deltas = Counter(o[1] for o in rows)
@@ -227,6 +237,7 @@ class Store:
                 self._set(base + "t1", now, expire)
 
     def add_reused(self, group: str | None, count: int) -> None:
+        """Count ``count`` calls of ``group`` found already done by a re-submission."""
         self._incr(_gkey("c", group, self.gen(group)) + "reused", count, self._expire(None))
 
     # ----------------------------------------------------------------- reuse index
@@ -274,7 +285,7 @@ class Store:
                 if okey not in outcome_pages:
                     value = self._get(okey)
                     outcome_pages[okey] = {} if value is None else {
-                        o[0]: o[1] for o in self._load(okey, value)}
+                        o[0]: o[1] for o in self._outcome_rows(okey, value)}
             for key, tid in items:
                 call = calls.get(names.split_id(tid)[1])
                 if call is None:
@@ -370,6 +381,7 @@ class Store:
         )
 
     def known(self, group: str) -> bool:
+        """Whether ``group`` has tasks under its current label."""
         return bool(self._get(_gkey("c", group, self.gen(group)) + "n"))
 
     def groups(self) -> list[str]:
@@ -388,7 +400,7 @@ class Store:
         """Task id -> its latest outcome tuple (layout of :class:`Outcome`)."""
         latest: dict[str, tuple] = {}
         for key, data in outcome_pages:  # in counter order: later runs win
-            latest.update((o[0], o) for o in self._load(key, data))
+            latest.update((o[0], o) for o in self._outcome_rows(key, data))
         return latest
 
     def _group_pages(self, group: str) -> tuple[list[SpecPage], dict[str, tuple]] | None:
@@ -413,6 +425,7 @@ class Store:
         return out
 
     def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
+        """The group's task records in submission order; None if unknown."""
         entries = self.group_entries(group)
         if entries is None:
             return None
@@ -463,7 +476,7 @@ class Store:
         for _, okey in self._scan(f"q{SEP}{task_id[:24]}{SEP}"):
             value = self._get(okey)
             if value is not None:
-                runs += [o for o in self._load(okey, value) if o[0] == task_id]
+                runs += [o for o in self._outcome_rows(okey, value) if o[0] == task_id]
         return runs
 
     def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:

@@ -83,6 +83,7 @@ def _failure(key, started, exc: BaseException):
 
 
 def run_call(key, func, args, kwargs, passthrough: tuple = ()) -> tuple:
+    """One call: its outcome tuple (the result pickled, or the failure)."""
     started = time.time()
     try:
         value = func(*args, **(kwargs or {}))
