@@ -438,7 +438,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     def finished() -> bool:
         # Not running here first, then read: a re-run (retry_group) that ends
         # between the two is then read with its new outcome, never the old one.
-        if tid in r._active:
+        if r.pending(tid):
             return False
         box[0] = _find(r, tid, ttl)
         return box[0] is not None and box[0].state.final
@@ -510,13 +510,12 @@ def _with_running(r: Runner, tasks: TaskList) -> TaskList:
     """Mark the tasks this process is running (the store only knows queued)."""
     import dataclasses
 
-    active = r._active
-    if not active:
+    running = r.running_ids()
+    if not running:
         return tasks
     return TaskList(
         dataclasses.replace(t, state=State.RUNNING)
-        if t.state is State.QUEUED and (j := active.get(t.id)) is not None
-        and j.state is State.RUNNING else t
+        if t.state is State.QUEUED and t.id in running else t
         for t in tasks
     )
 

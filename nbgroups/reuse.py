@@ -118,8 +118,7 @@ def submit_reusing(
     ids: list[str | None] = [None] * len(calls)
     reused_keys, rerun, new = [], [], []
     seen: dict[str, int] = {}  # a key repeated in this submission: the first call's task
-    with runner._lock:
-        active = set(runner._active)
+    active = runner.pending_ids()
     for i, key in enumerate(keys):
         if key is not None and key in seen:
             continue
@@ -159,7 +158,7 @@ def submit_reusing(
 
 def _finish_inline(runner: Any, store: Any, tids: list[str]) -> None:
     """``sync=True``: wait for the re-run calls, and raise the first failure, as inline runs do."""
-    runner.wait(lambda: not any(t in runner._active for t in tids), None)
+    runner.wait(lambda: not any(runner.pending(t) for t in tids), None)
     for tid in tids:
         task = store.task(tid)
         if task is not None and task.success is False:

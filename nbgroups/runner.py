@@ -738,6 +738,20 @@ class Runner(Recovery, Control):
         # kernel) or orphaned by a dead one; both show as queued.
         return replace(c, queued=queued + unseen, running=running)
 
+    def pending(self, task_id: str) -> bool:
+        """Whether this runner has the task queued or running (not yet finished)."""
+        return task_id in self._active
+
+    def pending_ids(self) -> set[str]:
+        """The ids of every task this runner has queued or running, now."""
+        with self._lock:
+            return set(self._active)
+
+    def running_ids(self) -> set[str]:
+        """The ids of the tasks this runner has handed to its executor."""
+        with self._lock:
+            return {tid for tid, j in self._active.items() if j.state is State.RUNNING}
+
     def busy(self, group: str, ttl: int | None = None) -> bool:
         """Whether this process still has queued or running tasks of ``group``."""
         return any(self.live_counts(group, ttl))

@@ -39,7 +39,7 @@ def load_secret() -> bytes:
         return hashlib.sha256(env.encode()).digest()
     path = key_path()
     try:
-        return path.read_bytes()
+        return _checked_key(path, path.read_bytes())
     except FileNotFoundError:
         pass
     except OSError as exc:
@@ -62,6 +62,18 @@ def load_secret() -> bytes:
         raise StoreError(f"cannot create the signing key {str(path)!r}: {exc.strerror or exc}. "
                          "Set XDG_CONFIG_HOME to a writable directory, or NBGROUPS_SECRET."
                          ) from None
+
+
+def _checked_key(path: Path, key: bytes) -> bytes:
+    """Refuse a key others can read or that is too short: it would sign for them too."""
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        raise StoreError(f"the signing key {str(path)!r} is readable by others (mode "
+                         f"{mode & 0o777:o}); run: chmod 600 {path}")
+    if len(key) < 32:
+        raise StoreError(f"the signing key {str(path)!r} is shorter than 32 bytes; delete it "
+                         "to have a new one made (results signed with it become unreadable)")
+    return key
 
 
 class Signer:

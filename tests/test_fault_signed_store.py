@@ -163,3 +163,15 @@ def test_another_key_cannot_read(nb, store_dir, monkeypatch):
     monkeypatch.delenv("NBGROUPS_SECRET")
     nbgroups.configure(store=str(store_dir), backend="sync", progress=False)
     assert nbgroups.result_group("sec") == ["1", "2", "3"]
+
+
+def test_a_signing_key_others_can_read_is_refused(tmp_path, monkeypatch):
+    from nbgroups.serialize import key_path, load_secret
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    load_secret()  # made 0600
+    path = key_path()
+    assert (path.stat().st_mode & 0o777) == 0o600
+    path.chmod(0o644)
+    with pytest.raises(nbgroups.StoreError, match="chmod 600"):
+        load_secret()
