@@ -16,9 +16,10 @@ import time
 
 from . import names
 from .errors import TaskError
-from .jobs import Job, Options
+from .jobs import FINAL, Batch, Job, Options
 from .records import State
 from .serialize import dumps_exception, format_exception
+from .worker import CANCEL, read_monitor
 
 
 def _start_time(pid: int) -> str:
@@ -89,6 +90,9 @@ class Control:
                     batch.cancelled = True
                     for j in batch.jobs:
                         found.setdefault(id(j), j)
+                elif batch.monitor:
+                    for j in self._stop_unstarted(batch):
+                        found.setdefault(id(j), j)
             cancelled = list(found.values())
             for job in cancelled:
                 was = job.state
@@ -100,6 +104,21 @@ class Control:
             self._record_cancelled(cancelled, now)
             self._notify()
         return len(cancelled)
+
+    def _stop_unstarted(self, batch: Batch) -> list[Job]:
+        """The calls of a batch a worker has (or will have) that have not begun:
+        the marker makes its worker skip them. Marker first, then the stamp: a
+        call stamped after this read sees the marker, so the list is exact."""
+        try:
+            with open(batch.monitor + CANCEL, "x"):
+                pass
+        except FileExistsError:
+            pass
+        except OSError:
+            return []
+        stamp = read_monitor(batch.monitor)
+        first = stamp[1] + 1 if stamp and stamp[0] == batch.id else 0
+        return [j for j in batch.jobs[first:] if j.state not in FINAL]
 
     def _record_cancelled(self, jobs: list[Job], now: float) -> None:
         """Write 'cancelled' outcomes, each with its own layer and TTL."""

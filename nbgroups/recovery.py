@@ -16,7 +16,7 @@ import signal
 import time
 
 from .errors import TaskTimeout, WorkerDied
-from .jobs import Batch, Job
+from .jobs import FINAL, Batch, Job
 from .serialize import dumps_exception, format_exception
 from .worker import read_monitor
 
@@ -55,6 +55,8 @@ class Recovery:
         failed = []
         with self._lock:
             for i, job in reversed(list(enumerate(batch.jobs))):
+                if job.state in FINAL:  # cancelled meanwhile: nothing to salvage
+                    continue
                 if i == running and cause is not None:
                     tb = format_exception(cause)
                     failed.append((job, ("", "failure", stamp[3], time.time(), None,

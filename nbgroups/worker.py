@@ -32,6 +32,7 @@ from .errors import TaskError
 from .serialize import dumps_exception, dumps_result, format_exception, loads
 
 MONITOR = struct.Struct("<qqqd")  # batch id, call index, pid, start time
+CANCEL = ".cancel"  # beside a monitor file: the calls of that batch not begun are cancelled
 
 _func_cache: dict[bytes, Any] = {}
 
@@ -149,6 +150,13 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
         for i, (key, fidx, args, kwargs, iterable) in enumerate(calls):
             if fd is not None:
                 os.pwrite(fd, MONITOR.pack(batch_id, i, pid, time.time()), 0)
+                # Stamped first, then the marker checked: cancel_group writes the
+                # marker first, then reads the stamp, so it knows exactly which
+                # calls will not start.
+                if os.path.exists(monitor + CANCEL):
+                    now = time.time()
+                    out += [(k, "cancelled", now, now, None, None, None) for k, *_ in calls[i:]]
+                    break
             try:
                 func = loaded.get(fidx)
                 if func is None:

@@ -99,28 +99,35 @@ def test_async_iter_small_sizes(nb, n):
         list(range(n))
 
 
-def sleepy(x):
-    import time
+def gate(i, started_dir, release):
+    """Says it began (a file), then waits for ``release``."""
+    open(os.path.join(started_dir, str(i)), "w").close()
+    deadline = time.time() + 60
+    while not os.path.exists(release) and time.time() < deadline:
+        time.sleep(0.01)
+    return i
 
-    time.sleep(0.4)
-    return x
 
-
-def test_cancel_takes_back_batches_the_pool_has_not_started(nb_loky):
+def test_cancel_stops_every_call_not_begun_even_in_loky_queue(nb_loky, tmp_path):
     nb = nb_loky
-    for i in range(8):
-        nb.async_task(sleepy, i, group="c")
+    warm, started = tmp_path / "warm", tmp_path / "started"
+    warm.mkdir()
+    started.mkdir()
+    release = tmp_path / "go"
+    # learn gate's statistics (small results): then two batches per worker go to
+    # loky, several calls each, and loky's own queue holds one of them
+    nb.sweep(gate, "warm", i=range(4), started_dir=[str(warm)], release=[str(tmp_path)])
+    nb.result_group("warm", wait=-1)
+    nb.sweep(gate, "c", i=range(20), started_dir=[str(started)], release=[str(release)])
     r = api.runner()
-    assert r.wait(lambda: nb.group_counts("c").running >= 2, 60)
+    assert r.wait(lambda: len(os.listdir(started)) >= r._workers(), 60)
     cancelled = nb.cancel_group("c")
+    begun = {int(name) for name in os.listdir(started)}  # both workers wait at the gate
+    release.touch()
     tasks = nb.fetch_group("c", wait=-1)
-    states = [t.state for t in tasks]
-    assert states.count(nbgroups.State.CANCELLED) == cancelled
-    assert states.count(nbgroups.State.SUCCESS) == 8 - cancelled
-    # at most the batches workers had begun, plus what loky had queued for them, ran
-    assert 2 <= 8 - cancelled <= 2 * r._workers()
-    c = nb.group_counts("c")
-    assert (c.done, c.cancelled, c.running, c.queued) == (8 - cancelled, cancelled, 0, 0)
+    ran = {t.result for t in tasks if t.success}
+    assert ran == begun  # exactly the calls that had begun ran; nothing else started
+    assert [t.state for t in tasks].count(nbgroups.State.CANCELLED) == cancelled == 20 - len(ran)
 
 
 def interrupt_at(x, at):
