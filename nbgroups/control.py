@@ -19,7 +19,7 @@ from .errors import TaskError
 from .jobs import FINAL, Batch, Job, Options
 from .records import State
 from .serialize import dumps_exception, format_exception
-from .worker import CANCEL, read_monitor
+from .worker import CANCEL_AT, read_monitor
 
 
 def _start_time(pid: int) -> str:
@@ -107,13 +107,15 @@ class Control:
 
     def _stop_unstarted(self, batch: Batch) -> list[Job]:
         """The calls of a batch a worker has (or will have) that have not begun:
-        the marker makes its worker skip them. Marker first, then the stamp: a
-        call stamped after this read sees the marker, so the list is exact."""
+        a flag in the batch's monitor file makes its worker skip them. Flag
+        first, then the stamp: a call stamped after this read sees the flag, so
+        the list is exact."""
         try:
-            with open(batch.monitor + CANCEL, "x"):
-                pass
-        except FileExistsError:
-            pass
+            fd = os.open(batch.monitor, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.pwrite(fd, b"\x01", CANCEL_AT)
+            finally:
+                os.close(fd)
         except OSError:
             return []
         stamp = read_monitor(batch.monitor)

@@ -72,7 +72,6 @@ from .serialize import (
 )
 from .settings import Settings
 from .store import LARGE_RESULT, DiskStore, Store, build_record
-from .worker import CANCEL
 
 log = logging.getLogger("nbgroups")
 
@@ -571,9 +570,8 @@ class Runner(Recovery, Control):
                 # next garbage collection (20 x 50 MB results: 1 GB otherwise).
                 batch.future = None
                 if batch.monitor:
-                    for path in (batch.monitor, batch.monitor + CANCEL):
-                        with contextlib.suppress(OSError):
-                            os.unlink(path)
+                    with contextlib.suppress(OSError):
+                        os.unlink(batch.monitor)
             self._learn(batch, outs)
             finished += [(batch.jobs[o[0]], o) for o in outs]
         if broken:

@@ -32,7 +32,7 @@ from .errors import TaskError
 from .serialize import dumps_exception, dumps_result, format_exception, loads
 
 MONITOR = struct.Struct("<qqqd")  # batch id, call index, pid, start time
-CANCEL = ".cancel"  # beside a monitor file: the calls of that batch not begun are cancelled
+CANCEL_AT = MONITOR.size  # a byte after the stamp: set, the calls not begun are cancelled
 
 _func_cache: dict[bytes, Any] = {}
 
@@ -144,7 +144,7 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     batch_id, funcs, calls = loads(payload)
     loaded: dict[int, Any] = {}
     out = []
-    fd = os.open(monitor, os.O_WRONLY | os.O_CREAT, 0o600) if monitor else None
+    fd = os.open(monitor, os.O_RDWR | os.O_CREAT, 0o600) if monitor else None
     pid = os.getpid()
     try:
         for i, (key, fidx, args, kwargs, iterable) in enumerate(calls):
@@ -153,7 +153,7 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
                 # Stamped first, then the marker checked: cancel_group writes the
                 # marker first, then reads the stamp, so it knows exactly which
                 # calls will not start.
-                if os.path.exists(monitor + CANCEL):
+                if os.pread(fd, 1, CANCEL_AT) == b"\x01":
                     now = time.time()
                     out += [(k, "cancelled", now, now, None, None, None) for k, *_ in calls[i:]]
                     break
