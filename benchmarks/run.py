@@ -12,7 +12,6 @@ See benchmarks/README.md for recorded figures.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import gc
 import math
 import os
@@ -26,8 +25,8 @@ import psutil
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import nbgroups  # noqa: E402
-from nbgroups import api  # noqa: E402
+import nbgroups
+from nbgroups import api
 
 WORKERS = 2
 ROWS: list[tuple[str, str, str]] = []
@@ -214,12 +213,20 @@ def bench_memory(tmp: str) -> None:
     warm()
     gc.collect()
     base = psutil.Process().memory_info().rss
+    r = api.runner()
     with PeakRSS() as p:
         tid = nbgroups.async_iter("math.modf", range(1_000_000))
-        assert nbgroups.fetch(tid, wait=-1).success
+        r.flush()  # from here the task is pending until finished and stored
+        r.wait(lambda: not r.pending(tid), None)  # the result is not read
     row("peak kernel RSS during a 1,000,000-item async_iter", f"{p.peak / 2**20:.0f} MB",
         f"(before: {base / 2**20:.0f} MB)")
     target("5a", p.peak < 300 * 2**20, f"peak RSS < 300 MB (is {p.peak / 2**20:.0f} MB)")
+    with PeakRSS() as p:
+        out = nbgroups.result(tid)
+        assert len(out) == 1_000_000
+    row("... then result(): the list of 1,000,000 tuples in the kernel", f"{p.peak / 2**20:.0f} MB",
+        "(the list itself is ~110 MB)")
+    del out
 
     def big(i):
         return np.full(50 * 2**20 // 8, float(i))
@@ -291,7 +298,7 @@ def bench_display(tmp: str, n: int = 10_000) -> None:
         warm()
         counter = iter(range(10**9))
 
-        def nbg():
+        def nbg(mode=mode, counter=counter):
             g = f"d{next(counter)}"
             for i in range(n):
                 nbgroups.async_task("math.modf", i, group=g)

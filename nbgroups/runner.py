@@ -474,6 +474,11 @@ class Runner(Recovery, Control):
             return
         if self._executor is None:
             self._executor = make_executor(self.settings)
+            # atexit runs last-registered first: loky registered its own handler
+            # when imported, so ours goes after it to run before it (the pool
+            # must still accept the close, not print "cannot schedule" tracebacks)
+            atexit.unregister(_close_all)
+            atexit.register(_close_all)
         while self._ready:
             head = self._ready[0].func[0]
             stats = self._stats.get(head)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import pickle
 import traceback as tb_module
@@ -85,9 +86,14 @@ class Signer:
     def mac(self, payload: bytes | memoryview, where: str = "") -> bytes:
         """HMAC-SHA256 of ``payload`` bound to ``where`` (the store key it lives
         under): a valid entry moved to another key no longer verifies."""
+        return self.mac_parts([payload], where)
+
+    def mac_parts(self, parts: list[bytes], where: str = "") -> bytes:
+        """:meth:`mac` of the concatenation of ``parts``, without concatenating."""
         context = where.encode()
         h = hmac.new(self._key, len(context).to_bytes(4, "big") + context, hashlib.sha256)
-        h.update(payload)
+        for part in parts:
+            h.update(part)
         return h.digest()
 
     def sign(self, payload: bytes, where: str = "") -> bytes:
@@ -182,6 +188,15 @@ def callable_name(func: Any) -> str:
     name = getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func)
     return f"{module}.{name}" if module else name
 
+
+
+def join_stream(data: bytes | memoryview) -> list:
+    """An ``async_iter`` result stored as consecutive pickled chunks, joined."""
+    stream = io.BytesIO(data)
+    out: list = []
+    while stream.tell() < len(data):
+        out.extend(pickle.load(stream))
+    return out
 
 
 def join_chunks(chunks: list[bytes | memoryview]) -> list:

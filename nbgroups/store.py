@@ -53,10 +53,11 @@ from .records import (
     TaskList,
     TaskRecord,
 )
-from .serialize import Signer, join_chunks, load_secret, loads, loads_exception
+from .serialize import Signer, join_chunks, join_stream, load_secret, loads, loads_exception
 
 SEP = "\x00"
 LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
+_CHUNKED = f"{SEP}c"  # ends the key of such an entry holding async_iter chunks
 _COUNTERS = ("n", "ok", "fail", "cancel", "reused")
 _STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
 
@@ -122,9 +123,10 @@ class Store:
 
         self._set(key, self._signer.sign(dumps_plain(obj), key), expire)
 
-    def _put_stream(self, key: str, payload: bytes, expire: float | None) -> None:
-        """Store signed bytes; the disk store streams them instead of concatenating."""
-        self._set(key, self._signer.sign(payload, key), expire)
+    def _put_stream(self, key: str, parts: list[bytes], expire: float | None) -> None:
+        """Store the signed concatenation of ``parts``; the disk store streams it
+        to its file without ever building the concatenation."""
+        self._set(key, self._signer.mac_parts(parts, key) + b"".join(parts), expire)
 
     def _blob(self, key: str) -> Any:
         """The value of a large result stored by :meth:`_put_stream`."""
@@ -132,7 +134,8 @@ class Store:
         if data is None:
             raise StoreError(f"the result entry {key.replace(SEP, '/')!r} is missing from the "
                              "store (deleted outside nbgroups, or expired)")
-        return loads(self._signer.verify(data, key, f"entry {key.replace(SEP, '/')!r}"))
+        payload = self._signer.verify(data, key, f"entry {key.replace(SEP, '/')!r}")
+        return join_stream(payload) if key.endswith(_CHUNKED) else loads(payload)
 
     def _outcome_rows(self, key: str, data: Any) -> list[tuple]:
         """The rows of an outcome page: ``(schema version, [Outcome-layout tuples])``."""
@@ -218,11 +221,15 @@ class Store:
                 rows = []
                 for _, o, _ in items:
                     blob = o[5]
-                    if type(blob) is bytes and len(blob) >= LARGE_RESULT:
+                    chunked = type(blob) is list  # async_iter: pickled chunks
+                    size = sum(map(len, blob)) if chunked else \
+                        len(blob) if type(blob) is bytes else 0
+                    if size >= LARGE_RESULT:
                         # Its own entry, streamed to a file and signed without a
                         # copy; the outcome page keeps the entry's key (a str).
                         bkey = f"{_gkey('b', group, gen)}{o[0]}{SEP}{ctr}"
-                        self._put_stream(bkey, blob, expire)
+                        bkey += _CHUNKED if chunked else ""
+                        self._put_stream(bkey, blob if chunked else [blob], expire)
                         o = (*o[:5], bkey, *o[6:])
                     rows.append(o if type(o) is tuple else tuple(o))
                 self._put_plain(key, (SCHEMA_VERSION, rows), expire)
@@ -451,7 +458,7 @@ class Store:
                     append(loads(blob) if type(blob) is bytes
                            else _result_value(Outcome._make(o), self._blob))
                 elif failures and state == "failure":
-                    append(_failure_value(Outcome._make(o)))
+                    append(_failure_value(Outcome._make(o), self._blob))
         return out
 
     def _locate(self, task_id: str) -> tuple[SpecPage, Call, str | None] | None:
@@ -555,7 +562,7 @@ def build_record(
     elif state is State.SUCCESS:
         result = _result_value(o, blobs)
     else:
-        result = _failure_value(o)
+        result = _failure_value(o, blobs)
     if items is not None:  # async_iter: the items are the arguments
         args = (items,)
     return cls(
@@ -578,17 +585,19 @@ def _result_value(o: Outcome, blobs: Any = None) -> Any:
     return loads(o.result)
 
 
-def _failure_value(o: Outcome) -> Any:
+def _failure_value(o: Outcome, blobs: Any = None) -> Any:
     if isinstance(o.result, list):  # async_iter: the items' results and exceptions
         return join_chunks(o.result)
+    if isinstance(o.result, str) and o.result.endswith(_CHUNKED):  # the same, in its own entry
+        return blobs(o.result)
     return loads_exception(o.error) if o.error is not None else None
 
 
 class _SignedReader:
     """A file-like view of ``mac + payload`` that never concatenates them."""
 
-    def __init__(self, mac: bytes, payload: bytes) -> None:
-        self._parts = [memoryview(mac), memoryview(payload)]
+    def __init__(self, mac: bytes, *parts: bytes) -> None:
+        self._parts = [memoryview(mac), *map(memoryview, parts)]
 
     def read(self, size: int = -1) -> bytes | memoryview:
         while self._parts and not len(self._parts[0]):
@@ -765,11 +774,11 @@ class DiskStore(Store):
                          (prefix, end)).fetchall()
         return [k for (k,) in rows if isinstance(k, str)]
 
-    def _put_stream(self, key, payload, expire):
+    def _put_stream(self, key, parts, expire):
         # diskcache copies a file-like object to its file chunk by chunk
-        # (read=True): MAC then payload, without building MAC + payload.
-        self._cache.set(key, _SignedReader(self._signer.mac(payload, key), payload), expire=expire,
-                        read=True, retry=True)
+        # (read=True): MAC then the parts, without building MAC + payload.
+        self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
+                        expire=expire, read=True, retry=True)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

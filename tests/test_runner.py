@@ -398,3 +398,23 @@ def test_cache_layer_counts_expire_with_their_entries(nb):
     assert nb.result_group("cg", wait=-1, cached=True) == [2]
     assert nb.count_group("cg", cached=True) == 1
     assert nb.group_counts("cg", cached=True).submitted == 1
+
+
+def kilobytes_or_fail(i):
+    if i == 777:
+        raise ValueError("777")
+    return i.to_bytes(4, "big") * 256  # 1 KiB, distinct (b"x" * 1024 is one shared constant)
+
+
+def test_a_large_async_iter_result_gets_its_own_entry(nb):
+    from nbgroups.store import SEP
+
+    ok = nb.async_iter(kilobytes_or_fail, range(2000), group="li")  # ~2 MB of results
+    out = nb.result(ok, wait=-1)
+    assert len(out) == 2000 and out[1] == (1).to_bytes(4, "big") * 256
+    assert isinstance(out[777], ValueError)
+    task = nb.fetch(ok)
+    assert task.success is False and task.error == "ValueError: 777"
+    assert nb.result_group("li", failures=True)[0][776] == (776).to_bytes(4, "big") * 256
+    entries = api.runner().store._scan_keys(f"b{SEP}li{SEP}0{SEP}")
+    assert len(entries) == 1 and entries[0].endswith(f"{SEP}c")
