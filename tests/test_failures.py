@@ -4,6 +4,7 @@ on and the pool survives. Loky and sync backends, real store."""
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import pytest
@@ -115,8 +116,14 @@ def test_exception_that_does_not_pickle(nb):
 def test_exception_that_pickles_but_does_not_rebuild(nb):
     tid = _submit_around(nb, "f-rebuild", raise_unrebuildable)
     exc = nb.result(tid, wait=-1)
-    assert isinstance(exc, nbgroups.TaskError)
-    assert exc.type_name.endswith("Unrebuildable") and exc.message == "left/right"
+    inline = nb.settings().backend == "sync"
+    if inline and "tblib.pickling_support" in sys.modules:
+        # importing distributed (test_dask) installs tblib's exception pickling in
+        # this process: an inline task's exception then rebuilds, and is kept as is
+        assert type(exc).__name__ == "Unrebuildable" and str(exc) == "left/right"
+    else:
+        assert isinstance(exc, nbgroups.TaskError)
+        assert exc.type_name.endswith("Unrebuildable") and exc.message == "left/right"
     _check_group_went_on(nb, "f-rebuild", 3)
 
 
