@@ -47,6 +47,7 @@ import itertools
 import logging
 import math
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -538,6 +539,7 @@ class Runner(Recovery, Control):
             return
         self._inflight[bid] = batch
         batch.pool = self._executor.generation
+        _block_sigint()
         batch.future = self._executor.submit(payload, monitor)
         batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
 
@@ -828,6 +830,22 @@ class Runner(Recovery, Control):
             self.store.close()
             if self._cache_store is not None:
                 self._cache_store.close()
+
+
+def _block_sigint() -> None:
+    """Block SIGINT in the runner thread, just before the executor may spawn.
+
+    Jupyter's interrupt sends SIGINT to the kernel's whole process group. Blocked
+    here, it stays blocked in the threads loky starts from this one and in the
+    workers they fork and exec: a worker still importing never sees it (loky#477);
+    the kernel's main thread still gets Ctrl-C. Done before every submit because
+    starting loky's resource tracker unblocks SIGINT in the calling thread.
+    """
+    if _SIGMASK:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+_SIGMASK = hasattr(signal, "pthread_sigmask")
 
 
 _RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
