@@ -126,16 +126,6 @@ def runner() -> Runner:
         return _runner
 
 
-def use_store(store: Store) -> Runner:
-    """Run on an already-built store (tests use :class:`~nbgroups.store.MemoryStore`)."""
-    global _runner
-    with _lock:
-        if _runner is not None:
-            _retire(_runner)
-        _runner = _new_runner(settings(), store=store)
-        return _runner
-
-
 @contextlib.contextmanager
 def default_group(group: str | None, **options: Any) -> Iterator[None]:
     """Make ``group`` (and ``options``) the default of every submission inside."""

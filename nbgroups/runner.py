@@ -144,10 +144,6 @@ class Runner(Recovery, Control):
                         self._cache_store = DiskStore(base / "cache", keep_args=False, ttl=ttl)
         return self._cache_store
 
-    @property
-    def cache_store(self) -> Store:
-        return self.store_for(self.settings.cache_ttl)
-
     # ------------------------------------------------------------------ submit
     def submit(
         self, func: Any, calls: list[tuple[tuple, dict | None]], options: Options,

@@ -243,10 +243,6 @@ class Store:
                         self._incr(base + name, delta, expire)
                 self._set(base + "t1", now, expire)
 
-    def add_reused(self, group: str | None, count: int) -> None:
-        """Count ``count`` calls of ``group`` found already done by a re-submission."""
-        self._incr(_gkey("c", group, self.gen(group)) + "reused", count, self._expire(None))
-
     # ----------------------------------------------------------------- reuse index
     # k\0GROUP\0GEN\0KEY -> "TASK_ID", or "TASK_ID\0r" once a re-submission found it
     # done (then it is known to have succeeded: success is final). See nbgroups.reuse.
