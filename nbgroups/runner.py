@@ -600,47 +600,42 @@ class Runner(Recovery, Control):
             stats[1] = max(size, int(0.7 * stats[1] + 0.3 * size))
 
     def _finish(self, finished: list[tuple[Job, tuple]]) -> None:
-        """Record finished runs: retries re-queued, iter chunks merged, outcomes stored."""
+        """Record finished runs: retries re-queued, iter chunks merged, outcomes stored.
+
+        Runs once per completed batch over every call in it (10,000 calls: a few
+        hundred per turn), so each loop does per-call work only; what depends on
+        the options is looked up once per run of calls sharing them.
+        """
         final: list[tuple[Job, tuple]] = []  # outcome tuples in Outcome's layout
+        append = final.append
         with self._lock:
             for job, out in finished:
-                _, state, started, stopped, result, error, tb = out
-                if state == "failure" and 0 < job.attempt <= job.options.retries:
+                if out[1] == "failure" and 0 < job.attempt <= job.options.retries:
                     self._ready.append(job)
                     continue
                 if job.parent is not None:
-                    top, ci = job.parent
-                    it = top.chunks
-                    it.results[ci] = result
-                    it.started = started if it.started is None else min(it.started, started)
-                    if state == "failure" and not it.failed:
-                        it.failed, it.error, it.traceback = True, error, tb
-                    it.remaining -= 1
-                    top.attempt = max(top.attempt, job.attempt)
-                    if it.remaining:
+                    job, out = self._merge_chunk(job, out)
+                    if job is None:
                         continue
-                    job = top
-                    state = "failure" if it.failed else "success"
-                    started, result, error, tb = it.started, it.results, it.error, it.traceback
-                    stopped = time.time()
                 if job.state in FINAL:
                     continue
-                final.append((job, (job.id, state, (job.attempt or 1) + job.runs_before,
-                                    started, stopped, result, error, tb)))
+                append((job, (job.id, out[1], (job.attempt or 1) + job.runs_before, *out[2:])))
         if self._unstored:  # runs whose outcome write failed earlier: tried again first
             final, self._unstored = self._unstored + final, []
         if not final:
             return
-        release = False
         by_layer: dict[int | None, list] = {}
+        options = None
         for job, o in final:
-            options = job.options
-            if not options.save:  # save=False: the hook still sees the result
+            if job.options is not options:
+                options = job.options
+                entries = by_layer.get(options.ttl)
+                if entries is None:
+                    entries = by_layer[options.ttl] = []
+                group, save = options.group, options.save
+            if not save:  # save=False: the hook still sees the result
                 o = (*o[:5], None, *o[6:])
-            entries = by_layer.get(options.ttl)
-            if entries is None:
-                entries = by_layer[options.ttl] = []
-            entries.append((options.group, job.gen, job.prefix, o, job.prev))
+            entries.append((group, job.gen, job.prefix, o, job.prev))
         try:
             for ttl, entries in by_layer.items():
                 self.store_for(ttl).write_outcomes(entries, ttl=ttl)
@@ -654,38 +649,63 @@ class Runner(Recovery, Control):
                       len(final), exc)
             return
         self.store_error = None
+        release = self._settle(final)
+        if release:
+            del final, by_layer
+            release_memory()
+
+    def _merge_chunk(self, job: Job, out: tuple) -> tuple[Job | None, tuple | None]:
+        """An ``async_iter`` chunk ended: ``(its task, the task's outcome)`` once
+        every chunk did, else ``(None, None)``."""
+        _, state, started, stopped, result, error, tb = out
+        top, ci = job.parent
+        it = top.chunks
+        it.results[ci] = result
+        it.started = started if it.started is None else min(it.started, started)
+        if state == "failure" and not it.failed:
+            it.failed, it.error, it.traceback = True, error, tb
+        it.remaining -= 1
+        top.attempt = max(top.attempt, job.attempt)
+        if it.remaining:
+            return None, None
+        return top, ("", "failure" if it.failed else "success", it.started, time.time(),
+                     it.results, it.error, it.traceback)
+
+    def _settle(self, final: list[tuple[Job, tuple]]) -> bool:
+        """Stored: the jobs take their final state, waiters and hooks are told.
+        Returns whether a large result went by (then memory is worth releasing)."""
         hooks = []
         recent = self._recent
         active = self._active
-        live_key, live = None, None
+        release = False
         keep_from = len(final) - RECENT_MAX  # only the last ones could stay in `recent`
+        options = live = None
+        queued = State.QUEUED
         with self._lock:
             for n, (job, o) in enumerate(final):
-                options = job.options
-                was = job.state
-                job.state = STATE_OF[o[1]]
-                if (options.cached, options.group) != live_key:
-                    live_key = (options.cached, options.group)
-                    live = self._live.get(live_key)
+                if job.options is not options:
+                    options = job.options
+                    live = self._live.get((options.ttl is not None, options.group))
+                    keep, hook = options.save, options.hook
                 if live is not None:
-                    live[0 if was is State.QUEUED else 1] -= 1
+                    live[0 if job.state is queued else 1] -= 1
+                job.state = STATE_OF[o[1]]
                 active.pop(job.id, None)
                 if job.prev:
                     self._end_rerun(job)
-                big = type(o[5]) is bytes and len(o[5]) >= LARGE_RESULT
-                release = release or big
-                if n >= keep_from and options.save and not big:
-                    recent[job.id] = (job, o)  # large results are read from the store
-                if options.hook is not None:
+                blob = o[5]
+                if type(blob) is bytes and len(blob) >= LARGE_RESULT:
+                    release = True  # large results are read from the store
+                elif n >= keep_from and keep:
+                    recent[job.id] = (job, o)
+                if hook is not None:
                     hooks.append((job, o))
-            while len(self._recent) > RECENT_MAX:
-                self._recent.popitem(last=False)
+            while len(recent) > RECENT_MAX:
+                recent.popitem(last=False)
         self._notify()
         for job, o in hooks:
             self._call_hook(job, o)
-        if release:
-            del final, by_layer, hooks
-            release_memory()
+        return release
 
     def _call_hook(self, job: Job, o: tuple) -> None:
         hook = job.options.hook
