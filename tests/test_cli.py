@@ -48,7 +48,10 @@ def test_demo_runs_the_sweep_with_text_progress(demo_store):
         in out.stdout
     assert str(store) in out.stdout
     # the progress line on stderr: rewritten with \r, a final line, the first failures
-    err = out.stderr
+    # loky's resource tracker (a process sharing our stderr) sometimes warns at exit
+    # that a semaphore it meant to unlink was gone already: its lines, not ours
+    err = "".join(line for line in out.stderr.splitlines(keepends=True)
+                  if "resource_tracker" not in line and "warnings.warn(" not in line)
     assert err.startswith("\r") and "\n" in err
     final = err.rsplit("\r", 1)[1].splitlines()
     assert final[0].startswith("demo 100%|") and "200/200 [done 180, failed 20" in final[0]
