@@ -16,7 +16,7 @@ import time
 
 from . import names
 from .errors import TaskError
-from .jobs import FINAL, Batch, Job, Options
+from .jobs import FINAL, Batch, Job, Options, outcome_of
 from .records import State
 from .serialize import dumps_exception, format_exception
 from .worker import CANCEL_AT, read_monitor
@@ -124,11 +124,17 @@ class Control:
 
     def _record_cancelled(self, jobs: list[Job], now: float) -> None:
         """Write 'cancelled' outcomes, each with its own layer and TTL."""
-        for ttl in {j.options.ttl for j in jobs}:
+        layers: dict[int | None, dict[tuple, tuple[list, list]]] = {}
+        for j in jobs:
+            rows, prevs = layers.setdefault(j.options.ttl, {}).setdefault(
+                (j.options.group, j.gen), ([], []))
+            rows.append((j.id, "cancelled", 0, None, now, None, None, None))
+            if j.prev:
+                prevs.append(j.prev)
+        for ttl, groups in layers.items():
             self.store_for(ttl).write_outcomes(
-                [(j.options.group, j.gen, j.prefix,
-                  (j.id, "cancelled", 0, None, now, None, None, None), j.prev)
-                 for j in jobs if j.options.ttl == ttl], ttl=ttl)
+                [(group, gen, rows, prevs) for (group, gen), (rows, prevs) in groups.items()],
+                ttl=ttl)
 
     def resubmit(self, entries: list, ttl: int | None = None,
                  options: Options | None = None) -> int:
@@ -203,7 +209,8 @@ class Control:
         err = TaskError("KeyboardInterrupt", "interrupted while running inline (sync)")
         tb = format_exception(err)
         now = time.time()
-        self._finish([(job, ("", "failure", now, now, None, dumps_exception(err, tb), tb))])
+        self._finish([(job, outcome_of(job, "failure", now, now, None, dumps_exception(err, tb),
+                                       tb))])
         if rest:
             with self._lock:
                 for j in rest:

@@ -129,22 +129,12 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
     loaded: dict[int, Any] = {}
     out = []
     last = len(calls) - 1
-    for i, (key, fidx, args, kwargs, iterable) in enumerate(calls):
+    for i, call in enumerate(calls):
         if i == last and topic is not None:
             _say_started(topic, token, batch_id, i)
             if confirm:  # fault recovery only: let the event leave before a crash
                 time.sleep(CONFIRM_SECONDS)
-        try:
-            func = loaded.get(fidx)
-            if func is None:
-                func = loaded[fidx] = worker._load_func(*funcs[fidx])
-        except BaseException as exc:  # workers never raise
-            out.append(worker._failure(key, time.time(), exc))
-            continue
-        if iterable:
-            out.append(worker.run_items(key, func, args))
-        else:
-            out.append(worker.run_call(key, func, args, kwargs))
+        out.append(worker.run_one(call, funcs, loaded))
     return out
 
 
@@ -166,7 +156,7 @@ def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
     tb = format_exception(err)
     blob = dumps_exception(err, tb)
     now = time.time()
-    return [(c[0], "failure", now, now, None, blob, tb) for c in calls]
+    return [(c[0], "failure", c[5], now, now, None, blob, tb) for c in calls]
 
 
 class _TimedOut(Exception):

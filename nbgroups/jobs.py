@@ -66,6 +66,14 @@ class Job:
         self.runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
 
 
+def outcome_of(job: Job, state: str, started: float | None, stopped: float | None,
+               result: Any = None, error: bytes | None = None, tb: str | None = None) -> tuple:
+    """An outcome made in this process (a worker makes its own), in the layout of
+    :class:`nbgroups.records.Outcome`."""
+    return (job.id, state, (job.attempt or 1) + job.runs_before, started, stopped, result,
+            error, tb)
+
+
 @dataclass
 class IterState:
     """An ``async_iter`` task's chunks: results in input order, the first failure."""

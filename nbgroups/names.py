@@ -51,6 +51,7 @@ _INDEX = {w: i for i, w in enumerate(WORDS)}
 assert len(_INDEX) == 256
 
 PAGE_CAPACITY = 1 << 16
+PREFIX_LEN = 24  # hex digits of a task id shared by its page
 """Tasks in one page: the last two name words encode 16 bits of the index."""
 
 
@@ -69,7 +70,7 @@ def task_id(prefix: str, index: int) -> str:
 
 def split_id(task_id: str) -> tuple[str, int]:
     """``(prefix, index)`` of an id made by :func:`task_id`."""
-    return task_id[:24], int(task_id[24:], 16)
+    return task_id[:PREFIX_LEN], int(task_id[PREFIX_LEN:], 16)
 
 
 _MIX = 0x9E37  # odd, so multiplying by it is a bijection of 16-bit numbers

@@ -16,7 +16,7 @@ import signal
 import time
 
 from .errors import TaskTimeout, WorkerDied
-from .jobs import FINAL, Batch, Job
+from .jobs import FINAL, Batch, Job, outcome_of
 from .serialize import dumps_exception, format_exception
 from .worker import read_monitor
 
@@ -59,8 +59,8 @@ class Recovery:
                     continue
                 if i == running and cause is not None:
                     tb = format_exception(cause)
-                    failed.append((job, ("", "failure", stamp[3], time.time(), None,
-                                         dumps_exception(cause, tb), tb)))
+                    failed.append((job, outcome_of(job, "failure", stamp[3], time.time(), None,
+                                                   dumps_exception(cause, tb), tb)))
                     continue
                 job.attempt -= 1  # this run was cut short: it does not count
                 job.suspect = job.suspect or (i == running and not dead)

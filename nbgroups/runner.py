@@ -60,7 +60,9 @@ from . import names
 from .control import Control, process_id
 from .errors import RunnerClosed, SerializationError, StoreError
 from .executors import Executor, SyncExecutor, make_executor
-from .jobs import FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options
+from .jobs import (
+    FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options, outcome_of,
+)
 from .records import GroupCounts, Outcome, State, TaskRecord
 from .recovery import Recovery, release_memory
 from .serialize import (
@@ -83,6 +85,7 @@ LINGER_SECONDS = 0.02
 LINGER_CALLS = 4096
 RECENT_MAX = 1024
 POLL_SECONDS = 0.25
+QUEUED, RUNNING, CANCELLED = State.QUEUED, State.RUNNING, State.CANCELLED  # hot loops
 
 
 class Runner(Recovery, Control):
@@ -274,19 +277,24 @@ class Runner(Recovery, Control):
                 unwritten = [p for p in unwritten if all(p is not q for q in layer_pages)]
                 unsent = {job.id for job, _ in failed}
                 with self._lock:
+                    active, ready = self._active, self._ready
                     for p, sp in zip(layer_pages, written, strict=True):
+                        gen, created = sp.gen, sp.created
                         for j in p.jobs:
-                            j.gen = sp.gen
-                            j.submitted = sp.created
-                            self._active[j.id] = j
-                            if j.state is State.QUEUED and j.id not in unsent:
-                                self._enqueue(j)
+                            j.gen = gen
+                            j.submitted = created
+                            active[j.id] = j
+                            if j.state is QUEUED and j.id not in unsent:
+                                if j.items is None:
+                                    ready.append(j)
+                                else:
+                                    self._enqueue(j)
                 if failed:
                     self._finish(failed)
 
     def _draft(self, p: OpenPage) -> dict:
         """An open page as the store's ``write_pages`` takes it."""
-        funcs = list(dict.fromkeys(j.func for j in p.jobs))
+        funcs = list(p.func_index.values())  # in order of first use, as the jobs name them
         index = {f: i for i, f in enumerate(funcs)}
         calls = tuple(  # plain tuples in Call's layout: fast to pickle
             (i, index[j.func], j.args if j.items is None else j.items,
@@ -334,8 +342,8 @@ class Runner(Recovery, Control):
                         f"an argument of this task cannot be pickled to be sent to a worker "
                         f"({bad[j.id]}); it was not run")
                     tb = format_exception(err)
-                    failed.append((j, ("", "failure", now, now, None,
-                                       dumps_exception(err, tb), tb)))
+                    failed.append((j, outcome_of(j, "failure", now, now, None,
+                                                 dumps_exception(err, tb), tb)))
         return written, failed
 
     def _enqueue(self, job: Job) -> None:
@@ -354,8 +362,9 @@ class Runner(Recovery, Control):
             chunk.gen = job.gen
             self._ready.append(chunk)
         if not starts:  # an empty iterable: done at once, with []
-            self._done.append((None, [(job, ("", "success", time.time(), time.time(),
-                                                 dumps_plain([]), None, None))]))
+            now = time.time()
+            self._done.append((None, [(job, outcome_of(job, "success", now, now,
+                                                       dumps_plain([])))]))
 
     def _workers(self) -> int:
         if self.settings.backend == "sync":
@@ -380,7 +389,7 @@ class Runner(Recovery, Control):
                 while True:
                     job.attempt += 1
                     call = (job.id, 0, job.items if job.items is not None else job.args,
-                            job.kwargs, job.items is not None)
+                            job.kwargs, job.items is not None, job.attempt + job.runs_before)
                     payload = dumps((0, [job.func], [call]))
                     (out,) = self._inline.submit(payload, None).result()
                     if out[1] == "failure" and job.attempt <= job.options.retries:
@@ -391,13 +400,13 @@ class Runner(Recovery, Control):
                 # this task failed, the ones after it are cancelled (resumable).
                 self._interrupted(job, jobs[n + 1:])
                 raise
-            if job.items is not None and out[4] is not None:
+            if job.items is not None and out[5] is not None:
                 # same shape as a pooled async_iter (a list of chunks): a failed
                 # iter task's result is then the items' list, not its first error
-                out = (*out[:4], [out[4]], *out[5:])
+                out = (*out[:5], [out[5]], *out[6:])
             self._finish([(job, out)])
             if raise_errors and out[1] == "failure":
-                exc = loads_exception(out[5])
+                exc = loads_exception(out[6])
                 raise exc
 
     # ------------------------------------------------------------------ thread
@@ -488,21 +497,25 @@ class Runner(Recovery, Control):
             with self._lock:
                 size = self._batch_size(stats)
                 jobs = []
-                while self._ready and len(jobs) < size and self._ready[0].func[0] == head:
-                    job = self._ready.popleft()
-                    if job.state is State.CANCELLED or (job.parent and job.parent[0].state
-                                                        is State.CANCELLED):
+                ready = self._ready
+                while ready and len(jobs) < size and ready[0].func[0] == head:
+                    job = ready.popleft()
+                    parent = job.parent
+                    if job.state is CANCELLED or (parent and parent[0].state is CANCELLED):
                         continue
                     jobs.append(job)
-                    if job.parent is not None or job.options.timeout or job.suspect:
+                    if parent is not None or job.options.timeout or job.suspect:
                         break  # chunks, calls with a timeout and suspects go alone
                 if not jobs:
                     continue
+                options = None
                 for j in jobs:
-                    top = j.parent[0] if j.parent else j
-                    if top.state is State.QUEUED:
-                        top.state = State.RUNNING
-                        live = self._live[(top.options.cached, top.options.group)]
+                    top = j if j.parent is None else j.parent[0]
+                    if top.state is QUEUED:
+                        top.state = RUNNING
+                        if top.options is not options:
+                            options = top.options
+                            live = self._live[(options.ttl is not None, options.group)]
                         live[0] -= 1
                         live[1] += 1
                     j.attempt += 1
@@ -511,10 +524,9 @@ class Runner(Recovery, Control):
     def _send(self, jobs: list[Job]) -> None:
         funcs = list(dict.fromkeys(j.func for j in jobs))
         index = {f: i for i, f in enumerate(funcs)}
-        calls = [
-            (i, index[j.func], j.items if j.items is not None else j.args, j.kwargs,
-             j.items is not None)
-            for i, j in enumerate(jobs)
+        calls = [  # the id and run number come back in the outcome: stored as they are
+            (j.id, index[j.func], j.args, j.kwargs, j.items is not None, j.attempt + j.runs_before)
+            for j in jobs
         ]
         bid = next(self._batch_ids)
         monitor = None
@@ -530,8 +542,9 @@ class Runner(Recovery, Control):
                                      f"worker ({type(exc).__name__}: {exc}); it was not run")
             tb = format_exception(err)
             now = time.time()
-            self._done.append((None, [(j, ("", "failure", now, now, None,
-                                           dumps_exception(err, tb), tb)) for j in jobs]))
+            self._done.append((None, [(j, outcome_of(j, "failure", now, now, None,
+                                                     dumps_exception(err, tb), tb))
+                                      for j in jobs]))
             return
         self._inflight[bid] = batch
         batch.pool = self._executor.generation
@@ -576,7 +589,7 @@ class Runner(Recovery, Control):
                     with contextlib.suppress(OSError):
                         os.unlink(batch.monitor)
             self._learn(batch, outs)
-            finished += [(batch.jobs[o[0]], o) for o in outs]
+            finished += zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
         if broken:
             self._recover()
         if finished:
@@ -585,12 +598,12 @@ class Runner(Recovery, Control):
     def _learn(self, batch: Batch, outs: list[tuple]) -> None:
         """Update the function's ``[seconds per call, result bytes]`` (moving averages)."""
         first, last = outs[0], outs[-1]
-        if first[2] is None or last[3] is None:
+        if first[3] is None or last[4] is None:
             return
         # the calls of a batch ran one after the other in one worker
-        per = max(last[3] - first[2], 0.0) / len(outs)
+        per = max(last[4] - first[3], 0.0) / len(outs)
         step = max(1, len(outs) // 64)  # result sizes: a sample is enough
-        size = max((len(o[4]) for o in outs[::step] if type(o[4]) is bytes), default=0)
+        size = max((len(o[5]) for o in outs[::step] if type(o[5]) is bytes), default=0)
         name = batch.jobs[0].func[0]
         stats = self._stats.get(name)
         if stats is None:
@@ -602,43 +615,49 @@ class Runner(Recovery, Control):
     def _finish(self, finished: list[tuple[Job, tuple]]) -> None:
         """Record finished runs: retries re-queued, iter chunks merged, outcomes stored.
 
-        Runs once per completed batch over every call in it (10,000 calls: a few
-        hundred per turn), so each loop does per-call work only; what depends on
-        the options is looked up once per run of calls sharing them.
+        ``finished``: ``(job, outcome)`` pairs, outcomes in the store's layout
+        (the worker builds them). Runs once per completed batch over every call
+        in it, so the loops do per-call work only and store the outcome tuples
+        as they are; what depends on the options is looked up once per run of
+        calls sharing them.
         """
-        final: list[tuple[Job, tuple]] = []  # outcome tuples in Outcome's layout
+        final: list[tuple[Job, tuple]] = []
         append = final.append
         with self._lock:
-            for job, out in finished:
+            for pair in finished:
+                job, out = pair
                 if out[1] == "failure" and 0 < job.attempt <= job.options.retries:
                     self._ready.append(job)
                     continue
                 if job.parent is not None:
-                    job, out = self._merge_chunk(job, out)
-                    if job is None:
+                    pair = self._merge_chunk(job, out)
+                    if pair is None:
                         continue
-                if job.state in FINAL:
-                    continue
-                append((job, (job.id, out[1], (job.attempt or 1) + job.runs_before, *out[2:])))
+                    job = pair[0]
+                if job.state not in FINAL:
+                    append(pair)
         if self._unstored:  # runs whose outcome write failed earlier: tried again first
             final, self._unstored = self._unstored + final, []
         if not final:
             return
-        by_layer: dict[int | None, list] = {}
+        by_layer: dict[int | None, dict[tuple, tuple[list, list]]] = {}
         options = None
         for job, o in final:
-            if job.options is not options:
-                options = job.options
-                entries = by_layer.get(options.ttl)
-                if entries is None:
-                    entries = by_layer[options.ttl] = []
-                group, save = options.group, options.save
-            if not save:  # save=False: the hook still sees the result
-                o = (*o[:5], None, *o[6:])
-            entries.append((group, job.gen, job.prefix, o, job.prev))
+            if job.options is not options or job.gen != gen:
+                options, gen = job.options, job.gen
+                groups = by_layer.get(options.ttl)
+                if groups is None:
+                    groups = by_layer[options.ttl] = {}
+                rows, prevs = groups.setdefault((options.group, gen), ([], []))
+                save = options.save
+            rows.append(o if save else (*o[:5], None, *o[6:]))  # save=False: hooks still see it
+            if job.prev:
+                prevs.append(job.prev)
         try:
-            for ttl, entries in by_layer.items():
-                self.store_for(ttl).write_outcomes(entries, ttl=ttl)
+            for ttl, groups in by_layer.items():
+                self.store_for(ttl).write_outcomes(
+                    [(group, gen, rows, prevs) for (group, gen), (rows, prevs) in groups.items()],
+                    ttl=ttl)
         except Exception as exc:
             # Not counted as finished until stored: kept here, written again on
             # the runner's next turns; waiters are told (Runner.wait raises).
@@ -649,15 +668,15 @@ class Runner(Recovery, Control):
                       len(final), exc)
             return
         self.store_error = None
-        release = self._settle(final)
-        if release:
-            del final, by_layer
+        del by_layer, rows, o  # large results are released as soon as they are stored
+        if self._settle(final):
+            del final
             release_memory()
 
-    def _merge_chunk(self, job: Job, out: tuple) -> tuple[Job | None, tuple | None]:
+    def _merge_chunk(self, job: Job, out: tuple) -> tuple[Job, tuple] | None:
         """An ``async_iter`` chunk ended: ``(its task, the task's outcome)`` once
-        every chunk did, else ``(None, None)``."""
-        _, state, started, stopped, result, error, tb = out
+        every chunk did, else None."""
+        state, started, result, error, tb = out[1], out[3], out[5], out[6], out[7]
         top, ci = job.parent
         it = top.chunks
         it.results[ci] = result
@@ -667,9 +686,9 @@ class Runner(Recovery, Control):
         it.remaining -= 1
         top.attempt = max(top.attempt, job.attempt)
         if it.remaining:
-            return None, None
-        return top, ("", "failure" if it.failed else "success", it.started, time.time(),
-                     it.results, it.error, it.traceback)
+            return None
+        return top, outcome_of(top, "failure" if it.failed else "success", it.started,
+                               time.time(), it.results, it.error, it.traceback)
 
     def _settle(self, final: list[tuple[Job, tuple]]) -> bool:
         """Stored: the jobs take their final state, waiters and hooks are told.
@@ -680,7 +699,6 @@ class Runner(Recovery, Control):
         release = False
         keep_from = len(final) - RECENT_MAX  # only the last ones could stay in `recent`
         options = live = None
-        queued = State.QUEUED
         with self._lock:
             for n, (job, o) in enumerate(final):
                 if job.options is not options:
@@ -688,7 +706,7 @@ class Runner(Recovery, Control):
                     live = self._live.get((options.ttl is not None, options.group))
                     keep, hook = options.save, options.hook
                 if live is not None:
-                    live[0 if job.state is queued else 1] -= 1
+                    live[0 if job.state is QUEUED else 1] -= 1
                 job.state = STATE_OF[o[1]]
                 active.pop(job.id, None)
                 if job.prev:

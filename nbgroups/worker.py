@@ -4,13 +4,16 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls)``:
 
 * ``funcs``: ``[(display name, pickled callable or None)]`` — None means the
   name is a dotted path resolved here (``'math.modf'``);
-* ``calls``: ``[(key, func index, args, kwargs, iterable)]`` — for an
-  ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of items.
+* ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
+  for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
+  items; ``attempts`` is the run's number, echoed back.
 
-It returns one tuple per call: ``(key, state, started, stopped, result,
-error, traceback)`` where ``result`` is the pickled return value (for a chunk,
-the pickled list of the items' results, exceptions in place of failures) and
-``error`` the pickled exception. Every failure — an exception, an unpicklable
+It returns one tuple per call, in order, already in the store's outcome layout
+(:class:`nbgroups.records.Outcome`): ``(task id, state, attempts, started,
+stopped, result, error, traceback)`` where ``result`` is the pickled return
+value (for a chunk, the pickled list of the items' results, exceptions in place
+of failures) and ``error`` the pickled exception. The runner stores these rows
+as they come: no per-call rebuilding in the kernel. Every failure — an exception, an unpicklable
 result, a dotted path that does not resolve — becomes data.
 
 ``monitor`` (optional) is a file the worker stamps before each call with
@@ -78,12 +81,26 @@ def _load_func(name: str, blob: bytes | None) -> Any:
     return func
 
 
-def _failure(key, started, exc: BaseException):
+def _failure(key, attempts, started, exc: BaseException):
     tb = format_exception(exc)
-    return (key, "failure", started, time.time(), None, dumps_exception(exc, tb), tb)
+    return (key, "failure", attempts, started, time.time(), None, dumps_exception(exc, tb), tb)
 
 
-def run_call(key, func, args, kwargs, passthrough: tuple = ()) -> tuple:
+def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> tuple:
+    """One call of a batch (``loaded``: the batch's callables loaded so far)."""
+    key, fidx, args, kwargs, iterable, attempts = call
+    try:
+        func = loaded.get(fidx)
+        if func is None:
+            func = loaded[fidx] = _load_func(*funcs[fidx])
+    except BaseException as exc:
+        return _failure(key, attempts, time.time(), exc)
+    if iterable:
+        return run_items(key, attempts, func, args, passthrough)
+    return run_call(key, attempts, func, args, kwargs, passthrough)
+
+
+def run_call(key, attempts, func, args, kwargs, passthrough: tuple = ()) -> tuple:
     """One call: its outcome tuple (the result pickled, or the failure)."""
     started = time.time()
     try:
@@ -91,15 +108,15 @@ def run_call(key, func, args, kwargs, passthrough: tuple = ()) -> tuple:
     except passthrough:
         raise
     except BaseException as exc:  # a task's own SystemExit is a failure too
-        return _failure(key, started, exc)
+        return _failure(key, attempts, started, exc)
     try:
         blob = dumps_result(value)
     except BaseException as exc:  # whatever pickling the result raises
-        return _failure(key, started, exc)
-    return (key, "success", started, time.time(), blob, None, None)
+        return _failure(key, attempts, started, exc)
+    return (key, "success", attempts, started, time.time(), blob, None, None)
 
 
-def run_items(key, func, items: list, passthrough: tuple = ()) -> tuple:
+def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tuple:
     """An ``async_iter`` chunk: results in input order, exceptions in place."""
     started = time.time()
     results: list = []
@@ -128,9 +145,9 @@ def run_items(key, func, items: list, passthrough: tuple = ()) -> tuple:
                 fixed.append(exc)
         blob = dumps_result(fixed)
     if first is None:
-        return (key, "success", started, time.time(), blob, None, None)
+        return (key, "success", attempts, started, time.time(), blob, None, None)
     exc, tb = first
-    return (key, "failure", started, time.time(), blob, dumps_exception(exc, tb), tb)
+    return (key, "failure", attempts, started, time.time(), blob, dumps_exception(exc, tb), tb)
 
 
 def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) -> list[tuple]:
@@ -147,7 +164,7 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     fd = os.open(monitor, os.O_RDWR | os.O_CREAT, 0o600) if monitor else None
     pid = os.getpid()
     try:
-        for i, (key, fidx, args, kwargs, iterable) in enumerate(calls):
+        for i, call in enumerate(calls):
             if fd is not None:
                 os.pwrite(fd, MONITOR.pack(batch_id, i, pid, time.time()), 0)
                 # Stamped first, then the marker checked: cancel_group writes the
@@ -155,19 +172,10 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
                 # calls will not start.
                 if os.pread(fd, 1, CANCEL_AT) == b"\x01":
                     now = time.time()
-                    out += [(k, "cancelled", now, now, None, None, None) for k, *_ in calls[i:]]
+                    out += [(c[0], "cancelled", c[5], now, now, None, None, None)
+                            for c in calls[i:]]
                     break
-            try:
-                func = loaded.get(fidx)
-                if func is None:
-                    func = loaded[fidx] = _load_func(*funcs[fidx])
-            except BaseException as exc:
-                out.append(_failure(key, time.time(), exc))
-                continue
-            if iterable:
-                out.append(run_items(key, func, args, passthrough))
-            else:
-                out.append(run_call(key, func, args, kwargs, passthrough))
+            out.append(run_one(call, funcs, loaded, passthrough))
     finally:
         if fd is not None:
             os.close(fd)

@@ -120,10 +120,10 @@ def test_tampered_signed_value_is_refused(nb, store_dir, tmp_path, kind):
 
 
 def test_tampered_value_file_is_refused(nb, store_dir, tmp_path):
-    # A result over 32 KiB makes the outcome page a file in the store directory.
-    nb.async_task("builtins.str", "y" * 100_000, group="big")
-    assert nb.result_group("big", wait=60_000) == ["y" * 100_000]
-    key = _key(_rows(store_dir), "o", "big")
+    # A result of 1 MiB or more gets an entry of its own: a file in the store directory.
+    nb.async_task("builtins.str", "y" * 1_200_000, group="big")
+    assert nb.result_group("big", wait=60_000) == ["y" * 1_200_000]
+    key = _key(_rows(store_dir), "b", "big")
     _, filename = _rows(store_dir)[key]
     assert filename is not None
     marker = tmp_path / "pwned"

@@ -56,7 +56,7 @@ def failure(tid, exc):
 
 
 def outcomes(store, page, outs, prev=None):
-    store.write_outcomes([(page.group, page.gen, page.prefix, o, prev) for o in outs])
+    store.write_outcomes([(page.group, page.gen, list(outs), [prev] * len(outs) if prev else [])])
 
 
 def test_pages_keep_submission_order_and_schema(make_store):
