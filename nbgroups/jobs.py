@@ -38,13 +38,24 @@ class Options:
 
 
 class Job:
-    """A task (or one chunk of an ``async_iter`` task) inside this runner."""
+    """A task (or one chunk of an ``async_iter`` task) inside this runner.
+
+    Made once per call on the caller's thread: the attributes every job sets
+    are slots; the ones few jobs change keep class-level defaults until set
+    (an instance dict is made only then).
+    """
 
     __slots__ = (
-        "args", "attempt", "chunks", "func", "gen", "id", "items", "kwargs", "options",
-        "parent", "prefix", "prev", "runs_before", "state", "submitted", "suspect",
-        "task_name",
+        "args", "attempt", "func", "gen", "id", "kwargs", "options", "prefix", "state",
+        "submitted", "__dict__",
     )
+    task_name: str | None = None
+    prev: str | None = None  # the final state a re-run replaces (retry_group)
+    items: list | None = None  # async_iter: the list of items
+    chunks: IterState | None = None  # async_iter: parent's chunk bookkeeping
+    parent: tuple | None = None  # async_iter chunk: (parent job, chunk index)
+    suspect = False  # was running when a worker died: re-run alone
+    runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
 
     def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
         self.id = tid
@@ -53,17 +64,14 @@ class Job:
         self.kwargs = kwargs
         self.options = options
         self.prefix = prefix
-        self.task_name = task_name
         self.gen = 0
         self.attempt = 0
-        self.prev = prev  # the final state a re-run replaces (retry_group)
         self.submitted: float | None = None  # its page's time, as the store records it
         self.state = State.QUEUED
-        self.items = None  # async_iter: the list of items
-        self.chunks = None  # async_iter: parent's chunk bookkeeping
-        self.parent = None  # async_iter chunk: (parent job, chunk index)
-        self.suspect = False  # was running when a worker died: re-run alone
-        self.runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
+        if task_name is not None:
+            self.task_name = task_name
+        if prev is not None:
+            self.prev = prev
 
 
 def outcome_of(job: Job, state: str, started: float | None, stopped: float | None,

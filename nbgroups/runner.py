@@ -163,6 +163,7 @@ class Runner(Recovery, Control):
         inline = inline or self.settings.backend == "sync"
         n = len(calls)
         blob = self._pickled_func(func, options)  # raises before anything is registered
+        where = (options.ttl is not None, options.group)  # layer and group
         with self._lock:
             key = id(options)  # api memoizes Options; the open page keeps it alive
             page = self._open.get(key)
@@ -170,10 +171,10 @@ class Runner(Recovery, Control):
                 # One open page per group and layer: other options (task_name=,
                 # timeout=...) seal the group's open page first, or a later page
                 # would be numbered before earlier calls (submission order lost).
-                last = self._last_page.get((options.cached, options.group))
+                last = self._last_page.get(where)
                 if last is not None and last in self._open:
                     self._seal(last)
-                self._last_page[(options.cached, options.group)] = key
+                self._last_page[where] = key
             if page is None or len(page.jobs) + n > names.PAGE_CAPACITY:
                 if page is not None:
                     self._seal(key)
@@ -192,9 +193,9 @@ class Runner(Recovery, Control):
                 jobs.append(job)
                 ids.append(tid)
             self._pending += n
-            live = self._live.get((options.cached, options.group))
+            live = self._live.get(where)
             if live is None:
-                live = self._live[(options.cached, options.group)] = [0, 0]
+                live = self._live[where] = [0, 0]
             if inline:
                 mine = jobs[base:]
                 for j in mine:  # runs here: the flush must not queue it for the pool

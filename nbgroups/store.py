@@ -76,6 +76,9 @@ _ctr_lock = threading.Lock()
 _ctr_last = [0]
 
 
+_ID = itemgetter(0)  # an outcome row's task id
+
+
 def _size(blob: Any) -> int:
     """Bytes of a stored result: pickled bytes, or an ``async_iter``'s list of chunks."""
     if type(blob) is bytes:
@@ -364,11 +367,12 @@ class Store:
         if self.ttl is not None:
             return self._live_counts(group)
         base = _gkey("c", group, self.gen(group))
-        values = {n: self._get(base + n) or 0 for n in _COUNTERS}
+        cut = len(base)
+        values = {k[cut:]: v for k, v in self._scan(base)}  # one range read: every counter
+        n, ok, fail, cancel, reused = (values.get(k) or 0 for k in _COUNTERS)
         return GroupCounts(
-            group=group, submitted=values["n"], done=values["ok"], failed=values["fail"],
-            cancelled=values["cancel"], reused=values["reused"],
-            first_submitted=self._get(base + "t0"), last_finished=self._get(base + "t1"),
+            group=group, submitted=n, done=ok, failed=fail, cancelled=cancel, reused=reused,
+            first_submitted=values.get("t0"), last_finished=values.get("t1"),
         )
 
     def _live_counts(self, group: str) -> GroupCounts:
@@ -413,7 +417,8 @@ class Store:
         """Task id -> its latest outcome tuple (layout of :class:`Outcome`)."""
         latest: dict[str, tuple] = {}
         for key, data in outcome_pages:  # in counter order: later runs win
-            latest.update((o[0], o) for o in self._outcome_rows(key, data))
+            rows = self._outcome_rows(key, data)
+            latest.update(zip(map(_ID, rows), rows))
         return latest
 
     def _group_pages(self, group: str) -> tuple[list[SpecPage], dict[str, tuple]] | None:
@@ -452,10 +457,10 @@ class Store:
         pages, latest = found
         out = []
         append = out.append
+        get = latest.get
         for p in pages:
             prefix = p.prefix
-            for c in p.calls:
-                o = latest.get(f"{prefix}{c[0]:08x}")
+            for o in map(get, [f"{prefix}{c[0]:08x}" for c in p.calls]):
                 if o is None:
                     continue
                 state = o[1]
