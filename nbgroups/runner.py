@@ -48,6 +48,7 @@ import logging
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -420,6 +421,8 @@ class Runner(Recovery, Control):
                     )
                     self._thread.start()
                     _RUNNERS.add(self)
+                    if not _exit_hooks:
+                        _hook_exit()
 
     def _loop(self) -> None:
         while not self._closed:
@@ -434,6 +437,8 @@ class Runner(Recovery, Control):
                 self._dispatch()
                 self._check_timeouts()
             except BaseException:  # the runner thread must survive anything
+                if _exiting():  # what was not sent stays queued in the store, resumable
+                    break
                 log.exception("nbgroups runner error")
                 time.sleep(0.1)
         with contextlib.suppress(Exception):  # store what finished meanwhile
@@ -552,6 +557,8 @@ class Runner(Recovery, Control):
         _block_sigint()
         batch.future = self._executor.submit(payload, monitor)
         batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
+        if _exit_hooks < 2:
+            _hook_exit()  # again, now that loky's pool has registered its own hook
 
     def _on_done(self, batch: Batch) -> None:
         self._done.append((batch, None))
@@ -891,3 +898,31 @@ def _close_all() -> None:
     for runner in list(_RUNNERS):
         with contextlib.suppress(Exception):
             runner.close()
+
+
+_exit_hooks = 0
+
+
+def _hook_exit() -> None:
+    """Close the runners at exit before loky's own exit hook.
+
+    loky (like concurrent.futures) registers that hook with
+    ``threading._register_atexit`` when a process's first pool starts: it runs
+    before any ``atexit`` handler, while daemon threads still run, and makes
+    every pool refuse work. A runner with calls still queued then met "cannot
+    schedule new futures after interpreter shutdown" at each batch. Ours is
+    registered when the runner thread starts and again after loky's (last
+    registered, first run): the runners stop dispatching, and what they had not
+    run stays queued in the store, resumable.
+    """
+    global _exit_hooks
+    _exit_hooks += 1
+    register = getattr(threading, "_register_atexit", None)  # CPython >= 3.9
+    if register is not None:
+        with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
+            register(_close_all)
+
+
+def _exiting() -> bool:
+    """Whether the interpreter is shutting down (threads' exit hooks running, or later)."""
+    return sys.is_finalizing() or getattr(threading, "_SHUTTING_DOWN", False)

@@ -112,3 +112,44 @@ def test_kill_the_submitter_then_resume(tmp_path):
               f"and done in {took:.2f} s")
     finally:
         api.reset()
+
+
+EXITING = textwrap.dedent(
+    """
+    import sys
+    import nbgroups
+
+    nbgroups.configure(store=sys.argv[1], workers=2, progress=False)
+    for i in range(COUNT):
+        nbgroups.async_task("time.sleep", 0.0002, group="left")
+    if sys.argv[2] != "0":  # the pool has started and is busy
+        nbgroups.result_group("left", count=int(sys.argv[2]))
+    print(nbgroups.group_counts("left").submitted, flush=True)
+    """
+)
+
+
+def test_exit_with_calls_queued_is_quiet_and_they_resume(tmp_path):
+    """A script (or a kernel shut down) exits with calls still queued: no traceback
+    at exit (loky's exit hook refuses work; the runner stops before it), and the
+    calls not run stay queued in the store, for resume_group."""
+    count = 5000
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    for waited in (0, 500):  # before the pool started; while it runs
+        store = tmp_path / f"store{waited}"
+        out = subprocess.run(
+            [sys.executable, "-c", EXITING.replace("COUNT", str(count)), str(store),
+             str(waited)], capture_output=True, text=True, env=env, timeout=120)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split() == [str(count)]
+        assert "Traceback" not in out.stderr and "error" not in out.stderr, out.stderr
+        api.reset()
+        nbgroups.configure(store=str(store), workers=2, progress=False)
+        try:
+            counts = nbgroups.group_counts("left")
+            assert counts.submitted == count and counts.done >= waited
+            assert counts.done + counts.queued == count
+            assert nbgroups.resume_group("left") == counts.queued
+            assert nbgroups.result_group("left", wait=120_000) == [None] * count
+        finally:
+            api.reset()
