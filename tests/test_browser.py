@@ -62,7 +62,7 @@ _RECORD_JS = """() => {
         const bars = [...document.querySelectorAll('.widget-hprogress .progress-bar')];
         bars.forEach((bar, i) => {
             const view = bar.closest('.nbgroups-progress');
-            const title = view && view.querySelector('.widget-html-content');
+            const title = view && view.querySelector('.widget-hprogress .widget-label');
             const group = title ? title.textContent.trim() : null;
             const w = bar.style.width;
             const danger = bar.classList.contains('progress-bar-danger');
@@ -137,7 +137,7 @@ def intermediate(evts: list[dict[str, Any]]) -> set[str]:
 
 
 _BARS_JS = """(group) => [...document.querySelectorAll('.nbgroups-progress')].filter(v => {
-        const title = v.querySelector('.widget-html-content');
+        const title = v.querySelector('.widget-hprogress .widget-label');
         return title && title.textContent.trim() === group;
     }).map(v => v.querySelector('.widget-hprogress .progress-bar')).filter(b => b)"""
 
@@ -191,7 +191,7 @@ def test_sweep_progress_live_in_jupyterlab(lab_notebook, browser_page):
     lab_notebook(sweep_variant(), stem="sweep-browser")
     page.evaluate(_RECORD_JS)
     view = page.locator(".nbgroups-progress").filter(
-        has=page.locator(".widget-html-content", has_text=re.compile(r"^grid$")))
+        has=page.locator(".widget-hprogress .widget-label", has_text=re.compile(r"^grid$")))
 
     # Phase 1, idle: run the cells above the waiting cell; the sweep cell returns at
     # once, the next cell is quick, then the kernel is idle while the sweep runs.

@@ -61,7 +61,7 @@ def progress_views(nb: Any) -> list[dict[str, Any]]:
     """The nbgroups progress views in an executed notebook's saved widget state.
 
     A view is the widget tree under a box with the ``nbgroups-progress`` class; for each:
-    ``group`` (the title), ``value``/``max``/``bar_style`` of its progress bar, ``counts``
+    ``group`` (its bar's title), ``value``/``max``/``bar_style`` of its progress bar, ``counts``
     (``{"done": n, "failed": n, ...}`` read from its labels), ``texts`` (every label and
     title in it, tags stripped).
     """
@@ -90,7 +90,7 @@ def progress_views(nb: Any) -> list[dict[str, Any]]:
                 counts.setdefault(label, int(n))
         bar = bars[0]["state"]
         views.append({
-            "group": texts[0].strip(),
+            "group": _text(bar.get("description", "")).strip(),  # the bar's title
             "value": bar["value"],
             "max": bar["max"],
             "bar_style": bar.get("bar_style", ""),
