@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import io
 import math
 import os
 import statistics
@@ -364,9 +365,13 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
         for i in range(n):
             nbgroups.async_task("math.modf", i, group=g)
         api.runner().flush()  # (result_group would): not the view's cost, in both modes
-        if shown:  # the view, live while the group runs (the widget without a frontend:
-            t0 = time.thread_time()  # its updates go to a comm that sends nothing)
-            view = nbgroups.progress(g, mode=shown, display=False)
+        if shown:
+            # The view, live while the group runs. The widget has no frontend here: its
+            # updates go to a comm that sends nothing. The text view writes its line to
+            # memory, not to this table's stderr.
+            stream = {"stream": io.StringIO()} if shown == "text" else {}
+            t0 = time.thread_time()
+            view = nbgroups.progress(g, mode=shown, display=False, **stream)
             here = time.thread_time() - t0
         nbgroups.result_group(g, count=n)
         if shown:  # what the end of a notebook cell does: a last draw; then the view
