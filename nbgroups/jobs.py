@@ -46,8 +46,17 @@ class Job:
     """
 
     __slots__ = (
-        "args", "attempt", "func", "gen", "id", "kwargs", "options", "prefix", "state",
-        "submitted", "__dict__",
+        "__dict__",
+        "args",
+        "attempt",
+        "func",
+        "gen",
+        "id",
+        "kwargs",
+        "options",
+        "prefix",
+        "state",
+        "submitted",
     )
     task_name: str | None = None
     prev: str | None = None  # the final state a re-run replaces (retry_group)

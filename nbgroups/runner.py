@@ -62,7 +62,15 @@ from .control import Control, process_id
 from .errors import RunnerClosed, SerializationError, StoreError
 from .executors import Executor, SyncExecutor, make_executor
 from .jobs import (
-    FINAL, STATE_OF, STORED_STATES, Batch, IterState, Job, OpenPage, Options, outcome_of,
+    FINAL,
+    STATE_OF,
+    STORED_STATES,
+    Batch,
+    IterState,
+    Job,
+    OpenPage,
+    Options,
+    outcome_of,
 )
 from .records import GroupCounts, Outcome, State, TaskRecord
 from .recovery import Recovery, release_memory
@@ -649,7 +657,7 @@ class Runner(Recovery, Control):
         if not final:
             return
         by_layer: dict[int | None, dict[tuple, tuple[list, list]]] = {}
-        options = None
+        options, gen = None, 0
         for job, o in final:
             if job.options is not options or job.gen != gen:
                 options, gen = job.options, job.gen

@@ -37,8 +37,8 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from operator import itemgetter
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -418,7 +418,7 @@ class Store:
         latest: dict[str, tuple] = {}
         for key, data in outcome_pages:  # in counter order: later runs win
             rows = self._outcome_rows(key, data)
-            latest.update(zip(map(_ID, rows), rows))
+            latest.update(zip(map(_ID, rows), rows, strict=True))
         return latest
 
     def _group_pages(self, group: str) -> tuple[list[SpecPage], dict[str, tuple]] | None:
