@@ -1,6 +1,6 @@
 """nbgroups beside its peers, measured in one run: times, ratios, targets.
 
-    python benchmarks/run.py            # everything (a few minutes)
+    python benchmarks/run.py            # everything (~3 minutes)
     python benchmarks/run.py --only throughput,iter
 
 Every nbgroups figure persists every result in a real store (a temp dir);
@@ -130,6 +130,34 @@ def bench_throughput(tmp: str, n: int = 10_000) -> None:
         f"-{max(t['nbgroups'][i] / t['joblib'][i] for i in range(7)):.2f})")
     target("1a", r_ppe <= 0.25, f"nbgroups <= 0.25 x PPE (is {r_ppe:.2f})")
     target("1b", r_joblib <= 3, f"nbgroups <= 3 x joblib (is {r_joblib:.2f})")
+
+
+def bench_dask(tmp: str, n: int = 10_000) -> None:
+    print(f"\n[1, Dask] {n:,} x math.modf on a 2-worker LocalCluster (127.0.0.1), one run each")
+    try:
+        import distributed
+    except ImportError:
+        row("Dask", "n/a", "distributed is not installed (pip install 'nbgroups[dask]')")
+        return
+    with distributed.LocalCluster(n_workers=WORKERS, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster, set_as_default=False) as client:
+        client.wait_for_workers(WORKERS)
+        client.gather(client.map(math.modf, range(100), pure=False))  # warm up
+        t0 = time.perf_counter()
+        assert len(client.gather(client.map(math.modf, range(n), pure=False))) == n
+        t_map = time.perf_counter() - t0
+        fresh(os.path.join(tmp, "dask"), backend="dask", client=client)
+        warm()
+        t0 = time.perf_counter()
+        for i in range(n):
+            nbgroups.async_task("math.modf", i, group="dk")
+        assert len(nbgroups.result_group("dk", count=n)) == n
+        t_nb = time.perf_counter() - t0
+        api.reset()
+    row("Dask client.map, one task per call (not persisted)", f"{t_map:.3f} s")
+    row("nbgroups, backend='dask', same cluster (persisted)", f"{t_nb:.3f} s",
+        f"{t_map / t_nb:.0f} x faster than client.map (batched)")
 
 
 def bench_iter(tmp: str, n: int = 100_000) -> None:
@@ -410,6 +438,7 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
 
 BENCHES = {
     "throughput": bench_throughput,
+    "dask": bench_dask,
     "iter": bench_iter,
     "cpu": bench_cpu,
     "reads": bench_reads,
