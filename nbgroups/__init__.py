@@ -11,28 +11,9 @@ progress view or the extension is used.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .api import (
-    AsyncTask,
-    Task,
-    async_iter,
-    async_task,
-    cancel_group,
-    configure,
-    count_group,
-    delete_group,
-    fetch,
-    fetch_group,
-    group_counts,
-    list_groups,
-    result,
-    result_group,
-    resume_group,
-    retry_group,
-    settings,
-    sweep,
-)
 from .errors import (
     ArgumentTypeError,
     ConfigurationError,
@@ -45,7 +26,55 @@ from .errors import (
     TaskTimeout,
     WorkerDied,
 )
-from .records import GroupCounts, State, TaskList
+
+if TYPE_CHECKING:  # what the names below resolve to, for editors and type checkers
+    from .api import (
+        AsyncTask,
+        Task,
+        async_iter,
+        async_task,
+        cancel_group,
+        configure,
+        count_group,
+        delete_group,
+        fetch,
+        fetch_group,
+        group_counts,
+        list_groups,
+        result,
+        result_group,
+        resume_group,
+        retry_group,
+        settings,
+        sweep,
+    )
+    from .records import GroupCounts, State, TaskList
+
+# The API loads on first use, not with the package: every pool worker imports
+# ``nbgroups.worker``, hence this file, and a worker needs none of the API
+# (its import cost ~60 ms of the first result on a cold kernel).
+_LAZY = {
+    **dict.fromkeys(
+        ["AsyncTask", "Task", "async_iter", "async_task", "cancel_group", "configure",
+         "count_group", "delete_group", "fetch", "fetch_group", "group_counts",
+         "list_groups", "result", "result_group", "resume_group", "retry_group",
+         "settings", "sweep"], "api"),
+    **dict.fromkeys(["GroupCounts", "State", "TaskList"], "records"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'nbgroups' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once: later lookups are plain module attributes
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

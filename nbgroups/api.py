@@ -16,12 +16,12 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import names
+from .config import CHECK, Settings, from_environment
 from .control import owner_alive
 from .errors import ArgumentTypeError, ConfigurationError
 from .jobs import Options
 from .records import State, TaskList, TaskRecord
 from .runner import Runner
-from .settings import CHECK, Settings, from_environment
 from .store import Store
 
 OPTION_NAMES = frozenset(

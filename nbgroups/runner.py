@@ -58,6 +58,7 @@ from dataclasses import replace
 from typing import Any
 
 from . import names
+from .config import Settings
 from .control import Control, process_id
 from .errors import RunnerClosed, SerializationError, StoreError
 from .executors import Executor, SyncExecutor, make_executor
@@ -82,7 +83,6 @@ from .serialize import (
     format_exception,
     loads_exception,
 )
-from .settings import Settings
 from .store import LARGE_RESULT, DiskStore, Store, build_record
 
 log = logging.getLogger("nbgroups")

@@ -161,13 +161,13 @@ def test_progress_zero_is_not_false():
     ({"NBGROUPS_REUSE": "0"}, "reuse", False),
 ])
 def test_environment_flags(env, field, value):
-    from nbgroups.settings import from_environment
+    from nbgroups.config import from_environment
 
     assert getattr(from_environment(env), field) == value
 
 
 def test_environment_flag_that_is_not_one():
-    from nbgroups.settings import from_environment
+    from nbgroups.config import from_environment
 
     with pytest.raises(nbgroups.ConfigurationError, match="NBGROUPS_REUSE"):
         from_environment({"NBGROUPS_REUSE": "maybe"})

@@ -1,7 +1,7 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
 api > reuse > runner > recovery/control > executors/dask_backend > store/worker/jobs >
-serialize/records/names/settings > errors; display, magics, cli (and the package's own
+serialize/records/names/config > errors; display, magics, cli (and the package's own
 ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
 functions count too: a lazy import still ties the layers together.
 """
@@ -19,7 +19,7 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 
 RANK = {
     "errors": 0,
-    "names": 1, "records": 1, "settings": 1, "serialize": 1,
+    "names": 1, "records": 1, "config": 1, "serialize": 1,
     "store": 2, "worker": 2, "jobs": 2,
     "executors": 3, "dask_backend": 3,
     "recovery": 4, "control": 4,  # the runner's fault handling and group control
@@ -102,3 +102,35 @@ def test_import_nbgroups_stays_light():
                           cwd=str(PKG.parent), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_a_worker_imports_no_api():
+    """Every pool worker imports nbgroups.worker (hence the package): the API,
+    the runner and the store must not come with it (~60 ms of a cold first result)."""
+    code = (
+        "import sys, nbgroups.worker\n"
+        "print([m for m in ('nbgroups.api', 'nbgroups.runner', 'nbgroups.store', "
+        "'nbgroups.records', 'diskcache') if m in sys.modules])\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(PKG.parent), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_lazy_api_names_resolve_whatever_was_imported_first():
+    """The package's API names load on first use; a submodule imported first (as
+    ``from nbgroups import api`` does with all of them) must not shadow one."""
+    code = (
+        "from nbgroups import api\n"
+        "import nbgroups\n"
+        "assert callable(nbgroups.settings) and nbgroups.settings().workers >= 1\n"
+        "assert all(not type(getattr(nbgroups, n)).__name__ == 'module' "
+        "for n in nbgroups.__all__)\n"
+        "assert set(nbgroups.__all__) <= set(dir(nbgroups))\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=str(PKG.parent), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

@@ -1,4 +1,5 @@
-"""Settings: one frozen object, validated when built, environment read in one place.
+"""Settings (module ``config``, so that it never shadows ``nbgroups.settings()``): one frozen
+object, validated when built, environment read in one place.
 
 ``configure(**changes)`` in the api builds a new :class:`Settings` from the
 current one; :func:`from_environment` reads ``NBGROUPS_<NAME>`` variables once,
