@@ -104,6 +104,7 @@ class LokyExecutor(Executor):
     def _new_pool(self):
         from loky import ProcessPoolExecutor
 
+        _start_resource_trackers()
         return ProcessPoolExecutor(max_workers=self.workers, initializer=worker.init_worker)
 
     def submit(self, payload, monitor):
@@ -164,6 +165,23 @@ class LokyExecutor(Executor):
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, kill_workers=True)
+
+
+def _start_resource_trackers() -> None:
+    """Start loky's and multiprocessing's resource trackers now, in the runner thread,
+    before it blocks SIGINT and submits (see ``runner._block_sigint``).
+
+    Started lazily inside the first ``submit``, CPython's tracker unblocks SIGINT in
+    the calling thread once it has spawned, and the workers that same ``submit``
+    spawns next inherit that mask: a Jupyter interrupt then killed a worker still
+    importing, with a traceback (the interrupt test failed 5 times in 8).
+    """
+    import multiprocessing.resource_tracker as mp_tracker
+
+    from loky.backend import resource_tracker as loky_tracker
+
+    loky_tracker.ensure_running()
+    mp_tracker.ensure_running()
 
 
 def make_executor(settings) -> Executor:

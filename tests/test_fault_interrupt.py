@@ -14,6 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import nbgroups
 
@@ -88,3 +89,19 @@ def test_interrupt_stops_the_wait_and_tasks_go_on(tmp_path):
         assert nbgroups.count_group("intr") == 8
     finally:
         api.reset()
+
+
+def test_pool_workers_start_with_sigint_blocked(nb_loky):
+    """Workers inherit the mask of the thread that spawns them: SIGINT must be blocked
+    there from the first submit on, or an interrupt kills a worker still importing.
+    (CPython's resource tracker, started inside that first submit, unblocked it.)"""
+    nbgroups.result(nbgroups.async_task("math.modf", 1.0), wait=60_000)
+    from nbgroups import api
+
+    pids = list(api.runner()._executor._pool._processes)
+    assert len(pids) == 2
+    for pid in pids:
+        status = Path(f"/proc/{pid}/status").read_text()
+        blocked = int(next(line for line in status.splitlines()
+                           if line.startswith("SigBlk:")).split()[1], 16)
+        assert blocked & (1 << (signal.SIGINT - 1)), f"worker {pid}: SIGINT not blocked"
