@@ -91,37 +91,37 @@ def test_checker_sees_relative_and_lazy_imports():
     assert {"reuse", "runner", "names"} <= nbgroups_imports(PKG / "api.py")  # reuse is lazy
 
 
-def test_import_nbgroups_stays_light():
-    code = (
-        "import sys, nbgroups\n"
-        "heavy = [m for m in ('IPython', 'ipywidgets', 'pandas', 'distributed', 'dask', "
-        "'loky', 'nbgroups.display', 'nbgroups.magics') if m in sys.modules]\n"
-        "print(heavy)\n"
-    )
+def loaded_after(imports: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of ``modules`` a fresh interpreter has loaded after ``imports``."""
+    code = f"import sys\n{imports}\nprint([m for m in {modules!r} if m in sys.modules])\n"
+    return _python(code)
+
+
+def _python(code: str) -> str:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=str(PKG.parent), timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    return proc.stdout.strip()
+
+
+def test_import_nbgroups_stays_light():
+    assert loaded_after("import nbgroups", (
+        "IPython", "ipywidgets", "pandas", "distributed", "dask", "loky",
+        "nbgroups.display", "nbgroups.magics")) == "[]"
 
 
 def test_a_worker_imports_no_api():
     """Every pool worker imports nbgroups.worker (hence the package): the API,
     the runner and the store must not come with it (~60 ms of a cold first result)."""
-    code = (
-        "import sys, nbgroups.worker\n"
-        "print([m for m in ('nbgroups.api', 'nbgroups.runner', 'nbgroups.store', "
-        "'nbgroups.records', 'diskcache') if m in sys.modules])\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(PKG.parent), timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "[]"
+    assert loaded_after("import nbgroups.worker", (
+        "nbgroups.api", "nbgroups.runner", "nbgroups.store", "nbgroups.records",
+        "diskcache")) == "[]"
 
 
 def test_lazy_api_names_resolve_whatever_was_imported_first():
     """The package's API names load on first use; a submodule imported first (as
     ``from nbgroups import api`` does with all of them) must not shadow one."""
-    code = (
+    assert _python(
         "from nbgroups import api\n"
         "import nbgroups\n"
         "assert callable(nbgroups.settings) and nbgroups.settings().workers >= 1\n"
@@ -129,8 +129,4 @@ def test_lazy_api_names_resolve_whatever_was_imported_first():
         "for n in nbgroups.__all__)\n"
         "assert set(nbgroups.__all__) <= set(dir(nbgroups))\n"
         "print('ok')\n"
-    )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          cwd=str(PKG.parent), timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "ok"
+    ) == "ok"
