@@ -16,6 +16,7 @@ from .records import State
 # code, measurable at ten thousand tasks a batch
 STATE_OF = {s.value: s for s in State}
 FINAL = (State.SUCCESS, State.FAILURE, State.CANCELLED)
+QUEUED, RUNNING, CANCELLED = State.QUEUED, State.RUNNING, State.CANCELLED  # for hot loops
 STORED_STATES = ("success", "failure", "cancelled")
 
 

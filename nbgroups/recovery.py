@@ -1,4 +1,4 @@
-"""Fault handling for the runner: dead workers, timeouts, memory after large results.
+"""Fault handling for the runner: dead workers and timeouts.
 
 loky fails every in-flight batch when one worker dies and then kills the
 others. The executor records which workers had died before that; each batch's
@@ -11,7 +11,6 @@ with :class:`~nbgroups.errors.TaskTimeout`.
 
 from __future__ import annotations
 
-import os
 import signal
 import time
 
@@ -110,29 +109,3 @@ class Recovery:
                     "TaskTimeout", f"the task ran longer than its timeout of {limit:g} s; "
                     "its worker was replaced")
                 self._executor.kill_worker(stamp[2])
-
-
-def release_memory() -> None:
-    """Give freed memory back to the OS after large results were stored.
-
-    loky receives results in growing buffers on its own thread; glibc keeps
-    the freed pages in that thread's arena, so without this a sweep of 50 MB
-    results grows the kernel by every result it ever received (measured: 20 x
-    50 MB -> 1 GB kept; after malloc_trim, none). Costs ~0.1 ms.
-    """
-    if _libc is not None:
-        _libc.malloc_trim(0)
-
-
-def _load_libc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-_libc = _load_libc() if os.name == "posix" else None

@@ -22,7 +22,7 @@ RANK = {
     "names": 1, "records": 1, "config": 1, "serialize": 1,
     "store": 2, "worker": 2, "jobs": 2,
     "executors": 3, "dask_backend": 3,
-    "recovery": 4, "control": 4,  # the runner's fault handling and group control
+    "recovery": 4, "control": 4, "completion": 4,  # the runner's mixins
     "runner": 5,
     "reuse": 6,
     "api": 7,
