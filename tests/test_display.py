@@ -181,6 +181,21 @@ def test_text_view_line_and_final_summary(nb):
     assert out.count("txt 100%") == 1 and out.endswith("\n")
 
 
+def test_text_view_closed_while_running_ends_its_line():
+    from nbgroups.display.text import TextView
+
+    buf = io.StringIO()
+    view = TextView(buf)
+    running = meter(GroupCounts("g", submitted=10, done=3, running=2, queued=5,
+                                first_submitted=100.0), now=101.0)
+    view.update(running, None)
+    assert buf.getvalue().startswith("\rg ") and not buf.getvalue().endswith("\n")
+    view.close()
+    assert buf.getvalue().endswith("\n")
+    view.close()  # nothing left to end
+    assert buf.getvalue().count("\n") == 1
+
+
 def test_rerun_sweep_says_how_many_were_reused(nb):
     """Issue 7: re-running a sweep with reuse=True, the progress view says how many of
     its calls were found done (widget counts, text line, %nbgroups table)."""

@@ -52,4 +52,12 @@ class TextView:
             pass
 
     def close(self) -> None:
-        pass
+        """End a line left unfinished (a group closed while it ran), so that what is
+        printed next starts on a line of its own."""
+        if self._width:
+            self._width = 0
+            try:
+                self.stream.write("\n")
+                self.stream.flush()
+            except ValueError:
+                pass
