@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import io
+import itertools
 import math
 import os
 import statistics
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 
 import psutil
 
@@ -75,13 +77,12 @@ def target(name: str, ok: bool, text: str) -> None:
         MISSED.append(f"{name}: {text}")
 
 
-def fresh(store: str, **kw) -> None:
+def fresh(tmp: str, name: str, **kw) -> Iterator[str]:
+    """nbgroups on a new store ``tmp/name``, its pool warm; returns new group names."""
     api.reset()
-    nbgroups.configure(store=store, workers=WORKERS, progress=False, **kw)
-
-
-def warm() -> None:
+    nbgroups.configure(store=os.path.join(tmp, name), workers=WORKERS, progress=False, **kw)
     nbgroups.result(nbgroups.async_task("math.modf", 1.0), wait=-1)
+    return (f"{name}{i}" for i in itertools.count())
 
 
 def spin(n: int) -> int:
@@ -98,12 +99,10 @@ def bench_throughput(tmp: str, n: int = 10_000) -> None:
     from joblib import Parallel, delayed
     from loky import ProcessPoolExecutor
 
-    fresh(os.path.join(tmp, "tp"))
-    warm()
-    counter = iter(range(10**9))
+    groups = fresh(tmp, "tp")
 
     def nbg():
-        g = f"tp{next(counter)}"
+        g = next(groups)
         for i in range(n):
             nbgroups.async_task("math.modf", i, group=g)
         out = nbgroups.result_group(g, count=n)
@@ -147,8 +146,7 @@ def bench_dask(tmp: str, n: int = 10_000) -> None:
         t0 = time.perf_counter()
         assert len(client.gather(client.map(math.modf, range(n), pure=False))) == n
         t_map = time.perf_counter() - t0
-        fresh(os.path.join(tmp, "dask"), backend="dask", client=client)
-        warm()
+        fresh(tmp, "dask", backend="dask", client=client)
         t0 = time.perf_counter()
         for i in range(n):
             nbgroups.async_task("math.modf", i, group="dk")
@@ -167,8 +165,7 @@ def bench_iter(tmp: str, n: int = 100_000) -> None:
     par = Parallel(n_jobs=WORKERS)
     par(delayed(math.modf)(i) for i in range(100))
     t_joblib = timed(lambda: par(delayed(math.modf)(i) for i in range(n)))
-    fresh(os.path.join(tmp, "it"))
-    warm()
+    fresh(tmp, "it")
 
     def nbg():
         out = nbgroups.result(nbgroups.async_iter("math.modf", range(n)), wait=-1)
@@ -225,12 +222,10 @@ def bench_cpu(tmp: str, calls: int = 40, n_rounds: int = 7) -> None:
     spin(300_000)
     per = (time.perf_counter() - t0) / 300_000
     n = int(0.1 / per)
-    fresh(os.path.join(tmp, "cpu"))
-    warm()
-    counter = iter(range(10**9))
+    groups = fresh(tmp, "cpu")
 
     def nbg():
-        g = f"cpu{next(counter)}"
+        g = next(groups)
         for _ in range(calls):
             nbgroups.async_task(spin, n, group=g)
         assert len(nbgroups.result_group(g, count=calls)) == calls
@@ -266,8 +261,7 @@ def bench_cpu(tmp: str, calls: int = 40, n_rounds: int = 7) -> None:
 
 def bench_reads(tmp: str) -> None:
     print("\n[4] count_group and result_group of a 100,000-task group")
-    fresh(os.path.join(tmp, "reads"))
-    warm()
+    fresh(tmp, "reads")
     for k in range(20):  # other groups in the store must not matter
         nbgroups.sweep("math.floor", f"other{k}", x=list(range(500)))
     for i in range(100_000):
@@ -310,8 +304,7 @@ def bench_memory(tmp: str) -> None:
     import numpy as np
 
     print("\n[5] memory")
-    fresh(os.path.join(tmp, "mem"))
-    warm()
+    fresh(tmp, "mem")
     gc.collect()
     base = psutil.Process().memory_info().rss
     r = api.runner()
@@ -354,8 +347,7 @@ def bench_latency(tmp: str) -> None:
     with ProcessPoolExecutor(WORKERS) as pool:
         pool.submit(math.modf, 1.0).result()
         t_loky = timed(lambda: pool.submit(math.modf, 1.0).result(), repeat=200)
-    fresh(os.path.join(tmp, "lat"))
-    warm()
+    fresh(tmp, "lat")
     t_nb = timed(lambda: nbgroups.result(nbgroups.async_task("math.modf", 1.0), wait=-1),
                  repeat=200)
     row("loky warm submit().result()", f"{t_loky * 1e3:.2f} ms")
@@ -392,9 +384,7 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
     except ImportError:
         row("progress display", "n/a", "nbgroups.display not available")
         return
-    fresh(os.path.join(tmp, "disp"))
-    warm()
-    counter = iter(range(10**9))
+    groups = fresh(tmp, "disp")
 
     drawing: dict[str, list[float]] = {"text": [], "widget": []}  # CPU seconds the view
     # used in each run that showed one: its thread, and the calls it makes in this one
@@ -416,7 +406,7 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
 
     def nbg(shown: str | None) -> None:
         cpu = renderer_cpu()
-        g = f"d{next(counter)}"
+        g = next(groups)
         for i in range(n):
             nbgroups.async_task("math.modf", i, group=g)
         api.runner().flush()  # (result_group would): not the view's cost, in both modes
