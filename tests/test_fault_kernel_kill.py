@@ -153,3 +153,38 @@ def test_exit_with_calls_queued_is_quiet_and_they_resume(tmp_path):
             assert nbgroups.result_group("left", wait=120_000) == [None] * count
         finally:
             api.reset()
+
+
+def test_exit_while_calls_run_is_prompt(tmp_path):
+    """Interpreter exit stops the pool (DESIGN §1): with long calls running, the
+    process ends at once instead of waiting for calls nobody will record; those
+    stay queued in the store."""
+    store = tmp_path / "store"
+    code = textwrap.dedent(
+        """
+        import sys, time
+        import nbgroups
+
+        nbgroups.configure(store=sys.argv[1], workers=2, progress=False)
+        for i in range(4):
+            nbgroups.async_task("time.sleep", 60, group="long")
+        while nbgroups.group_counts("long").running < 2:
+            time.sleep(0.05)
+        print("running", flush=True)
+        """
+    )
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-c", code, str(store)], capture_output=True,
+                         text=True, env={**os.environ, "PYTHONPATH": os.getcwd()}, timeout=120)
+    took = time.monotonic() - t0
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["running"]
+    assert "Traceback" not in out.stderr, out.stderr
+    assert took < 30, f"exit waited for the running calls ({took:.1f} s)"
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False)
+    try:
+        counts = nbgroups.group_counts("long")
+        assert (counts.submitted, counts.done, counts.failed, counts.queued) == (4, 0, 0, 4)
+    finally:
+        api.reset()
