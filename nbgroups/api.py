@@ -419,9 +419,14 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     ttl = _layer(cached)
     r = runner()
     r.flush()
-    task = _find(r, task_id, ttl)
-    if wait == 0:
-        return task
+    if wait != 0 and r.pending(task_id):
+        # queued or running here: nothing to read yet (a store read now would
+        # only compete with the runner sending the task out)
+        task = None
+    else:
+        task = _find(r, task_id, ttl)
+        if wait == 0:
+            return task
     tid = task.id if task is not None else task_id
     box: list[Task | None] = [task]
 
