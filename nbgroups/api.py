@@ -438,7 +438,8 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
         box[0] = _find(r, tid, ttl)
         return box[0] is not None and box[0].state.final
 
-    r.wait(finished, timeout)
+    if not r.wait(finished, timeout) and box[0] is None:
+        box[0] = _find(r, tid, ttl)  # not finished in time: its record as it stands
     return box[0]
 
 

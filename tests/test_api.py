@@ -202,6 +202,8 @@ def test_result_none_for_unknown_and_unfinished(nb, tmp_path):
     assert nb.result(tid, wait=50) is None
     task = nb.fetch(tid)
     assert task is not None and task.success is None and task.result is None
+    waited = nb.fetch(tid, wait=50)  # not finished in time: its record, not None
+    assert waited is not None and waited.id == tid and not waited.state.final
     release.touch()
     assert nb.result(tid, wait=-1) == 1
 
