@@ -110,6 +110,7 @@ class Control:
         a flag in the batch's monitor file makes its worker skip them. Flag
         first, then the stamp: a call stamped after this read sees the flag, so
         the list is exact."""
+        batch.flagged = True
         try:
             fd = os.open(batch.monitor, os.O_WRONLY | os.O_CREAT, 0o600)
             try:

@@ -127,4 +127,5 @@ class Batch:
     future: Any = None
     cause: BaseException | None = None  # set when the runner killed the worker
     cancelled: bool = False  # cancel() took it back from the pool before it started
+    flagged: bool = False  # its monitor file holds the cancel flag
     pool: int = 0  # the executor generation (pool) the batch was sent to

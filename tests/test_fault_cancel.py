@@ -57,6 +57,11 @@ def test_cancel_group_cancels_what_has_not_started(nb_loky, tmp_path):
     # resume does not bring cancelled tasks back
     assert nb.resume_group("c") == 0
     assert {int(p.stem) for p in tmp_path.glob("*.run")} == ran
+    # Monitor files are reused by later batches, but not those the cancel
+    # flagged: the calls of another group all run.
+    nb.sweep(gated, "after", x=list(range(8)), d=[str(tmp_path)])
+    assert sorted(nb.result_group("after", wait=60_000)) == list(range(8))
+    assert nb.group_counts("after").cancelled == 0
 
 
 def test_cancel_unknown_or_finished_group_is_zero(nb, tmp_path):
