@@ -418,12 +418,13 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     timeout = _wait_seconds(wait)
     ttl = _layer(cached)
     r = runner()
-    r.flush()
     if wait != 0 and r.pending(task_id):
-        # queued or running here: nothing to read yet (a store read now would
-        # only compete with the runner sending the task out)
+        # Queued or running here: nothing to read yet. Not even a flush: the
+        # runner thread writes the page, and store writes from one thread keep
+        # SQLite's page cache warm (another connection's write invalidates it).
         task = None
     else:
+        r.flush()
         task = _find(r, task_id, ttl)
         if wait == 0:
             return task

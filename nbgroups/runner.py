@@ -47,6 +47,7 @@ import itertools
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -113,6 +114,7 @@ class Runner(Completion, Recovery, Control):
         self._open: dict[tuple, OpenPage] = {}
         self._last_page: dict[tuple, int] = {}  # (layer, group) -> key of its open page
         self._sealed: list[OpenPage] = []
+        self._writing: list[OpenPage] = []  # taken from the above by the flush writing them
         self._pending = 0
         self._ready: collections.deque[Job] = collections.deque()
         self._inflight: dict[int, Batch] = {}
@@ -135,6 +137,7 @@ class Runner(Completion, Recovery, Control):
         self._thread: threading.Thread | None = None
         self._closed = False
         self._monitor_dir: str | None = None
+        self._monitors: list[str] = []  # monitor files free for the next batches
         self._listeners: list[Callable[[], None]] = []
         self.restarts = 0
         #: the class of the records handed to hooks (the api sets its Task)
@@ -267,41 +270,50 @@ class Runner(Completion, Recovery, Control):
                 self._open = {}
                 self._sealed = []
                 self._pending = 0
+                self._writing = pages
             if not pages:
                 return
-            by_layer: dict[int | None, list[OpenPage]] = {}
-            for p in pages:
-                by_layer.setdefault(p.options.ttl, []).append(p)
-            unwritten = list(pages)
-            for ttl, layer_pages in by_layer.items():
-                drafts = [self._draft(p) for p in layer_pages]
-                failed: list = []
-                try:
-                    try:
-                        written = self.store_for(ttl).write_pages(drafts, ttl=ttl)
-                    except Exception:
-                        written, failed = self._write_salvaging(layer_pages, drafts, ttl)
-                except Exception:
-                    with self._lock:  # nothing is dropped: the next flush tries again
-                        self._sealed[:0] = unwritten
-                    raise
-                unwritten = [p for p in unwritten if all(p is not q for q in layer_pages)]
-                unsent = {job.id for job, _ in failed}
+            try:
+                self._write_pages(pages)
+            finally:
                 with self._lock:
-                    active, ready = self._active, self._ready
-                    for p, sp in zip(layer_pages, written, strict=True):
-                        gen, created = sp.gen, sp.created
-                        for j in p.jobs:
-                            j.gen = gen
-                            j.submitted = created
-                            active[j.id] = j
-                            if j.state is QUEUED and j.id not in unsent:
-                                if j.items is None:
-                                    ready.append(j)
-                                else:
-                                    self._enqueue(j)
-                if failed:
-                    self._finish(failed)
+                    self._writing = []
+
+    def _write_pages(self, pages: list[OpenPage]) -> None:
+        """Write pages to their layers' stores, then queue their calls."""
+        by_layer: dict[int | None, list[OpenPage]] = {}
+        for p in pages:
+            by_layer.setdefault(p.options.ttl, []).append(p)
+        unwritten = list(pages)
+        for ttl, layer_pages in by_layer.items():
+            drafts = [self._draft(p) for p in layer_pages]
+            failed: list = []
+            try:
+                try:
+                    written = self.store_for(ttl).write_pages(drafts, ttl=ttl)
+                except Exception:
+                    written, failed = self._write_salvaging(layer_pages, drafts, ttl)
+            except Exception:
+                with self._lock:  # nothing is dropped: the next flush tries again
+                    self._sealed[:0] = unwritten
+                raise
+            unwritten = [p for p in unwritten if all(p is not q for q in layer_pages)]
+            unsent = {job.id for job, _ in failed}
+            with self._lock:
+                active, ready = self._active, self._ready
+                for p, sp in zip(layer_pages, written, strict=True):
+                    gen, created = sp.gen, sp.created
+                    for j in p.jobs:
+                        j.gen = gen
+                        j.submitted = created
+                        active[j.id] = j
+                        if j.state is QUEUED and j.id not in unsent:
+                            if j.items is None:
+                                ready.append(j)
+                            else:
+                                self._enqueue(j)
+            if failed:
+                self._finish(failed)
 
     def _draft(self, p: OpenPage) -> dict:
         """An open page as the store's ``write_pages`` takes it."""
@@ -548,7 +560,8 @@ class Runner(Completion, Recovery, Control):
         if self._executor.monitored:
             if self._monitor_dir is None:
                 self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
-            monitor = os.path.join(self._monitor_dir, f"{bid}")
+            monitor = self._monitors.pop() if self._monitors else \
+                os.path.join(self._monitor_dir, f"{bid}")
         batch = Batch(bid, jobs, monitor, time.time())
         try:
             payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
@@ -613,8 +626,15 @@ class Runner(Completion, Recovery, Control):
         return replace(c, queued=queued + unseen, running=running)
 
     def pending(self, task_id: str) -> bool:
-        """Whether this runner has the task queued or running (not yet finished)."""
-        return task_id in self._active
+        """Whether this runner has the task queued or running (not yet finished),
+        whether or not its page was written to the store yet."""
+        if task_id in self._active:
+            return True
+        prefix = task_id[:names.PREFIX_LEN]
+        with self._lock:
+            return task_id in self._active or any(
+                p.prefix == prefix
+                for p in itertools.chain(self._open.values(), self._sealed, self._writing))
 
     def pending_ids(self) -> set[str]:
         """The ids of every task this runner has queued or running, now."""
@@ -693,13 +713,21 @@ class Runner(Completion, Recovery, Control):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         if not pool:
+            self._remove_monitors()  # nothing in flight (see _stop_all)
             return
         if self._executor is not None:
             self._executor.shutdown()
+        self._remove_monitors()
         with contextlib.suppress(Exception):
             self.store.close()
             if self._cache_store is not None:
                 self._cache_store.close()
+
+    def _remove_monitors(self) -> None:
+        if self._monitor_dir is not None and not self._inflight:
+            shutil.rmtree(self._monitor_dir, ignore_errors=True)
+            self._monitor_dir = None
+            self._monitors = []
 
 
 def _block_sigint() -> None:

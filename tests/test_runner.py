@@ -418,3 +418,28 @@ def test_a_large_async_iter_result_gets_its_own_entry(nb):
     assert nb.result_group("li", failures=True)[0][776] == (776).to_bytes(4, "big") * 256
     entries = api.runner().store._scan_keys(f"b{SEP}li{SEP}0{SEP}")
     assert len(entries) == 1 and entries[0].endswith(f"{SEP}c")
+
+
+def test_monitor_files_are_reused_and_removed_at_close(store_dir):
+    api.reset()
+    nbgroups.configure(store=str(store_dir), workers=2, progress=False)
+    try:
+        r = api.runner()
+        for i in range(20):  # one at a time: each batch could reuse the last one's file
+            assert nbgroups.result(nbgroups.async_task(add, i, 1), wait=-1) == i + 1
+        folder = Path(r._monitor_dir)
+        assert 1 <= len(list(folder.iterdir())) <= 4  # not one file per batch
+        r.close()
+        assert not folder.exists()
+    finally:
+        api.reset()
+
+
+def test_a_task_not_yet_written_is_pending_and_waited_for(nb_loky):
+    r = api.runner()
+    with r._flush_lock:  # the runner thread cannot write the page meanwhile
+        tid = nbgroups.async_task(add, 1, 2)
+        assert r.pending(tid)  # in its open page, not in the store yet
+        assert not r.pending("f" * len(tid))
+    assert nbgroups.result(tid, wait=-1) == 3
+    assert not r.pending(tid)
