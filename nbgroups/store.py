@@ -685,6 +685,10 @@ class MemoryStore(Store):
         return self._lock
 
 
+# Writes in SQL of our own need upsert (SQLite 3.24) and RETURNING (3.35); Python's
+# sqlite3 may link an older library (Python 3.10 allows 3.7.15): then diskcache's API.
+_UPSERT_OK = sqlite3.sqlite_version_info >= (3, 24)
+_RETURNING_OK = sqlite3.sqlite_version_info >= (3, 35)
 _INSERT = (  # a row as diskcache writes a str/int/float/bytes value kept in the row
     "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
     " size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
@@ -784,6 +788,8 @@ class DiskStore(Store):
         # One statement for all of them: diskcache's set is a SELECT and an
         # UPDATE or INSERT per key (~25 us each, ~5 of them per page write).
         # Only values diskcache keeps in the row; these keys never hold a file.
+        if not _UPSERT_OK:
+            return super()._set_many(items, expire)
         now = time.time()
         deadline = None if expire is None else now + expire
         rows, rest = [], []
@@ -803,6 +809,8 @@ class DiskStore(Store):
     def _incr(self, key, delta, expire=None):
         # One statement (diskcache's incr: a SELECT then an UPDATE or INSERT). An
         # expired counter starts again from 0; a row that is not an int is refused.
+        if not _RETURNING_OK:
+            return self._incr_diskcache(key, delta, expire)
         now = time.time()
         rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
                                  delta)).fetchall()
@@ -812,6 +820,21 @@ class DiskStore(Store):
                 "modified outside nbgroups; refused, not loaded"
             )
         return rows[0][0]
+
+    def _incr_diskcache(self, key, delta, expire=None):
+        """:meth:`_incr` through diskcache's API (SQLite before 3.35 has no RETURNING)."""
+        if expire is None:
+            try:
+                return self._cache.incr(key, delta, retry=True)
+            except TypeError:  # diskcache adds to a value that is not a number
+                raise SignatureError(
+                    f"store counter {key.replace(SEP, '/')!r} does not hold a number: it was "
+                    "modified outside nbgroups; refused, not loaded"
+                ) from None
+        with self._transaction():
+            value = (self._get(key) or 0) + delta
+            self._cache.set(key, value, expire=expire, retry=True)
+            return value
 
     def _scan(self, prefix):
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)

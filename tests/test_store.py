@@ -10,14 +10,20 @@ import time
 import pytest
 
 from nbgroups import names
+from nbgroups import store as store_module
 from nbgroups.records import SCHEMA_VERSION, Call, SpecPage, State
 from nbgroups.serialize import Signer, dumps_exception, format_exception
 from nbgroups.store import DiskStore, MemoryStore
 
 
-@pytest.fixture(params=["memory", "disk"])
-def make_store(request, tmp_path):
+@pytest.fixture(params=["memory", "disk", "disk-old-sqlite"])
+def make_store(request, tmp_path, monkeypatch):
+    """Each store; "disk-old-sqlite": DiskStore as on SQLite < 3.24 (no upsert, no
+    RETURNING: diskcache's API instead of nbgroups' own statements)."""
     made = []
+    if request.param == "disk-old-sqlite":
+        monkeypatch.setattr(store_module, "_UPSERT_OK", False)
+        monkeypatch.setattr(store_module, "_RETURNING_OK", False)
 
     def make(**kw):
         s = MemoryStore(**kw) if request.param == "memory" else DiskStore(tmp_path / "store", **kw)
