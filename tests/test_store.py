@@ -10,10 +10,10 @@ import time
 import pytest
 
 from nbgroups import names
-from nbgroups import store as store_module
 from nbgroups.records import SCHEMA_VERSION, Call, SpecPage, State
 from nbgroups.serialize import Signer, dumps_exception, format_exception
 from nbgroups.store import DiskStore, MemoryStore
+from nbgroups.store import disk as disk_store
 
 
 @pytest.fixture(params=["memory", "disk", "disk-old-sqlite"])
@@ -22,8 +22,8 @@ def make_store(request, tmp_path, monkeypatch):
     RETURNING: diskcache's API instead of nbgroups' own statements)."""
     made = []
     if request.param == "disk-old-sqlite":
-        monkeypatch.setattr(store_module, "_UPSERT_OK", False)
-        monkeypatch.setattr(store_module, "_RETURNING_OK", False)
+        monkeypatch.setattr(disk_store, "_UPSERT_OK", False)
+        monkeypatch.setattr(disk_store, "_RETURNING_OK", False)
 
     def make(**kw):
         s = MemoryStore(**kw) if request.param == "memory" else DiskStore(tmp_path / "store", **kw)

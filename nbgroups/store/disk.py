@@ -1,0 +1,264 @@
+"""The store contract on a diskcache directory: the only module that touches diskcache."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..errors import SignatureError, StoreError
+from ..serialize import (
+    Signer,
+    load_secret,
+)
+from .base import Store
+from .layout import (
+    LARGE_RESULT,
+    SEP,
+)
+
+
+class _SignedReader:
+    """A file-like view of ``mac + payload`` that never concatenates them."""
+
+    def __init__(self, mac: bytes, *parts: bytes) -> None:
+        self._parts = [memoryview(mac), *map(memoryview, parts)]
+
+    def read(self, size: int = -1) -> bytes | memoryview:
+        while self._parts and not len(self._parts[0]):
+            self._parts.pop(0)
+        if not self._parts:
+            return b""
+        head = self._parts[0]
+        n = len(head) if size < 0 else min(size, len(head))
+        self._parts[0] = head[n:]
+        return head[:n]
+
+
+# Writes in SQL of our own need upsert (SQLite 3.24) and RETURNING (3.35); Python's
+# sqlite3 may link an older library (Python 3.10 allows 3.7.15): then diskcache's API.
+_UPSERT_OK = sqlite3.sqlite_version_info >= (3, 24)
+_RETURNING_OK = sqlite3.sqlite_version_info >= (3, 35)
+_INSERT = (  # a row as diskcache writes a str/int/float/bytes value kept in the row
+    "INSERT INTO Cache(key, raw, store_time, expire_time, access_time, access_count, tag,"
+    " size, mode, filename, value) VALUES (?, 1, ?, ?, ?, 0, NULL, 0, 1, NULL, ?)"
+    " ON CONFLICT(key, raw) DO UPDATE SET store_time = excluded.store_time,"
+    " expire_time = excluded.expire_time, access_time = excluded.access_time,"
+)
+_UPSERT = _INSERT + (
+    " access_count = 0, tag = NULL, size = 0, mode = 1, filename = NULL, value = excluded.value"
+)
+_INCR = _INSERT + (
+    " value = CASE WHEN Cache.expire_time IS NULL OR Cache.expire_time > excluded.store_time"
+    " THEN Cache.value + excluded.value ELSE excluded.value END"
+    " WHERE Cache.mode = 1 AND typeof(Cache.value) = 'integer' RETURNING value"
+)
+
+
+class DiskStore(Store):
+    """The store contract on a diskcache directory (created 0700).
+
+    Opened with ``eviction_policy='none'`` (diskcache's default culls rows past
+    1 GiB: for results, silent data loss) and without a size limit. Writes go
+    through diskcache's API inside ``transact()``; reads use SQL on its table
+    so that one range scan returns a whole group, and rows diskcache would
+    unpickle are refused.
+    """
+
+    def __init__(self, directory: str | os.PathLike, signer: Signer | None = None, **kw: Any):
+        import diskcache
+
+        super().__init__(signer or Signer(load_secret()), **kw)
+        self.directory = Path(directory).expanduser().resolve()
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            probe = self.directory / f".nbgroups-probe-{os.getpid()}"
+            probe.touch()
+            probe.unlink()
+        except OSError as exc:
+            reason = "it is a file, not a directory" if self.directory.is_file() else \
+                (exc.strerror or str(exc))
+            raise StoreError(
+                f"cannot use store directory {str(self.directory)!r}: {reason}. "
+                "Choose a writable directory with configure(store=...) or NBGROUPS_STORE."
+            ) from None
+        try:
+            self._cache = diskcache.Cache(
+                str(self.directory), eviction_policy="none", size_limit=2**62,
+                cull_limit=0, timeout=60,
+                # Pages up to a large result's size stay in SQLite's row: diskcache's
+                # default (32 KiB) gave every page of a few hundred calls a file of
+                # its own, ~0.25 ms a write (more than the rest of the write).
+                disk_min_file_size=LARGE_RESULT,
+            )
+            self._sql("SELECT COUNT(*) FROM Cache").fetchall()
+        except (sqlite3.DatabaseError, OSError) as exc:
+            raise StoreError(
+                f"the store database in {str(self.directory)!r} cannot be opened ({exc}); "
+                "it may be corrupt. Move it aside or choose another store directory."
+            ) from None
+        self._modes = diskcache.core
+        self._fetch = self._cache._disk.fetch
+        self._db_path = str(self.directory / "cache.db")
+        st = os.stat(self._db_path)
+        self._db_identity = (st.st_dev, st.st_ino)
+
+    def _sql(self, query: str, params: tuple = ()) -> sqlite3.Cursor:
+        return self._cache._sql(query, params)
+
+    def _row_value(self, key: str, mode: int, filename: str | None, value: Any) -> Any:
+        if mode not in (self._modes.MODE_RAW, self._modes.MODE_BINARY) or (
+                mode == self._modes.MODE_BINARY and not isinstance(filename, str)):
+            raise SignatureError(
+                f"store entry {key.replace(SEP, '/')!r} has a storage mode nbgroups never "
+                "writes (a pickle for diskcache to load); it was refused, not loaded"
+            )
+        try:
+            return self._fetch(mode, filename, value, False)
+        except OSError as exc:
+            raise StoreError(
+                f"store entry {key.replace(SEP, '/')!r} cannot be read from "
+                f"{str(self.directory)!r}: {exc.strerror or exc} (a value file is missing "
+                "or unreadable: the store was modified outside nbgroups)"
+            ) from None
+
+    def _get(self, key):
+        rows = self._sql(
+            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?)", (key, time.time()),
+        ).fetchall()
+        if not rows:
+            return None
+        return self._row_value(key, *rows[0])
+
+    def _set(self, key, value, expire=None):
+        self._cache.set(key, value, expire=expire, retry=True)
+
+    def _set_many(self, items, expire=None):
+        # One statement for all of them: diskcache's set is a SELECT and an
+        # UPDATE or INSERT per key (~25 us each, ~5 of them per page write).
+        # Only values diskcache keeps in the row; these keys never hold a file.
+        if not _UPSERT_OK:
+            return super()._set_many(items, expire)
+        now = time.time()
+        deadline = None if expire is None else now + expire
+        rows, rest = [], []
+        for key, value in items:
+            if type(value) in (int, float) or (type(value) in (str, bytes)
+                                               and len(value) < LARGE_RESULT):
+                rows.append((key, now, deadline, now, value))
+            else:
+                rest.append((key, value))
+        self._cache._con.executemany(_UPSERT, rows)
+        for key, value in rest:
+            self._set(key, value, expire)
+
+    def _add(self, key, value, expire=None):
+        self._cache.add(key, value, expire=expire, retry=True)
+
+    def _incr(self, key, delta, expire=None):
+        # One statement (diskcache's incr: a SELECT then an UPDATE or INSERT). An
+        # expired counter starts again from 0; a row that is not an int is refused.
+        if not _RETURNING_OK:
+            return self._incr_diskcache(key, delta, expire)
+        now = time.time()
+        rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
+                                 delta)).fetchall()
+        if not rows:
+            raise SignatureError(
+                f"store counter {key.replace(SEP, '/')!r} does not hold a number: it was "
+                "modified outside nbgroups; refused, not loaded"
+            )
+        return rows[0][0]
+
+    def _incr_diskcache(self, key, delta, expire=None):
+        """:meth:`_incr` through diskcache's API (SQLite before 3.35 has no RETURNING)."""
+        if expire is None:
+            try:
+                return self._cache.incr(key, delta, retry=True)
+            except TypeError:  # diskcache adds to a value that is not a number
+                raise SignatureError(
+                    f"store counter {key.replace(SEP, '/')!r} does not hold a number: it was "
+                    "modified outside nbgroups; refused, not loaded"
+                ) from None
+        with self._transaction():
+            value = (self._get(key) or 0) + delta
+            self._cache.set(key, value, expire=expire, retry=True)
+            return value
+
+    def _scan(self, prefix):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._sql(
+            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?) ORDER BY key",
+            (prefix, end, time.time()),
+        ).fetchall()
+        return [(k, self._row_value(k, m, f, v)) for k, m, f, v in rows if isinstance(k, str)]
+
+    def _delete(self, keys):
+        for key in keys:
+            self._cache.delete(key, retry=True)
+
+    def _scan_keys(self, prefix):
+        end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        rows = self._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
+                         (prefix, end)).fetchall()
+        return [k for (k,) in rows if isinstance(k, str)]
+
+    def _put_stream(self, key, parts, expire):
+        # diskcache copies a file-like object to its file chunk by chunk
+        # (read=True): MAC then the parts, without building MAC + payload.
+        self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
+                        expire=expire, read=True, retry=True)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # diskcache's transact(retry=True), in one layer instead of three (the
+        # two writes of a task's round trip are each one transaction): BEGIN
+        # IMMEDIATE, retried while another process holds the lock; diskcache's
+        # calls inside see the transaction as theirs (its _txn_id) and join it.
+        cache = self._cache
+        tid = threading.get_ident()
+        if cache._txn_id == tid:  # nested: the outer transaction commits
+            yield
+            return
+        self._check_same_database()
+        sql = cache._sql
+        while True:
+            try:
+                sql("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError:  # busy beyond the 60 s timeout
+                continue
+        cache._txn_id = tid
+        try:
+            yield
+        except BaseException:
+            cache._txn_id = None
+            sql("ROLLBACK")
+            raise
+        cache._txn_id = None
+        sql("COMMIT")
+
+    def _check_same_database(self) -> None:
+        """SQLite goes on writing to a database file that was deleted: results would
+        vanish. Every write transaction first checks the file is still the one opened."""
+        try:
+            st = os.stat(self._db_path)
+            same = (st.st_dev, st.st_ino) == self._db_identity
+        except OSError:
+            same = False
+        if not same:
+            raise StoreError(
+                f"the store database {self._db_path!r} was removed or replaced while in use; "
+                "nothing more can be stored there. Configure a store again "
+                "(nbgroups.configure(store=...)): finished results not yet stored are kept "
+                "in memory until then.")
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,101 @@
+"""The store's layout: key shapes, counters, the outcome counter, and task
+records built from stored values (the key table is in the package docstring)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+from .. import names
+from ..records import (
+    Outcome,
+    State,
+    TaskRecord,
+)
+from ..serialize import (
+    join_chunks,
+    loads,
+    loads_exception,
+)
+
+SEP = "\x00"
+LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
+CHUNKED = f"{SEP}c"  # ends the key of such an entry holding async_iter chunks
+COUNTERS = ("n", "ok", "fail", "cancel", "reused")
+STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
+
+
+def gkey(kind: str, group: str | None, gen: int) -> str:
+    return f"{kind}{SEP}{group or ''}{SEP}{gen}{SEP}"
+
+
+def page_index(prefix: str) -> str:
+    """The one index entry of a page: found from a task id and from a derived name."""
+    return f"n{SEP}{names.name_family(prefix)}{SEP}{prefix}"
+
+
+_ctr_lock = threading.Lock()
+_ctr_last = [0]
+
+
+def result_size(blob: Any) -> int:
+    """Bytes of a stored result: pickled bytes, or an ``async_iter``'s list of chunks."""
+    if type(blob) is bytes:
+        return len(blob)
+    return sum(map(len, blob)) if type(blob) is list else 0
+
+
+def outcome_ctr() -> str:
+    """A key part that sorts after every earlier one, in this and other processes
+    (nanosecond clock, made strictly increasing here; the pid breaks ties)."""
+    with _ctr_lock:
+        now = max(time.time_ns(), _ctr_last[0] + 1)
+        _ctr_last[0] = now
+    return f"{now:020d}.{os.getpid():08d}"
+
+
+def build_record(
+    tid: str, name: str, func: str, args, kwargs, o: Outcome | None, label: str | None,
+    submitted: float | None, cls: type = TaskRecord, items=None, blobs=None,
+) -> TaskRecord:
+    """A task record from what was submitted and its latest outcome (or None).
+
+    ``blobs(key)`` loads a large result kept in its own store entry.
+    """
+    state = State(o.state) if o else State.QUEUED
+    if o is None or state is State.CANCELLED:
+        result = None
+    elif state is State.SUCCESS:
+        result = result_value(o, blobs)
+    else:
+        result = failure_value(o, blobs)
+    if items is not None:  # async_iter: the items are the arguments
+        args = (items,)
+    return cls(
+        id=tid, name=name, func=func, args=args, kwargs=kwargs, result=result, group=label,
+        started=o.started if o else None, stopped=o.stopped if o else None,
+        success=None if o is None or state is State.CANCELLED else state is State.SUCCESS,
+        attempt_count=o.attempt if o else 0,
+        traceback=o.traceback if o and state is State.FAILURE else None,
+        state=state, submitted=submitted,
+    )
+
+
+def result_value(o: Outcome, blobs: Any = None) -> Any:
+    if o.result is None:
+        return None
+    if isinstance(o.result, list):
+        return join_chunks(o.result)
+    if isinstance(o.result, str):  # a large result in its own entry
+        return blobs(o.result)
+    return loads(o.result)
+
+
+def failure_value(o: Outcome, blobs: Any = None) -> Any:
+    if isinstance(o.result, list):  # async_iter: the items' results and exceptions
+        return join_chunks(o.result)
+    if isinstance(o.result, str) and o.result.endswith(CHUNKED):  # the same, in its own entry
+        return blobs(o.result)
+    return loads_exception(o.error) if o.error is not None else None
