@@ -169,7 +169,7 @@ class LokyExecutor(Executor):
 
 def _start_resource_trackers() -> None:
     """Start loky's and multiprocessing's resource trackers now, in the runner thread,
-    before it blocks SIGINT and submits (see ``runner._block_sigint``).
+    before it blocks SIGINT and submits (see ``dispatch._block_sigint``).
 
     Started lazily inside the first ``submit``, CPython's tracker unblocks SIGINT in
     the calling thread once it has spawned, and the workers that same ``submit``

@@ -19,10 +19,12 @@ nothing is written per task. The runner thread wakes, lets a burst of
 submissions settle for a moment, then *flushes*: every open page goes to the
 store in one transaction, and its calls join the ready queue.
 
-Dispatch cuts the ready queue into batches sized from the measured duration
-of recent calls (like joblib's auto-batching, but per task tracking stays),
-keeps a couple of batches per worker in flight, and stamps each batch with a
-monitor file so that a dead worker can be traced to the call it ran.
+Dispatch (:mod:`nbgroups.dispatch`) cuts the ready queue into batches sized
+from the measured duration of recent calls (like joblib's auto-batching, but
+per task tracking stays), keeps a couple of batches per worker in flight, and
+stamps each batch with a monitor file so that a dead worker can be traced to
+the call it ran. Exit (:mod:`nbgroups.shutdown`) stops the runners before
+loky's own exit hook.
 
 Completion (:mod:`nbgroups.completion`) writes the outcomes of everything
 that finished since the last look in one transaction, re-queues failed runs
@@ -40,38 +42,29 @@ call past its ``timeout`` has its worker killed, and fails with
 
 from __future__ import annotations
 
-import atexit
 import collections
 import contextlib
 import itertools
 import logging
-import math
-import os
 import shutil
-import signal
-import sys
-import tempfile
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import names
+from . import names, shutdown
 from .completion import Completion
 from .config import Settings
 from .control import Control, process_id
+from .dispatch import Dispatch
 from .errors import RunnerClosed, SerializationError, StoreError
-from .executors import Executor, SyncExecutor, make_executor
+from .executors import Executor, SyncExecutor
 from .jobs import (
-    CANCELLED,
     FINAL,
     QUEUED,
-    RUNNING,
     STORED_STATES,
     Batch,
-    IterState,
     Job,
     OpenPage,
     Options,
@@ -83,23 +76,19 @@ from .serialize import (
     callable_name,
     dumps,
     dumps_exception,
-    dumps_plain,
     format_exception,
     loads_exception,
 )
-from .store import LARGE_RESULT, DiskStore, Store, build_record
+from .store import DiskStore, Store, build_record
 
 log = logging.getLogger("nbgroups")
 
-TARGET_BATCH_SECONDS = 0.05
-MAX_BATCH = 4096
-ITER_CHUNK_MAX = 20_000
 LINGER_SECONDS = 0.02
 LINGER_CALLS = 4096
 POLL_SECONDS = 0.25
 
 
-class Runner(Completion, Recovery, Control):
+class Runner(Dispatch, Completion, Recovery, Control):
     """Owns the executor, the in-memory task state and the two store layers."""
 
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
@@ -369,33 +358,6 @@ class Runner(Completion, Recovery, Control):
                                                  dumps_exception(err, tb), tb)))
         return written, failed
 
-    def _enqueue(self, job: Job) -> None:
-        if job.items is None:
-            self._ready.append(job)
-            return
-        n = len(job.items)
-        size = max(1, min(ITER_CHUNK_MAX, math.ceil(n / (4 * self._workers()))))
-        starts = range(0, n, size) if n else []
-        job.chunks = IterState(results=[None] * len(starts), remaining=len(starts))
-        for ci, start in enumerate(starts):
-            chunk = Job(job.id, job.func, job.items[start:start + size], None, job.options,
-                        job.prefix)
-            chunk.items = chunk.args
-            chunk.parent = (job, ci)
-            chunk.gen = job.gen
-            self._ready.append(chunk)
-        if not starts:  # an empty iterable: done at once, with []
-            now = time.time()
-            self._done.append((None, [(job, outcome_of(job, "success", now, now,
-                                                       dumps_plain([])))]))
-
-    def _workers(self) -> int:
-        if self.settings.backend == "sync":
-            return 1
-        # The executor knows best (dask: the cluster's threads, which may grow).
-        ex = self._executor
-        return max(1, ex.workers if ex is not None else self.settings.workers)
-
     # ------------------------------------------------------------------ inline
     def _run_inline(self, jobs: list[Job], raise_errors: bool) -> None:
         with self._lock:
@@ -441,9 +403,9 @@ class Runner(Completion, Recovery, Control):
                         target=self._loop, name="nbgroups-runner", daemon=True
                     )
                     self._thread.start()
-                    _RUNNERS.add(self)
-                    if not _exit_hooks:
-                        _hook_exit()
+                    shutdown.RUNNERS.add(self)
+                    if not shutdown.hooks_registered():
+                        shutdown.hook_exit()
 
     def _loop(self) -> None:
         while not self._closed:
@@ -458,7 +420,7 @@ class Runner(Completion, Recovery, Control):
                 self._dispatch()
                 self._check_timeouts()
             except BaseException:  # the runner thread must survive anything
-                if _exiting():  # what was not sent stays queued in the store, resumable
+                if shutdown.exiting():  # what was not sent stays queued in the store, resumable
                     break
                 log.exception("nbgroups runner error")
                 time.sleep(0.1)
@@ -490,97 +452,6 @@ class Runner(Completion, Recovery, Control):
                for b in self._inflight.values()):
             return 0.1
         return None if not self._inflight and not self._ready else 0.5
-
-    # ------------------------------------------------------------------ dispatch
-    def _batch_size(self, stats: list | None) -> int:
-        """Calls per batch for a function with these measured ``[seconds per call,
-        result bytes]``: one until measured, then ~TARGET_BATCH_SECONDS of work,
-        but never so many that a worker is left without a batch."""
-        if stats is None or stats[1] >= LARGE_RESULT:
-            return 1
-        fair = math.ceil(len(self._ready) / (2 * self._workers()))
-        want = int(TARGET_BATCH_SECONDS / max(stats[0], 1e-6))
-        return max(1, min(MAX_BATCH, fair, want))
-
-    def _dispatch(self) -> None:
-        if not self._ready or self._closed:
-            return
-        if self._executor is None:
-            self._executor = make_executor(self.settings)
-            # atexit runs last-registered first: loky registered its own handler
-            # when imported, so ours goes after it to run before it (the pool
-            # must still accept the close, not print "cannot schedule" tracebacks)
-            atexit.unregister(_close_all)
-            atexit.register(_close_all)
-        while self._ready:
-            head = self._ready[0].func[0]
-            stats = self._stats.get(head)
-            # Two batches per worker keep workers busy. Until a function's results
-            # are measured, and while they are large, one per worker: finished
-            # results wait in this process until stored, this bounds their memory.
-            large = stats is None or stats[1] >= LARGE_RESULT
-            if len(self._inflight) >= self._workers() * (1 if large else 2):
-                return
-            with self._lock:
-                size = self._batch_size(stats)
-                jobs = []
-                ready = self._ready
-                while ready and len(jobs) < size and ready[0].func[0] == head:
-                    job = ready.popleft()
-                    parent = job.parent
-                    if job.state is CANCELLED or (parent and parent[0].state is CANCELLED):
-                        continue
-                    jobs.append(job)
-                    if parent is not None or job.options.timeout or job.suspect:
-                        break  # chunks, calls with a timeout and suspects go alone
-                if not jobs:
-                    continue
-                options = None
-                for j in jobs:
-                    top = j if j.parent is None else j.parent[0]
-                    if top.state is QUEUED:
-                        top.state = RUNNING
-                        if top.options is not options:
-                            options = top.options
-                            live = self._live[(options.ttl is not None, options.group)]
-                        live[0] -= 1
-                        live[1] += 1
-                    j.attempt += 1
-            self._send(jobs)
-
-    def _send(self, jobs: list[Job]) -> None:
-        funcs = list(dict.fromkeys(j.func for j in jobs))
-        index = {f: i for i, f in enumerate(funcs)}
-        calls = [  # the id and run number come back in the outcome: stored as they are
-            (j.id, index[j.func], j.args, j.kwargs, j.items is not None, j.attempt + j.runs_before)
-            for j in jobs
-        ]
-        bid = next(self._batch_ids)
-        monitor = None
-        if self._executor.monitored:
-            if self._monitor_dir is None:
-                self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
-            monitor = self._monitors.pop() if self._monitors else \
-                os.path.join(self._monitor_dir, f"{bid}")
-        batch = Batch(bid, jobs, monitor, time.time())
-        try:
-            payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
-        except Exception as exc:  # stored, but not sendable: fail them, not the runner
-            err = SerializationError(f"this task's call cannot be pickled to be sent to a "
-                                     f"worker ({type(exc).__name__}: {exc}); it was not run")
-            tb = format_exception(err)
-            now = time.time()
-            self._done.append((None, [(j, outcome_of(j, "failure", now, now, None,
-                                                     dumps_exception(err, tb), tb))
-                                      for j in jobs]))
-            return
-        self._inflight[bid] = batch
-        batch.pool = self._executor.generation
-        _block_sigint()
-        batch.future = self._executor.submit(payload, monitor)
-        batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
-        if _exit_hooks < 2:
-            _hook_exit()  # again, now that loky's pool has registered its own hook
 
     def record_of(self, job: Job, o: tuple | None, cls: type = TaskRecord) -> TaskRecord:
         """The record of a finished job from its outcome tuple, without a store read."""
@@ -713,7 +584,7 @@ class Runner(Completion, Recovery, Control):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         if not pool:
-            self._remove_monitors()  # nothing in flight (see _stop_all)
+            self._remove_monitors()  # nothing in flight (see shutdown.stop_all)
             return
         if self._executor is not None:
             self._executor.shutdown()
@@ -728,70 +599,3 @@ class Runner(Completion, Recovery, Control):
             shutil.rmtree(self._monitor_dir, ignore_errors=True)
             self._monitor_dir = None
             self._monitors = []
-
-
-def _block_sigint() -> None:
-    """Block SIGINT in the runner thread, just before the executor may spawn.
-
-    Jupyter's interrupt sends SIGINT to the kernel's whole process group. Blocked
-    here, it stays blocked in the threads loky starts from this one and in the
-    workers they fork and exec: a worker still importing never sees it (loky#477);
-    the kernel's main thread still gets Ctrl-C. Done before every submit because
-    starting loky's resource tracker unblocks SIGINT in the calling thread.
-    """
-    if _SIGMASK:
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-
-
-_SIGMASK = hasattr(signal, "pthread_sigmask")
-
-
-_RUNNERS: weakref.WeakSet[Runner] = weakref.WeakSet()
-
-
-@atexit.register
-def _close_all() -> None:
-    for runner in list(_RUNNERS):
-        with contextlib.suppress(Exception):
-            runner.close()
-
-
-def _stop_all() -> None:
-    """At exit, before loky's hook: stop the runners. A pool running calls is
-    stopped now (loky's hook would hold the exit until they end, with nobody left
-    to record them: they stay queued in the store, resumable); an idle pool is
-    left to loky's hook, which ends it gently."""
-    for runner in list(_RUNNERS):
-        with contextlib.suppress(Exception):
-            runner.close(pool=bool(runner._inflight))
-
-
-_exit_hooks = 0
-
-
-def _hook_exit() -> None:
-    """Stop the runners at exit before loky's own exit hook.
-
-    loky (like concurrent.futures) registers that hook with
-    ``threading._register_atexit`` when a process's first pool starts: it runs
-    before any ``atexit`` handler, while daemon threads still run, and makes
-    every pool refuse work. A runner with calls still queued then met "cannot
-    schedule new futures after interpreter shutdown" at each batch. Ours is
-    registered when the runner thread starts and again after loky's (last
-    registered, first run): the runners stop dispatching, and what they had not
-    run stays queued in the store, resumable. Idle pools are left to loky's hook
-    (then ``_close_all``): killing idle workers from here made loky's resource
-    tracker warn at exit about a semaphore already gone (4 exits in 110; 0 in 60
-    left to loky).
-    """
-    global _exit_hooks
-    _exit_hooks += 1
-    register = getattr(threading, "_register_atexit", None)  # CPython >= 3.9
-    if register is not None:
-        with contextlib.suppress(RuntimeError):  # the interpreter is exiting already
-            register(_stop_all)
-
-
-def _exiting() -> bool:
-    """Whether the interpreter is shutting down (threads' exit hooks running, or later)."""
-    return sys.is_finalizing() or getattr(threading, "_SHUTTING_DOWN", False)

@@ -1,7 +1,8 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
-api > reuse > runner > recovery/control > executors/dask_backend > store/worker/jobs >
-serialize/records/names/config > errors; display, magics, cli (and the package's own
+api > reuse > runner > recovery/control/completion/dispatch >
+executors/dask_backend/shutdown > store/worker/jobs > serialize/records/names/config >
+errors; display, magics, cli (and the package's own
 ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
 functions count too: a lazy import still ties the layers together.
 """
@@ -21,8 +22,8 @@ RANK = {
     "errors": 0,
     "names": 1, "records": 1, "config": 1, "serialize": 1,
     "store": 2, "worker": 2, "jobs": 2,
-    "executors": 3, "dask_backend": 3,
-    "recovery": 4, "control": 4, "completion": 4,  # the runner's mixins
+    "executors": 3, "dask_backend": 3, "shutdown": 3,
+    "recovery": 4, "control": 4, "completion": 4, "dispatch": 4,  # the runner's mixins
     "runner": 5,
     "reuse": 6,
     "api": 7,
