@@ -10,12 +10,21 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import itertools
-import math
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from . import names
+from .arguments import (
+    OPTION_NAMES,
+    build_options,
+    check_bool,
+    check_count,
+    check_func,
+    check_group,
+    split_kwargs,
+    wait_seconds,
+)
 from .config import CHECK, Settings, from_environment
 from .control import owner_alive
 from .errors import ArgumentTypeError, ConfigurationError
@@ -23,10 +32,6 @@ from .jobs import Options
 from .records import State, TaskList, TaskRecord
 from .runner import Runner
 from .store import Store
-
-OPTION_NAMES = frozenset(
-    {"group", "cached", "timeout", "retries", "hook", "sync", "save", "task_name", "reuse"}
-)
 
 _lock = threading.RLock()
 _settings: Settings | None = None
@@ -130,7 +135,7 @@ def runner() -> Runner:
 def default_group(group: str | None, **options: Any) -> Iterator[None]:
     """Make ``group`` (and ``options``) the default of every submission inside."""
     if group is not None:
-        _check_group(group)
+        check_group(group)
     token = _default_group.set(group)
     otoken = _default_options.set(options)
     try:
@@ -140,60 +145,7 @@ def default_group(group: str | None, **options: Any) -> Iterator[None]:
         _default_options.reset(otoken)
 
 
-# ---------------------------------------------------------------- validation
-def _check_group(group: Any, name: str = "group") -> None:
-    if not isinstance(group, str):
-        raise ArgumentTypeError(
-            f"{name} must be a non-empty str, got {type(group).__name__} {group!r}")
-    if not group or "\x00" in group:
-        raise ConfigurationError(
-            f"{name} must be a non-empty str without NUL characters, got {group!r}")
-
-
-_valid_paths: set[str] = set()
-
-
-def _check_func(func: Any) -> None:
-    if isinstance(func, str):
-        if func in _valid_paths:
-            return
-        if not func or any(not part.isidentifier() for part in func.split(".")):
-            raise ConfigurationError(f"func as a string must be a dotted path like 'math.modf', "
-                                     f"got {func!r}")
-        if len(_valid_paths) < 1024:
-            _valid_paths.add(func)
-    elif not callable(func):
-        raise ArgumentTypeError(
-            f"func must be a callable or a dotted path string, got {type(func).__name__} {func!r}"
-        )
-
-
-def _wait_seconds(wait: Any) -> float | None:
-    """``wait`` in ms -> seconds to wait (None: without limit)."""
-    if isinstance(wait, bool) or not isinstance(wait, int | float):
-        raise ArgumentTypeError(
-            f"wait must be milliseconds (an int >= 0, or -1 to wait without limit), "
-            f"got {wait!r}")
-    if wait != -1 and not (wait >= 0 and math.isfinite(wait)):
-        raise ConfigurationError(f"wait must be >= 0 milliseconds, or -1 to wait without limit, "
-                                 f"got {wait!r}")
-    return None if wait == -1 else wait / 1000
-
-
-def _check_count(count: Any) -> None:
-    if count is None:
-        return
-    if isinstance(count, bool) or not isinstance(count, int):
-        raise ArgumentTypeError(f"count must be None or an int >= 1, got {count!r}")
-    if count < 1:
-        raise ConfigurationError(f"count must be None or an int >= 1, got {count!r}")
-
-
-def _check_bool(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
-
-
+# ---------------------------------------------------------------- options
 _options_cache: dict = {}
 
 
@@ -216,59 +168,12 @@ def _options(raw: dict) -> tuple[Options, dict]:
         key, hit = None, None
     if hit is not None and hit[2] is defaults and hit[3] is s:
         return hit[0], hit[1]
-    opts, flags = _build_options(raw, s)
+    opts, flags = build_options(raw, s, defaults, _default_group.get())
     if key is not None:
         if len(_options_cache) > 256:
             _options_cache.clear()
         _options_cache[key] = (opts, flags, defaults, s)
     return opts, flags  # shared, read-only
-
-
-def _build_options(raw: dict, s: Settings) -> tuple[Options, dict]:
-    merged = {**_default_options.get(), **raw}
-    unknown = sorted(set(merged) - OPTION_NAMES)
-    if unknown:
-        raise ArgumentTypeError(f"unknown option(s) {unknown}; accepted: {sorted(OPTION_NAMES)}")
-    group = merged.get("group", _default_group.get())
-    if group is not None:
-        _check_group(group)
-    cached = merged.get("cached", s.cached)
-    CHECK.cached("cached", cached)
-    timeout = merged.get("timeout", s.timeout)
-    CHECK.timeout("timeout", timeout)
-    retries = merged.get("retries", s.retries)
-    CHECK.non_negative_int("retries", retries)
-    hook = merged.get("hook")
-    if hook is not None and not (callable(hook) or isinstance(hook, str)):
-        raise ArgumentTypeError(f"hook must be a callable or a dotted path, got {hook!r}")
-    flags = {}
-    for flag, default in (("sync", False), ("save", True), ("reuse", s.reuse)):
-        value = merged.get(flag, default)
-        _check_bool(flag, value)
-        flags[flag] = value
-    task_name = merged.get("task_name")
-    if task_name is not None:
-        _check_group(task_name, "task_name")
-    ttl = None if cached is False else (s.cache_ttl if cached is True else cached)
-    opts = Options(group=group, ttl=ttl, timeout=timeout, retries=retries, hook=hook,
-                   save=flags["save"], task_name=task_name)
-    return opts, flags
-
-
-def _split_kwargs(kwargs: dict) -> tuple[dict, dict]:
-    if "q_options" in kwargs:
-        kwargs = dict(kwargs)
-        q = kwargs.pop("q_options")
-        if not isinstance(q, dict):
-            raise ArgumentTypeError(f"q_options must be a dict of options, got {q!r}")
-        return q, kwargs
-    if not kwargs:
-        return kwargs, kwargs
-    opts: dict = {}
-    rest: dict = {}
-    for k, v in kwargs.items():
-        (opts if k in OPTION_NAMES else rest)[k] = v
-    return opts, rest
 
 
 def _submitted(group: str | None, ttl: int | None) -> None:
@@ -291,8 +196,8 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     >>> result(tid)
     (0.5, 2.0)
     """
-    _check_func(func)
-    raw, fkwargs = _split_kwargs(kwargs)
+    check_func(func)
+    raw, fkwargs = split_kwargs(kwargs)
     opts, flags = _options(raw)
     if flags["reuse"]:
         from .reuse import submit_reusing
@@ -315,7 +220,7 @@ def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str
     >>> result(async_iter('math.floor', [1.5, 2.5], sync=True))
     [1, 2]
     """
-    _check_func(func)
+    check_func(func)
     if not isinstance(args_iter, Iterable) or isinstance(args_iter, str | bytes):
         raise ArgumentTypeError(f"args_iter must be an iterable of arguments, got {args_iter!r}")
     opts, flags = _options(options)
@@ -343,8 +248,8 @@ def sweep(func: Callable | str, group: str, **grid: Any) -> str:
     >>> result_group(g)
     [4, 9]
     """
-    _check_func(func)
-    _check_group(group)
+    check_func(func)
+    check_group(group)
     raw = {k: grid.pop(k) for k in list(grid) if k in OPTION_NAMES}
     raw["group"] = group
     axes = {}
@@ -415,7 +320,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     """
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
-    timeout = _wait_seconds(wait)
+    timeout = wait_seconds(wait)
     ttl = _layer(cached)
     r = runner()
     if wait != 0 and r.pending(task_id):
@@ -454,8 +359,8 @@ def result(task_id: str, wait: int = 0, cached: bool = False) -> Any:
 
 
 def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -> None:
-    timeout = _wait_seconds(wait)
-    _check_count(count)
+    timeout = wait_seconds(wait)
+    check_count(count)
     if count is not None:
         if wait == 0:
             timeout = None  # django-q: count without wait waits without limit
@@ -470,8 +375,8 @@ def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -
 
 def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: Any) -> Store:
     """Check a group read's arguments, wait as asked, return the layer's store."""
-    _check_group(group_id, "group_id")
-    _check_bool("failures", failures)
+    check_group(group_id, "group_id")
+    check_bool("failures", failures)
     ttl = _layer(cached)
     r = runner()
     _wait_group(r, group_id, wait, count, ttl)
@@ -519,8 +424,8 @@ def _with_running(r: Runner, tasks: TaskList) -> TaskList:
 
 def count_group(group_id: str, failures: bool = False, cached: bool = False) -> int:
     """Successes (or failures, with ``failures=True``) of the group; 0 if unknown."""
-    _check_group(group_id, "group_id")
-    _check_bool("failures", failures)
+    check_group(group_id, "group_id")
+    check_bool("failures", failures)
     r = runner()
     r.flush()
     c = r.store_for(_layer(cached)).counts(group_id)
@@ -530,8 +435,8 @@ def count_group(group_id: str, failures: bool = False, cached: bool = False) -> 
 def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> int:
     """Remove the group label (tasks stay, ``group=None``), or with ``tasks=True``
     the tasks too, cancelling those not started. Returns how many tasks."""
-    _check_group(group_id, "group_id")
-    _check_bool("tasks", tasks)
+    check_group(group_id, "group_id")
+    check_bool("tasks", tasks)
     ttl = _layer(cached)
     r = runner()
     if tasks:
@@ -542,7 +447,7 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> in
 
 def cancel_group(group_id: str, cached: bool = False) -> int:
     """Cancel the group's tasks not yet started; returns how many were cancelled."""
-    _check_group(group_id, "group_id")
+    check_group(group_id, "group_id")
     return runner().cancel(group_id, _layer(cached))
 
 
@@ -551,7 +456,7 @@ def retry_group(group_id: str, cached: bool = False) -> int:
 
     Each keeps its id; its ``attempt_count`` goes on from the failed runs.
     """
-    _check_group(group_id, "group_id")
+    check_group(group_id, "group_id")
     ttl = _layer(cached)
     r = runner()
     r.flush()
@@ -567,7 +472,7 @@ def resume_group(group_id: str) -> int:
     Each runs once: tasks this kernel is still running are left alone, and so
     are those of another kernel on this machine that is still running.
     """
-    _check_group(group_id, "group_id")
+    check_group(group_id, "group_id")
     r = runner()
     r.flush()
     entries = r.store.group_entries(group_id) or []
@@ -584,7 +489,7 @@ def resume_group(group_id: str) -> int:
 
 def group_counts(group_id: str, cached: bool = False):
     """A :class:`~nbgroups.records.GroupCounts` snapshot (stored + this kernel's live)."""
-    _check_group(group_id, "group_id")
+    check_group(group_id, "group_id")
     return runner().counts(group_id, _layer(cached))
 
 
@@ -607,8 +512,8 @@ class AsyncTask:
     """
 
     def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:
-        _check_func(func)
-        raw, fkwargs = _split_kwargs(kwargs)
+        check_func(func)
+        raw, fkwargs = split_kwargs(kwargs)
         _options(raw)  # fail now on a bad option
         self.func = func
         self.args = args

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .. import api, names
+from .. import api, arguments, names
 from ..records import Call
 from ..store import build_record
 from .formatting import Failure, Meter, format_line, meter
@@ -95,7 +95,7 @@ class ProgressView:
 
     def __init__(self, group: str, *, ttl: int | None = None, mode: str = "widget",
                  stream=None, clock: Callable[[], float] = time.time) -> None:
-        api._check_group(group)
+        arguments.check_group(group)
         self.group = group
         self.ttl = ttl
         self.mode = mode
@@ -374,7 +374,7 @@ def progress(group_id: str, *, display: bool = True, mode: str | None = None,
     elsewhere). ``stream`` is the text view's stream (default ``sys.stderr``).
     A returned view displays itself when it is a cell's value.
     """
-    api._check_group(group_id, "group_id")
+    arguments.check_group(group_id, "group_id")
     ttl = api._layer(cached)
     view = ProgressView(group_id, ttl=ttl, mode=choose_mode(mode), stream=stream)
     RENDERER.hook_shell(_shell())
