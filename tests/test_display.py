@@ -181,6 +181,48 @@ def test_text_view_line_and_final_summary(nb):
     assert out.count("txt 100%") == 1 and out.endswith("\n")
 
 
+def test_a_group_another_process_runs_is_drawn_live(store_dir, tmp_path):
+    """A view of a group fed only by another kernel on the same store redraws while
+    that kernel works (the renderer's tick reads the store), not only at cell end."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ready = tmp_path / "submitted"
+    code = (
+        "import nbgroups, pathlib\n"
+        f"nbgroups.configure(store={str(store_dir)!r}, workers=1, progress=False)\n"
+        "for i in range(6):\n"
+        "    nbgroups.async_task('time.sleep', 0.5, group='elsewhere')\n"
+        "nbgroups.api.runner().flush()\n"
+        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "nbgroups.result_group('elsewhere', count=6, wait=-1)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    other = subprocess.Popen([sys.executable, "-c", code], env=env)
+    try:
+        api.reset()
+        nbgroups.configure(store=str(store_dir), workers=1, progress=False)
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert other.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        buf = io.StringIO()
+        display.progress("elsewhere", mode="text", stream=buf, display=False)
+        assert other.wait(60) == 0
+        done = [int(n) for n in re.findall(r"\[done (\d+),", buf.getvalue())]
+        assert any(0 < n < 6 for n in done), buf.getvalue()  # drawn while it ran
+        deadline = time.monotonic() + 10  # and its end, within a tick
+        while "done 6," not in buf.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "done 6," in buf.getvalue()
+    finally:
+        if other.poll() is None:
+            other.kill()
+        api.reset()
+
+
 def test_text_view_closed_while_running_ends_its_line():
     from nbgroups.display.text import TextView
 
