@@ -1,7 +1,8 @@
 """``%load_ext nbgroups``: the ``%nbgroups`` and ``%%group`` magics, automatic progress.
 
 ``%nbgroups`` alone shows the table of groups; ``%nbgroups SUBCOMMAND ...``
-runs one of :data:`SUBCOMMANDS` (one small function each). ``%%group NAME
+runs one of :data:`SUBCOMMANDS` (one small function each); ``--cached`` makes
+a group sub-command act on the cache layer's group of that name. ``%%group NAME
 [--reuse]`` runs its cell with ``NAME`` as the default group of every
 submission. A mistake raises IPython's ``UsageError`` with a one-line help.
 """
@@ -20,7 +21,8 @@ from .display.table import GroupTable, group_rows
 from .errors import NbgroupsError
 
 USAGE = ("usage: %nbgroups [progress G | delete G [--tasks] | cancel G | retry G | resume G "
-         "| workers N | store PATH | backend loky|thread|sync|dask [ADDRESS]]")
+         "| workers N | store PATH | backend loky|thread|sync|dask [ADDRESS]] "
+         "(--cached: G in the cache layer)")
 GROUP_USAGE = "usage: %%group NAME [--reuse]"
 
 
@@ -36,17 +38,24 @@ def _one(args: list[str], what: str, usage: str, flags: tuple[str, ...] = ()) ->
     return plain[0], given
 
 
-def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()) -> tuple[str, set]:
-    group, given = _one(args, "GROUP", usage, flags)
-    if not api.runner().store.known(group):
-        raise UsageError(f"no group named {group!r} in the store (`%nbgroups` lists "
-                         f"them); {usage}")
-    return group, given
+def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()
+                 ) -> tuple[str, set, bool]:
+    """The group a sub-command names, its flags, and whether ``--cached`` asks for the
+    cache layer (groups of ``cached=True`` tasks live there, not in the task store)."""
+    group, given = _one(args, "GROUP", usage, (*flags, "--cached"))
+    cached = "--cached" in given
+    r = api.runner()
+    if not r.store_for(api._layer(cached)).known(group):
+        hint = "" if cached or not r.store_for(api._layer(True)).known(group) else \
+            f" (there is a cached group {group!r}: add --cached)"
+        raise UsageError(f"no {'cached ' if cached else ''}group named {group!r} in the store"
+                         f"{hint} (`%nbgroups` lists them); {usage}")
+    return group, given, cached
 
 
-def _show_after(group: str, n: int) -> None:
+def _show_after(group: str, n: int, cached: bool = False) -> None:
     if n and api.settings().progress is not False:
-        display.progress(group)
+        display.progress(group, cached=cached)
 
 
 # ---------------------------------------------------------------- sub-commands
@@ -59,14 +68,15 @@ def table(args: list[str]) -> GroupTable:
 
 
 def progress_cmd(args: list[str]) -> None:
-    group, _ = _known_group(args, "usage: %nbgroups progress GROUP")
-    display.progress(group)
+    group, _, cached = _known_group(args, "usage: %nbgroups progress GROUP [--cached]")
+    display.progress(group, cached=cached)
 
 
 def delete_cmd(args: list[str]) -> None:
-    group, flags = _known_group(args, "usage: %nbgroups delete GROUP [--tasks]", ("--tasks",))
+    group, flags, cached = _known_group(
+        args, "usage: %nbgroups delete GROUP [--tasks] [--cached]", ("--tasks",))
     tasks = "--tasks" in flags
-    n = api.delete_group(group, tasks=tasks)
+    n = api.delete_group(group, tasks=tasks, cached=cached)
     if tasks:
         print(f"deleted group {group!r} and its {n} tasks")
     else:
@@ -74,20 +84,24 @@ def delete_cmd(args: list[str]) -> None:
 
 
 def cancel_cmd(args: list[str]) -> None:
-    group, _ = _known_group(args, "usage: %nbgroups cancel GROUP")
-    n = api.cancel_group(group)
+    group, _, cached = _known_group(args, "usage: %nbgroups cancel GROUP [--cached]")
+    n = api.cancel_group(group, cached=cached)
     print(f"cancelled {n} tasks of {group!r} not yet started")
 
 
 def retry_cmd(args: list[str]) -> None:
-    group, _ = _known_group(args, "usage: %nbgroups retry GROUP")
-    n = api.retry_group(group)
+    group, _, cached = _known_group(args, "usage: %nbgroups retry GROUP [--cached]")
+    n = api.retry_group(group, cached=cached)
     print(f"re-submitted {n} failed tasks of {group!r}")
-    _show_after(group, n)
+    _show_after(group, n, cached)
 
 
 def resume_cmd(args: list[str]) -> None:
-    group, _ = _known_group(args, "usage: %nbgroups resume GROUP")
+    usage = "usage: %nbgroups resume GROUP"
+    if "--cached" in args:
+        raise UsageError("cached tasks cannot be resumed: the cache layer keeps results, not "
+                         f"the calls' arguments; submit them again; {usage}")
+    group, _, _ = _known_group(args, usage)
     n = api.resume_group(group)
     print(f"re-submitted {n} unfinished tasks of {group!r}")
     _show_after(group, n)
@@ -175,7 +189,8 @@ class NbgroupsMagics(Magics):
     @line_magic
     def nbgroups(self, line: str = ""):
         """%nbgroups [progress G | delete G [--tasks] | cancel G | retry G | resume G |
-        workers N | store PATH]: the table of groups, or one sub-command."""
+        workers N | store PATH]: the table of groups, or one sub-command; ``--cached``
+        after a group: the group of ``cached=True`` tasks (not for resume)."""
         return run_line(line)
 
     @cell_magic

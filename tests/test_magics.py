@@ -135,6 +135,30 @@ def test_cancel_retry_resume_delete_subcommands(ip, capsys):
     assert "deleted group 'sub2' and its 2 tasks" in capsys.readouterr().out
 
 
+def test_group_subcommands_on_the_cache_layer(ip, capsys):
+    run(ip, "nbgroups.sweep(f, 'cg', x=range(5), cached=True)\n"
+            "nbgroups.result_group('cg', wait=60000, cached=True)")
+    with pytest.raises(UsageError, match="there is a cached group 'cg': add --cached"):
+        ip.run_line_magic("nbgroups", "progress cg")
+    display.reset()
+    ip.run_line_magic("nbgroups", "progress cg --cached")
+    view = display.view_of("cg")
+    assert view is not None and view.ttl is not None and view.adapter.bar.value == 5
+    ip.run_line_magic("nbgroups", "cancel cg --cached")
+    assert "cancelled 0 tasks of 'cg'" in capsys.readouterr().out
+    ip.run_line_magic("nbgroups", "retry cg --cached")
+    assert "re-submitted 1 failed tasks of 'cg'" in capsys.readouterr().out
+    run(ip, "nbgroups.result_group('cg', wait=60000, cached=True)")
+    assert nbgroups.count_group("cg", failures=True, cached=True) == 1  # f(3) fails again
+    with pytest.raises(UsageError, match="cached tasks cannot be resumed"):
+        ip.run_line_magic("nbgroups", "resume cg --cached")
+    ip.run_line_magic("nbgroups", "delete cg --tasks --cached")
+    assert "deleted group 'cg' and its 5 tasks" in capsys.readouterr().out
+    assert nbgroups.result_group("cg", cached=True) is None
+    with pytest.raises(UsageError, match="no cached group named 'cg'"):
+        ip.run_line_magic("nbgroups", "cancel cg --cached")
+
+
 def test_workers_and_store_subcommands(ip, tmp_path, capsys):
     ip.run_line_magic("nbgroups", "workers 3")
     assert nbgroups.settings().workers == 3
