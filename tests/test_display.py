@@ -223,6 +223,71 @@ def test_a_group_another_process_runs_is_drawn_live(store_dir, tmp_path):
         api.reset()
 
 
+class _Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def _screen(text: str) -> list[str]:
+    """What a terminal shows after ``text`` (\\r, \\n, cursor up, clear down)."""
+    import re
+
+    rows, r, c, i = [""], 0, 0, 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "\x1b":
+            m = re.match(r"\x1b\[(\d*)([AJ])", text[i:])
+            if m.group(2) == "A":
+                r = max(0, r - int(m.group(1) or 1))
+            else:
+                rows[r] = rows[r][:c]
+                del rows[r + 1:]
+            i += len(m.group(0))
+            continue
+        if ch == "\r":
+            c = 0
+        elif ch == "\n":
+            r, c = r + 1, 0
+            rows += [""] * (r + 1 - len(rows))
+        else:
+            rows[r] = rows[r][:c].ljust(c) + ch + rows[r][c + 1:]
+            c += 1
+        i += 1
+    return [row.rstrip() for row in rows]
+
+
+def _counts(group, done, submitted=6, failed=0):
+    return GroupCounts(group, submitted=submitted, done=done, failed=failed,
+                       queued=submitted - done - failed, first_submitted=0.0,
+                       last_finished=float(done) if done + failed == submitted else None)
+
+
+@pytest.mark.parametrize("tty", [True, False])
+def test_two_text_views_on_one_stream_keep_their_own_lines(tty):
+    from nbgroups.display.text import TextView
+
+    out = _Terminal() if tty else io.StringIO()
+    a, b = TextView(out), TextView(out)
+    a.update(meter(_counts("ga", 1), now=2.0), None)
+    b.update(meter(_counts("gb", 2), now=2.0), None)
+    a.update(meter(_counts("ga", 3), now=3.0), None)
+    if tty:  # a block of two lines, each group in its own, redrawn in place
+        assert _screen(out.getvalue()) == [format_line(meter(_counts("ga", 3), now=3.0)),
+                                           format_line(meter(_counts("gb", 2), now=2.0))]
+    b.update(meter(_counts("gb", 6), now=4.0), None)  # gb ends: its line goes above
+    a.update(meter(_counts("ga", 4), now=5.0), None)
+    shown = _screen(out.getvalue())
+    if tty:
+        assert shown == [format_line(meter(_counts("gb", 6), now=4.0)),
+                         format_line(meter(_counts("ga", 4), now=5.0))]
+    else:  # a log: a line per update once two groups run, none written over another
+        assert {"ga  16%|", "gb  33%|", "ga  50%|", "gb 100%|"} <= {ln[:8] for ln in shown}
+        assert shown[-1].startswith("ga  66%|")
+    a.update(meter(_counts("ga", 6), now=6.0), None)
+    assert [line[:8] for line in _screen(out.getvalue()) if line][-2:] == \
+        ["gb 100%|", "ga 100%|"]
+
+
 def test_text_view_closed_while_running_ends_its_line():
     from nbgroups.display.text import TextView
 
