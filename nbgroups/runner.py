@@ -121,6 +121,7 @@ class Runner(Dispatch, Completion, Recovery, Control):
         self.owner = process_id()  # recorded with every page: resume_group elsewhere asks
         self._unstored: list[tuple[Job, tuple]] = []  # finished, their write failed
         self.store_error: BaseException | None = None
+        self.page_error: BaseException | None = None  # the last flush failed: pages kept
         self._executor: Executor | None = None
         self._inline = SyncExecutor(1)
         self._thread: threading.Thread | None = None
@@ -264,6 +265,12 @@ class Runner(Dispatch, Completion, Recovery, Control):
                 return
             try:
                 self._write_pages(pages)
+            except BaseException as exc:
+                self.page_error = exc
+                self._notify()  # waiters raise at once (see wait)
+                raise
+            else:
+                self.page_error = None
             finally:
                 with self._lock:
                     self._writing = []
@@ -540,6 +547,11 @@ class Runner(Dispatch, Completion, Recovery, Control):
                     f"finished tasks could not be written to the store ({self.store_error}); "
                     "nbgroups keeps them in memory and retries. Fix the store (disk full? "
                     "directory removed?) and wait again.")
+            if self.page_error is not None:
+                raise StoreError(
+                    f"submitted tasks could not be written to the store ({self.page_error}); "
+                    "nbgroups keeps them in memory, unsent, and retries. Fix the store "
+                    "(disk full? directory removed?) and wait again.")
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False

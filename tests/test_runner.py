@@ -386,6 +386,11 @@ def test_a_store_removed_while_running_is_a_clear_error_not_silent_loss(store_di
         nbgroups.async_task(add, 2, 2, group="s")
         with pytest.raises(nbgroups.StoreError, match="removed or replaced"):
             nbgroups.result_group("s", wait=-1)
+        # a wait on one task the runner thread could not write says so too (it used to
+        # wait out its time: the caller no longer writes the page itself)
+        tid = nbgroups.async_task(add, 3, 3, group="s")
+        with pytest.raises(nbgroups.StoreError, match="submitted tasks could not be written"):
+            nbgroups.result(tid, wait=-1)
     finally:
         api.reset()
 
