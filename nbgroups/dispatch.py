@@ -3,9 +3,11 @@
 A mixin of :class:`~nbgroups.runner.Runner`, like :mod:`nbgroups.completion`.
 Batches are sized from the measured duration of the function's recent calls
 (~TARGET_BATCH_SECONDS of work, like joblib's auto-batching, but every call
-keeps its own task), one call at a time until measured and while its results
-are large; two batches per worker are kept in flight. An ``async_iter`` task
-is cut into chunks first. Each batch is pickled once, with the ids and run
+keeps its own task) with two batches per worker in flight; until a function
+is measured, and while its results are large, a batch is one call and one
+batch per worker is in flight (finished results wait in the kernel until
+stored: this bounds their memory). An ``async_iter`` task is cut into chunks
+first. Each batch is pickled once, with the ids and run
 numbers its outcomes come back with, and gets a monitor file its worker
 stamps before each call (:mod:`nbgroups.recovery` reads it when a worker dies).
 """
