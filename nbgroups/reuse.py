@@ -11,6 +11,11 @@
 
 So a re-run cell leaves the group as if every call had been submitted once:
 one task per call, results and counts unchanged for what was already done.
+Tasks submitted without ``reuse=True`` have no key; when a lookup misses, the
+group's unkeyed tasks are keyed from their spec pages (the stored callable and
+arguments) and the lookup is made again, so a sweep first run without reuse is
+not run again either. The group is read for that only when it has tasks this
+process has not keyed yet.
 
 The key of a call is a digest of the callable and of the arguments, built from
 their *values*, never from pickled bytes: cloudpickle's bytes for a notebook
@@ -53,6 +58,7 @@ from typing import Any
 
 from . import names
 from .records import Call, State
+from .serialize import loads
 
 KEY_VERSION = b"nbgroups-reuse-1"
 
@@ -107,6 +113,11 @@ def submit_reusing(
                 _warn_once(f"an argument of {_name(func)} cannot be keyed: {exc}", 3)
     wanted = [k for k in keys if k is not None]
     found = store.reuse_lookup(opts.group, wanted) if wanted else {}
+    mark = None
+    if len(found) < len(set(wanted)) and opts.group is not None and opts.ttl is None:
+        mark = _mark(store, opts.group)
+        if _key_earlier_tasks(store, opts.group, mark):
+            found = store.reuse_lookup(opts.group, wanted)
     if any(page is None and state is None for _, state, page, _ in found.values()):
         # A task submitted but not yet written (still in the runner's open
         # pages): write it now, then look again; still missing means its
@@ -140,6 +151,8 @@ def submit_reusing(
     if rerun:
         runner.resubmit(rerun, opts.ttl, options=opts)
     if new:
+        if mark is not None and mark in _keyed_upto:
+            _keyed_upto[mark] += len(new)  # keyed as they go: not a reason to read again
         new_ids = runner.submit(func, [calls[i] for i in new], opts, iterable=iterable,
                                 inline=inline, raise_errors=inline)
         for i, tid in zip(new, new_ids, strict=True):
@@ -154,6 +167,64 @@ def submit_reusing(
     if inline and rerun:
         _finish_inline(runner, store, [names.task_id(p.prefix, c.index) for p, c, _ in rerun])
     return ids  # type: ignore[return-value]
+
+
+# Tasks submitted without reuse=True have no key. The first reuse=True submission
+# that misses keys them from what their spec pages stored (the callable and the
+# arguments), so a sweep first run without reuse is not run again. Per (store,
+# group, generation): the group's submitted count once keyed, plus the tasks this
+# process has submitted with reuse=True since (keyed as they went). A larger count
+# means tasks came without keys (here or from another kernel): key them then.
+_keyed_upto: dict[tuple, int] = {}
+
+
+def _mark(store: Any, group: str) -> tuple:
+    return (str(getattr(store, "directory", id(store))), group, store.gen(group))
+
+
+def _key_earlier_tasks(store: Any, group: str, mark: tuple) -> bool:
+    """Record reuse keys for the tasks of ``group`` submitted without ``reuse=True``
+    (in the task store: the cache layer keeps no arguments). Reads the group only
+    when it has tasks this process has not seen keyed. Returns whether keys were
+    recorded."""
+    submitted = store.submitted(group, mark[2])
+    if _keyed_upto.get(mark, -1) >= submitted:
+        return False
+    keyed = store.reuse_keyed_ids(group)
+    funcs: dict[tuple, tuple | None] = {}  # (page, func index) -> (digest, signature)
+    best: dict[str, tuple[str, bool]] = {}  # key -> (task id, succeeded)
+    for page, call, outcome in store.group_entries(group) or ():
+        tid = names.task_id(page.prefix, call.index)
+        if tid in keyed or (call.args is None and call.kwargs is None):
+            continue  # keyed already, or its arguments could not be stored
+        fkey = (page.prefix, call.func)
+        if fkey not in funcs:
+            funcs[fkey] = _stored_func_digest(*page.funcs[call.func])
+        if funcs[fkey] is None:
+            continue
+        digest, sig = funcs[fkey]
+        try:
+            key = call_key(digest, call.args, call.kwargs, sig=sig, iterable=call.iterable)
+        except Unkeyable:
+            continue
+        ok = outcome is not None and outcome.state == State.SUCCESS.value
+        if key not in best or ok or not best[key][1]:
+            best[key] = (tid, ok)  # a success first, else the latest run
+    entries = {key: tid for key, (tid, _) in best.items()}
+    recorded = store.reuse_lookup(group, list(entries)) if entries else {}
+    entries = {key: tid for key, tid in entries.items() if key not in recorded}
+    store.reuse_record(group, entries)
+    _keyed_upto[mark] = submitted
+    return bool(entries)
+
+
+def _stored_func_digest(name: str, blob: bytes | None) -> tuple[bytes, Any] | None:
+    """The key digest and signature of a callable as a spec page stored it, or None."""
+    try:
+        func = name if blob is None else loads(blob)
+        return func_digest(func), _signature(func)
+    except Exception:  # a module gone, a class renamed: such calls cannot be matched
+        return None
 
 
 def _finish_inline(runner: Any, store: Any, tids: list[str]) -> None:

@@ -75,6 +75,27 @@ def test_rerunning_a_50_call_cell_runs_nothing_the_second_time(ip):
     assert nbgroups.count_group("fifty") == 50
 
 
+def test_calls_first_run_without_reuse_are_reused(ip):
+    """reuse=True skips a call done successfully in the group even when it was
+    submitted without reuse=True (its key is made from the stored call)."""
+    plain = FIFTY.replace(', reuse=True', '').replace('"fifty"', '"late"')
+    first = run(ip, plain)
+    first_ids = list(ip.user_ns["ids"])
+    assert sorted(map(int, ran(ip))) == list(range(50))
+    again = run(ip, plain.replace('group="late"', 'group="late", reuse=True'))
+    assert ran(ip) == []  # nothing ran again
+    assert again == first and ip.user_ns["ids"] == first_ids
+    counts = api.group_counts("late")
+    assert (counts.submitted, counts.done, counts.reused) == (50, 50, 50)
+    # more calls without reuse, then reuse again: the new ones are keyed too
+    run(ip, SQUARE + "[nbgroups.async_task(square, x, group='late') for x in range(50, 55)]\n"
+                     "nbgroups.result_group('late', count=55, wait=-1)")
+    assert sorted(map(int, ran(ip))) == list(range(50, 55))
+    run(ip, SQUARE + "[nbgroups.async_task(square, x, group='late', reuse=True)"
+                     " for x in range(56)]\nnbgroups.result_group('late', count=56, wait=-1)")
+    assert ran(ip) == ["55"]  # only the call never made before
+
+
 def test_sync_backend_reuses_too(nb, tmp_path):
     log = tmp_path / "log"
 

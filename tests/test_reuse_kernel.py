@@ -71,3 +71,19 @@ def test_rerun_cell_and_new_kernel_reuse_every_finished_call(tmp_path):
     assert after["ids"] == one["ids"]
     assert after["results"] == one["results"]
     assert (after["tasks"], after["submitted"], after["done"]) == (50, 50, 50)
+
+
+def test_a_new_kernel_with_reuse_skips_calls_first_run_without_it(tmp_path):
+    """Kernel 1 runs the sweep without reuse=True; kernel 2 turns reuse on: nothing
+    runs again (the calls are keyed from what kernel 1 stored)."""
+    log = tmp_path / "calls.log"
+    env = {"REUSE_STORE": str(tmp_path / "store"), "REUSE_LOG": str(log)}
+    plain = SUBMIT.replace(", reuse=True", "")
+    first = run_notebook(_notebook(SETUP, DEFINE + plain), tmp_path, env=env)
+    one = _report(first.cells[1])
+    assert sorted(map(int, _log_lines(log))) == list(range(50))
+    second = run_notebook(_notebook(SETUP, DEFINE + SUBMIT), tmp_path, env=env)
+    after = _report(second.cells[1])
+    assert len(_log_lines(log)) == 50  # nothing ran in the new kernel
+    assert after["ids"] == one["ids"] and after["results"] == one["results"]
+    assert (after["tasks"], after["submitted"], after["reused"]) == (50, 50, 50)

@@ -268,6 +268,17 @@ class Store:
                 found[key] = (tid, state, page, Call._make(call))
         return found
 
+    def submitted(self, group: str | None, gen: int | None = None) -> int:
+        """How many tasks ``group`` (label generation ``gen``, default the current
+        one) has had: its submission counter, one read."""
+        value = self._get(gkey("c", group, self.gen(group) if gen is None else gen) + "n")
+        return value if type(value) is int else 0
+
+    def reuse_keyed_ids(self, group: str | None) -> set[str]:
+        """The ids of the tasks of ``group`` that have a reuse key."""
+        base = gkey("k", group, self.gen(group))
+        return {v.partition(SEP)[0] for _, v in self._scan(base) if isinstance(v, str)}
+
     def reuse_record(self, group: str | None, entries: dict[str, str],
                      ttl: int | None = None) -> None:
         """Record which task runs each call key of ``group`` (one transaction)."""
