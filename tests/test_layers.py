@@ -1,9 +1,9 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
 api > reuse > runner > recovery/control/completion/dispatch >
-executors/dask_backend/shutdown/arguments > store/worker/jobs > serialize/records/names/config >
-errors; display, magics, cli (and the package's own
-``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
+executors/dask_backend/shutdown/arguments > store/worker/jobs >
+serialize/records/names/config/keys > errors; display, magics, cli (and the package's
+own ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
 functions count too: a lazy import still ties the layers together.
 """
 
@@ -20,7 +20,7 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 
 RANK = {
     "errors": 0,
-    "names": 1, "records": 1, "config": 1, "serialize": 1,
+    "names": 1, "records": 1, "config": 1, "serialize": 1, "keys": 1,
     "store": 2, "worker": 2, "jobs": 2,
     "executors": 3, "dask_backend": 3, "shutdown": 3, "arguments": 3,
     "recovery": 4, "control": 4, "completion": 4, "dispatch": 4,  # the runner's mixins

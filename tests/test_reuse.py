@@ -15,7 +15,8 @@ import pytest
 
 import nbgroups
 from nbgroups import api, reuse
-from nbgroups.reuse import ReuseWarning, call_key, func_digest
+from nbgroups.keys import call_key, func_digest
+from nbgroups.reuse import ReuseWarning
 
 
 @pytest.fixture
@@ -424,7 +425,7 @@ def test_argument_keys_are_canonical():
 def test_key_is_stable_across_processes_and_hash_seeds(tmp_path):
     script = tmp_path / "key.py"
     script.write_text(textwrap.dedent("""
-        from nbgroups.reuse import call_key, func_digest
+        from nbgroups.keys import call_key, func_digest
         ns = {}
         exec(compile(%r, "<cell-%%s>" %% __import__("os").getpid(), "exec"), ns)
         print(call_key(func_digest(ns["target"]), (4,), {"tags": {"x", "y", "zz", "w"}}))
