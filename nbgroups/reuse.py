@@ -156,16 +156,17 @@ def _key_earlier_tasks(store: Any, group: str, mark: tuple) -> bool:
     submitted = store.submitted(group, mark[2])
     if _keyed_upto.get(mark, -1) >= submitted:
         return False
-    keyed = store.reuse_keyed_ids(group)
-    funcs: dict[tuple, tuple | None] = {}  # (page, func index) -> (digest, signature)
+    recorded = store.reuse_keys(group)
+    keyed = set(recorded.values())
+    funcs: dict[tuple, tuple | None] = {}  # stored (name, blob) -> (digest, signature)
     best: dict[str, tuple[str, bool]] = {}  # key -> (task id, succeeded)
     for page, call, outcome in store.group_entries(group) or ():
         tid = names.task_id(page.prefix, call.index)
         if tid in keyed or (call.args is None and call.kwargs is None):
             continue  # keyed already, or its arguments could not be stored
-        fkey = (page.prefix, call.func)
+        fkey = page.funcs[call.func]  # pages of one sweep store the same callable
         if fkey not in funcs:
-            funcs[fkey] = _stored_func_digest(*page.funcs[call.func])
+            funcs[fkey] = _stored_func_digest(*fkey)
         if funcs[fkey] is None:
             continue
         digest, sig = funcs[fkey]
@@ -176,9 +177,7 @@ def _key_earlier_tasks(store: Any, group: str, mark: tuple) -> bool:
         ok = outcome is not None and outcome.state == State.SUCCESS.value
         if key not in best or ok or not best[key][1]:
             best[key] = (tid, ok)  # a success first, else the latest run
-    entries = {key: tid for key, (tid, _) in best.items()}
-    recorded = store.reuse_lookup(group, list(entries)) if entries else {}
-    entries = {key: tid for key, tid in entries.items() if key not in recorded}
+    entries = {key: tid for key, (tid, _) in best.items() if key not in recorded}
     store.reuse_record(group, entries)
     _keyed_upto[mark] = submitted
     return bool(entries)

@@ -132,7 +132,7 @@ class TextView:
     @property
     def min_interval(self) -> float:
         """Seconds between rewrites: a terminal redraws fast, a log file keeps every line."""
-        return 0.1 if _isatty(self.stream) else 1.0
+        return 0.1 if self._board.tty else 1.0
 
     def update(self, m: Meter, failures: Sequence[Failure] | None) -> None:
         line = format_line(m)

@@ -274,10 +274,11 @@ class Store:
         value = self._get(gkey("c", group, self.gen(group) if gen is None else gen) + "n")
         return value if type(value) is int else 0
 
-    def reuse_keyed_ids(self, group: str | None) -> set[str]:
-        """The ids of the tasks of ``group`` that have a reuse key."""
+    def reuse_keys(self, group: str | None) -> dict[str, str]:
+        """Every reuse key recorded for ``group``: ``key -> task id`` (one range read)."""
         base = gkey("k", group, self.gen(group))
-        return {v.partition(SEP)[0] for _, v in self._scan(base) if isinstance(v, str)}
+        cut = len(base)
+        return {k[cut:]: v.partition(SEP)[0] for k, v in self._scan(base) if isinstance(v, str)}
 
     def reuse_record(self, group: str | None, entries: dict[str, str],
                      ttl: int | None = None) -> None:

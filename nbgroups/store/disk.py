@@ -170,10 +170,7 @@ class DiskStore(Store):
         rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
                                  delta)).fetchall()
         if not rows:
-            raise SignatureError(
-                f"store counter {key.replace(SEP, '/')!r} does not hold a number: it was "
-                "modified outside nbgroups; refused, not loaded"
-            )
+            raise _not_a_number(key)
         return rows[0][0]
 
     def _incr_diskcache(self, key, delta, expire=None):
@@ -182,10 +179,7 @@ class DiskStore(Store):
             try:
                 return self._cache.incr(key, delta, retry=True)
             except TypeError:  # diskcache adds to a value that is not a number
-                raise SignatureError(
-                    f"store counter {key.replace(SEP, '/')!r} does not hold a number: it was "
-                    "modified outside nbgroups; refused, not loaded"
-                ) from None
+                raise _not_a_number(key) from None
         with self._transaction():
             value = (self._get(key) or 0) + delta
             self._cache.set(key, value, expire=expire, retry=True)
@@ -262,3 +256,9 @@ class DiskStore(Store):
 
     def close(self) -> None:
         self._cache.close()
+
+
+def _not_a_number(key: str) -> SignatureError:
+    """A counter row nbgroups never wrote (not an int): refused, as a read would."""
+    return SignatureError(f"store counter {key.replace(SEP, '/')!r} does not hold a number: "
+                          "it was modified outside nbgroups; refused, not loaded")
