@@ -73,3 +73,14 @@ class TaskCancelled(TaskError):
 
     def __init__(self, type_name: str = "TaskCancelled", message: str = "", traceback: str = ""):
         super().__init__(type_name, message, traceback)
+
+
+# ---------------------------------------------------------------- warnings
+# Warnings are not errors, but they are nbgroups' too: one place to find (and
+# filter) everything nbgroups may say.
+class NbgroupsWarning(UserWarning):
+    """Base class of every nbgroups warning."""
+
+
+class ReuseWarning(NbgroupsWarning):
+    """A call could not be keyed for ``reuse=True``; it ran as usual."""

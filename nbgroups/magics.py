@@ -45,8 +45,8 @@ def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()
     group, given = _one(args, "GROUP", usage, (*flags, "--cached"))
     cached = "--cached" in given
     r = api.runner()
-    if not r.store_for(api._layer(cached)).known(group):
-        hint = "" if cached or not r.store_for(api._layer(True)).known(group) else \
+    if not r.store_for(api.SESSION.layer(cached)).known(group):
+        hint = "" if cached or not r.store_for(api.SESSION.layer(True)).known(group) else \
             f" (there is a cached group {group!r}: add --cached)"
         raise UsageError(f"no {'cached ' if cached else ''}group named {group!r} in the store"
                          f"{hint} (`%nbgroups` lists them); {usage}")
@@ -212,10 +212,8 @@ class NbgroupsMagics(Magics):
 
 def load_ipython_extension(ip) -> None:
     ip.register_magics(NbgroupsMagics)
-    display.RENDERER.hook_shell(ip)
-    display.AUTO.enable(ip)
+    display.hook_shell(ip, auto=True)
 
 
 def unload_ipython_extension(ip) -> None:
-    display.AUTO.disable(ip)
-    display.RENDERER.unhook_shell(ip)
+    display.unhook_shell(ip)

@@ -137,8 +137,8 @@ def test_option_memo_tells_true_from_one(nb):
     nb.async_task("math.floor", 1.5, sync=True)
     with pytest.raises(TypeError, match="sync"):
         nb.async_task("math.floor", 1.5, sync=1)
-    a = api._options({"cached": True})[0]
-    b = api._options({"cached": 1})[0]
+    a = api.SESSION.options({"cached": True})[0]
+    b = api.SESSION.options({"cached": 1})[0]
     assert (a.ttl, b.ttl) == (nb.settings().cache_ttl, 1)
 
 

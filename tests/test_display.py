@@ -13,6 +13,7 @@ import nbgroups
 from nbgroups import api, display
 from nbgroups.display import formatting
 from nbgroups.display.formatting import format_line, meter
+from nbgroups.errors import ConfigurationError
 from nbgroups.records import GroupCounts
 
 
@@ -346,7 +347,7 @@ def test_auto_mode_is_text_outside_a_kernel(nb):
     assert display.choose_mode("auto") == "text"
     assert display.choose_mode(False) == "text"
     assert display.choose_mode("widget") == "widget"
-    with pytest.raises(ValueError, match="mode must be"):
+    with pytest.raises(ConfigurationError, match="mode must be"):
         display.choose_mode("fancy")
 
 

@@ -1,10 +1,12 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
-api > reuse > runner > recovery/control/completion/dispatch >
-executors/dask_backend/shutdown/arguments > store/worker/jobs >
-serialize/records/names/config/keys > errors; display, magics, cli (and the package's
-own ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
-functions count too: a lazy import still ties the layers together.
+api (its ``__init__`` > handle > read > submit/manage > session) > reuse > runner >
+recovery/control/completion/dispatch > executors/dask_backend/shutdown/arguments >
+store/worker/jobs > serialize/records/names/config/keys > errors; display, magics, cli
+(and the package's own ``__init__``/``__main__``) sit at the edge and may import the api.
+The api package's modules are ranked one by one (``api.session``...); other
+subpackages (display, store) are one layer each. Imports inside functions count too:
+a lazy import still ties the layers together.
 """
 
 from __future__ import annotations
@@ -26,8 +28,12 @@ RANK = {
     "recovery": 4, "control": 4, "completion": 4, "dispatch": 4,  # the runner's mixins
     "runner": 5,
     "reuse": 6,
-    "api": 7,
-    "display": 8, "magics": 8, "cli": 8, "__init__": 8, "__main__": 8,
+    "api.session": 7,  # the kernel's state: settings, runner, defaults, listeners
+    "api.submit": 8, "api.manage": 8,
+    "api.read": 9,  # Task's group helpers use manage
+    "api.handle": 10,  # AsyncTask: submit, read and manage
+    "api": 11,  # the package: gathers the names
+    "display": 12, "magics": 12, "cli": 12, "__init__": 12, "__main__": 12,
 }
 EDGE = {"display", "magics", "cli", "__init__", "__main__"}
 # Same-rank imports that are part of the design: executors picks the dask backend
@@ -35,9 +41,21 @@ EDGE = {"display", "magics", "cli", "__init__", "__main__"}
 ALLOWED_SIDEWAYS = {("executors", "dask_backend"), ("dask_backend", "executors")}
 
 
+API = PKG / "api"
+
+
 def module_of(path: Path) -> str:
     rel = path.relative_to(PKG).with_suffix("")
+    if rel.parts[0] == "api" and len(rel.parts) > 1 and rel.parts[1] != "__init__":
+        return f"api.{rel.parts[1]}"  # nbgroups/api/read.py -> api.read
     return rel.parts[0]  # nbgroups/display/widget.py -> display
+
+
+def _layer_of(target: list[str]) -> str:
+    """The layer of ``nbgroups.X[.Y]``: ``api.Y`` for a module of the api package."""
+    if target[1] == "api" and len(target) > 2 and (API / f"{target[2]}.py").exists():
+        return f"api.{target[2]}"
+    return target[1]
 
 
 def nbgroups_imports(path: Path) -> set[str]:
@@ -54,15 +72,17 @@ def nbgroups_imports(path: Path) -> set[str]:
                 target = (node.module or "").split(".")
             if target[0] != "nbgroups":
                 continue
-            if len(target) > 1:
-                found.add(target[1])
+            if len(target) > 2 or (len(target) == 2 and target[1] != "api"):
+                found.add(_layer_of(target))
+            elif len(target) == 2:  # from nbgroups.api import read, SESSION
+                found.update(_layer_of([*target, a.name]) for a in node.names)
             else:  # from . import api, names
                 found.update(a.name.split(".")[0] for a in node.names)
         elif isinstance(node, ast.Import):
             for a in node.names:
                 parts = a.name.split(".")
                 if parts[0] == "nbgroups" and len(parts) > 1:
-                    found.add(parts[1])
+                    found.add(_layer_of(parts))
     return found
 
 
@@ -91,7 +111,9 @@ def test_checker_sees_relative_and_lazy_imports():
     # a subpackage's module: ``..names`` is nbgroups.names, ``.layout`` its own package
     assert {"names", "errors", "records", "serialize", "store"} <= \
         nbgroups_imports(PKG / "store" / "base.py")
-    assert {"reuse", "runner", "names"} <= nbgroups_imports(PKG / "api.py")  # reuse is lazy
+    assert {"reuse", "runner", "config"} <= nbgroups_imports(API / "session.py")  # reuse: lazy
+    assert {"api.session", "api.manage", "names"} <= nbgroups_imports(API / "read.py")
+    assert {"api.read", "api.submit", "api.session"} <= nbgroups_imports(API / "__init__.py")
 
 
 def loaded_after(imports: str, modules: tuple[str, ...]) -> list[str]:
