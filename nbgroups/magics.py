@@ -198,10 +198,13 @@ class NbgroupsMagics(Magics):
         """%%group NAME [--reuse]: run the cell with NAME as the default group of
         every submission in it (and show its progress)."""
         name, options = parse_group_line(line)
-        code = self.shell.transform_cell(cell)
+        shell = self.shell
+        if shell is None:  # registered magics always have one; mypy cannot know
+            raise UsageError("%%group needs a running IPython shell")
+        code = shell.transform_cell(cell)
         tree = ast.parse(code)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        ns = self.shell.user_ns
+        ns = shell.user_ns
         with api.default_group(name, **options):
             exec(compile(tree, "<%%group cell>", "exec"), ns)
             if last is not None:

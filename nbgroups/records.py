@@ -188,7 +188,7 @@ class Outcome(NamedTuple):
 class Call(NamedTuple):
     """One submitted task inside a spec page."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field may shadow tuple.index
     func: int  # index into SpecPage.funcs
     args: tuple | None
     kwargs: dict | None

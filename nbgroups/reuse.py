@@ -126,7 +126,7 @@ def _submit(
         if key is not None:
             seen[key] = i
         hit = found.get(key) if key is not None else None
-        if hit is None:
+        if key is None or hit is None:
             new.append(i)
             continue
         tid, state, page, call = hit
@@ -153,7 +153,7 @@ def _submit(
     if reused_keys:
         index.mark(opts.group, reused_keys, opts.ttl)
     for i, key in enumerate(keys):
-        if ids[i] is None:
+        if ids[i] is None and key is not None:  # a key repeated: its first call's task
             ids[i] = ids[seen[key]]
     if inline and rerun:
         _finish_inline(runner, store, [names.task_id(p.prefix, c.index) for p, c, _ in rerun])
@@ -184,9 +184,10 @@ def _key_earlier_tasks(index: ReuseIndex, group: str, mark: tuple[str, int]) -> 
         fkey = page.funcs[call.func]  # pages of one sweep store the same callable
         if fkey not in funcs:
             funcs[fkey] = _stored_func_digest(*fkey)
-        if funcs[fkey] is None:
+        stored = funcs[fkey]
+        if stored is None:
             continue
-        digest, sig = funcs[fkey]
+        digest, sig = stored
         try:
             key = call_key(digest, call.args, call.kwargs, sig=sig, iterable=call.iterable)
         except Unkeyable:

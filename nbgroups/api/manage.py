@@ -7,7 +7,7 @@ from ..control import owner_alive
 from .session import SESSION
 
 
-def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> int:
+def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False) -> int:
     """Remove the group label (tasks stay, ``group=None``), or with ``tasks=True``
     the tasks too, cancelling those not started. Returns how many tasks."""
     check_group(group_id, "group_id")
@@ -20,13 +20,13 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> in
     return int(r.store_for(ttl).delete_group(group_id, tasks))
 
 
-def cancel_group(group_id: str, cached: bool = False) -> int:
+def cancel_group(group_id: str, cached: bool | int = False) -> int:
     """Cancel the group's tasks not yet started; returns how many were cancelled."""
     check_group(group_id, "group_id")
     return SESSION.runner().cancel(group_id, SESSION.layer(cached))
 
 
-def retry_group(group_id: str, cached: bool = False) -> int:
+def retry_group(group_id: str, cached: bool | int = False) -> int:
     """Re-submit the group's failed tasks (same callable and arguments); returns how many.
 
     Each keeps its id; its ``attempt_count`` goes on from the failed runs.

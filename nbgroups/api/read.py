@@ -35,7 +35,7 @@ class Task(TaskRecord):
         """Delete this task's group label, or its tasks (:func:`delete_group`)."""
         return delete_group(self.group, tasks=tasks) if self.group else 0
 
-    def history(self, cached: bool = False) -> TaskList:
+    def history(self, cached: bool | int = False) -> TaskList:
         """Every finished run of this task, oldest first. A task run again under its id
         (``retry_group``, ``reuse=True`` after a failure) keeps its earlier failures here."""
         r = SESSION.runner()
@@ -53,7 +53,7 @@ def _find(r: Runner, task_id: str, ttl: int | None) -> Task | None:
     return store.task_by_name(task_id, Task)  # type: ignore[return-value]
 
 
-def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
+def fetch(task_id: str, wait: int = 0, cached: bool | int = False) -> Task | None:
     """The task record for an id or a name (newest of that name), or None.
 
     With ``wait`` (ms; -1 without limit) waits for the task to finish.
@@ -90,7 +90,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
     return box[0]
 
 
-def result(task_id: str, wait: int = 0, cached: bool = False) -> Any:
+def result(task_id: str, wait: int = 0, cached: bool | int = False) -> Any:
     """The result of a task (id or name), or None if unknown or not finished within ``wait`` ms.
 
     A failed task's result is its exception.
@@ -126,7 +126,7 @@ def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: A
 
 
 def result_group(group_id: str, failures: bool = False, wait: int = 0,
-                 count: int | None = None, cached: bool = False) -> list | None:
+                 count: int | None = None, cached: bool | int = False) -> list | None:
     """Results of the group in submission order; None if the group is unknown.
 
     Failures are left out unless ``failures=True`` (then their result is the
@@ -139,7 +139,7 @@ def result_group(group_id: str, failures: bool = False, wait: int = 0,
 
 
 def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
-                count: int | None = None, cached: bool = False) -> TaskList | None:
+                count: int | None = None, cached: bool | int = False) -> TaskList | None:
     """The group's :class:`Task` records in submission order; None if unknown."""
     tasks = _waited_store(group_id, failures, wait, count, cached).group_records(group_id, Task)
     if tasks is None:
@@ -182,7 +182,7 @@ def failed_tasks(group_id: str, cached: bool | int = False, limit: int | None = 
     return out
 
 
-def count_group(group_id: str, failures: bool = False, cached: bool = False) -> int:
+def count_group(group_id: str, failures: bool = False, cached: bool | int = False) -> int:
     """Successes (or failures, with ``failures=True``) of the group; 0 if unknown."""
     check_group(group_id, "group_id")
     check_bool("failures", failures)
@@ -192,7 +192,7 @@ def count_group(group_id: str, failures: bool = False, cached: bool = False) -> 
     return c.failed if failures else c.done
 
 
-def group_counts(group_id: str, cached: bool = False) -> GroupCounts:
+def group_counts(group_id: str, cached: bool | int = False) -> GroupCounts:
     """A :class:`~nbgroups.records.GroupCounts` snapshot (stored + this kernel's live)."""
     check_group(group_id, "group_id")
     return SESSION.runner().counts(group_id, SESSION.layer(cached))

@@ -59,12 +59,12 @@ def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str
     if not isinstance(args_iter, Iterable) or isinstance(args_iter, str | bytes):
         raise ArgumentTypeError(f"args_iter must be an iterable of arguments, got {args_iter!r}")
     opts, flags = _S.options(options)
-    items = list(args_iter)
+    calls: list[tuple[Any, dict | None]] = [(list(args_iter), None)]
     if flags["reuse"]:  # the whole iterable is one call: the same items reuse the task
-        ids = _S.reuser().submit(_S.runner(), func, [(items, None)], opts,
+        ids = _S.reuser().submit(_S.runner(), func, calls, opts,
                                  inline=flags["sync"], iterable=True)
     else:
-        ids = _S.runner().submit(func, [(items, None)], opts, iterable=True,
+        ids = _S.runner().submit(func, calls, opts, iterable=True,
                                  inline=flags["sync"], raise_errors=flags["sync"])
     _S.submitted(opts.group, opts.ttl)
     return ids[0]

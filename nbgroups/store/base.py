@@ -181,7 +181,7 @@ class Store:
                     self._add(base + "t0", d["created"], expire)
                     if expire is None:
                         self._seen.add((group, gen))
-                calls = d["calls"] if self.keep_args else tuple(
+                calls: Iterable[Any] = d["calls"] if self.keep_args else tuple(
                     (c[0], c[1], None, None, *c[4:]) for c in d["calls"]
                 )
                 page = SpecPage(
@@ -366,7 +366,7 @@ class Store:
         if found is None:
             return None
         pages, latest = found
-        out = []
+        out: list[Any] = []
         append = out.append
         get = latest.get
         for p in pages:

@@ -27,7 +27,7 @@ class _SignedReader:
     """A file-like view of ``mac + payload`` that never concatenates them."""
 
     def __init__(self, mac: bytes, *parts: bytes) -> None:
-        self._parts = [memoryview(mac), *map(memoryview, parts)]
+        self._parts: list[memoryview] = [memoryview(mac), *(memoryview(p) for p in parts)]
 
     def read(self, size: int = -1) -> bytes | memoryview:
         while self._parts and not len(self._parts[0]):
