@@ -167,21 +167,8 @@ def test_name_lookup_task_name_override_and_newest_wins(make_store):
     assert s.task("f" * 32) is None
 
 
-class FakeClock:
-    """A store clock that a test moves forward: TTL expiry without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-def test_ttl_expiry_removes_entries_and_membership(make_store):
-    clock = FakeClock()
+def test_ttl_expiry_removes_entries_and_membership(make_store, fake_clock):
+    clock = fake_clock
     s = make_store(ttl=1, keep_args=False, clock=clock)
     (p,) = s.write_pages([draft("g", [0.5, 1.5])])
     a, b = ids_of(p)
@@ -198,8 +185,8 @@ def test_ttl_expiry_removes_entries_and_membership(make_store):
     assert s.groups() == []
 
 
-def test_write_ttl_per_call(make_store):
-    clock = FakeClock()
+def test_write_ttl_per_call(make_store, fake_clock):
+    clock = fake_clock
     s = make_store(clock=clock)
     s.write_pages([draft("short", [0.5])], ttl=1)
     s.write_pages([draft("long", [0.5])])
