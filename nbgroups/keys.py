@@ -39,11 +39,16 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .errors import NbgroupsError
+
 KEY_VERSION = b"nbgroups-reuse-1"
 
 
-class Unkeyable(Exception):
-    """Raised inside key computation: ``args[0]`` says what could not be keyed and why."""
+class Unkeyable(NbgroupsError):
+    """Raised inside key computation: ``args[0]`` says what could not be keyed and why.
+
+    Never reaches the user: :mod:`nbgroups.reuse` turns it into a
+    :class:`~nbgroups.errors.ReuseWarning` and runs the call as usual."""
 
 
 def call_key(fdigest: bytes, args: Any, kwargs: dict | None, *, sig: Any = None,

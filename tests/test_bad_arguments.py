@@ -131,6 +131,23 @@ def test_errors_are_nbgroups_errors_or_builtins():
         assert issubclass(cls, nbgroups.NbgroupsError)
 
 
+def test_every_error_and_warning_is_in_the_tree():
+    """errors.py holds one tree: each exception under NbgroupsError, each warning
+    under NbgroupsWarning (ReuseWarning included); and keys' internal Unkeyable too."""
+    import inspect
+
+    from nbgroups import errors
+    from nbgroups.keys import Unkeyable
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if c.__module__ == errors.__name__]
+    assert nbgroups.ReuseWarning in classes
+    for cls in classes:
+        root = nbgroups.NbgroupsWarning if issubclass(cls, Warning) else nbgroups.NbgroupsError
+        assert issubclass(cls, root), cls
+    assert issubclass(Unkeyable, nbgroups.NbgroupsError)
+
+
 # ---------------------------------------------------------------- found in review
 def test_option_memo_tells_true_from_one(nb):
     """True == 1 and hash alike: a memo keyed on values alone mixed them up."""
