@@ -270,7 +270,7 @@ def test_delete_group_with_tasks_cancels_queued(nb_loky, tmp_path):
     release.touch()
     assert n == 12
     assert nb.fetch_group("delq") is None and nb.count_group("delq") == 0
-    api.runner().wait(lambda: not api.runner()._active, 60)
+    assert api.runner().wait(lambda: not api.runner().pending_ids(), 60)
 
 
 # ---------------------------------------------------------------- AsyncTask

@@ -53,7 +53,7 @@ def test_bad_submission_raises_and_stores_nothing(nb, call, exc, words):
     assert nb.result_group(G) is None
     assert nb.result_group(G, cached=True) is None
     assert nb.list_groups() == []
-    assert not api.runner()._active
+    assert not api.runner().pending_ids()
 
 
 READS = [
