@@ -13,7 +13,6 @@ keeps the outcomes in memory and retries them on the runner's next turns.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import time
@@ -44,7 +43,7 @@ class Completion:
             self._inflight.pop(batch.id, None)
             if batch.cancelled:  # by cancel(): its jobs are recorded already
                 batch.future = None
-                self._drop_monitor(batch)
+                self._monitors.drop(batch.monitor)
                 continue
             try:
                 outs = batch.future.result()
@@ -56,7 +55,7 @@ class Completion:
                         batch.pool == self._executor.generation:
                     broken = True
                 finished += self._salvage(batch, exc)  # reads the monitor file
-                self._drop_monitor(batch)
+                self._monitors.drop(batch.monitor)
                 continue
             finally:
                 # future -> done callback -> batch -> future is a cycle: broken
@@ -68,21 +67,15 @@ class Completion:
                 # stamp names its batch; creating and removing a file per batch
                 # was ~30 us of a round trip). Not after a cancel flag was set.
                 if batch.flagged:
-                    self._drop_monitor(batch)
+                    self._monitors.drop(batch.monitor)
                 else:
-                    self._monitors.append(batch.monitor)
+                    self._monitors.give_back(batch.monitor)
             self._learn(batch, outs)
             finished += zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
         if broken:
             self._recover()
         if finished:
             self._finish(finished)
-
-    @staticmethod
-    def _drop_monitor(batch: Batch) -> None:
-        if batch.monitor:
-            with contextlib.suppress(OSError):
-                os.unlink(batch.monitor)
 
     def _learn(self, batch: Batch, outs: list[tuple]) -> None:
         """Update the function's ``[seconds per call, result bytes]`` (moving averages)."""

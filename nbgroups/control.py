@@ -14,12 +14,11 @@ import os
 import socket
 import time
 
-from . import names
+from . import monitor, names
 from .errors import TaskError
 from .jobs import FINAL, Batch, Job, Options, outcome_of
 from .records import State
 from .serialize import dumps_exception, format_exception
-from .worker import CANCEL_AT, read_monitor
 
 
 def _start_time(pid: int) -> str:
@@ -111,16 +110,10 @@ class Control:
         first, then the stamp: a call stamped after this read sees the flag, so
         the list is exact."""
         batch.flagged = True
-        try:
-            fd = os.open(batch.monitor, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.pwrite(fd, b"\x01", CANCEL_AT)
-            finally:
-                os.close(fd)
-        except OSError:
+        if not monitor.flag_cancel(batch.monitor):
             return []
-        stamp = read_monitor(batch.monitor)
-        first = stamp[1] + 1 if stamp and stamp[0] == batch.id else 0
+        stamp = monitor.read(batch.monitor)
+        first = stamp.index + 1 if stamp is not None and stamp.batch == batch.id else 0
         return [j for j in batch.jobs[first:] if j.state not in FINAL]
 
     def _record_cancelled(self, jobs: list[Job], now: float) -> None:

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import atexit
 import math
-import os
 import signal
-import tempfile
 import time
 
 from . import shutdown
@@ -129,10 +127,7 @@ class Dispatch:
         bid = next(self._batch_ids)
         monitor = None
         if self._executor.monitored:
-            if self._monitor_dir is None:
-                self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
-            monitor = self._monitors.pop() if self._monitors else \
-                os.path.join(self._monitor_dir, f"{bid}")
+            monitor = self._monitors.take(bid)
         batch = Batch(bid, jobs, monitor, time.time())
         try:
             payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects

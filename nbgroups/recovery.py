@@ -14,10 +14,10 @@ from __future__ import annotations
 import signal
 import time
 
+from . import monitor
 from .errors import TaskTimeout, WorkerDied
 from .jobs import FINAL, Batch, Job, outcome_of
 from .serialize import dumps_exception, format_exception
-from .worker import read_monitor
 
 
 class Recovery:
@@ -37,9 +37,11 @@ class Recovery:
         attempt. When the backend cannot tell which worker died, the running
         call is a *suspect*: re-run alone, it fails only if its worker dies again.
         """
-        stamp = read_monitor(batch.monitor) if batch.monitor else None
-        running = stamp[1] if stamp and stamp[0] == batch.id else None
-        pid = stamp[2] if running is not None else None
+        stamp = monitor.read(batch.monitor) if batch.monitor else None
+        if stamp is not None and stamp.batch != batch.id:
+            stamp = None  # the file's previous batch: this one had not begun
+        running = stamp.index if stamp is not None else None
+        pid = stamp.pid if stamp is not None else None
         executor = self._executor
         dead = executor.dead_workers(batch.pool) if executor is not None else None
         cause = batch.cause
@@ -58,7 +60,7 @@ class Recovery:
                     continue
                 if i == running and cause is not None:
                     tb = format_exception(cause)
-                    failed.append((job, outcome_of(job, "failure", stamp[3], time.time(), None,
+                    failed.append((job, outcome_of(job, "failure", stamp.started, time.time(), None,
                                                    dumps_exception(cause, tb), tb)))
                     continue
                 job.attempt -= 1  # this run was cut short: it does not count
@@ -100,12 +102,12 @@ class Recovery:
             if batch.cause is not None or not (batch.jobs[0].options.timeout
                                                or batch.jobs[-1].options.timeout):
                 continue
-            stamp = read_monitor(batch.monitor)
-            if not stamp or stamp[0] != batch.id or stamp[1] >= len(batch.jobs):
+            stamp = monitor.read(batch.monitor)
+            if stamp is None or stamp.batch != batch.id or stamp.index >= len(batch.jobs):
                 continue
-            limit = batch.jobs[stamp[1]].options.timeout
-            if limit and now - stamp[3] > limit:
+            limit = batch.jobs[stamp.index].options.timeout
+            if limit and now - stamp.started > limit:
                 batch.cause = TaskTimeout(
                     "TaskTimeout", f"the task ran longer than its timeout of {limit:g} s; "
                     "its worker was replaced")
-                self._executor.kill_worker(stamp[2])
+                self._executor.kill_worker(stamp.pid)

@@ -46,7 +46,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -59,7 +58,8 @@ from .config import Settings
 from .control import Control, process_id
 from .dispatch import Dispatch
 from .errors import RunnerClosed, SerializationError, StoreError
-from .executors import Executor, SyncExecutor
+from .executors import Executor
+from .executors.sync import SyncExecutor
 from .jobs import (
     FINAL,
     QUEUED,
@@ -70,6 +70,7 @@ from .jobs import (
     Options,
     outcome_of,
 )
+from .monitor import MonitorFiles
 from .records import GroupCounts, Outcome, State, TaskRecord
 from .recovery import Recovery
 from .serialize import (
@@ -126,8 +127,7 @@ class Runner(Dispatch, Completion, Recovery, Control):
         self._inline = SyncExecutor(1)
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._monitor_dir: str | None = None
-        self._monitors: list[str] = []  # monitor files free for the next batches
+        self._monitors = MonitorFiles()
         self._listeners: list[Callable[[], None]] = []
         self.restarts = 0
         #: the class of the records handed to hooks (the api sets its Task)
@@ -607,7 +607,5 @@ class Runner(Dispatch, Completion, Recovery, Control):
                 self._cache_store.close()
 
     def _remove_monitors(self) -> None:
-        if self._monitor_dir is not None and not self._inflight:
-            shutil.rmtree(self._monitor_dir, ignore_errors=True)
-            self._monitor_dir = None
-            self._monitors = []
+        if not self._inflight:
+            self._monitors.remove_all()

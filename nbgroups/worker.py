@@ -27,18 +27,14 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import struct
 import time
 from typing import Any
 
+from . import monitor as monitor_file
 from .errors import TaskError
 from .serialize import dumps_exception, dumps_result, format_exception, loads
 
-MONITOR = struct.Struct("<qqqd")  # batch id, call index, pid, start time
-CANCEL_AT = MONITOR.size  # a byte after the stamp: set, the calls not begun are cancelled
-
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
-_monitor_fds: dict[str, int] = {}  # monitor files open in this worker, by path
 
 
 def init_worker() -> None:
@@ -165,43 +161,12 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     batch_id, funcs, calls = loads(payload)
     loaded: dict[int, Any] = {}
     out = []
-    fd = _monitor_fd(monitor) if monitor else None
+    fd = monitor_file.worker_fd(monitor) if monitor else None
     pid = os.getpid()
     for i, call in enumerate(calls):
-        if fd is not None:
-            os.pwrite(fd, MONITOR.pack(batch_id, i, pid, time.time()), 0)
-            # Stamped first, then the marker checked: cancel_group writes the
-            # marker first, then reads the stamp, so it knows exactly which
-            # calls will not start.
-            if os.pread(fd, 1, CANCEL_AT) == b"\x01":
-                now = time.time()
-                out += [(c[0], "cancelled", c[5], now, now, None, None, None)
-                        for c in calls[i:]]
-                break
+        if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
+            now = time.time()
+            out += [(c[0], "cancelled", c[5], now, now, None, None, None) for c in calls[i:]]
+            break
         out.append(run_one(call, funcs, loaded, passthrough))
     return out
-
-
-def _monitor_fd(path: str) -> int:
-    """The monitor file open for writing, kept open: the runner hands the same few
-    files to batch after batch (opening and closing one per batch cost two system
-    calls of ~10 us each in a round trip). A path names one file for its whole life:
-    a file the runner removes is never replaced under the same name."""
-    fd = _monitor_fds.get(path)
-    if fd is None:
-        if len(_monitor_fds) >= 64:
-            for old in _monitor_fds.values():
-                os.close(old)
-            _monitor_fds.clear()
-        fd = _monitor_fds[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    return fd
-
-
-def read_monitor(path: str) -> tuple[int, int, int, float] | None:
-    """``(batch id, call index, pid, start time)`` last stamped in ``path``."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MONITOR.size)
-    except OSError:
-        return None
-    return MONITOR.unpack(data) if len(data) == MONITOR.size else None

@@ -21,8 +21,9 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
 import nbgroups  # noqa: E402
-from nbgroups import api, dask_backend  # noqa: E402
+from nbgroups import api  # noqa: E402
 from nbgroups.errors import ConfigurationError, TaskTimeout, WorkerDied  # noqa: E402
+from nbgroups.executors import dask as dask_backend  # noqa: E402
 
 pytestmark = [
     pytest.mark.dask,
@@ -347,7 +348,7 @@ def test_backend_magic_moves_a_notebook_to_the_cluster(cluster, store_dir, capsy
                                 "nbgroups.sweep(pow, 'magic', base=[2, 3], exp=[2])\n"
                                 "nbgroups.result_group('magic', wait=60000)")
         assert result.result == [4, 9]
-        from nbgroups.dask_backend import DaskExecutor
+        from nbgroups.executors.dask import DaskExecutor
 
         assert isinstance(api.runner()._executor, DaskExecutor)
         shell.run_line_magic("nbgroups", "backend loky")

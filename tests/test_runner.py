@@ -432,7 +432,7 @@ def test_monitor_files_are_reused_and_removed_at_close(store_dir):
         r = api.runner()
         for i in range(20):  # one at a time: each batch could reuse the last one's file
             assert nbgroups.result(nbgroups.async_task(add, i, 1), wait=-1) == i + 1
-        folder = Path(r._monitor_dir)
+        folder = Path(r._monitors.directory)
         assert 1 <= len(list(folder.iterdir())) <= 4  # not one file per batch
         r.close()
         assert not folder.exists()

@@ -1,10 +1,4 @@
-"""Executor backends: where a batch of calls runs.
-
-Each backend takes a pickled batch and returns a ``concurrent.futures.Future``
-of :func:`nbgroups.worker.run_batch`'s outcome list. The runner needs nothing
-else from them: ``submit``, ``shutdown``, and for process pools the worker
-pids (to replace a worker whose task timed out) and ``broken`` detection.
-"""
+"""The loky backend (the default): a process pool, restarted when a worker dies."""
 
 from __future__ import annotations
 
@@ -13,78 +7,8 @@ import contextlib
 import os
 import signal
 
-from . import worker
-
-
-class Executor:
-    """Base class: run ``worker.run_batch(payload, monitor)`` somewhere."""
-
-    name = "base"
-    #: True when a dead worker can be told apart (monitor files are written).
-    monitored = False
-    #: True when a batch's future still cancels only while no worker has it
-    #: (loky marks a future running when it hands the batch to a worker).
-    cancels_queued = False
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-
-    def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
-        """Run ``worker.run_batch(payload, monitor)``; a future of its outcome list."""
-        raise NotImplementedError
-
-    def is_broken(self, exc: BaseException) -> bool:
-        """Whether ``exc`` (from a batch future) means the pool itself broke."""
-        return False
-
-    def restart(self) -> None:
-        """Replace a broken pool with a fresh one."""
-
-    def kill_worker(self, pid: int) -> None:
-        """Stop a worker process (timeouts); the pool then reports itself broken."""
-
-    #: Bumped by :meth:`restart`: a batch remembers the pool it was sent to.
-    generation = 0
-    #: ``(generation, pid)`` of workers killed on purpose (timeouts): their
-    #: death is not the task's. Keyed by pool, since pids get reused.
-    killed: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
-
-    def dead_workers(self, generation: int) -> dict[int, int] | None:
-        """``{pid: exit code}`` of the workers whose death broke pool ``generation``.
-
-        None when unknown (the pool did not break, or the backend cannot tell).
-        """
-        return None
-
-    def shutdown(self) -> None:
-        """Stop the workers without waiting for running calls."""
-
-
-class SyncExecutor(Executor):
-    """Runs a batch inline, in the calling thread, through the same worker code."""
-
-    name = "sync"
-
-    def submit(self, payload, monitor):
-        future: cf.Future = cf.Future()
-        future.set_result(worker.run_batch(payload, None, inline=True))
-        return future
-
-
-class ThreadExecutor(Executor):
-    """A thread pool: for I/O-bound calls, or callables that must share memory."""
-
-    name = "thread"
-
-    def __init__(self, workers: int) -> None:
-        super().__init__(workers)
-        self._pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="nbgroups-worker")
-
-    def submit(self, payload, monitor):
-        return self._pool.submit(worker.run_batch, payload, None)
-
-    def shutdown(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+from .. import worker
+from .base import Executor
 
 
 class LokyExecutor(Executor):
@@ -182,18 +106,3 @@ def _start_resource_trackers() -> None:
 
     loky_tracker.ensure_running()
     mp_tracker.ensure_running()
-
-
-def make_executor(settings) -> Executor:
-    """The executor backend named by ``settings.backend``."""
-    if settings.backend == "loky":
-        return LokyExecutor(settings.workers)
-    if settings.backend == "thread":
-        return ThreadExecutor(settings.workers)
-    if settings.backend == "sync":
-        return SyncExecutor(1)
-    if settings.backend == "dask":
-        from .dask_backend import DaskExecutor
-
-        return DaskExecutor(settings)
-    raise ValueError(f"unknown backend {settings.backend!r}")

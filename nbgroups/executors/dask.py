@@ -1,0 +1,393 @@
+"""The Dask backend: the runner's batches run as tasks on a ``distributed`` cluster.
+
+::
+
+    runner ──payload (one batch)──▶ DaskExecutor.submit ──client.submit──▶ Dask worker
+       ▲                                 │  (a concurrent.futures.Future)       │ _run_on_worker:
+       │                                 │                                     │  "started" event,
+       │   outcomes (or split/failed)  ◀─┴── dask future done (callback) ◀─────┘  worker.run_batch
+       │
+       └── monitor file (written here, on the notebook's disk, from the "started" event)
+
+Nothing else changes: the runner still batches tiny calls (10,000 ``async_task``
+calls become a few dozen Dask tasks), writes specs before dispatch and
+outcomes before a task counts as finished, so the notebook's store stays the
+single source of truth; the workers only compute.
+
+Faults, where Dask's semantics differ from a loky pool:
+
+* *A worker dies* (killed, out of memory, ``os._exit``): Dask itself reruns
+  the batch on another worker, so nothing is lost and the group completes.
+  A batch whose workers keep dying is given up by the scheduler
+  (``KilledWorker``, after ``distributed.scheduler.allowed-failures`` deaths);
+  it is then split into one Dask task per call, so that only the call that
+  kills its worker fails (with :class:`~nbgroups.errors.WorkerDied`) and the
+  others finish. Calls of a batch rerun by Dask may run more than once.
+* *Timeout*: a Dask worker thread cannot be stopped. Each batch sends one
+  "started" event (``Worker.log_event``) when it begins; this module turns it
+  into the runner's monitor file, so the runner's timeout clock works as on
+  loky. Past the timeout the task fails at once with
+  :class:`~nbgroups.errors.TaskTimeout`; its Dask task is cancelled and its
+  worker restarted through its nanny (``Client.restart_workers``), which frees
+  the thread; other batches running on that worker are rerun by Dask. A
+  worker without a nanny cannot be restarted: the call then runs on to its end
+  in the background, its result discarded.
+* Any other error from Dask (the task could not be unpickled on the worker,
+  the scheduler cancelled it, ...) fails the calls of that batch with a
+  message that says so, instead of re-queuing them forever.
+
+Batch sizing: the runner sizes batches and the number in flight from the
+cluster's current thread count (``Client.nthreads()``, refreshed every few
+seconds, so an adaptive cluster that grows gets more), not from the
+``workers`` setting, which is used only while the cluster has no worker yet.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import itertools
+import logging
+import threading
+import time
+import uuid
+from typing import Any
+
+from .. import monitor, worker
+from ..errors import ArgumentTypeError, ConfigurationError, TaskError, WorkerDied
+from ..serialize import dumps, dumps_exception, format_exception, loads
+from .base import Executor
+
+log = logging.getLogger("nbgroups")
+
+INSTALL_HINT = "backend='dask' needs the dask extra: pip install 'nbgroups[dask]'"
+CONNECT_TIMEOUT = "30s"
+NTHREADS_REFRESH = 2.0
+PART_TRIES = 4
+CONFIRM_SECONDS = 0.1
+
+_clients: dict[str, Any] = {}  # address -> Client opened by prepare(), not yet taken
+_in_use: dict[str, Any] = {}  # address -> Client of a live executor
+_clients_lock = threading.Lock()
+
+
+def require_distributed():
+    """Import ``distributed``, or raise a :class:`ConfigurationError` saying what to install."""
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigurationError(INSTALL_HINT) from None
+    return distributed
+
+
+def prepare(settings) -> None:
+    """Check a dask configuration at ``configure()`` time: fail there, not in the runner.
+
+    Imports ``distributed`` and, for ``address=``, connects to the scheduler
+    (the client is kept for the executor), so a wrong address fails at the call.
+    """
+    distributed = require_distributed()
+    if settings.client is not None:
+        if not isinstance(settings.client, distributed.Client):
+            raise ArgumentTypeError(
+                f"client must be a distributed.Client, got {settings.client!r}")
+        return
+    with _clients_lock:
+        if settings.address in _clients or settings.address in _in_use:
+            return
+    try:
+        client = distributed.Client(settings.address, set_as_default=False,
+                                    timeout=CONNECT_TIMEOUT)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot reach the Dask scheduler at {settings.address!r}: {exc}") from None
+    with _clients_lock:
+        _clients[settings.address] = client
+
+
+def _take_client(address: str):
+    with _clients_lock:
+        client = _clients.pop(address, None)
+    if client is None:
+        distributed = require_distributed()
+        client = distributed.Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+    with _clients_lock:
+        _in_use[address] = client
+    return client
+
+
+# ---------------------------------------------------------------- worker side
+def _run_on_worker(payload: bytes, topic: str | None, token: int,
+                   confirm: bool = False) -> list[tuple]:
+    """The Dask task: :func:`nbgroups.worker.run_batch`'s loop, saying "started" once.
+
+    The runner sends a call with a timeout alone or last in its batch, so one
+    event, just before the last call, is all its timeout clock needs (an event
+    per call would cost more than the tiny calls themselves).
+    """
+    batch_id, funcs, calls = loads(payload)
+    loaded: dict[int, Any] = {}
+    out = []
+    last = len(calls) - 1
+    for i, call in enumerate(calls):
+        if i == last and topic is not None:
+            _say_started(topic, token, batch_id, i)
+            if confirm:  # fault recovery only: let the event leave before a crash
+                time.sleep(CONFIRM_SECONDS)
+        out.append(worker.run_one(call, funcs, loaded))
+    return out
+
+
+def _say_started(topic: str, token: int, batch_id: int, index: int) -> None:
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        w.log_event(topic, {"token": token, "batch": batch_id, "index": index,
+                            "address": w.address})
+    except Exception:  # no event: only the timeout clock misses a start
+        pass
+
+
+# ---------------------------------------------------------------- client side
+def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
+    """Every call of the batch failed with ``err`` (outcome tuples as from run_batch)."""
+    _, _, calls = loads(payload)
+    tb = format_exception(err)
+    blob = dumps_exception(err, tb)
+    now = time.time()
+    return [(c[0], "failure", c[5], now, now, None, blob, tb) for c in calls]
+
+
+class _TimedOut(Exception):
+    """The runner stopped this batch (its timeout); the runner records the cause."""
+
+
+class _Batch:
+    __slots__ = ("address", "dfut", "future", "monitor", "payload", "starts", "token", "tries")
+
+    def __init__(self, token, payload, monitor, future):
+        self.token = token
+        self.payload = payload
+        self.monitor = monitor
+        self.future = future
+        self.dfut = None
+        self.address = None
+        self.starts = 0  # "started" events seen
+        self.tries = 0
+
+
+class DaskExecutor(Executor):
+    """Runs the runner's batches on a Dask cluster (``distributed.Client``).
+
+    ``settings.client`` is used as given (and left open at shutdown);
+    ``settings.address`` opens a client owned, and closed, by this executor.
+    """
+
+    name = "dask"
+    #: The runner's monitor files work: they are written here from worker events.
+    monitored = True
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> DaskExecutor:
+        """The executor for ``settings.client`` or ``settings.address``."""
+        return cls(settings)
+
+    def __init__(self, settings) -> None:
+        require_distributed()
+        self._fallback_workers = settings.workers
+        self._address = settings.address
+        if settings.client is not None:
+            self.client, self._owned = settings.client, False
+        else:
+            self.client, self._owned = _take_client(settings.address), True
+        self._lock = threading.Lock()
+        self._batches: dict[int, _Batch] = {}  # token -> batch in flight (keeps dask futures)
+        self._tokens = itertools.count(1)
+        self._topic = f"nbgroups-started-{uuid.uuid4().hex}"
+        self._nthreads = (0, 0.0)  # (count, when read)
+        self.client.subscribe_topic(self._topic, self._on_started)
+
+    # -------------------------------------------------------------- sizing
+    @property
+    def workers(self) -> int:
+        """Threads of the cluster now (refreshed every few seconds); the runner sizes
+        batches with it."""
+        count, when = self._nthreads
+        now = time.monotonic()
+        if now - when > NTHREADS_REFRESH:
+            with contextlib.suppress(Exception):  # scheduler busy or gone: keep the last count
+                count = sum(self.client.nthreads().values())
+            self._nthreads = (count, now)
+        return count or self._fallback_workers
+
+    # -------------------------------------------------------------- submit
+    def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
+        future: cf.Future = cf.Future()
+        token = next(self._tokens)
+        batch = _Batch(token, payload, monitor, future)
+        with self._lock:
+            self._batches[token] = batch
+        self._send(batch)
+        return future
+
+    def _send(self, batch: _Batch) -> None:
+        try:
+            batch.dfut = self.client.submit(
+                _run_on_worker, batch.payload, self._topic, batch.token,
+                key=f"nbgroups-batch-{uuid.uuid4().hex}", pure=False)
+        except Exception as exc:  # a closed client: fail the calls, clearly
+            self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))
+            return
+        batch.dfut.add_done_callback(lambda f, b=batch: self._on_done(b, f))
+
+    def _on_started(self, event) -> None:
+        """Scheduler event (client's loop): the batch began on a worker -> monitor stamp."""
+        _, msg = event
+        with self._lock:
+            batch = self._batches.get(msg.get("token"))
+            if batch is None or batch.future.done():
+                return
+            batch.address = msg.get("address")
+            batch.starts += 1
+            if batch.monitor:
+                # The runner's clock, not the worker's: timeouts are measured here.
+                # The "pid" field holds the token: kill_worker gets it back.
+                try:
+                    monitor.write(batch.monitor, msg["batch"], msg["index"], batch.token,
+                                  time.time())
+                except OSError:
+                    log.warning("nbgroups: cannot write monitor file %s", batch.monitor)
+
+    def _on_done(self, batch: _Batch, dfut) -> None:
+        """Dask's callback thread: hand the outcomes (or the failure) to the runner."""
+        if batch.future.done():  # stopped by the runner (timeout)
+            return
+        try:
+            outs = dfut.result()
+        except BaseException as exc:
+            self._on_error(batch, exc)
+            return
+        self._resolve(batch, outs)
+
+    def _resolve(self, batch: _Batch, outs: list[tuple]) -> None:
+        with self._lock:
+            self._batches.pop(batch.token, None)
+            if batch.future.done():
+                return
+            batch.future.set_result(outs)
+        batch.dfut = None  # release the result on the cluster
+
+    def _on_error(self, batch: _Batch, exc: BaseException) -> None:
+        from distributed.scheduler import KilledWorker
+
+        if isinstance(exc, KilledWorker):
+            _, funcs, calls = loads(batch.payload)
+            self._split(batch, funcs, calls)
+            return
+        self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))
+
+    def _dask_error(self, exc: BaseException) -> TaskError:
+        return TaskError(
+            "DaskError",
+            f"the Dask cluster could not run this task ({type(exc).__name__}: {exc})")
+
+    def _split(self, batch: _Batch, funcs: list, calls: list) -> None:
+        """A batch Dask gave up on: one Dask task per call, so only the culprit fails.
+
+        Dask also counts the deaths of workers a task was merely *queued* on, so a
+        call given up again fails only if it is known to have started (its
+        "started" event, which a part waits a moment to deliver); otherwise it
+        is sent again, up to :data:`PART_TRIES` times.
+        """
+        bid = loads(batch.payload)[0]
+        results: list = [None] * len(calls)
+        left = [len(calls)]
+        lock = threading.Lock()
+
+        def part_done(i: int, part: _Batch, dfut) -> None:
+            try:
+                outs = dfut.result()
+            except BaseException as exc:
+                from distributed.scheduler import KilledWorker
+
+                if not isinstance(exc, KilledWorker):
+                    outs = _failed_outcomes(part.payload, self._dask_error(exc))
+                elif part.starts == 0 and part.tries < PART_TRIES:
+                    send(i, part)
+                    return
+                else:
+                    err = WorkerDied(
+                        "WorkerDied", f"the Dask worker running this task died, repeatedly "
+                        f"(the scheduler gave up: {exc})")
+                    outs = _failed_outcomes(part.payload, err)
+            with self._lock:
+                self._batches.pop(part.token, None)
+            with lock:
+                results[i] = outs
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self._resolve(batch, [o for r in results for o in r])
+
+        def send(i: int, part: _Batch) -> None:
+            part.tries += 1
+            part.dfut = self.client.submit(
+                _run_on_worker, part.payload, self._topic, part.token, True,
+                key=f"nbgroups-call-{uuid.uuid4().hex}", pure=False)
+            part.dfut.add_done_callback(lambda f: part_done(i, part, f))
+
+        for i, call in enumerate(calls):
+            payload = dumps((bid, funcs, [call]))  # cloudpickle: args may be notebook objects
+            part = _Batch(next(self._tokens), payload, None, batch.future)
+            with self._lock:
+                self._batches[part.token] = part
+            send(i, part)
+
+    # -------------------------------------------------------------- faults
+    def is_broken(self, exc: BaseException) -> bool:
+        return False  # the cluster heals itself; a failed batch never means "restart"
+
+    def restart(self) -> None:
+        """Nothing to replace: Dask's nannies restart dead workers."""
+
+    def kill_worker(self, pid: int) -> None:
+        """Stop the batch stamped with token ``pid`` (its timeout): fail it now,
+        cancel its Dask task and restart its worker, off the runner's thread."""
+        with self._lock:
+            batch = self._batches.pop(pid, None)
+        if batch is None or batch.future.done():
+            return
+        batch.future.set_exception(_TimedOut(f"batch stopped on worker {batch.address}"))
+        dfut, batch.dfut = batch.dfut, None
+        threading.Thread(target=self._free_worker, args=(dfut, batch.address),
+                         name="nbgroups-dask-restart", daemon=True).start()
+
+    def _free_worker(self, dfut, address: str | None) -> None:
+        try:
+            if dfut is not None:
+                self.client.cancel(dfut, force=True)
+            if address:
+                self.client.restart_workers([address], raise_for_error=False)
+        except Exception as exc:
+            log.warning("nbgroups: could not restart Dask worker %s after a timeout (%s); "
+                        "the task runs on to its end, its result discarded", address, exc)
+
+    def shutdown(self) -> None:
+        """Cancel what is still queued on the cluster; close the client if it is ours."""
+        with self._lock:
+            batches = list(self._batches.values())
+            self._batches.clear()
+        dfuts = [b.dfut for b in batches if b.dfut is not None]
+        try:
+            self.client.unsubscribe_topic(self._topic)
+            if dfuts:
+                self.client.cancel(dfuts, force=True)
+        except Exception:  # already closed
+            pass
+        if self._owned:
+            with _clients_lock:
+                if _in_use.get(self._address) is self.client:
+                    del _in_use[self._address]
+            with contextlib.suppress(Exception):
+                self.client.close()
