@@ -31,8 +31,9 @@ import time
 from typing import Any
 
 from . import monitor as monitor_file
+from . import outcome
 from .errors import TaskError
-from .serialize import dumps_exception, dumps_result, format_exception, loads
+from .serialize import dumps_result, loads
 
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
 
@@ -81,11 +82,6 @@ def _load_func(name: str, blob: bytes | None) -> Any:
     return func
 
 
-def _failure(key, attempts, started, exc: BaseException):
-    tb = format_exception(exc)
-    return (key, "failure", attempts, started, time.time(), None, dumps_exception(exc, tb), tb)
-
-
 def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> tuple:
     """One call of a batch (``loaded``: the batch's callables loaded so far)."""
     key, fidx, args, kwargs, iterable, attempts = call
@@ -94,7 +90,7 @@ def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> 
         if func is None:
             func = loaded[fidx] = _load_func(*funcs[fidx])
     except BaseException as exc:
-        return _failure(key, attempts, time.time(), exc)
+        return outcome.failure(key, attempts, None, exc)
     if iterable:
         return run_items(key, attempts, func, args, passthrough)
     return run_call(key, attempts, func, args, kwargs, passthrough)
@@ -108,19 +104,19 @@ def run_call(key, attempts, func, args, kwargs, passthrough: tuple = ()) -> tupl
     except passthrough:
         raise
     except BaseException as exc:  # a task's own SystemExit is a failure too
-        return _failure(key, attempts, started, exc)
+        return outcome.failure(key, attempts, started, exc)
     try:
         blob = dumps_result(value)
     except BaseException as exc:  # whatever pickling the result raises
-        return _failure(key, attempts, started, exc)
-    return (key, "success", attempts, started, time.time(), blob, None, None)
+        return outcome.failure(key, attempts, started, exc)
+    return outcome.success(key, attempts, started, blob)
 
 
 def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tuple:
     """An ``async_iter`` chunk: results in input order, exceptions in place."""
     started = time.time()
     results: list = []
-    first: tuple | None = None
+    first: BaseException | None = None
     for item in items:
         try:
             results.append(func(*item) if isinstance(item, tuple) else func(item))
@@ -128,8 +124,9 @@ def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tupl
             raise
         except BaseException as exc:
             if first is None:
-                first = (exc, format_exception(exc))
-            exc.__traceback__ = None
+                first = exc
+            else:
+                exc.__traceback__ = None
             results.append(exc)
     try:
         blob = dumps_result(results)  # the C pickler, else cloudpickle (notebook classes)
@@ -141,13 +138,12 @@ def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tupl
                 fixed.append(value)
             except TaskError as exc:
                 if first is None:
-                    first = (exc, format_exception(exc))
+                    first = exc
                 fixed.append(exc)
         blob = dumps_result(fixed)
     if first is None:
-        return (key, "success", attempts, started, time.time(), blob, None, None)
-    exc, tb = first
-    return (key, "failure", attempts, started, time.time(), blob, dumps_exception(exc, tb), tb)
+        return outcome.success(key, attempts, started, blob)
+    return outcome.failure(key, attempts, started, first, result=blob)
 
 
 def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) -> list[tuple]:
@@ -166,7 +162,7 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     for i, call in enumerate(calls):
         if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
             now = time.time()
-            out += [(c[0], "cancelled", c[5], now, now, None, None, None) for c in calls[i:]]
+            out += [outcome.cancelled(c[0], c[5], now, now) for c in calls[i:]]
             break
         out.append(run_one(call, funcs, loaded, passthrough))
     return out

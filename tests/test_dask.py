@@ -156,7 +156,7 @@ def test_result_group_order_with_failures_client_given(nbc, client):
     assert "bad 3" in tasks[3].traceback and tasks[3].success is False
     it = nbc.async_iter(f, range(1, 30, 3), group="g")
     assert nbc.result(it, wait=-1) == [x * 10 for x in range(1, 30, 3)]
-    assert len(client.get_events(api.runner()._executor._topic)) >= 1  # events flowed
+    assert len(client.get_events(api.runner().executor.topic)) >= 1  # events flowed
 
 
 def test_tiny_tasks_are_batched_into_few_dask_tasks(nbc, client):
@@ -164,14 +164,14 @@ def test_tiny_tasks_are_batched_into_few_dask_tasks(nbc, client):
     for i in range(n):
         nbc.async_task(abs, -i, group="many")
     assert nbc.result_group("many", wait=-1) == list(range(n))
-    events = client.get_events(api.runner()._executor._topic)
+    events = client.get_events(api.runner().executor.topic)
     assert 1 <= len(events) <= n // 10, len(events)  # one "started" event per Dask task
 
 
 def test_executor_sizes_batches_with_cluster_threads(nbc, client):
     nbc.async_task(abs, -1, group="one")
     nbc.result_group("one", wait=-1)
-    assert api.runner()._executor.workers == sum(client.nthreads().values()) == 2
+    assert api.runner().executor.workers == sum(client.nthreads().values()) == 2
 
 
 def test_cancel_group_on_dask(nbc, tmp_path):
@@ -350,7 +350,7 @@ def test_backend_magic_moves_a_notebook_to_the_cluster(cluster, store_dir, capsy
         assert result.result == [4, 9]
         from nbgroups.executors.dask import DaskExecutor
 
-        assert isinstance(api.runner()._executor, DaskExecutor)
+        assert isinstance(api.runner().executor, DaskExecutor)
         shell.run_line_magic("nbgroups", "backend loky")
         assert nbgroups.settings().backend == "loky"
     finally:

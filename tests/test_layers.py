@@ -1,10 +1,11 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
-api > reuse > runner > recovery/control/completion/dispatch >
-executors (a package) /shutdown/arguments > store/worker/jobs >
-serialize/records/names/config/keys > errors; display, magics, cli (and the package's
-own ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
-functions count too: a lazy import still ties the layers together.
+api > reuse > runner (the façade) > control > completion > recovery >
+dispatch/pages > live/stores/executors (a package)/shutdown/arguments >
+store/worker/jobs > records > outcome > serialize/names/config/keys/monitor >
+errors; display, magics, cli (and the package's own ``__init__``/``__main__``)
+sit at the edge and may import the api. Imports inside functions count too: a
+lazy import still ties the layers together.
 """
 
 from __future__ import annotations
@@ -20,15 +21,20 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 
 RANK = {
     "errors": 0,
-    "names": 1, "records": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
-    "store": 2, "worker": 2, "jobs": 2,
-    "executors": 3, "shutdown": 3, "arguments": 3,
-    "recovery": 4, "control": 4, "completion": 4, "dispatch": 4,  # the runner's mixins
-    "dask_backend": 4,  # api's old import path of executors.dask.prepare
-    "runner": 5,
-    "reuse": 6,
-    "api": 7,
-    "display": 8, "magics": 8, "cli": 8, "__init__": 8, "__main__": 8,
+    "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
+    "outcome": 2,
+    "records": 3,
+    "store": 4, "worker": 4, "jobs": 4,
+    "executors": 5, "shutdown": 5, "arguments": 5, "live": 5, "stores": 5,
+    "dispatch": 6, "pages": 6,  # the runner's parts, each above what it calls
+    "dask_backend": 6,  # api's old import path of executors.dask.prepare
+    "recovery": 7,
+    "completion": 8,
+    "control": 9,
+    "runner": 10,
+    "reuse": 11,
+    "api": 12,
+    "display": 13, "magics": 13, "cli": 13, "__init__": 13, "__main__": 13,
 }
 EDGE = {"display", "magics", "cli", "__init__", "__main__"}
 

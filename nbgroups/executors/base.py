@@ -57,5 +57,9 @@ class Executor:
         """
         return None
 
+    def worker_pids(self) -> list[int]:
+        """The pids of the worker processes now (empty if they are not processes)."""
+        return []
+
     def shutdown(self) -> None:
         """Stop the workers without waiting for running calls."""

@@ -53,9 +53,9 @@ import time
 import uuid
 from typing import Any
 
-from .. import monitor, worker
+from .. import monitor, outcome, worker
 from ..errors import ArgumentTypeError, ConfigurationError, TaskError, WorkerDied
-from ..serialize import dumps, dumps_exception, format_exception, loads
+from ..serialize import dumps, loads
 from .base import Executor
 
 log = logging.getLogger("nbgroups")
@@ -153,10 +153,8 @@ def _say_started(topic: str, token: int, batch_id: int, index: int) -> None:
 def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
     """Every call of the batch failed with ``err`` (outcome tuples as from run_batch)."""
     _, _, calls = loads(payload)
-    tb = format_exception(err)
-    blob = dumps_exception(err, tb)
-    now = time.time()
-    return [(c[0], "failure", c[5], now, now, None, blob, tb) for c in calls]
+    failed = outcome.failure("", 0, None, err)  # pickled once, for every call
+    return [outcome.with_id(failed, c[0], c[5]) for c in calls]
 
 
 class _TimedOut(Exception):
@@ -204,9 +202,10 @@ class DaskExecutor(Executor):
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}  # token -> batch in flight (keeps dask futures)
         self._tokens = itertools.count(1)
-        self._topic = f"nbgroups-started-{uuid.uuid4().hex}"
+        #: the event topic the batches' "started" events go to
+        self.topic = f"nbgroups-started-{uuid.uuid4().hex}"
         self._nthreads = (0, 0.0)  # (count, when read)
-        self.client.subscribe_topic(self._topic, self._on_started)
+        self.client.subscribe_topic(self.topic, self._on_started)
 
     # -------------------------------------------------------------- sizing
     @property
@@ -234,7 +233,7 @@ class DaskExecutor(Executor):
     def _send(self, batch: _Batch) -> None:
         try:
             batch.dfut = self.client.submit(
-                _run_on_worker, batch.payload, self._topic, batch.token,
+                _run_on_worker, batch.payload, self.topic, batch.token,
                 key=f"nbgroups-batch-{uuid.uuid4().hex}", pure=False)
         except Exception as exc:  # a closed client: fail the calls, clearly
             self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))
@@ -333,7 +332,7 @@ class DaskExecutor(Executor):
         def send(i: int, part: _Batch) -> None:
             part.tries += 1
             part.dfut = self.client.submit(
-                _run_on_worker, part.payload, self._topic, part.token, True,
+                _run_on_worker, part.payload, self.topic, part.token, True,
                 key=f"nbgroups-call-{uuid.uuid4().hex}", pure=False)
             part.dfut.add_done_callback(lambda f: part_done(i, part, f))
 
@@ -380,7 +379,7 @@ class DaskExecutor(Executor):
             self._batches.clear()
         dfuts = [b.dfut for b in batches if b.dfut is not None]
         try:
-            self.client.unsubscribe_topic(self._topic)
+            self.client.unsubscribe_topic(self.topic)
             if dfuts:
                 self.client.cancel(dfuts, force=True)
         except Exception:  # already closed

@@ -87,6 +87,10 @@ class LokyExecutor(Executor):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
 
+    def worker_pids(self) -> list[int]:
+        processes = getattr(self._pool, "_processes", None) or {}
+        return list(processes)
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, kill_workers=True)
 
