@@ -118,7 +118,7 @@ class Control:
         if not monitor.flag_cancel(batch.monitor):
             return []
         stamp = monitor.read(batch.monitor)
-        first = stamp.index + 1 if stamp is not None and stamp.batch == batch.id else 0
+        first = stamp.call + 1 if stamp is not None and stamp.batch == batch.id else 0
         return [j for j in batch.jobs[first:] if j.state not in FINAL]
 
     def record_cancelled(self, jobs: list[Job], now: float) -> None:

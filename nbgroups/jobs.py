@@ -70,7 +70,9 @@ class Job:
     suspect = False  # was running when a worker died: re-run alone
     runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
 
-    def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
+    def __init__(self, tid: str, func: tuple[str, bytes | None], args: Any,
+                 kwargs: dict | None, options: Options, prefix: str,
+                 task_name: str | None = None, prev: str | None = None) -> None:
         self.id = tid
         self.func = func  # (display name, pickled callable or None)
         self.args = args

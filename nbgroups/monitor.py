@@ -36,7 +36,7 @@ class Stamp(NamedTuple):
     """What a monitor file says: the call a worker began last, and when."""
 
     batch: int
-    index: int
+    call: int  # its index in the batch
     pid: int  # the dask backend stores its batch token here
     started: float
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import names
@@ -47,7 +47,7 @@ class PageBuffer:
         self._writing: list[OpenPage] = []  # taken by the flush writing them
         self.pending = 0  # calls added since the last take (read without the lock)
 
-    def add(self, func: Any, calls: list[tuple[Any, dict | None]], options: Options,
+    def add(self, func: Any, calls: Sequence[tuple[Any, dict | None]], options: Options,
             iterable: bool) -> list[Job]:
         """Append calls of ``func`` to the open page of ``options``; their new jobs."""
         n = len(calls)

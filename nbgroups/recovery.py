@@ -47,7 +47,7 @@ class FaultHandler:
         stamp = monitor.read(batch.monitor) if batch.monitor else None
         if stamp is not None and stamp.batch != batch.id:
             stamp = None  # the file's previous batch: this one had not begun
-        running = stamp.index if stamp is not None else None
+        running = stamp.call if stamp is not None else None
         executor = self.dispatcher.executor
         dead = executor.dead_workers(batch.pool) if executor is not None else None
         cause = batch.cause
@@ -58,7 +58,7 @@ class FaultHandler:
                         (batch.pool, pid) not in executor.killed:
                     cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running "
                                        f"this task died: {exit_reason(dead[pid])}")
-            elif batch.jobs[stamp.index].suspect:
+            elif batch.jobs[stamp.call].suspect:
                 cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running this "
                                    f"task died twice: {exit_reason(exc)}")
         lost = []
@@ -92,9 +92,9 @@ class FaultHandler:
                     batch.jobs[0].options.timeout or batch.jobs[-1].options.timeout):
                 continue
             stamp = monitor.read(batch.monitor)
-            if stamp is None or stamp.batch != batch.id or stamp.index >= len(batch.jobs):
+            if stamp is None or stamp.batch != batch.id or stamp.call >= len(batch.jobs):
                 continue
-            limit = batch.jobs[stamp.index].options.timeout
+            limit = batch.jobs[stamp.call].options.timeout
             if limit and now - stamp.started > limit:
                 batch.cause = TaskTimeout(
                     "TaskTimeout", f"the task ran longer than its timeout of {limit:g} s; "
@@ -108,15 +108,15 @@ def exit_reason(code: int | BaseException) -> str:
         if code >= 0:
             return f"it exited with code {code}"
         try:
-            name = signal.Signals(-code).name
+            sig = signal.Signals(-code)
         except ValueError:
-            name = "an unknown signal"
+            return f"it was killed by an unknown signal ({-code})"
         hint = {
             signal.SIGKILL: " (sent by another process or by the kernel's out-of-memory "
                             "killer)",
             signal.SIGSEGV: " (a segmentation fault, e.g. in C code)",
-        }.get(-code, "")
-        return f"it was killed by signal {name} ({-code}){hint}"
+        }.get(sig, "")
+        return f"it was killed by signal {sig.name} ({-code}){hint}"
     lines = [line.strip() for line in str(code).strip().splitlines() if line.strip()]
     detail = [line for line in lines if "exit code" in line.lower()]
     return (detail or lines or [type(code).__name__])[-1]

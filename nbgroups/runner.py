@@ -39,7 +39,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
@@ -142,7 +142,7 @@ class Runner:
 
     # ------------------------------------------------------------------ submit
     def submit(
-        self, func: Any, calls: list[tuple[Any, dict | None]], options: Options,
+        self, func: Any, calls: Sequence[tuple[Any, dict | None]], options: Options,
         *, iterable: bool = False, inline: bool = False, raise_errors: bool = False,
     ) -> list[str]:
         """Queue calls of ``func``; returns their task ids (no I/O on this path).

@@ -28,6 +28,7 @@ import importlib
 import os
 import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import monitor as monitor_file
@@ -96,7 +97,8 @@ def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> 
     return run_call(key, attempts, func, args, kwargs, passthrough)
 
 
-def run_call(key, attempts, func, args, kwargs, passthrough: tuple = ()) -> tuple:
+def run_call(key: str, attempts: int, func: Callable[..., Any], args: tuple,
+             kwargs: dict | None, passthrough: tuple = ()) -> tuple:
     """One call: its outcome tuple (the result pickled, or the failure)."""
     started = time.time()
     try:
@@ -112,7 +114,8 @@ def run_call(key, attempts, func, args, kwargs, passthrough: tuple = ()) -> tupl
     return outcome.success(key, attempts, started, blob)
 
 
-def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tuple:
+def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
+              passthrough: tuple = ()) -> tuple:
     """An ``async_iter`` chunk: results in input order, exceptions in place."""
     started = time.time()
     results: list = []

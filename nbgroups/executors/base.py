@@ -23,7 +23,17 @@ class Executor:
     cancels_queued = False
 
     def __init__(self, workers: int) -> None:
-        self.workers = workers
+        self._workers = workers
+        #: Bumped by :meth:`restart`: a batch remembers the pool it was sent to.
+        self.generation = 0
+        #: ``(generation, pid)`` of workers killed on purpose (timeouts): their
+        #: death is not the task's. Keyed by pool, since pids get reused.
+        self.killed: set[tuple[int, int]] = set()
+
+    @property
+    def workers(self) -> int:
+        """How many calls run at once (the runner sizes batches with it)."""
+        return self._workers
 
     @classmethod
     def from_settings(cls, settings: Any) -> Executor:
@@ -43,12 +53,6 @@ class Executor:
 
     def kill_worker(self, pid: int) -> None:
         """Stop a worker process (timeouts); the pool then reports itself broken."""
-
-    #: Bumped by :meth:`restart`: a batch remembers the pool it was sent to.
-    generation = 0
-    #: ``(generation, pid)`` of workers killed on purpose (timeouts): their
-    #: death is not the task's. Keyed by pool, since pids get reused.
-    killed: frozenset[tuple[int, int]] | set[tuple[int, int]] = frozenset()
 
     def dead_workers(self, generation: int) -> dict[int, int] | None:
         """``{pid: exit code}`` of the workers whose death broke pool ``generation``.

@@ -71,7 +71,7 @@ _in_use: dict[str, Any] = {}  # address -> Client of a live executor
 _clients_lock = threading.Lock()
 
 
-def require_distributed():
+def require_distributed() -> Any:
     """Import ``distributed``, or raise a :class:`ConfigurationError` saying what to install."""
     try:
         import distributed
@@ -80,7 +80,7 @@ def require_distributed():
     return distributed
 
 
-def prepare(settings) -> None:
+def prepare(settings: Any) -> None:
     """Check a dask configuration at ``configure()`` time: fail there, not in the runner.
 
     Imports ``distributed`` and, for ``address=``, connects to the scheduler
@@ -105,7 +105,7 @@ def prepare(settings) -> None:
         _clients[settings.address] = client
 
 
-def _take_client(address: str):
+def _take_client(address: str) -> Any:
     with _clients_lock:
         client = _clients.pop(address, None)
     if client is None:
@@ -164,13 +164,14 @@ class _TimedOut(Exception):
 class _Batch:
     __slots__ = ("address", "dfut", "future", "monitor", "payload", "starts", "token", "tries")
 
-    def __init__(self, token, payload, monitor, future):
+    def __init__(self, token: int, payload: bytes, monitor: str | None,
+                 future: cf.Future) -> None:
         self.token = token
         self.payload = payload
         self.monitor = monitor
         self.future = future
-        self.dfut = None
-        self.address = None
+        self.dfut: Any = None  # the distributed.Future, while on the cluster
+        self.address: str | None = None
         self.starts = 0  # "started" events seen
         self.tries = 0
 
@@ -191,9 +192,9 @@ class DaskExecutor(Executor):
         """The executor for ``settings.client`` or ``settings.address``."""
         return cls(settings)
 
-    def __init__(self, settings) -> None:
+    def __init__(self, settings: Any) -> None:
         require_distributed()
-        self._fallback_workers = settings.workers
+        super().__init__(settings.workers)  # used while the cluster has no worker yet
         self._address = settings.address
         if settings.client is not None:
             self.client, self._owned = settings.client, False
@@ -218,7 +219,7 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):  # scheduler busy or gone: keep the last count
                 count = sum(self.client.nthreads().values())
             self._nthreads = (count, now)
-        return count or self._fallback_workers
+        return count or self._workers
 
     # -------------------------------------------------------------- submit
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
@@ -240,11 +241,11 @@ class DaskExecutor(Executor):
             return
         batch.dfut.add_done_callback(lambda f, b=batch: self._on_done(b, f))
 
-    def _on_started(self, event) -> None:
+    def _on_started(self, event: tuple[float, dict]) -> None:
         """Scheduler event (client's loop): the batch began on a worker -> monitor stamp."""
         _, msg = event
         with self._lock:
-            batch = self._batches.get(msg.get("token"))
+            batch = self._batches.get(msg.get("token", 0))
             if batch is None or batch.future.done():
                 return
             batch.address = msg.get("address")
@@ -258,7 +259,7 @@ class DaskExecutor(Executor):
                 except OSError:
                     log.warning("nbgroups: cannot write monitor file %s", batch.monitor)
 
-    def _on_done(self, batch: _Batch, dfut) -> None:
+    def _on_done(self, batch: _Batch, dfut: Any) -> None:
         """Dask's callback thread: hand the outcomes (or the failure) to the runner."""
         if batch.future.done():  # stopped by the runner (timeout)
             return
@@ -304,7 +305,7 @@ class DaskExecutor(Executor):
         left = [len(calls)]
         lock = threading.Lock()
 
-        def part_done(i: int, part: _Batch, dfut) -> None:
+        def part_done(i: int, part: _Batch, dfut: Any) -> None:
             try:
                 outs = dfut.result()
             except BaseException as exc:
@@ -362,7 +363,7 @@ class DaskExecutor(Executor):
         threading.Thread(target=self._free_worker, args=(dfut, batch.address),
                          name="nbgroups-dask-restart", daemon=True).start()
 
-    def _free_worker(self, dfut, address: str | None) -> None:
+    def _free_worker(self, dfut: Any, address: str | None) -> None:
         try:
             if dfut is not None:
                 self.client.cancel(dfut, force=True)

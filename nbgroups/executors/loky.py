@@ -6,6 +6,7 @@ import concurrent.futures as cf
 import contextlib
 import os
 import signal
+from typing import Any
 
 from .. import worker
 from .base import Executor
@@ -21,17 +22,15 @@ class LokyExecutor(Executor):
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
         self._pool = self._new_pool()
-        self.generation = 0
-        self.killed = set()
         self._deaths: dict[int, dict[int, int]] = {}
 
-    def _new_pool(self):
+    def _new_pool(self) -> Any:
         from loky import ProcessPoolExecutor
 
         _start_resource_trackers()
         return ProcessPoolExecutor(max_workers=self.workers, initializer=worker.init_worker)
 
-    def submit(self, payload, monitor):
+    def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
         from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
 
         pool, gen = self._pool, self.generation
@@ -51,7 +50,7 @@ class LokyExecutor(Executor):
         future.add_done_callback(lambda f: self._note_deaths(f, pool, gen))
         return future
 
-    def _note_deaths(self, future: cf.Future, pool, gen: int) -> None:
+    def _note_deaths(self, future: cf.Future, pool: Any, gen: int) -> None:
         from loky.process_executor import BrokenProcessPool
 
         if gen in self._deaths or future.cancelled():

@@ -19,7 +19,7 @@ class SyncExecutor(Executor):
         """One worker: the calling thread."""
         return cls(1)
 
-    def submit(self, payload, monitor):
+    def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
         future: cf.Future = cf.Future()
         future.set_result(worker.run_batch(payload, None, inline=True))
         return future

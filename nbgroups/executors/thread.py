@@ -17,7 +17,7 @@ class ThreadExecutor(Executor):
         super().__init__(workers)
         self._pool = cf.ThreadPoolExecutor(workers, thread_name_prefix="nbgroups-worker")
 
-    def submit(self, payload, monitor):
+    def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
         return self._pool.submit(worker.run_batch, payload, None)
 
     def shutdown(self) -> None:
