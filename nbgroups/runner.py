@@ -23,7 +23,8 @@ The :class:`Runner` is a façade over objects it owns, each with one concern
 :class:`~nbgroups.dispatch.Dispatcher` (ready queue, batches, executor),
 :class:`~nbgroups.completion.Completer` (outcomes stored, jobs settled, hooks),
 :class:`~nbgroups.recovery.FaultHandler` (dead workers, timeouts) and
-:class:`~nbgroups.control.Control` (cancel, re-run stored tasks). They share
+:class:`~nbgroups.control.Control` (cancel, re-run stored tasks) and
+:class:`~nbgroups.inline.InlineRunner` (the ``sync`` option). They share
 one lock, passed to each. The runner itself keeps the thread loop, the one
 waiting primitive (:meth:`Runner.wait`) and notification.
 
@@ -48,16 +49,15 @@ from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
 from .dispatch import Dispatcher, FuncStats
-from .errors import RunnerClosed, SerializationError, StoreError
+from .errors import RunnerClosed, StoreError
 from .executors import Executor
-from .executors.sync import SyncExecutor
-from .jobs import FINAL, QUEUED, Job, Options, Outbox
+from .inline import InlineRunner
+from .jobs import QUEUED, Job, Options, Outbox
 from .live import LiveTasks
-from .outcome import FAILURE, Row, error_of, result_of, state_of, with_result
+from .outcome import Row
 from .pages import PageBuffer, PageWriter, Written
 from .records import GroupCounts, State, TaskRecord
 from .recovery import FaultHandler
-from .serialize import dumps, loads_exception
 from .store import DiskStore, Store
 from .stores import Stores
 
@@ -100,7 +100,7 @@ class Runner:
                                     self._faults, outbox, self._notify)
         self._control = Control(lock, self._live, self._dispatcher, self._completer,
                                 self._stores, self._writer, self._notify)
-        self._inline = SyncExecutor(1)
+        self._inline = InlineRunner(self._live, self._completer, self._control)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
@@ -162,7 +162,7 @@ class Runner:
             self._live.submitted((options.cached, options.group), len(jobs), running=inline)
         if inline:
             self.flush()
-            self._run_inline(jobs, raise_errors)
+            self._inline.run(jobs, raise_errors)
         else:
             if self._thread is None:
                 self._ensure_thread()
@@ -208,38 +208,6 @@ class Runner:
         if written.failed:
             self._completer.finish(written.failed)
 
-    # ------------------------------------------------------------------ inline
-    def _run_inline(self, jobs: list[Job], raise_errors: bool) -> None:
-        self._live.track(j for j in jobs if j.state not in FINAL)
-        for n, job in enumerate(jobs):
-            if job.state in FINAL:  # failed already (an argument that does not pickle)
-                if raise_errors:
-                    raise SerializationError(
-                        "an argument of this call cannot be pickled; it was not run")
-                continue
-            try:
-                while True:
-                    job.attempt += 1
-                    call = (job.id, 0, job.items if job.items is not None else job.args,
-                            job.kwargs, job.items is not None, job.attempt + job.runs_before)
-                    payload = dumps((0, [job.func], [call]))
-                    (out,) = self._inline.submit(payload, None).result()
-                    if state_of(out) == FAILURE and job.attempt <= job.options.retries:
-                        continue
-                    break
-            except KeyboardInterrupt:
-                # Ctrl-C / kernel interrupt inside an inline task stops the cell:
-                # this task failed, the ones after it are cancelled (resumable).
-                self._control.interrupted(job, jobs[n + 1:])
-                raise
-            if job.items is not None and result_of(out) is not None:
-                # same shape as a pooled async_iter (a list of chunks): a failed
-                # iter task's result is then the items' list, not its first error
-                out = with_result(out, [result_of(out)])
-            self._completer.finish([(job, out)])
-            if raise_errors and state_of(out) == FAILURE:
-                raise loads_exception(error_of(out))
-
     # ------------------------------------------------------------------ control
     def cancel(self, group: str | None, ttl: int | None = None) -> int:
         """Cancel this process's tasks of ``group`` that have not started: those
@@ -262,7 +230,7 @@ class Runner:
             return 0
         if self.settings.backend == "sync":
             self._live.start(jobs)
-            self._run_inline(jobs, False)
+            self._inline.run(jobs, False)
             return len(jobs)
         self._dispatcher.enqueue(jobs)
         self._ensure_thread()

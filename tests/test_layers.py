@@ -1,6 +1,6 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
-api > reuse > runner (the façade) > control > completion > recovery >
+api > reuse > runner (the façade) > inline > control > completion > recovery >
 dispatch/pages > live/stores/executors (a package)/shutdown/arguments >
 store/worker/jobs > records > outcome > serialize/names/config/keys/monitor >
 errors; display, magics, cli (and the package's own ``__init__``/``__main__``)
@@ -31,10 +31,11 @@ RANK = {
     "recovery": 7,
     "completion": 8,
     "control": 9,
-    "runner": 10,
-    "reuse": 11,
-    "api": 12,
-    "display": 13, "magics": 13, "cli": 13, "__init__": 13, "__main__": 13,
+    "inline": 10,
+    "runner": 11,
+    "reuse": 12,
+    "api": 13,
+    "display": 14, "magics": 14, "cli": 14, "__init__": 14, "__main__": 14,
 }
 EDGE = {"display", "magics", "cli", "__init__", "__main__"}
 
