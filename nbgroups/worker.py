@@ -33,7 +33,7 @@ from typing import Any
 
 from . import monitor as monitor_file
 from . import outcome
-from .errors import TaskError
+from .errors import ArgumentTypeError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
 
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
@@ -60,7 +60,7 @@ def resolve(path: str) -> Any:
         import builtins
 
         return getattr(builtins, path)
-    raise ImportError(f"no module found for {path!r}")
+    raise UnresolvedPath(f"no module found for {path!r}")
 
 
 def _load_func(name: str, blob: bytes | None) -> Any:
@@ -71,10 +71,11 @@ def _load_func(name: str, blob: bytes | None) -> Any:
     if blob is None:
         try:
             func = resolve(name)
-        except (ImportError, AttributeError) as exc:
-            raise LookupError(f"cannot resolve dotted path {name!r}: {exc}") from None
+        except (ImportError, AttributeError, UnresolvedPath) as exc:
+            raise UnresolvedPath(f"cannot resolve dotted path {name!r}: {exc}") from None
         if not callable(func):
-            raise TypeError(f"dotted path {name!r} names a {type(func).__name__}, not a callable")
+            raise ArgumentTypeError(
+                f"dotted path {name!r} names a {type(func).__name__}, not a callable")
     else:
         func = loads(blob)
     if len(_func_cache) > 64:
