@@ -21,6 +21,7 @@ from . import names
 from .errors import SerializationError
 from .jobs import Job, OpenPage, Options, failed
 from .outcome import Row
+from .records import Call
 from .serialize import callable_name, dumps
 from .stores import Stores
 
@@ -236,12 +237,13 @@ class PageWriter:
         for d in drafts:
             calls = []
             for c in d["calls"]:
+                call = Call._make(c)
                 try:
-                    dumps((c[2], c[3]))
+                    dumps((call.args, call.kwargs))
                     calls.append(c)
                 except Exception as exc:
-                    bad[names.task_id(d["prefix"], c[0])] = f"{type(exc).__name__}: {exc}"
-                    calls.append((*c[:2], None, None, *c[4:]))
+                    bad[names.task_id(d["prefix"], call.index)] = f"{type(exc).__name__}: {exc}"
+                    calls.append(tuple(call._replace(args=None, kwargs=None)))
             d["calls"] = tuple(calls)
             try:
                 dumps(d["options"]["hook"])

@@ -8,11 +8,10 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls)``:
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back.
 
-It returns one tuple per call, in order, already in the store's outcome layout
-(:class:`nbgroups.records.Outcome`): ``(task id, state, attempts, started,
-stopped, result, error, traceback)`` where ``result`` is the pickled return
-value (for a chunk, the pickled list of the items' results, exceptions in place
-of failures) and ``error`` the pickled exception. The runner stores these rows
+It returns one row per call, in order, already in the store's outcome layout
+(built by :mod:`nbgroups.outcome`): ``result`` is the pickled return value
+(for a chunk, the pickled list of the items' results, exceptions in place of
+failures) and ``error`` the pickled exception. The runner stores these rows
 as they come: no per-call rebuilding in the kernel. Every failure — an exception, an unpicklable
 result, a dotted path that does not resolve — becomes data.
 
@@ -166,7 +165,8 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     for i, call in enumerate(calls):
         if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
             now = time.time()
-            out += [outcome.cancelled(c[0], c[5], now, now) for c in calls[i:]]
+            out += [outcome.cancelled(key, attempts, now, now)
+                    for key, _, _, _, _, attempts in calls[i:]]
             break
         out.append(run_one(call, funcs, loaded, passthrough))
     return out

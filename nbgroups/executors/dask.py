@@ -154,7 +154,7 @@ def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
     """Every call of the batch failed with ``err`` (outcome tuples as from run_batch)."""
     _, _, calls = loads(payload)
     failed = outcome.failure("", 0, None, err)  # pickled once, for every call
-    return [outcome.with_id(failed, c[0], c[5]) for c in calls]
+    return [outcome.with_id(failed, key, attempts) for key, _, _, _, _, attempts in calls]
 
 
 class _TimedOut(Exception):
