@@ -35,9 +35,11 @@ pytestmark = [
 def cluster():
     # allowed-failures=1: the scheduler gives up on a task after its second
     # worker death (default 3), which keeps the "kills every worker" test short.
+    # dashboard_address=":0": any free port (None means :8787, which a test run
+    # in another checkout on the same machine may hold: "Port 8787 is already in use").
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=None)
+                                      host="127.0.0.1", dashboard_address=":0")
     _tolerate_double_removal(lc)
     client = distributed.Client(lc, set_as_default=False)
     client.wait_for_workers(2, timeout=60)
