@@ -20,6 +20,11 @@ class ArgumentTypeError(NbgroupsError, TypeError):
     """An argument, a setting or a submission option has a type nbgroups does not accept."""
 
 
+class UnresolvedPath(NbgroupsError, LookupError):
+    """A dotted path (``'package.module.attr'``) names nothing importable (the
+    task that named it fails with this, in its worker)."""
+
+
 class RunnerClosed(NbgroupsError, RuntimeError):
     """A submission reached a runner that was closed."""
 

@@ -272,7 +272,7 @@ def _check_backend(s: Settings) -> None:
     if s.address is None and s.client is None:
         raise ConfigurationError(
             "backend='dask' needs address='tcp://host:port' or client=Client(...)")
-    from ..dask_backend import prepare
+    from ..executors.dask import prepare
 
     prepare(s)  # distributed missing, or a wrong address: fail here, not later
 
