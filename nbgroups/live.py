@@ -4,7 +4,7 @@ A task is *tracked* from the flush that stored its page (or its re-run) until
 its final state; meanwhile it is counted as queued, then running, per group
 and layer. Every move goes through one method here::
 
-    submitted ──▶ queued ──start──▶ running ──settle──▶ success / failure / cancelled
+    tracked ──▶ queued ──start──▶ running ──settle──▶ success / failure / cancelled
                      └──────────────────settle──────────────▲
 
 A re-run of a stored task (``retry_group``, ``resume_group``) also notes the
@@ -34,20 +34,21 @@ class LiveTasks:
         self._reruns: dict[tuple[bool, str | None, str], int] = {}
 
     # ------------------------------------------------------------ transitions
-    def submitted(self, where: Where, n: int, running: bool = False) -> None:
-        """``n`` new calls of ``where``: queued, or ``running`` inline right away."""
-        with self.lock:
-            live = self._counts.get(where)
-            if live is None:
-                live = self._counts[where] = [0, 0]
-            live[1 if running else 0] += n
-
     def track(self, jobs: Iterable[Job]) -> None:
-        """Their page is stored: the jobs are held here until they settle."""
+        """Their page is stored: the jobs are held and counted here (queued, or
+        running inline) until they settle. A job tracked already is not counted again."""
+        options: Options | None = None
+        live: list[int] = []
         with self.lock:
             tracked = self._jobs
             for j in jobs:
+                if j.id in tracked:
+                    continue
                 tracked[j.id] = j
+                if j.options is not options:
+                    options = j.options
+                    live = self._counts.setdefault((options.cached, options.group), [0, 0])
+                live[0 if j.state is QUEUED else 1] += 1
 
     def rerun(self, job: Job) -> None:
         """A stored task runs again under its id: tracked, queued, its previous

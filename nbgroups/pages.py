@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from . import names
 from .errors import SerializationError
-from .jobs import Job, OpenPage, Options, failed
+from .jobs import RUNNING, Job, OpenPage, Options, failed
 from .outcome import Row
 from .records import Call
 from .serialize import callable_name, dumps
@@ -35,6 +35,7 @@ class Written(NamedTuple):
 
     jobs: list[Job]
     failed: list[tuple[Job, Row]]
+    pages: list[OpenPage]  # the pages these jobs came in
 
 
 class PageBuffer:
@@ -49,8 +50,9 @@ class PageBuffer:
         self.pending = 0  # calls added since the last take (read without the lock)
 
     def add(self, func: Any, calls: Sequence[tuple[Any, dict | None]], options: Options,
-            iterable: bool) -> list[Job]:
-        """Append calls of ``func`` to the open page of ``options``; their new jobs."""
+            iterable: bool, running: bool = False) -> list[Job]:
+        """Append calls of ``func`` to the open page of ``options``; their new jobs
+        (``running``: they run inline, in the caller's thread)."""
         n = len(calls)
         blob = self._pickled_func(func, options)  # raises before anything is registered
         where = (options.cached, options.group)
@@ -70,17 +72,22 @@ class PageBuffer:
                     self._seal(key)
                 page = self._open[key] = OpenPage(names.new_prefix(), options, time.time())
             fref = _func_ref(page, func, blob)
-            jobs = page.jobs
-            base = len(jobs)
             prefix = page.prefix
             task_name = options.task_name
-            for i, (args, kwargs) in enumerate(calls, base):
+            new = []
+            for i, (args, kwargs) in enumerate(calls, len(page.jobs)):
                 job = Job(f"{prefix}{i:08x}", fref, args, kwargs, options, prefix, task_name)
                 if iterable:
                     job.items = args
-                jobs.append(job)
+                if running:  # runs inline: a flush must not queue it for the pool
+                    job.state = RUNNING
+                new.append(job)
+            # The one change a submission makes: a single call, so a Ctrl-C lands
+            # before it (no id, nothing submitted) or after it (the ids are in a
+            # page, and counted from there: see queued()).
+            page.jobs.extend(new)
             self.pending += n
-            return jobs[base:]
+            return new
 
     def _pickled_func(self, func: Any, options: Options) -> bytes | None:
         """The callable pickled for its page: once per page, not per call, and not
@@ -107,10 +114,10 @@ class PageBuffer:
         """Every open and sealed page, for a flush to write (held as *writing*)."""
         with self.lock:
             pages = [*self._sealed, *self._open.values()]
+            self._writing = pages  # first: idle() reads these three without the lock
             self._open = {}
             self._sealed = []
             self.pending = 0
-            self._writing = pages
             return pages
 
     def put_back(self, pages: list[OpenPage]) -> None:
@@ -122,6 +129,29 @@ class PageBuffer:
         """The flush that took the pages is over."""
         with self.lock:
             self._writing = []
+
+    def queued(self, where: tuple[bool, str | None]) -> int:
+        """Calls of ``(layer, group)`` in pages not stored yet: queued (the runner
+        tracks and counts them once their page is stored). The caller holds the lock."""
+        cached, group = where
+        return sum(len(p.jobs) for p in itertools.chain(self._open.values(), self._sealed,
+                                                       self._writing)
+                   if p.options.group == group and p.options.cached == cached)
+
+    def stored(self, pages: list[OpenPage]) -> None:
+        """These pages are stored and their jobs tracked: no longer counted here.
+        The caller holds the lock (with the tracking: counted once, always)."""
+        self._writing = [p for p in self._writing if all(p is not q for q in pages)]
+
+    def idle(self) -> bool:
+        """Whether no page is open, sealed or being written (read without the lock:
+        a flush moves pages from one list to the other under it)."""
+        return not (self._open or self._sealed or self._writing)
+
+    def unwritten(self) -> bool:
+        """Whether pages wait to be written (put back by a failed flush, or new)."""
+        with self.lock:
+            return bool(self._open or self._sealed)
 
     def holds(self, prefix: str) -> bool:
         """Whether a page not yet stored has this prefix."""
@@ -195,7 +225,7 @@ class PageWriter:
                     specs = self.stores.layer(ttl).write_pages(drafts, ttl=ttl)
                 except Exception:
                     specs, failed_here = self._write_salvaging(layer_pages, drafts, ttl)
-            except Exception:
+            except BaseException:  # whatever stops the write: nothing is dropped
                 put_back(unwritten)
                 raise
             unwritten = [p for p in unwritten if all(p is not q for q in layer_pages)]
@@ -206,7 +236,7 @@ class PageWriter:
                     j.gen = gen
                     j.submitted = created
                 jobs += p.jobs
-            stored(Written(jobs, failed_here))
+            stored(Written(jobs, failed_here, layer_pages))
 
     def _draft(self, p: OpenPage) -> dict:
         """An open page as the store's ``write_pages`` takes it."""

@@ -56,7 +56,7 @@ from .jobs import QUEUED, Job, Options, Outbox
 from .live import LiveTasks
 from .outcome import Row
 from .pages import PageBuffer, PageWriter, Written
-from .records import GroupCounts, State, TaskRecord
+from .records import GroupCounts, TaskRecord
 from .recovery import FaultHandler
 from .store import DiskStore, Store
 from .stores import Stores
@@ -105,6 +105,8 @@ class Runner:
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
         self.page_error: BaseException | None = None  # the last flush failed: pages kept
+        self._flush_asked = 0  # flushes other threads asked the runner thread for
+        self._flush_done = 0  # the last of them that a flush answered
 
     # ------------------------------------------------------------------ stores
     @property
@@ -154,12 +156,8 @@ class Runner:
         if self._closed:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
-        with self._lock:
-            jobs = self._pages.add(func, calls, options, iterable)
-            if inline:
-                for j in jobs:  # runs here: the flush must not queue it for the pool
-                    j.state = State.RUNNING
-            self._live.submitted((options.cached, options.group), len(jobs), running=inline)
+        # counted from its page until stored (PageBuffer.queued), then by LiveTasks
+        jobs = self._pages.add(func, calls, options, iterable, running=inline)
         if inline:
             self.flush()
             self._inline.run(jobs, raise_errors)
@@ -175,22 +173,70 @@ class Runner:
 
         Called by the runner thread after a burst of submissions, and by
         readers so that a task is visible as soon as its id was returned.
+        Every page write happens on the runner thread: another thread only
+        asks for it and waits (interruptibly), so a Ctrl-C in the caller can
+        never land in the middle of a write (pages taken but neither stored
+        nor put back: ids returned, then lost). Raises :class:`StoreError`
+        if the pages could not be written (they are kept and retried).
         """
+        if self._pages.idle():
+            return  # nothing open, nothing being written: no hand-over needed
+        if self._writes_here():
+            self._flush_now()
+            return
+        with self._changed:
+            self._flush_asked += 1
+            ticket = self._flush_asked
+        self._wake.set()
+        with self._changed:
+            while self._flush_done < ticket:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    break  # the runner thread ended (exit): nobody else will write
+                self._changed.wait(POLL_SECONDS)  # Ctrl-C here: the write goes on
+        if self._flush_done < ticket:
+            self._flush_now()
+        elif self.page_error is not None:
+            raise StoreError(
+                f"submitted tasks could not be written to the store "
+                f"({_describe(self.page_error)}); nbgroups keeps them in memory, unsent, "
+                "and retries every second") from self.page_error
+
+    def _writes_here(self) -> bool:
+        """Whether this thread writes pages itself: the runner thread does; so
+        does any thread once the runner thread is gone or cannot start."""
+        thread = self._thread
+        if thread is threading.current_thread():
+            return True
+        if thread is None and not self._closed:
+            self._ensure_thread()
+            thread = self._thread
+        return thread is None or not thread.is_alive()
+
+    def _flush_now(self) -> None:
+        """The write itself (on the runner thread, or at exit)."""
+        with self._changed:
+            asked = self._flush_asked
         with self._flush_lock:
             pages = self._pages.take()
-            if not pages:
-                self._pages.written()
-                return
             try:
-                self._writer.write(pages, self._pages.put_back, self._stored)
-            except BaseException as exc:
+                if pages:
+                    self._writer.write(pages, self._pages.put_back, self._stored)
+            except Exception as exc:  # (the pages were put back: see PageWriter.write)
+                if self.page_error is None:
+                    log.error("nbgroups: submitted tasks could not be written to the "
+                              "store (%s); kept in memory, retried every second",
+                              _describe(exc))
                 self.page_error = exc
-                self._notify()  # waiters raise at once (see wait)
                 raise
             else:
-                self.page_error = None
+                if not self._pages.unwritten():  # nothing put back: no error left
+                    self.page_error = None
             finally:
                 self._pages.written()
+                with self._changed:
+                    self._flush_done = max(self._flush_done, asked)
+                self._notify()  # waiters raise at once on an error (see wait)
 
     @contextlib.contextmanager
     def flushes_held(self) -> Iterator[None]:
@@ -201,7 +247,9 @@ class Runner:
 
     def _stored(self, written: Written) -> None:
         """A layer's pages are stored: their jobs are tracked and queued."""
-        self._live.track(written.jobs)
+        with self._lock:  # tracked and out of the pages at once: counted once
+            self._live.track(written.jobs)
+            self._pages.stored(written.pages)
         unsent = {job.id for job, _ in written.failed}
         self._dispatcher.enqueue(
             j for j in written.jobs if j.state is QUEUED and j.id not in unsent)
@@ -255,8 +303,12 @@ class Runner:
             self._wake.wait(self._next_deadline())
             self._wake.clear()
             try:
-                self._pages.linger()
-                self.flush()
+                with self._changed:
+                    asked = self._flush_asked > self._flush_done
+                if not asked:  # a reader waits: no lingering
+                    self._pages.linger()
+                with contextlib.suppress(Exception):  # kept in page_error, retried
+                    self._flush_now()
                 self._completer.collect()
                 self._dispatcher.dispatch()
                 self._faults.check_timeouts()
@@ -269,7 +321,8 @@ class Runner:
             self._completer.collect()
 
     def _next_deadline(self) -> float | None:
-        if self._completer.unstored():
+        if self._completer.unstored() or (self.page_error is not None and self._pages):
+            return 1.0  # retry the failed outcome write
             return 1.0  # retry the failed outcome write
         if self._dispatcher.timing():
             return 0.1
@@ -292,7 +345,10 @@ class Runner:
 
     def live_counts(self, group: str | None, ttl: int | None = None) -> tuple[int, int]:
         """``(queued, running)`` of this process's tasks of ``group``."""
-        return self._live.counts((ttl is not None, group))
+        where = (ttl is not None, group)
+        with self._lock:
+            queued, running = self._live.counts(where)
+            return queued + self._pages.queued(where), running
 
     def counts(self, group: str, ttl: int | None = None) -> GroupCounts:
         """Stored counts of ``group`` plus this process's queued/running."""
@@ -361,12 +417,14 @@ class Runner:
                 return True
             if self.store_error is not None:
                 raise StoreError(
-                    f"finished tasks could not be written to the store ({self.store_error}); "
+                    f"finished tasks could not be written to the store "
+                    f"({_describe(self.store_error)}); "
                     "nbgroups keeps them in memory and retries. Fix the store (disk full? "
                     "directory removed?) and wait again.")
             if self.page_error is not None:
                 raise StoreError(
-                    f"submitted tasks could not be written to the store ({self.page_error}); "
+                    f"submitted tasks could not be written to the store "
+                    f"({_describe(self.page_error)}); "
                     "nbgroups keeps them in memory, unsent, and retries. Fix the store "
                     "(disk full? directory removed?) and wait again.")
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -419,3 +477,10 @@ class Runner:
         self._dispatcher.close(pool)
         if pool:
             self._stores.close()
+
+
+def _describe(exc: BaseException) -> str:
+    """``'OSError: [Errno 28] No space left on device'``: the type is kept (a bare
+    ``str()`` of some errors is empty)."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
