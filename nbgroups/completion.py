@@ -128,6 +128,9 @@ class Completer:
                 continue
             del future
             self.dispatcher.returned(batch, reuse_monitor=True)
+            if type(outs) is str:  # the worker could not unpickle it: each call alone
+                finished += self.dispatcher.resend_split(batch, outs)
+                continue
             self.dispatcher.sizer.learn(batch.jobs[0].func[0], outs)
             finished += zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
         if broken:

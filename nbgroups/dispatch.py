@@ -29,7 +29,7 @@ from . import outcome, shutdown
 from .config import Settings
 from .errors import SerializationError
 from .executors import Executor, make_executor
-from .jobs import CANCELLED, QUEUED, Batch, IterState, Job, Outbox, failed, runs_of
+from .jobs import CANCELLED, FINAL, QUEUED, Batch, IterState, Job, Outbox, failed, runs_of
 from .live import LiveTasks
 from .monitor import MonitorFiles
 from .outcome import Row, result_of, started_of, stopped_of
@@ -234,7 +234,21 @@ class Dispatcher:
                     j.attempt += 1
             self._send(jobs)
 
-    def _send(self, jobs: list[Job]) -> None:
+    def resend_split(self, batch: Batch, reason: str) -> list[tuple[Job, Row]]:
+        """The worker could not unpickle ``batch`` (``reason``): send its calls
+        again, each pickled on its own, so that only the calls whose arguments
+        cannot be loaded there fail (as the same run: no attempt is counted).
+        A split batch that still cannot be loaded fails whole (returned)."""
+        jobs = [j for j in batch.jobs if j.state not in FINAL]
+        if batch.split:
+            err = SerializationError(f"this batch could not be loaded in the worker "
+                                     f"({reason}); it was not run")
+            return [(j, failed(j, err)) for j in jobs]
+        if jobs:
+            self._send(jobs, split=True)
+        return []
+
+    def _send(self, jobs: list[Job], split: bool = False) -> None:
         executor = self.executor
         assert executor is not None  # dispatch() made it
         funcs = list(dict.fromkeys(j.func for j in jobs))
@@ -245,9 +259,11 @@ class Dispatcher:
         ]
         bid = next(self._batch_ids)
         monitor = self.monitors.take(bid) if executor.monitored else None
-        batch = Batch(bid, jobs, monitor, time.time())
+        batch = Batch(bid, jobs, monitor, time.time(), split=split)
         try:
-            payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
+            # cloudpickle: args may be notebook objects
+            payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], True)) \
+                if split else dumps((bid, funcs, calls))
         except Exception as exc:  # stored, but not sendable: fail them, not the runner
             err = SerializationError(f"this task's call cannot be pickled to be sent to a "
                                      f"worker ({type(exc).__name__}: {exc}); it was not run")

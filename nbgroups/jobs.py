@@ -133,6 +133,7 @@ class Batch:
     submitted: float
     future: Any = None
     cause: BaseException | None = None  # set when the runner killed the worker
+    split: bool = False  # each call pickled on its own (the worker could not load it whole)
     cancelled: bool = False  # cancel() took it back from the pool before it started
     flagged: bool = False  # its monitor file holds the cancel flag
     pool: int = 0  # the executor generation (pool) the batch was sent to

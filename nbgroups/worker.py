@@ -6,7 +6,9 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls)``:
   name is a dotted path resolved here (``'math.modf'``);
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
-  items; ``attempts`` is the run's number, echoed back.
+  items; ``attempts`` is the run's number, echoed back. A *split* batch
+  ``(batch_id, funcs, calls, True)`` holds ``(task id, pickled call,
+  attempts)`` instead: each call is unpickled on its own (see :func:`run_batch`).
 
 It returns one row per call, in order, already in the store's outcome layout
 (built by :mod:`nbgroups.outcome`): ``result`` is the pickled return value
@@ -32,7 +34,7 @@ from typing import Any
 
 from . import monitor as monitor_file
 from . import outcome
-from .errors import ArgumentTypeError, TaskError, UnresolvedPath
+from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
 
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
@@ -149,15 +151,26 @@ def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
     return outcome.failure(key, attempts, started, first, result=blob)
 
 
-def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) -> list[tuple]:
+def run_batch(payload: bytes, monitor: str | None = None,
+              inline: bool = False) -> list[tuple] | str:
     """Run every call of a batch; one outcome tuple per call, in order.
+
+    If the batch itself cannot be unpickled here (an argument of one call
+    names a module the worker cannot import), nothing runs and the reason
+    comes back as a string: the runner then sends the batch again with each
+    call pickled on its own (``split``), so that only that call fails.
 
     ``inline`` (the sync backend): a KeyboardInterrupt is the user's Ctrl-C,
     not the task's failure, and propagates. Pool workers ignore SIGINT, so
     there a KeyboardInterrupt can only be the task's own.
     """
     passthrough = (KeyboardInterrupt,) if inline else ()
-    batch_id, funcs, calls = loads(payload)
+    try:
+        batch = loads(payload)
+    except BaseException as exc:  # e.g. an argument's class from a module not importable here
+        return f"{type(exc).__name__}: {exc}"
+    batch_id, funcs, calls = batch[:3]
+    split = len(batch) > 3  # each call pickled on its own: (id, pickled call, attempts)
     loaded: dict[int, Any] = {}
     out = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
@@ -165,8 +178,23 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     for i, call in enumerate(calls):
         if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
             now = time.time()
-            out += [outcome.cancelled(key, attempts, now, now)
-                    for key, _, _, _, _, attempts in calls[i:]]
+            out += [outcome.cancelled(c[0], c[-1], now, now) for c in calls[i:]]
             break
+        if split:
+            try:
+                call = loads(call[1])
+            except BaseException as exc:
+                out.append(outcome.failure(call[0], call[-1], None, unloadable(exc)))
+                continue
         out.append(run_one(call, funcs, loaded, passthrough))
     return out
+
+
+def unloadable(exc: BaseException) -> SerializationError:
+    """Why a call's arguments could not be unpickled in the worker, as its failure."""
+    return SerializationError(
+        f"the arguments of this task could not be loaded in the worker "
+        f"({type(exc).__name__}: {exc}); it was not run. Whatever they hold must be "
+        "importable in the worker: a class or function defined in the notebook, or in a "
+        "module the worker can import (a sys.path change made in the kernel after the "
+        "pool started does not reach its workers)")
