@@ -27,20 +27,9 @@ from .records import State
 from .stores import Stores
 
 
-def _start_time(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), or '' if unknown:
-    with the pid it names a process, not a pid that was reused."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read().decode(errors="replace")
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
 def process_id() -> str:
     """``host:pid:start``: this process, as the owner recorded with its pages."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_start_time(os.getpid())}"
+    return f"{socket.gethostname()}:{os.getpid()}:{monitor.process_start(os.getpid())}"
 
 
 def owner_alive(owner: str | None) -> bool:
@@ -53,14 +42,7 @@ def owner_alive(owner: str | None) -> bool:
     pid_text, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid_text.isdigit():
         return False
-    pid = int(pid_text)
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    return not start or _start_time(pid) == start
+    return monitor.running(int(pid_text), start)  # a zombie (killed, not reaped) is gone
 
 
 class Control:

@@ -13,6 +13,12 @@ stamp names its batch; creating and removing a file per batch cost ~30 us of a
 round trip), and the worker keeps each one open. A file is *removed* when its
 batch broke or was flagged, so a path names one file for its whole life.
 
+A runner's folder is named after its process (``nbgroups-monitor-<pid>-<start
+time>-…``): when that process is gone (killed), the next runner removes the
+folder once the workers stamped in it have exited (:func:`clean_orphans`), and
+``resume_group`` waits for them first (a worker whose kernel died runs no new
+call, see :mod:`nbgroups.worker`, but may be inside one).
+
 Imported by pool workers: only the standard library here.
 """
 
@@ -21,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import struct
 import tempfile
 import time
@@ -30,6 +37,7 @@ STAMP = struct.Struct("<qqqd")  # batch id, call index, pid, start time
 CANCEL_AT = STAMP.size  # the flag's offset: a byte after the stamp
 FLAG = b"\x01"
 OPEN_MAX = 64  # monitor files a worker keeps open
+PREFIX = "nbgroups-monitor-"
 
 
 class Stamp(NamedTuple):
@@ -109,7 +117,9 @@ class MonitorFiles:
         if self._free:
             return self._free.pop()
         if self.directory is None:
-            self.directory = tempfile.mkdtemp(prefix="nbgroups-monitor-")
+            clean_orphans()  # folders of killed kernels whose workers are gone
+            pid = os.getpid()
+            self.directory = tempfile.mkdtemp(prefix=f"{PREFIX}{pid}-{process_start(pid)}-")
         return os.path.join(self.directory, f"{batch_id}")
 
     def give_back(self, path: str) -> None:
@@ -130,3 +140,96 @@ class MonitorFiles:
             shutil.rmtree(self.directory, ignore_errors=True)
             self.directory = None
             self._free = []
+
+
+# ---------------------------------------------------------------- processes
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), or '' if unknown:
+    with the pid it names a process, not a pid that was reused."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read().decode(errors="replace")
+        return stat.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def running(pid: int, start: str = "") -> bool:
+    """Whether process ``pid`` (started at ``start``, if given) runs: a zombie
+    (dead, not yet reaped) does not."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().decode(errors="replace").rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        try:  # no /proc: ask the kernel
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    if fields[0] in ("Z", "X"):
+        return False
+    return not start or fields[19] == start
+
+
+def _orphan_folders() -> list[tuple[str, int, str]]:
+    """``(folder, owner pid, owner start)`` of the monitor folders whose runner's
+    process is gone."""
+    base = tempfile.gettempdir()
+    found = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(base):
+            if not name.startswith(PREFIX):
+                continue
+            pid_text, _, rest = name[len(PREFIX):].partition("-")
+            start, _, _ = rest.partition("-")
+            if not pid_text.isdigit() or not start.isdigit():
+                continue  # an older layout: its owner cannot be told
+            if not running(int(pid_text), start):
+                found.append((os.path.join(base, name), int(pid_text), start))
+    return found
+
+
+def _workers_of(folder: str, owner_start: str) -> set[int]:
+    """Worker pids stamped in a dead runner's folder that still run (started
+    after their runner: a pid reused by an older process is not one)."""
+    pids = set()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(folder):
+            stamp = read(os.path.join(folder, name))
+            if stamp is None or stamp.pid <= 0 or not running(stamp.pid):
+                continue
+            started = process_start(stamp.pid)
+            if started and owner_start and int(started) < int(owner_start):
+                continue
+            pids.add(stamp.pid)
+    return pids
+
+
+def clean_orphans(wait: float = 0.0, kill: bool = False) -> int:
+    """Remove the monitor folders of runners whose process is gone (a killed
+    kernel), once the workers stamped in them have exited; those workers exit
+    on their own within a second (:func:`nbgroups.worker.init_worker`).
+
+    ``wait``: seconds to wait for them; ``kill``: then SIGKILL those still
+    running a call (``resume_group`` is about to run those calls again).
+    Returns how many such workers still run.
+    """
+    deadline = time.monotonic() + wait
+    left: dict[str, set[int]] = {}
+    for folder, _pid, start in _orphan_folders():
+        left[folder] = _workers_of(folder, start)
+    while True:
+        for folder in [f for f, pids in left.items() if not any(map(running, pids))]:
+            shutil.rmtree(folder, ignore_errors=True)
+            del left[folder]
+        if not left or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)  # another process's children: no event to wait on
+    if kill:
+        for pids in left.values():
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+    return sum(len([p for p in pids if running(p)]) for pids in left.values())

@@ -28,6 +28,7 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -40,10 +41,34 @@ from .serialize import dumps_result, loads
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
 
 
+_parent = 0  # the pid of the kernel that started this pool worker (0: not a pool worker)
+ORPHAN_CHECK_SECONDS = 0.5
+
+
 def init_worker() -> None:
     """Pool initializer: ignore the kernel's SIGINT (Jupyter interrupts the whole
-    process group; a worker must neither die nor print a traceback for it)."""
+    process group; a worker must neither die nor print a traceback for it), and
+    exit when the kernel is gone.
+
+    A kernel killed hard (kill -9, the out-of-memory killer) leaves its loky
+    workers behind, reparented: they went on running the batches already in
+    loky's queue, for good, and a resume from the next kernel ran those calls a
+    second time. Now a worker checks its parent before each call (one
+    ``getppid``: no new call starts once the kernel is gone) and a watchdog
+    thread ends the process within ORPHAN_CHECK_SECONDS even inside a call (its
+    task stays unfinished in the store: ``resume_group`` runs it).
+    """
+    global _parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _parent = os.getppid()
+    threading.Thread(target=_watch_parent, name="nbgroups-orphan-watch", daemon=True).start()
+
+
+def _watch_parent() -> None:
+    while True:
+        time.sleep(ORPHAN_CHECK_SECONDS)  # no event tells a child its parent died
+        if os.getppid() != _parent:
+            os._exit(0)
 
 
 def resolve(path: str) -> Any:
@@ -175,7 +200,10 @@ def run_batch(payload: bytes, monitor: str | None = None,
     out = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
     pid = os.getpid()
+    parent = _parent
     for i, call in enumerate(calls):
+        if parent and os.getppid() != parent:
+            os._exit(0)  # the kernel is gone: start no new call (see init_worker)
         if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
             now = time.time()
             out += [outcome.cancelled(c[0], c[-1], now, now) for c in calls[i:]]

@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 MARKING = """
 import os, time, uuid
 
-def mark(x, marks, seconds=0.0):
+def mark(x, marks, seconds=0.0, starts=None):
+    if starts:  # a run that began (the marker in `marks`: a run that ended)
+        with open(os.path.join(starts, f"{x}.{os.getpid()}.{uuid.uuid4().hex}"), "w"):
+            pass
     if seconds:
         time.sleep(seconds)
     with open(os.path.join(marks, f"{x}.{uuid.uuid4().hex}"), "w"):

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from .. import monitor
 from ..arguments import check_bool, check_group
 from ..control import owner_alive
 from .session import SESSION
+
+ORPHAN_WAIT_SECONDS = 5.0  # a dead kernel's workers exit within ~0.5 s (worker.init_worker)
 
 
 def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False) -> int:
@@ -59,4 +62,8 @@ def resume_group(group_id: str) -> int:
             alive[owner] = owner != r.owner and owner_alive(owner)
         if o is None and not alive[owner]:
             todo.append((p, c, None))
+    if any(p.options.get("owner") != r.owner for p, _, _ in todo):
+        # A killed kernel's workers may still be inside a call: they exit within
+        # a second (and start no new call); wait, so that no call runs twice.
+        monitor.clean_orphans(wait=ORPHAN_WAIT_SECONDS, kill=True)
     return r.resubmit(todo, None)

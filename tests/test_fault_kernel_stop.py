@@ -1,0 +1,80 @@
+"""Fault: the kernel stops while a sweep runs, through a real kernel (jupyter_client).
+
+Killed hard (SIGKILL to the kernel alone, as the out-of-memory killer does):
+its loky workers notice that their parent is gone, start no new call and exit
+within a second; ``resume_group`` from the next process runs each unfinished
+call once, and the dead kernel's monitor folder is removed (issue 13, item 3).
+
+Every call leaves a marker when it begins and one when it ends: each call
+ends exactly once over the kernel and the resume, and none begins after the kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import nbgroups
+from nbgroups import State, api
+from tests.kernels import alive, kernel, runs
+
+N = 24
+
+
+def _until(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` (another process's state: no event reaches this one)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_kernel_killed_hard_its_workers_exit_and_resume_runs_each_once(tmp_path):
+    store, marks, starts = tmp_path / "store", tmp_path / "marks", tmp_path / "starts"
+    marks.mkdir()
+    starts.mkdir()
+    with kernel(tmp_path) as k:
+        k.setup(store, marks)
+        out = k.run(f"""
+import json
+from nbgroups import api
+nbgroups.sweep(mark, "kk", x=list(range({N})), marks=[MARKS], seconds=[0.4],
+               starts=[{str(starts)!r}])
+nbgroups.result_group("kk", count=4, wait=60_000)
+print(json.dumps({{"workers": api.runner().executor.worker_pids(),
+                  "monitor": api.runner().stats().monitor_directory}}))
+""")
+        info = json.loads(out)
+        workers, folder = info["workers"], Path(info["monitor"])
+        assert len(workers) == 2 and folder.is_dir()
+        assert all(int(Path(f"/proc/{w}/stat").read_text().rsplit(")", 1)[1].split()[1])
+                   == k.pid for w in workers)  # the kernel's own children
+        killed = time.time()
+        os.kill(k.pid, signal.SIGKILL)  # the kernel alone: its workers are orphaned
+        k.km.provisioner.process.wait(timeout=10)  # reaped, as Jupyter's server does
+        # the next process resumes at once: it waits for the orphans itself
+        api.reset()
+        nbgroups.configure(store=str(store), workers=2, progress=False)
+        try:
+            before = nbgroups.fetch_group("kk")
+            unfinished = [t for t in before if t.state is State.QUEUED]
+            assert 0 < len(unfinished) < N
+            t0 = time.monotonic()
+            assert nbgroups.resume_group("kk") == len(unfinished)
+            waited = time.monotonic() - t0
+            assert not any(alive(w) for w in workers)  # resume waited for the orphans
+            assert not folder.exists()  # the dead kernel's monitor folder is gone
+            assert nbgroups.result_group("kk", wait=60_000) == list(range(N))
+            assert nbgroups.count_group("kk", failures=True) == 0
+        finally:
+            api.reset()
+    ended = runs(marks)
+    assert ended == {x: 1 for x in range(N)}, ended  # each call ended once: none lost, none twice
+    late = [p.name for p in starts.iterdir() if p.stat().st_mtime > killed + 0.25
+            and int(p.name.split(".")[1]) in workers]
+    assert late == []  # no orphaned worker began a call after the kill
+    print(f"kernel kill -9: {len(unfinished)} unfinished resumed; resume waited "
+          f"{waited:.2f} s for the orphaned workers")
