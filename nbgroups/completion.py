@@ -133,7 +133,7 @@ class Completer:
                 continue
             self.dispatcher.sizer.learn(batch.jobs[0].func[0], outs)
             finished += zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
-        if broken:
+        if broken and not self.dispatcher.stopped:  # stopping: no new pool
             self.faults.recover()
         if finished or self._unstored:
             self.finish(finished)

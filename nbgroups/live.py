@@ -108,6 +108,11 @@ class LiveTasks:
             q, r = self._counts.get(where, (0, 0))
             return max(q, 0), max(r, 0)
 
+    def all_counts(self) -> dict[Where, tuple[int, int]]:
+        """``(queued, running)`` of every (layer, group) seen."""
+        with self.lock:
+            return {w: (max(q, 0), max(r, 0)) for w, (q, r) in self._counts.items()}
+
     def reruns(self, where: Where) -> dict[str, int]:
         """Re-runs on their way per previous final state (``'success'``, ...)."""
         cached, group = where

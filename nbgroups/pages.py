@@ -138,6 +138,11 @@ class PageBuffer:
                                                        self._writing)
                    if p.options.group == group and p.options.cached == cached)
 
+    def places(self) -> set[tuple[bool, str | None]]:
+        """The (layer, group) of every page not stored yet. The caller holds the lock."""
+        return {(p.options.cached, p.options.group) for p in
+                itertools.chain(self._open.values(), self._sealed, self._writing)}
+
     def stored(self, pages: list[OpenPage]) -> None:
         """These pages are stored and their jobs tracked: no longer counted here.
         The caller holds the lock (with the tracking: counted once, always)."""

@@ -51,10 +51,14 @@ class FaultHandler:
         executor = self.dispatcher.executor
         dead = executor.dead_workers(batch.pool) if executor is not None else None
         cause = batch.cause
-        if cause is None and stamp is not None:
+        if self.dispatcher.stopped:
+            cause = None  # the kernel or interpreter is stopping: not the tasks' fault
+        elif cause is None and stamp is not None:
             pid = stamp.pid
             if dead:
-                if pid in dead and executor is not None and \
+                # SIGTERM is how a shutdown stops processes (ipykernel at Restart,
+                # systemd, docker stop): not the task's fault, it runs again
+                if pid in dead and dead[pid] != -signal.SIGTERM and executor is not None and \
                         (batch.pool, pid) not in executor.killed:
                     cause = WorkerDied("WorkerDied", f"the worker process (pid {pid}) running "
                                        f"this task died: {exit_reason(dead[pid])}")

@@ -297,6 +297,7 @@ class Runner:
                     shutdown.RUNNERS.add(self)
                     if not shutdown.hooks_registered():
                         shutdown.hook_exit()
+                    shutdown.hook_kernel()
 
     def _loop(self) -> None:
         while not self._closed:
@@ -384,6 +385,19 @@ class Runner:
     def busy(self, group: str, ttl: int | None = None) -> bool:
         """Whether this process still has queued or running tasks of ``group``."""
         return any(self.live_counts(group, ttl))
+
+    def unfinished(self) -> dict[tuple[bool, str | None], int]:
+        """Tasks this runner holds unfinished (queued or running), per (layer, group)."""
+        with self._lock:
+            held = {where: q + r for where, (q, r) in self._live.all_counts().items()}
+            for where in self._pages.places():
+                held[where] = held.get(where, 0) + self._pages.queued(where)
+        return {where: n for where, n in held.items() if n}
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ran."""
+        return self._closed
 
     def idle(self) -> bool:
         """Whether nothing is left to store, send, run or record."""

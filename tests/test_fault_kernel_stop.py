@@ -78,3 +78,41 @@ print(json.dumps({{"workers": api.runner().executor.worker_pids(),
     assert late == []  # no orphaned worker began a call after the kill
     print(f"kernel kill -9: {len(unfinished)} unfinished resumed; resume waited "
           f"{waited:.2f} s for the orphaned workers")
+
+
+def test_restart_kernel_fails_nothing_and_resume_runs_each_once(tmp_path):
+    """Kernel > Restart Kernel (a graceful shutdown: ipykernel terminates its
+    children) during a sweep: no call is recorded as failed; the calls that
+    were running or queued stay unfinished and resume_group runs each once
+    (issue 13, item 2; before: 3-5 of 24 failed with WorkerDied SIGTERM)."""
+    store, marks = tmp_path / "store", tmp_path / "marks"
+    marks.mkdir()
+    with kernel(tmp_path) as k:
+        k.setup(store, marks)
+        k.run(f"""
+nbgroups.sweep(mark, "rs", x=list(range({N})), marks=[MARKS], seconds=[0.4])
+nbgroups.result_group("rs", count=4, wait=60_000)
+""")
+        old = k.pid
+        k.km.restart_kernel(now=False)  # what Kernel > Restart Kernel does
+        k.kc.wait_for_ready(timeout=60)
+        assert k.pid != old and not alive(old)
+        k.setup(store, marks)
+        out = k.run("""
+import json
+from nbgroups import State
+tasks = nbgroups.fetch_group("rs")
+report = {"failed": nbgroups.count_group("rs", failures=True),
+          "unfinished": sum(t.state is State.QUEUED for t in tasks)}
+report["resumed"] = nbgroups.resume_group("rs")
+report["results"] = nbgroups.result_group("rs", wait=60_000)
+report["failed_after"] = nbgroups.count_group("rs", failures=True)
+print(json.dumps(report))
+""", timeout=90)
+    report = json.loads(out)
+    assert report["failed"] == 0, report  # a restart is not the tasks' fault
+    assert 0 < report["unfinished"] == report["resumed"], report
+    assert report["results"] == list(range(N)) and report["failed_after"] == 0
+    ended = runs(marks)
+    assert ended == {x: 1 for x in range(N)}, ended  # each call ended once
+    print(f"restart: {report['unfinished']} unfinished calls resumed, none failed")
