@@ -107,6 +107,8 @@ class Runner:
         self.page_error: BaseException | None = None  # the last flush failed: pages kept
         self._flush_asked = 0  # flushes other threads asked the runner thread for
         self._flush_done = 0  # the last of them that a flush answered
+        self._turns = 0  # turns of the runner thread's loop (see _turn_now)
+        self._turn_waiters = 0
 
     # ------------------------------------------------------------------ stores
     @property
@@ -318,6 +320,10 @@ class Runner:
                     break
                 log.exception("nbgroups runner error")
                 time.sleep(0.1)
+            self._turns += 1
+            if self._turn_waiters:  # only then: every waiter re-checks when woken
+                with self._changed:
+                    self._changed.notify_all()
         with contextlib.suppress(Exception):  # store what finished meanwhile
             self._completer.collect()
 
@@ -424,11 +430,16 @@ class Runner:
         raises KeyboardInterrupt at once; the tasks go on.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        retried = False
         while True:
             with self._changed:
                 seen = self._version
             if predicate():
                 return True
+            if not retried and (self.store_error is not None or self.page_error is not None):
+                retried = True  # the store may be fixed since the last retry: try now
+                self._turn_now()
+                continue
             if self.store_error is not None:
                 raise StoreError(
                     f"finished tasks could not be written to the store "
@@ -447,6 +458,24 @@ class Runner:
             with self._changed:
                 if self._version == seen:
                     self._changed.wait(poll if remaining is None else min(poll, remaining))
+
+    def _turn_now(self) -> None:
+        """Have the runner thread retry its writes now, and wait for that turn."""
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            return
+        with self._changed:
+            target = self._turns + 2  # a turn that began after this call
+            self._turn_waiters += 1
+        try:
+            self._wake.set()
+            with self._changed:
+                while self._turns < target and thread.is_alive():
+                    self._changed.wait(POLL_SECONDS)
+                    self._wake.set()
+        finally:
+            with self._changed:
+                self._turn_waiters -= 1
 
     def _notify(self) -> None:
         with self._changed:
