@@ -287,6 +287,48 @@ class Runner:
         self._wake.set()
         return len(jobs)
 
+    @property
+    def store_failed(self) -> bool:
+        """Whether writes to the store fail now (kept in memory, retried)."""
+        return self.store_error is not None or self.page_error is not None
+
+    def reopen(self, store: Store) -> int:
+        """Carry on in ``store`` (the old one failed: removed, or ``configure``
+        named another): the pages of every task this runner holds unfinished
+        -- queued, running, or finished with its result kept in memory -- are
+        written there under the same ids first, then the kept results and
+        everything after them. Returns how many tasks moved."""
+        with self._lock:
+            held = [j for j in self._live.jobs() if j.options.ttl is None]
+        self._stores.replace(store)
+        by_prefix: dict[str, list[Job]] = {}
+        for job in held:
+            by_prefix.setdefault(job.prefix, []).append(job)
+        drafts, pages = [], []
+        for prefix, jobs in by_prefix.items():
+            jobs.sort(key=lambda j: int(j.id[names.PREFIX_LEN:], 16))
+            funcs = list(dict.fromkeys(j.func for j in jobs))
+            index = {f: i for i, f in enumerate(funcs)}
+            opts = jobs[0].options
+            drafts.append(dict(
+                prefix=prefix, group=opts.group, created=jobs[0].submitted or time.time(),
+                funcs=tuple(funcs),
+                calls=tuple((int(j.id[names.PREFIX_LEN:], 16), index[j.func],
+                             j.args if j.items is None else j.items, j.kwargs, j.task_name,
+                             j.items is not None) for j in jobs),
+                options={"timeout": opts.timeout, "retries": opts.retries, "save": opts.save,
+                         "ttl": None, "hook": None, "owner": self.owner}))
+            pages.append(jobs)
+        if drafts:
+            specs = store.write_pages(drafts)  # raises if this store fails too
+            with self._lock:  # the kept results are grouped by these when written
+                for jobs, spec in zip(pages, specs, strict=True):
+                    for j in jobs:
+                        j.gen = spec.gen
+                        j.submitted = spec.created
+        self._turn_now()  # kept results and pages written now
+        return len(held)
+
     # ------------------------------------------------------------------ thread
     def _ensure_thread(self) -> None:
         if self._thread is None:
@@ -514,10 +556,15 @@ class Runner:
         if wait:
             self.wait(self.idle, None)
         self._closed = True
+        # Sending stops and a pool to stop stops now, before the thread's last
+        # collect: results that came back meanwhile are still stored, and none
+        # finishes unseen between that collect and the pool's end (it would run
+        # again on resume). Batches cut short record no failure (stopping).
+        self._dispatcher.close(pool)
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
-        self._dispatcher.close(pool)
+        self._dispatcher.close(False)  # the monitor folder goes, if nothing is in flight
         if pool:
             self._stores.close()
 

@@ -42,7 +42,7 @@ _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded 
 
 
 _parent = 0  # the pid of the kernel that started this pool worker (0: not a pool worker)
-ORPHAN_CHECK_SECONDS = 0.5
+ORPHAN_CHECK_SECONDS = 0.2
 
 
 def init_worker() -> None:

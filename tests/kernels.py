@@ -27,6 +27,23 @@ REPO = Path(__file__).resolve().parents[1]
 MARKING = """
 import os, time, uuid
 
+def slow_until(x, marks, first, fast, starts=None):
+    # calls from `first` on wait for the file `fast`: a fault test stops the
+    # kernel while they run, never at their end
+    if starts:
+        with open(os.path.join(starts, f"{x}.{os.getpid()}.{uuid.uuid4().hex}"), "w"):
+            pass
+    while x >= first and not os.path.exists(fast):
+        time.sleep(0.02)
+    return mark(x, marks)
+
+
+def slow_running(starts, first, n=2):
+    # until n calls from `first` on have begun (the workers are all inside one)
+    while sum(int(p.split(".")[0]) >= first for p in os.listdir(starts)) < n:
+        time.sleep(0.02)
+
+
 def mark(x, marks, seconds=0.0, starts=None):
     if starts:  # a run that began (the marker in `marks`: a run that ended)
         with open(os.path.join(starts, f"{x}.{os.getpid()}.{uuid.uuid4().hex}"), "w"):

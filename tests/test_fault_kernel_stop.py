@@ -7,6 +7,9 @@ call once, and the dead kernel's monitor folder is removed (issue 13, item 3).
 
 Every call leaves a marker when it begins and one when it ends: each call
 ends exactly once over the kernel and the resume, and none begins after the kill.
+The kernel stops while its workers are inside calls that cannot end (they
+wait for a file), each call sent alone: a call that ended a moment before
+the stop, its result not yet stored, would rightly run again on resume.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ def test_kernel_killed_hard_its_workers_exit_and_resume_runs_each_once(tmp_path)
     starts.mkdir()
     with kernel(tmp_path) as k:
         k.setup(store, marks)
+        fast = tmp_path / "fast"
         out = k.run(f"""
 import json
 from nbgroups import api
-nbgroups.sweep(mark, "kk", x=list(range({N})), marks=[MARKS], seconds=[0.4],
-               starts=[{str(starts)!r}])
+# timeout=: each call is sent alone (its outcome is stored as soon as it ends)
+nbgroups.sweep(slow_until, "kk", x=list(range({N})), marks=[MARKS], first=[4],
+               fast=[{str(fast)!r}], starts=[{str(starts)!r}], timeout=120)
 nbgroups.result_group("kk", count=4, wait=60_000)
+slow_running({str(starts)!r}, 4)  # both workers inside a call that will not end
 print(json.dumps({{"workers": api.runner().executor.worker_pids(),
                   "monitor": api.runner().stats().monitor_directory}}))
 """)
@@ -66,13 +72,14 @@ print(json.dumps({{"workers": api.runner().executor.worker_pids(),
             assert nbgroups.resume_group("kk") == len(unfinished)
             waited = time.monotonic() - t0
             assert not any(alive(w) for w in workers)  # resume waited for the orphans
+            fast.touch()  # the resumed calls may end (an orphan would have ended too)
             assert not folder.exists()  # the dead kernel's monitor folder is gone
             assert nbgroups.result_group("kk", wait=60_000) == list(range(N))
             assert nbgroups.count_group("kk", failures=True) == 0
         finally:
             api.reset()
     ended = runs(marks)
-    assert ended == {x: 1 for x in range(N)}, ended  # each call ended once: none lost, none twice
+    assert ended == {x: 1 for x in range(N)}, ended
     late = [p.name for p in starts.iterdir() if p.stat().st_mtime > killed + 0.25
             and int(p.name.split(".")[1]) in workers]
     assert late == []  # no orphaned worker began a call after the kill
@@ -114,5 +121,7 @@ print(json.dumps(report))
     assert 0 < report["unfinished"] == report["resumed"], report
     assert report["results"] == list(range(N)) and report["failed_after"] == 0
     ended = runs(marks)
-    assert ended == {x: 1 for x in range(N)}, ended  # each call ended once
+    # each call ended once (a call ending in the millisecond before the stop,
+    # its result still on its way, would run again: see docs/reliability.md)
+    assert ended == {x: 1 for x in range(N)}, ended
     print(f"restart: {report['unfinished']} unfinished calls resumed, none failed")
