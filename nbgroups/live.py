@@ -123,6 +123,11 @@ class LiveTasks:
         """Whether the task is tracked (queued or running, its page stored)."""
         return task_id in self._jobs
 
+    def jobs(self) -> list[Job]:
+        """Every tracked job."""
+        with self.lock:
+            return list(self._jobs.values())
+
     def ids(self) -> set[str]:
         """Ids of every tracked task."""
         with self.lock:

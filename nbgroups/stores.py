@@ -36,6 +36,17 @@ class Stores:
                         else DiskStore(base / "cache", keep_args=False, ttl=ttl))
         return cache
 
+    def replace(self, store: Store) -> None:
+        """Use ``store`` from now on (the old one failed: removed, or moved by
+        ``configure``); the cache layer is made again beside it on first use."""
+        with self._lock:
+            old, old_cache = self.store, self._cache
+            self.store, self._cache = store, None
+        with contextlib.suppress(Exception):
+            old.close()
+            if old_cache is not None:
+                old_cache.close()
+
     def close(self) -> None:
         """Close both layers (errors ignored: called while shutting down)."""
         with contextlib.suppress(Exception):

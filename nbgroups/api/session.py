@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ..arguments import build_options, check_group
 from ..config import CHECK, Settings, from_environment
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, StoreError
 from ..jobs import Options
 from ..records import GroupCounts, TaskRecord
 from ..runner import Runner
-from ..store import Store
+from ..store import DiskStore, Store
+
+log = logging.getLogger("nbgroups")
 
 if TYPE_CHECKING:
     from ..reuse import Reuser
@@ -76,8 +80,16 @@ class Session:
             new = self.settings().replace(**changes)
             _check_backend(new)
             old = self._runner
-            if old is None or any(getattr(new, k) != getattr(self._settings, k)
-                                  for k in ("store", "workers", "backend", "address", "client")):
+            if old is not None and "store" in changes and old.store_failed and all(
+                    getattr(new, k) == getattr(self._settings, k)
+                    for k in ("workers", "backend", "address", "client")):
+                # The store failed (removed?) and one is named again, the same or
+                # another: the runner carries on there, with the tasks it holds and
+                # the results it kept in memory (what its StoreError promised).
+                old.reopen(DiskStore(new.store))
+                old.settings = new
+            elif old is None or any(getattr(new, k) != getattr(self._settings, k)
+                                    for k in ("store", "workers", "backend", "address", "client")):
                 # Opens the store now: a bad directory fails here, and then the
                 # settings and the runner in force stay as they were.
                 self._runner = self._new_runner(new)
@@ -280,7 +292,16 @@ def _check_backend(s: Settings) -> None:
 def _retire(runner: Runner) -> None:
     """Let a replaced runner finish what it runs, then stop it, off the caller's thread."""
     def drain() -> None:
-        runner.close(wait=True)
+        while True:
+            try:
+                runner.close(wait=True)
+                return
+            except StoreError as exc:  # kept in memory, retried: wait again, quietly
+                if not getattr(runner, "_drain_told", False):
+                    runner._drain_told = True  # type: ignore[attr-defined]
+                    log.error("nbgroups: a replaced runner cannot store its tasks (%s); "
+                              "it keeps them and retries", exc)
+                time.sleep(1.0)  # the runner retries each second too
 
     threading.Thread(target=drain, name="nbgroups-retire", daemon=True).start()
 

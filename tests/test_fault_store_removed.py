@@ -1,0 +1,68 @@
+"""Fault: the store directory is deleted while tasks run, then a store is
+configured again -- the same path, or another (issue 13, item 9, runner side).
+
+The error says finished results are kept in memory until a store is
+configured again: they are then written there, with the pages of every task
+the runner holds, under the same ids; the tasks still running finish there.
+Runs are counted with marker files: each call ran once.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import pytest
+
+import nbgroups
+from nbgroups import api
+from nbgroups.errors import StoreError
+
+
+def gated(x, marks, gate):
+    while not os.path.exists(gate):
+        time.sleep(0.02)
+    with open(os.path.join(marks, f"{x}.{os.getpid()}.{os.urandom(4).hex()}"), "w"):
+        pass
+    return x * 2
+
+
+def runs(marks) -> dict[int, int]:
+    counted: dict[int, int] = {}
+    for p in marks.iterdir():
+        x = int(p.name.split(".")[0])
+        counted[x] = counted.get(x, 0) + 1
+    return counted
+
+
+@pytest.mark.parametrize("again", ["same path", "new path"])
+def test_store_removed_then_configured_again_keeps_every_result(tmp_path, again):
+    marks, gate = tmp_path / "marks", tmp_path / "gate"
+    marks.mkdir()
+    first = tmp_path / "store"
+    api.reset()
+    nbgroups.configure(store=str(first), workers=2, progress=False)
+    try:
+        ids = [nbgroups.async_task(gated, x, str(marks), str(gate), group="rm")
+               for x in range(12)]
+        assert api.runner().wait(lambda: nbgroups.group_counts("rm").running >= 2, 60)
+        shutil.rmtree(first)  # deleted while tasks run
+        gate.touch()
+        with pytest.raises(StoreError, match="Configure a store again"):
+            nbgroups.result_group("rm", wait=30_000)
+        later = nbgroups.async_task(gated, 12, str(marks), str(gate), group="rm")  # kept too
+        target = first if again == "same path" else tmp_path / "other"
+        nbgroups.configure(store=str(target))
+        assert nbgroups.result_group("rm", wait=60_000) == [x * 2 for x in range(13)]
+        assert [t.id for t in nbgroups.fetch_group("rm")] == [*ids, later]
+        assert nbgroups.count_group("rm") == 13
+    finally:
+        api.reset()
+    assert runs(marks) == {x: 1 for x in range(13)}
+    api.reset()  # a new process on that store reads the same
+    nbgroups.configure(store=str(target), workers=2, progress=False)
+    try:
+        assert nbgroups.result_group("rm") == [x * 2 for x in range(13)]
+    finally:
+        api.reset()
