@@ -235,3 +235,48 @@ def work_long(x, marks, gate):
     with open(f"{marks}/{x}.run", "a") as f:
         f.write("run\n")
     return x
+
+
+def test_the_exit_wait_shows_progress_on_a_terminal(tmp_path):
+    """With stderr a terminal (a pseudo-terminal here), the exit wait shows how
+    many tasks are left, on one line updated in place."""
+    import pty
+
+    code = textwrap.dedent(
+        """
+        import sys
+        import nbgroups
+
+        nbgroups.configure(store=sys.argv[1], workers=2, progress=False)
+        for i in range(12):
+            nbgroups.async_task("time.sleep", 0.25, group="tty")
+        """
+    )
+    main, sub = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "store")], stdout=subprocess.PIPE,
+            stderr=sub, env={**os.environ, "PYTHONPATH": os.getcwd()})
+        os.close(sub)
+        shown = b""
+        while True:  # read until the child closes its end
+            try:
+                chunk = os.read(main, 4096)
+            except OSError:  # EIO: the other end closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert proc.wait(timeout=60) == 0
+        proc.stdout.close()
+    finally:
+        os.close(main)
+    text = shown.decode(errors="replace")
+    assert "\rnbgroups: waiting for " in text and "task(s) to finish" in text, text
+    assert "Traceback" not in text and "left unfinished" not in text, text
+    api.reset()
+    nbgroups.configure(store=str(tmp_path / "store"), workers=2, progress=False)
+    try:
+        assert nbgroups.count_group("tty") == 12
+    finally:
+        api.reset()
