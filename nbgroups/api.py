@@ -197,7 +197,7 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     (0.5, 2.0)
     """
     check_func(func)
-    raw, fkwargs = split_kwargs(kwargs)
+    raw, fkwargs = split_kwargs(kwargs, func)
     opts, flags = _options(raw)
     if flags["reuse"]:
         from .reuse import submit_reusing
@@ -513,7 +513,7 @@ class AsyncTask:
 
     def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:
         check_func(func)
-        raw, fkwargs = split_kwargs(kwargs)
+        raw, fkwargs = split_kwargs(kwargs, func)
         _options(raw)  # fail now on a bad option
         self.func = func
         self.args = args

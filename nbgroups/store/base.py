@@ -46,6 +46,15 @@ from .layout import (
 _ID = itemgetter(0)  # an outcome row's task id
 
 
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be part of a key (UTF-8: no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class Store:
     """Durable task records and counters (template; see the module docstring).
 
@@ -475,6 +484,8 @@ class Store:
 
     def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""
+        if not name.isascii() and not _encodable(name):
+            return None  # a lone surrogate: no task can be stored under that name
         candidates: list[tuple[float, str]] = [
             (float(key.rsplit(SEP, 1)[1]) / 1e9, tid)
             for key, tid in self._scan(f"N{SEP}{name}{SEP}")
