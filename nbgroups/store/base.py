@@ -436,11 +436,12 @@ class Store:
         get = latest.get
         for p in pages:
             prefix = p.prefix
+            saved = p.options.get("save", True)  # save=False: no result to give
             for o in map(get, [f"{prefix}{c[0]:08x}" for c in p.calls]):
                 if o is None:
                     continue
                 state = o[1]
-                if state == "success":
+                if state == "success" and saved:
                     blob = o[5]
                     append(loads(blob) if type(blob) is bytes
                            else result_value(Outcome._make(o), self._blob))
@@ -513,6 +514,7 @@ class Store:
             tid, call.task_name or names.name_of(tid), page.funcs[call.func][0],
             None if call.iterable else call.args, call.kwargs, o, label, page.created, cls,
             items=call.args if call.iterable else None, blobs=self._blob,
+            saved=page.options.get("save", True),
         )
 
     # ----------------------------------------------------------------- deletes

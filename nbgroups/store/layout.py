@@ -59,10 +59,12 @@ def outcome_ctr() -> str:
 def build_record(
     tid: str, name: str, func: str, args, kwargs, o: Outcome | None, label: str | None,
     submitted: float | None, cls: type = TaskRecord, items=None, blobs=None,
+    saved: bool = True,
 ) -> TaskRecord:
     """A task record from what was submitted and its latest outcome (or None).
 
-    ``blobs(key)`` loads a large result kept in its own store entry.
+    ``blobs(key)`` loads a large result kept in its own store entry; ``saved``
+    is False for a task submitted with ``save=False``.
     """
     state = State(o.state) if o else State.QUEUED
     if o is None or state is State.CANCELLED:
@@ -79,7 +81,7 @@ def build_record(
         success=None if o is None or state is State.CANCELLED else state is State.SUCCESS,
         attempt_count=o.attempt if o else 0,
         traceback=o.traceback if o and state is State.FAILURE else None,
-        state=state, submitted=submitted,
+        state=state, submitted=submitted, saved=saved,
     )
 
 
