@@ -186,11 +186,14 @@ def test_ttl_expiry_removes_entries_and_membership(make_store):
 
 def test_write_ttl_per_call(make_store):
     s = make_store()
-    s.write_pages([draft("short", [0.5])], ttl=1)
+    (p,) = s.write_pages([draft("short", [0.5])], ttl=1)
     s.write_pages([draft("long", [0.5])])
+    s.write_pages([draft("waiting", [0.5])], ttl=1)  # no result yet: the TTL has not begun
+    s.write_outcomes([(p.group, p.gen, [success(ids_of(p)[0], 0)], [])], ttl=1)
     time.sleep(1.3)  # correctness wait past the TTL
     assert s.group_entries("short") is None
     assert s.group_entries("long") is not None
+    assert s.group_entries("waiting") is not None
 
 
 def test_disk_store_directory_created_0700(tmp_path):

@@ -4,6 +4,7 @@ seven primitives a backend implements (see the package docstring)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -32,6 +33,7 @@ from .layout import (
     CHUNKED,
     COUNTERS,
     LARGE_RESULT,
+    PENDING_GRACE,
     SEP,
     STATE_COUNTER,
     build_record,
@@ -67,6 +69,10 @@ class Store:
         self.ttl = ttl
         self.keep_args = keep_args
         self._seen: set[tuple[str | None, int]] = set()
+        # Expiring layer: spec page prefix -> [indices of calls without an outcome,
+        # keys written for the page], for the pages this store wrote (see _hold).
+        self._open: dict[str, list] = {}
+        self._open_lock = threading.Lock()
 
     # ----------------------------------------------------------------- primitives
     def _get(self, key: str) -> Any: ...
@@ -84,6 +90,13 @@ class Store:
             self._set(key, value, expire)
 
     def _transaction(self) -> contextlib.AbstractContextManager: ...
+
+    def _touch(self, keys: Iterable[str], expire: float) -> None:
+        """Make existing ``keys`` expire ``expire`` seconds from now (inside a transaction)."""
+        for key in keys:
+            value = self._get(key)
+            if value is not None:
+                self._set(key, value, expire)
     def close(self) -> None:
         """Release the store's resources."""
 
@@ -141,7 +154,10 @@ class Store:
         A draft is a dict with ``prefix, group, created, funcs, calls, options``;
         the store assigns the label generation and the submission sequence.
         """
-        expire = self._expire(ttl)
+        # An expiring layer's TTL counts from when a result is written: until
+        # then a page and its keys are held (see _hold), so a task that runs
+        # longer than its TTL is still readable when it finishes.
+        expire = self._hold(self._expire(ttl))
         pages = []
         with self._transaction():
             sets: list[tuple[str, Any]] = []
@@ -171,7 +187,17 @@ class Store:
                         sets.append((f"N{SEP}{c[4]}{SEP}{time.time_ns():020d}", tid))
                 pages.append(page)
             self._set_many(sets, expire)
+        if expire is not None:
+            with self._open_lock:
+                for page in pages:
+                    self._open[page.prefix] = [{c[0] for c in page.calls}, []]
         return pages
+
+    @staticmethod
+    def _hold(expire: float | None) -> float | None:
+        """How long an expiring layer keeps what waits for a result: the TTL
+        plus PENDING_GRACE (so a kernel killed mid-run leaves nothing forever)."""
+        return None if expire is None else expire + PENDING_GRACE
 
     def write_outcomes(
         self, groups: list[tuple[str | None, int, list[tuple], list[str]]],
@@ -185,30 +211,101 @@ class Store:
         that re-runs of a retried or re-submitted task replace).
         """
         expire = self._expire(ttl)
+        if expire is not None:
+            return self._write_expiring_outcomes(groups, expire)
         now = time.time()
         with self._transaction():
             sets: list[tuple[str, Any]] = []
             for group, gen, rows, prevs in groups:
                 base = gkey("c", group, gen)
-                ctr = outcome_ctr()
-                key = gkey("o", group, gen) + ctr
-                large = [i for i, o in enumerate(rows)
-                         if o[5] is not None and result_size(o[5]) >= LARGE_RESULT]
-                if large:
-                    rows = list(rows)
-                    for i in large:
-                        rows[i] = self._put_large(group, gen, ctr, rows[i], expire)
-                sets.append((key, self._signed_plain(key, (SCHEMA_VERSION, rows))))
-                sets += ((f"q{SEP}{prefix}{SEP}{ctr}", key)
-                         for prefix in {o[0][:names.PREFIX_LEN] for o in rows})
+                sets += self._outcome_entries(group, gen, rows, expire)[0]
                 sets.append((base + "t1", now))
-                deltas = Counter(map(itemgetter(1), rows))
-                deltas.subtract(prevs)
-                for state, delta in deltas.items():
-                    name = STATE_COUNTER.get(state)
-                    if name and delta:
-                        self._incr(base + name, delta, expire)
+                self._count_outcomes(base, rows, prevs, expire)
             self._set_many(sets, expire)
+
+    def _outcome_entries(self, group: str | None, gen: int, rows: list[tuple],
+                         expire: float | None) -> tuple[list[tuple[str, Any]], list[str]]:
+        """The entries recording ``rows``: one signed outcome page and its index
+        entries, to be set; and the keys of large results, written here to
+        entries of their own."""
+        ctr = outcome_ctr()
+        key = gkey("o", group, gen) + ctr
+        large = [i for i, o in enumerate(rows)
+                 if o[5] is not None and result_size(o[5]) >= LARGE_RESULT]
+        if large:
+            rows = list(rows)
+            for i in large:
+                rows[i] = self._put_large(group, gen, ctr, rows[i], expire)
+        sets = [(key, self._signed_plain(key, (SCHEMA_VERSION, rows)))]
+        sets += ((f"q{SEP}{prefix}{SEP}{ctr}", key)
+                 for prefix in {o[0][:names.PREFIX_LEN] for o in rows})
+        return sets, [rows[i][5] for i in large]
+
+    def _count_outcomes(self, base: str, rows: list[tuple], prevs: list[str],
+                        expire: float | None) -> None:
+        deltas = Counter(map(itemgetter(1), rows))
+        deltas.subtract(prevs)
+        for state, delta in deltas.items():
+            name = STATE_COUNTER.get(state)
+            if name and delta:
+                self._incr(base + name, delta, expire)
+
+    def _write_expiring_outcomes(self, groups: list[tuple], expire: float) -> None:
+        """:meth:`write_outcomes` in an expiring layer: the TTL counts from the write.
+
+        Outcomes are written per spec page. While a page has calls without an
+        outcome, what was written for it is held (:meth:`_hold`): a finished
+        task must not expire, nor look queued again, while its page waits for
+        a slower one. When its last call ends, the page, its index entries and
+        every outcome of it are set to expire ``expire`` seconds from then: the
+        calls submitted together expire together, at least TTL after each
+        result was written. A page this store did not write (another kernel,
+        or a re-run after it was closed) is treated as closing now.
+        """
+        now = time.time()
+        hold = self._hold(expire)
+        with self._transaction():
+            closing: list[str] = []
+            for group, gen, rows, prevs in groups:
+                base = gkey("c", group, gen)
+                by_page: dict[str, list[tuple]] = {}
+                for o in rows:
+                    by_page.setdefault(o[0][:names.PREFIX_LEN], []).append(o)
+                for prefix, page_rows in by_page.items():
+                    with self._open_lock:
+                        entry = self._open.get(prefix)
+                        if entry is not None:
+                            entry[0].difference_update(names.split_id(o[0])[1]
+                                                       for o in page_rows)
+                    held = entry is not None and bool(entry[0])
+                    sets, blobs = self._outcome_entries(group, gen, page_rows,
+                                                        hold if held else expire)
+                    if held:
+                        entry[1] += [k for k, _ in sets] + blobs
+                    else:
+                        if entry is not None:
+                            with self._open_lock:
+                                self._open.pop(prefix, None)
+                            closing += entry[1]
+                        closing += self._page_keys(prefix)
+                    self._set_many(sets, hold if held else expire)
+                self._set_many([(base + "t1", now)], hold)
+                self._count_outcomes(base, rows, prevs, hold)
+            if closing:
+                self._touch(dict.fromkeys(closing), expire)
+
+    def _page_keys(self, prefix: str) -> list[str]:
+        """The stored keys of a spec page: its entry, its index entry, its outcome
+        index entries and the outcome pages they name."""
+        keys = [page_index(prefix)]
+        page_key = self._get(keys[0])
+        if isinstance(page_key, str):
+            keys.append(page_key)
+        for qkey, okey in self._scan(f"q{SEP}{prefix}{SEP}"):
+            keys.append(qkey)
+            if isinstance(okey, str):
+                keys.append(okey)
+        return keys
 
     def _put_large(self, group: str | None, gen: int, ctr: str, o: tuple,
                    expire: float | None) -> tuple:
@@ -375,14 +472,20 @@ class Store:
 
     def known(self, group: str) -> bool:
         """Whether ``group`` has tasks under its current label."""
-        return bool(self._get(gkey("c", group, self.gen(group)) + "n"))
+        gen = self.gen(group)
+        if self.ttl is not None:  # counters outlive expired pages there (_hold)
+            return bool(self._scan(gkey("s", group, gen)))
+        return bool(self._get(gkey("c", group, gen) + "n"))
 
     def groups(self) -> list[str]:
         """Names of the groups that have tasks under their current label."""
         out = []
         for key, gen in self._scan(f"g{SEP}"):
             group = key[2:]
-            if self._get(gkey("c", group, gen) + "n"):
+            if self.ttl is not None:
+                if self._scan(gkey("s", group, gen)):
+                    out.append(group)
+            elif self._get(gkey("c", group, gen) + "n"):
                 out.append(group)
         return out
 

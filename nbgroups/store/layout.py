@@ -25,6 +25,9 @@ LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
 CHUNKED = f"{SEP}c"  # ends the key of such an entry holding async_iter chunks
 COUNTERS = ("n", "ok", "fail", "cancel", "reused")
 STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
+# In an expiring layer, how much longer than the TTL a task's entries are kept
+# while it waits for its result (a task of a killed kernel vanishes after that).
+PENDING_GRACE = 7 * 86400
 
 
 def gkey(kind: str, group: str | None, gen: int) -> str:
