@@ -168,6 +168,19 @@ def loads_exception(data: bytes | memoryview) -> BaseException:
         return TaskError("UnloadableException", f"the task's exception could not be loaded: {exc}")
 
 
+def unloadable_result(exc: BaseException) -> TaskError:
+    """What a read gives for a stored result this process cannot unpickle (its
+    class is in a module not importable here, ...): an error object in the
+    result's place, so the rest of the group reads normally. The stored data
+    is untouched: once the cause is fixed, the same read gives the value."""
+    return TaskError(
+        "UnloadableResult",
+        f"the task succeeded but its result cannot be loaded in this process: "
+        f"{type(exc).__name__}: {exc} (make the module that defines it importable here, "
+        "e.g. with sys.path, then read it again)",
+    )
+
+
 def format_exception(exc: BaseException) -> str:
     """The traceback text of ``exc``."""
     return "".join(tb_module.format_exception(type(exc), exc, exc.__traceback__))
@@ -219,4 +232,5 @@ __all__ = [
     "load_secret",
     "loads",
     "loads_exception",
+    "unloadable_result",
 ]

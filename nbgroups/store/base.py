@@ -28,6 +28,7 @@ from ..serialize import (
     dumps_plain,
     join_stream,
     loads,
+    unloadable_result,
 )
 from .layout import (
     CHUNKED,
@@ -546,8 +547,13 @@ class Store:
                 state = o[1]
                 if state == "success" and saved:
                     blob = o[5]
-                    append(loads(blob) if type(blob) is bytes
-                           else result_value(Outcome._make(o), self._blob))
+                    if type(blob) is bytes:
+                        try:
+                            append(loads(blob))
+                        except Exception as exc:  # e.g. its class's module is not importable
+                            append(unloadable_result(exc))
+                    else:
+                        append(result_value(Outcome._make(o), self._blob))
                 elif failures and state == "failure":
                     append(failure_value(Outcome._make(o), self._blob))
         return out
