@@ -1,4 +1,5 @@
-"""``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, run the demo.
+"""``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, check a store,
+run the demo.
 
 The store is ``--store PATH``, else ``NBGROUPS_STORE``, else ``./.nbgroups``
 (the notebook's default), so the command line sees what a notebook in the
@@ -119,6 +120,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a store without opening it for use (a damaged one would not open)."""
+    from .store.check import check_store
+
+    path = args.store or api.settings().store
+    try:
+        reports = check_store(path)
+    except FileNotFoundError as exc:
+        print(f"nbgroups: {exc}", file=sys.stderr)
+        return 1
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def _store_path() -> str:
     return str(getattr(api.runner().store, "directory", api.settings().store))
 
@@ -140,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("group")
     p.add_argument("--tasks", action="store_true", help="delete the tasks too")
     p.set_defaults(run=cmd_delete)
+    p = sub.add_parser("check", help="check a store: database integrity, signatures, files "
+                                     "(exit code 1 if anything is wrong)")
+    p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
+                   help="store directory (as the global --store)")
+    p.set_defaults(run=cmd_check, configure=False)
     p = sub.add_parser("demo", help="run a 200-task demo sweep with live progress")
     p.add_argument("--group", default=DEMO_GROUP, help=f"group name (default {DEMO_GROUP!r})")
     p.add_argument("--workers", type=int, default=None, help="worker processes")
@@ -158,7 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes = {"progress": "text"}
         if args.store:
             changes["store"] = args.store
-        api.configure(**changes)
+        if getattr(args, "configure", True):
+            api.configure(**changes)
         return args.run(args)
     except (NbgroupsError, OSError) as exc:  # a bad store or key directory, bad NBGROUPS_*
         print(f"nbgroups: {exc}", file=sys.stderr)

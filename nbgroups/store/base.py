@@ -160,6 +160,10 @@ class Store:
         # longer than its TTL is still readable when it finishes.
         expire = self._hold(self._expire(ttl))
         pages = []
+        # Remembered only once committed: a write that failed (disk full) and is
+        # retried must write the group's label again, or the group would be
+        # missing from groups() for good.
+        labelled: set[tuple[str | None, int]] = set()
         with self._transaction():
             sets: list[tuple[str, Any]] = []
             for d in drafts:
@@ -167,12 +171,11 @@ class Store:
                 gen = self.gen(group)
                 base = gkey("c", group, gen)
                 seq = self._incr(base + "n", len(d["calls"]), expire) - len(d["calls"])
-                if (group, gen) not in self._seen:  # once per label generation
-                    if group:
+                if (group, gen) not in self._seen and (group, gen) not in labelled:
+                    if group:  # once per label generation
                         self._add(f"g{SEP}{group}", gen, expire)
                     self._add(base + "t0", d["created"], expire)
-                    if expire is None:
-                        self._seen.add((group, gen))
+                    labelled.add((group, gen))
                 calls = d["calls"] if self.keep_args else tuple(
                     (c[0], c[1], None, None, *c[4:]) for c in d["calls"]
                 )
@@ -188,7 +191,9 @@ class Store:
                         sets.append((f"N{SEP}{c[4]}{SEP}{time.time_ns():020d}", tid))
                 pages.append(page)
             self._set_many(sets, expire)
-        if expire is not None:
+        if expire is None:
+            self._seen |= labelled
+        else:
             with self._open_lock:
                 for page in pages:
                     self._open[page.prefix] = [{c[0] for c in page.calls}, []]
