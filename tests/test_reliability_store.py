@@ -243,3 +243,28 @@ def test_planted_value_file_is_refused_never_read(nb, store_dir, tmp_path, targe
         api.runner().store.task(tid)  # from the store (fetch may answer from memory)
     nb.async_task(pow, 2, 2, group="fine")  # other groups are not affected
     assert nb.result_group("fine", wait=60_000) == [4]
+
+
+# ---------------------------------------------------------------- item 9 (store side)
+def test_a_deleted_store_database_is_seen_as_lost(tmp_path):
+    """What the runner and ``configure`` need to tell a store deleted mid-run (item 9:
+    the hand-over itself is the runner's): ``lost()``, and writes refused with a
+    ``StoreError`` saying so instead of going to the unlinked file."""
+    import shutil
+
+    from nbgroups.store import DiskStore, MemoryStore
+
+    s = DiskStore(tmp_path / "s")
+    try:
+        assert not s.lost() and not MemoryStore().lost()
+        shutil.rmtree(tmp_path / "s")
+        assert s.lost()
+        with pytest.raises(StoreError, match="removed or replaced"):
+            s.write_pages([{"prefix": "cd" * 12, "group": "g", "created": time.time(),
+                            "funcs": (("f", None),), "calls": ((0, 0, (), None, None, False),),
+                            "options": {}}])
+        fresh = DiskStore(tmp_path / "s")  # the same path opened again: a new database
+        assert not fresh.lost() and fresh.groups() == []
+        fresh.close()
+    finally:
+        s.close()

@@ -101,6 +101,10 @@ class Store:
     def close(self) -> None:
         """Release the store's resources."""
 
+    def lost(self) -> bool:
+        """Whether the store's storage went away under it (its database deleted)."""
+        return False
+
     # ----------------------------------------------------------------- helpers
     def _signed(self, key: str, obj: Any) -> bytes:
         """``obj`` pickled (cloudpickle: arguments may be notebook objects), signed for ``key``."""

@@ -291,15 +291,20 @@ class DiskStore(Store):
             _rollback(sql)
             raise self._failed("writing", exc) from None
 
+    def lost(self) -> bool:
+        """Whether the database file was removed or replaced since it was opened
+        (then nothing more can be stored through this object; open the
+        directory again to get a fresh database there)."""
+        try:
+            st = os.stat(self._db_path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._db_identity
+
     def _check_same_database(self) -> None:
         """SQLite goes on writing to a database file that was deleted: results would
         vanish. Every write transaction first checks the file is still the one opened."""
-        try:
-            st = os.stat(self._db_path)
-            same = (st.st_dev, st.st_ino) == self._db_identity
-        except OSError:
-            same = False
-        if not same:
+        if self.lost():
             raise StoreError(
                 f"the store database {self._db_path!r} was removed or replaced while in use; "
                 "nothing more can be stored there. Configure a store again "
