@@ -196,7 +196,9 @@ def _signature_target(func: Any) -> Any:
 def _keyword_parameters(func: Any) -> frozenset[str] | None:
     """The keyword names ``func`` accepts; None if any (``**kwargs``) or unreadable."""
     try:
-        sig = inspect.signature(func)
+        # Not through __wrapped__: a decorator's wrapper may take keywords of its own
+        # (functools.wraps copies the inner signature); refusing those would be wrong.
+        sig = inspect.signature(func, follow_wrapped=False)
     except (TypeError, ValueError):  # builtins without a text signature, odd callables
         return None
     names = []

@@ -15,6 +15,7 @@ counted, not inferred from results.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 import sys
@@ -113,6 +114,21 @@ def test_unreadable_signatures_are_left_to_the_worker(nb):
     tid = nb.async_task("no_such_module_rel.f", group=G, grop="x")
     task = nb.fetch(tid, wait=30_000)
     assert task.success is False and "no_such_module_rel" in task.error
+
+
+def _with_verbose(f):
+    @functools.wraps(f)
+    def wrapper(*args, verbose=False, **kwargs):
+        return ("verbose", f(*args, **kwargs)) if verbose else f(*args, **kwargs)
+
+    return wrapper
+
+
+def test_a_decorated_callable_is_judged_by_its_wrapper(nb):
+    """functools.wraps copies the inner signature; the wrapper takes more keywords."""
+    wrapped = _with_verbose(pow)
+    assert nb.result(nb.async_task(wrapped, 2, 3, group=G, verbose=True), wait=30_000) == \
+        ("verbose", 8)
 
 
 def test_q_options_keywords_go_to_func_and_are_checked_too(nb, tmp_path):
