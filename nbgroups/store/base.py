@@ -98,6 +98,7 @@ class Store:
             value = self._get(key)
             if value is not None:
                 self._set(key, value, expire)
+
     def close(self) -> None:
         """Release the store's resources."""
 
