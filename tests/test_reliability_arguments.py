@@ -187,3 +187,30 @@ def test_group_with_a_lone_surrogate_is_refused_and_harms_no_other_group(nb, tmp
     assert nb.list_groups() == [G]
     assert sorted(_runs(marks)) == ["1", "5"]
     assert nb.fetch(SURROGATE) is None  # no task can have that name: nothing found
+
+
+def test_misspelt_option_in_a_real_ipython_shell(nb, tmp_path):
+    """As in a notebook: the function is defined in a cell (``__main__``), the
+    misspelt call fails in its own cell with the hint, and nothing is stored."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    try:
+        shell.run_line_magic("load_ext", "nbgroups")
+        assert shell.run_cell(f"import nbgroups\n"
+                              f"def f(x):\n"
+                              f"    with open({str(tmp_path / 'marks')!r}, 'a') as m:\n"
+                              f"        m.write('x')\n"
+                              f"    return x\n").success
+        r = shell.run_cell("nbgroups.async_task(f, 1, grop='g')")
+        assert isinstance(r.error_in_exec, ArgumentTypeError)
+        assert "did you mean the option group=?" in str(r.error_in_exec)
+        with pytest.raises(ArgumentTypeError, match="option timeout="):  # %%group: the same
+            shell.run_cell_magic("group", "g", "nbgroups.async_task(f, 2, timout=3)")
+        _assert_nothing_stored(nb)
+        assert not (tmp_path / "marks").exists()
+        assert shell.run_cell("nbgroups.result(nbgroups.async_task(f, 3, group='g'), "
+                              "wait=30000)").result == 3
+    finally:
+        shell.run_line_magic("unload_ext", "nbgroups")
+        InteractiveShell.clear_instance()
