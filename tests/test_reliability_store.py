@@ -222,7 +222,7 @@ def _plant_file(store: Path, key_prefix: str, filename: str, size: int) -> None:
 
 
 @pytest.mark.parametrize("target", ["fifo", "dev-zero", "symlink-out", "bigger"])
-def test_planted_value_file_is_refused_never_read(nb, store_dir, tmp_path, target):
+def test_planted_value_file_is_refused_never_read(nb, store_dir, tmp_path, target, capsys):
     tid = nb.async_task(pow, 3, 3, group="planted")
     assert nb.result_group("planted", wait=60_000) == [27]
     if target == "fifo":
@@ -243,6 +243,9 @@ def test_planted_value_file_is_refused_never_read(nb, store_dir, tmp_path, targe
         api.runner().store.task(tid)  # from the store (fetch may answer from memory)
     nb.async_task(pow, 2, 2, group="fine")  # other groups are not affected
     assert nb.result_group("fine", wait=60_000) == [4]
+    api.reset()
+    assert cli_main(["check", "--store", str(store_dir)]) == 1  # reported, not read either
+    assert "refused" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- item 9 (store side)
