@@ -213,12 +213,12 @@ def _keyword_parameters(func: Any) -> frozenset[str] | None:
 def _unknown_keyword_message(func: Any, name: str, params: frozenset[str]) -> str:
     shown = func if isinstance(func, str) else (
         getattr(func, "__qualname__", None) or getattr(func, "__name__", None) or repr(func))
-    option = difflib.get_close_matches(name, sorted(OPTION_NAMES), n=1, cutoff=0.6)
-    param = difflib.get_close_matches(name, sorted(params), n=1, cutoff=0.6)
-    if option:
-        hint = f"did you mean the option {option[0]}=?"
-    elif param:
-        hint = f"did you mean {param[0]}=?"
+    # the nearest of the options and the parameters ('scales' is scale=, not save=)
+    nearest = difflib.get_close_matches(name, sorted(OPTION_NAMES | params), n=1, cutoff=0.6)
+    if nearest and nearest[0] in OPTION_NAMES:
+        hint = f"did you mean the option {nearest[0]}=?"
+    elif nearest:
+        hint = f"did you mean {nearest[0]}=?"
     else:
         hint = f"options are {', '.join(sorted(OPTION_NAMES))}"
     takes = f"it takes {', '.join(sorted(params))}" if params else "it takes no keywords"

@@ -50,7 +50,7 @@ def _assert_nothing_stored(nb):
     api.runner().flush()
     assert nb.list_groups() == []
     assert nb.count_group(G) == 0
-    assert not api.runner()._active
+    assert not api.runner().pending_ids()
 
 
 # ---------------------------------------------------------------- item 14
@@ -101,6 +101,16 @@ def test_dotted_path_the_kernel_can_import_is_checked(nb, tmp_path, monkeypatch)
     _assert_nothing_stored(nb)
     assert nb.result(nb.async_task("math.modf", 2.5, group=G), wait=30_000) == (0.5, 2.0)
     sys.modules.pop("relmod_kw", None)
+
+
+def test_sweep_axis_the_callable_cannot_take_is_refused(nb, tmp_path):
+    task = _marking(tmp_path / "marks")
+    with pytest.raises(TypeError, match=r"'timout'.*option timeout="):
+        nb.sweep(task, G, x=[1, 2], timout=[5])
+    with pytest.raises(TypeError, match=r"'scales'.*did you mean scale=\?"):
+        nb.sweep(task, G, x=[1, 2], scales=[5])
+    _assert_nothing_stored(nb)
+    assert nb.result_group(nb.sweep(task, G, x=[1, 2], scale=[3]), wait=30_000) == [3, 6]
 
 
 def test_unreadable_signatures_are_left_to_the_worker(nb):

@@ -41,18 +41,16 @@ def _runs(tmp_path, x) -> int:
     return sum(1 for n in os.listdir(tmp_path / "marks") if n.startswith(f"{x}-"))
 
 
-def _past_ttl() -> None:
-    time.sleep(TTL + 0.3)  # a correctness wait: the TTL must have gone by
-
-
-def test_a_task_running_longer_than_its_ttl_is_readable_when_it_finishes(nb_loky, tmp_path):
+def test_a_task_running_longer_than_its_ttl_is_readable_when_it_finishes(nb_loky, tmp_path,
+                                                                         fake_clock):
     nb = nb_loky
+    api.runner().store_for(TTL).clock = fake_clock  # the cache layer's clock: no sleeping
     task, go = _gated(tmp_path)
     quick = nb.async_task(task, "quick", group=G, cached=TTL)
     slow = nb.async_task(task, "slow", group=G, cached=TTL)
     assert nb.result(quick, wait=30_000, cached=TTL) == "done quick"
     assert api.runner().wait(lambda: _runs(tmp_path, "slow") == 1, 30)
-    _past_ttl()  # the slow task has now run longer than its TTL
+    fake_clock.advance(TTL + 0.5)  # the slow task has now run longer than its TTL
     # a task of the same submission that finished earlier is still there: its
     # page waits for the slow one, nothing looks queued again
     assert nb.result(quick, cached=TTL) == "done quick"
@@ -62,44 +60,44 @@ def test_a_task_running_longer_than_its_ttl_is_readable_when_it_finishes(nb_loky
     assert nb.result_group(G, cached=TTL) == ["done quick", "done slow"]
     assert nb.count_group(G, cached=TTL) == 2
     assert _runs(tmp_path, "slow") == 1 and _runs(tmp_path, "quick") == 1
-    # ...and the entries still expire, TTL after the last result was written
-    deadline = time.monotonic() + 10 * TTL
-    while nb.result_group(G, cached=TTL) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    fake_clock.advance(TTL - 0.1)
+    assert nb.result_group(G, cached=TTL) == ["done quick", "done slow"]
+    fake_clock.advance(0.2)  # ...and TTL after the last result was written, all expire
     assert nb.result_group(G, cached=TTL) is None
     assert nb.fetch(slow, cached=TTL) is None and nb.count_group(G, cached=TTL) == 0
 
 
 @pytest.mark.parametrize("layer", ["memory", "disk"])
-def test_store_holds_a_page_until_its_last_result(tmp_path, layer):
+def test_store_holds_a_page_until_its_last_result(tmp_path, layer, fake_clock):
     """The store contract in both stores: a page's entries expire TTL after its last
     outcome is written, not after its submission."""
+    from nbgroups.serialize import dumps_result
     from nbgroups.store import DiskStore, MemoryStore
 
-    s = MemoryStore(ttl=TTL, keep_args=False) if layer == "memory" else \
-        DiskStore(tmp_path / "s", ttl=TTL, keep_args=False)
+    s = MemoryStore(ttl=TTL, keep_args=False, clock=fake_clock) if layer == "memory" else \
+        DiskStore(tmp_path / "s", ttl=TTL, keep_args=False, clock=fake_clock)
     try:
-        (page,) = s.write_pages([{"prefix": "ab" * 12, "group": G, "created": time.time(),
+        (page,) = s.write_pages([{"prefix": "ab" * 12, "group": G, "created": fake_clock(),
                                   "funcs": (("f", None),),
                                   "calls": tuple((i, 0, None, None, None, False) for i in (0, 1)),
                                   "options": {}}])
         ids = [f"{page.prefix}{i:08x}" for i in (0, 1)]
 
         def finish(tid, value):
-            from nbgroups.serialize import dumps_result
-            now = time.time()
+            now = fake_clock()
             s.write_outcomes([(G, page.gen, [(tid, "success", 1, now, now,
                                               dumps_result(value), None, None)], [])])
 
+        fake_clock.advance(TTL + 0.5)  # submitted longer ago than the TTL: still there
         finish(ids[0], "a")
-        _past_ttl()
+        fake_clock.advance(TTL + 0.5)
         assert s.group_results(G, False) == ["a"]  # held: its page still waits
         assert s.task(ids[1]).success is None
         finish(ids[1], "b")
         assert s.group_results(G, False) == ["a", "b"]
-        deadline = time.monotonic() + 10 * TTL
-        while s.group_results(G, False) is not None and time.monotonic() < deadline:
-            time.sleep(0.1)
+        fake_clock.advance(TTL - 0.1)
+        assert s.group_results(G, False) == ["a", "b"]
+        fake_clock.advance(0.2)
         assert s.group_results(G, False) is None and s.task(ids[1]) is None
         assert s.groups() == [] and not s.known(G)
     finally:

@@ -29,7 +29,7 @@ class _SignedReader:
     """A file-like view of ``mac + payload`` that never concatenates them."""
 
     def __init__(self, mac: bytes, *parts: bytes) -> None:
-        self._parts = [memoryview(mac), *map(memoryview, parts)]
+        self._parts: list[memoryview] = [memoryview(mac), *(memoryview(p) for p in parts)]
 
     def read(self, size: int = -1) -> bytes | memoryview:
         while self._parts and not len(self._parts[0]):
@@ -133,7 +133,7 @@ class DiskStore(Store):
                 f"store entry {key.replace(SEP, '/')!r} has a storage mode nbgroups never "
                 "writes (a pickle for diskcache to load); it was refused, not loaded"
             )
-        if mode == self._modes.MODE_RAW:
+        if mode == self._modes.MODE_RAW or filename is None:
             return bytes(value) if type(value) is memoryview else value
         return self._read_value_file(key, filename, size)
 
@@ -143,15 +143,22 @@ class DiskStore(Store):
     def _get(self, key):
         rows = self._query(
             "SELECT mode, filename, value, size FROM Cache WHERE key = ? AND raw = 1"
-            " AND (expire_time IS NULL OR expire_time > ?)", (key, time.time()),
+            " AND (expire_time IS NULL OR expire_time > ?)", (key, self.clock()),
         )
         if not rows:
             return None
         return self._row_value(key, *rows[0])
 
+    def _ttl(self, expire: float | None) -> float | None:
+        """``expire`` for diskcache's API, which counts from its own ``time.time()``:
+        shifted so that the entry expires ``expire`` s after :attr:`clock`'s now."""
+        if expire is None or self.clock is time.time:
+            return expire
+        return expire + (self.clock() - time.time())
+
     def _set(self, key, value, expire=None):
         try:
-            self._cache.set(key, value, expire=expire, retry=True)
+            self._cache.set(key, value, expire=self._ttl(expire), retry=True)
         except (sqlite3.Error, OSError) as exc:
             raise self._failed("writing", exc) from None
 
@@ -161,7 +168,7 @@ class DiskStore(Store):
         # Only values diskcache keeps in the row; these keys never hold a file.
         if not _UPSERT_OK:
             return super()._set_many(items, expire)
-        now = time.time()
+        now = self.clock()
         deadline = None if expire is None else now + expire
         rows, rest = [], []
         for key, value in items:
@@ -179,7 +186,7 @@ class DiskStore(Store):
 
     def _touch(self, keys, expire):
         # One statement for all of them (diskcache's touch: a transaction per key).
-        deadline = time.time() + expire
+        deadline = self.clock() + expire
         try:
             self._cache._con.executemany(
                 "UPDATE Cache SET expire_time = ? WHERE key = ? AND raw = 1",
@@ -189,7 +196,7 @@ class DiskStore(Store):
 
     def _add(self, key, value, expire=None):
         try:
-            self._cache.add(key, value, expire=expire, retry=True)
+            self._cache.add(key, value, expire=self._ttl(expire), retry=True)
         except (sqlite3.Error, OSError) as exc:
             raise self._failed("writing", exc) from None
 
@@ -198,7 +205,7 @@ class DiskStore(Store):
         # expired counter starts again from 0; a row that is not an int is refused.
         if not _RETURNING_OK:
             return self._incr_diskcache(key, delta, expire)
-        now = time.time()
+        now = self.clock()
         try:
             rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
                                      delta)).fetchall()
@@ -227,7 +234,7 @@ class DiskStore(Store):
         rows = self._query(
             "SELECT key, mode, filename, value, size FROM Cache WHERE key >= ? AND key < ?"
             " AND raw = 1 AND (expire_time IS NULL OR expire_time > ?) ORDER BY key",
-            (prefix, end, time.time()),
+            (prefix, end, self.clock()),
         )
         return [(k, self._row_value(k, m, f, v, n)) for k, m, f, v, n in rows
                 if isinstance(k, str)]
@@ -250,7 +257,7 @@ class DiskStore(Store):
         # (read=True): MAC then the parts, without building MAC + payload.
         try:
             self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
-                            expire=expire, read=True, retry=True)
+                            expire=self._ttl(expire), read=True, retry=True)
         except (sqlite3.Error, OSError) as exc:
             raise self._failed("writing a result file", exc) from None
 
