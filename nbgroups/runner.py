@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from . import names, shutdown
+from . import names, shutdown, snapshot
 from .completion import Completion
 from .config import Settings
 from .control import Control, process_id
@@ -164,6 +164,7 @@ class Runner(Dispatch, Completion, Recovery, Control):
         if self._closed:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
+        calls = snapshot.take(calls, iterable)  # the arguments as they are now (issue 20)
         n = len(calls)
         blob = self._pickled_func(func, options)  # raises before anything is registered
         where = (options.ttl is not None, options.group)  # layer and group

@@ -21,7 +21,7 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 RANK = {
     "errors": 0,
     "names": 1, "records": 1, "config": 1, "serialize": 1, "keys": 1,
-    "store": 2, "worker": 2, "jobs": 2, "pool_compat": 2,
+    "store": 2, "worker": 2, "jobs": 2, "pool_compat": 2, "snapshot": 2,
     "executors": 3, "dask_backend": 3, "shutdown": 3, "arguments": 3,
     "recovery": 4, "control": 4, "completion": 4, "dispatch": 4,  # the runner's mixins
     "runner": 5,
