@@ -87,3 +87,20 @@ def test_joblib_memmapping_beside_a_live_pool_in_a_kernel(tmp_path, capfd):
         kernel_stderr
     errors = [o for c in out.cells for o in c.outputs if o.get("output_type") == "error"]
     assert errors == []
+
+
+def test_one_loky_in_the_process(tmp_path):
+    """With joblib installed, nbgroups' pool runs on joblib's loky: the standalone
+    copy is never imported, so the start method joblib looks up by name is its own."""
+    code = textwrap.dedent(f"""
+        import multiprocessing, sys
+        import nbgroups
+        nbgroups.configure(store={str(tmp_path / 'store')!r}, workers=1, progress=False)
+        assert nbgroups.result(nbgroups.async_task("math.modf", 1.5), wait=-1) == (0.5, 1.0)
+        print(type(multiprocessing.get_context("loky")).__module__)
+        print("loky" in sys.modules)
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["joblib.externals.loky.backend.context", "False"]
