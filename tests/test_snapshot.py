@@ -53,7 +53,7 @@ def dask_cluster():
     from tests.test_dask import _tolerate_double_removal
 
     lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=None)
+                                  host="127.0.0.1", dashboard_address=":0")  # 8787 may be taken
     _tolerate_double_removal(lc)
     client = distributed.Client(lc, set_as_default=False)
     client.wait_for_workers(2, timeout=60)
