@@ -13,7 +13,7 @@ the copies.
     calls ──▶ atoms (int, float, str, bytes, bool, None, complex, and tuples
     │          and frozensets of those): kept as they are, nothing to copy
     └──▶ anything else: pickled and unpickled at once (a private copy)
-              └─ large arrays in it (≥ LARGE bytes): copied once per content
+              └─ arrays in it of ≥ LARGE (16 KiB): copied once per content
                  and shared by every call that passed the same, unchanged one
 
 *Cost.* The tiny-task path (``async_task('math.modf', i)``) only checks
@@ -21,8 +21,8 @@ types. A small list or dict costs one C pickle round trip (~1-2 µs).
 
 *Large values.* A 50 MB array passed to 200 calls must not become 200
 copies: the snapshot of an array whose type has ``nbytes`` of at least
-LARGE is kept (weakly, while some call holds it) with its pickle and its
-raw buffers; the next call passing the same object compares its bytes with
+LARGE (16 KiB) is kept (weakly, while some call holds it) with its pickle
+and its raw buffers; the next call passing the same object compares its bytes with
 the kept copy (a ``memcmp``: 10-15 ms for 50 MB on a busy 2-core machine) and, when equal, gets the
 same copy object. One copy per distinct content, and since calls share the
 copy *object*, the pages and batches that pickle many calls still write its
@@ -49,8 +49,14 @@ from .serialize import dumps_copy, loads_copy
 #: Immutable values that need no copy (bool is a subclass of int, listed for speed).
 ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
 #: An array (a value whose type has ``nbytes``) at least this big is copied
-#: once per content and shared between the calls passing it unchanged.
-LARGE = 1 << 20
+#: once per content and shared between the calls passing it unchanged. Small
+#: enough that 10,000 calls passing one unchanged array hold at most 160 MB
+#: of copies; sharing costs ~2x a plain round trip (~25 against ~15 us for
+#: 4 KB on a busy machine), so the tiniest arrays are simply copied.
+LARGE = 16 << 10
+#: A plain round trip whose pickle is at least this big is redone sharing
+#: arrays (a large array that is not contiguous is pickled in band).
+BIG_PICKLE = 1 << 20
 
 
 def take(calls: list[tuple[Any, dict | None]], iterable: bool = False
@@ -142,7 +148,7 @@ def copy(value: Any) -> Any:
             data = dumps_copy(value, buffer_callback=_refuse_large)
         except _LargeBuffer:
             return _copy_sharing_arrays(value)
-        if len(data) >= LARGE:  # e.g. a large array pickled in band (not contiguous)
+        if len(data) >= BIG_PICKLE:  # e.g. a large array pickled in band (not contiguous)
             return _copy_sharing_arrays(value)
         return loads_copy(data)
     except Exception as exc:
@@ -239,7 +245,7 @@ def _array_copy(array: Any) -> Any:
     except BufferError:  # not contiguous: pickled in band, compared by digest
         raws = []
         skeleton = dumps_copy(array)
-    key = _digest(skeleton) if len(skeleton) >= LARGE else skeleton
+    key = _digest(skeleton) if len(skeleton) >= BIG_PICKLE else skeleton
     kept = _kept.get(id(array))
     if kept is not None:
         same = kept.same(key, raws)
