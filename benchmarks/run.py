@@ -472,6 +472,40 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
     target("7", worst < 0.02, f"display costs < 2 % of the run's time (is {worst * 100:.2f} %)")
 
 
+def bench_snapshot(tmp: str) -> None:
+    """What taking a call's arguments at the call costs the caller (issue 20)."""
+    import numpy as np
+
+    from nbgroups import snapshot
+
+    print("\n[9] snapshot of a call's arguments, on the caller's thread")
+    cases = {
+        "async_task('math.modf', i): an int": [((5,), None)],
+        "a list of 3 ints": [(([1, 2, 3],), None)],
+        "a dict of 3 parameters (keyword)": [((), {"p": {"a": 1, "b": 2.0, "c": "x"}})],
+    }
+    n = 100_000
+    for label, calls in cases.items():
+        t = timed(lambda calls=calls: [snapshot.take(calls) for _ in range(n)])
+        row(f"snapshot: {label}", f"{t / n * 1e6:.2f} us")
+    big = np.ones(50 * 2**20 // 8)
+    fresh = [big * i for i in range(3)]  # new contents: each is copied
+    t = time.perf_counter()
+    kept = [snapshot.take([((a,), None)]) for a in fresh]
+    first = (time.perf_counter() - t) / len(fresh)
+    del kept, fresh
+    snapshot.take([((big,), None)])
+    copies, t = [], time.perf_counter()
+    for _ in range(200):
+        copies.append(snapshot.take([((big,), None)])[0][0][0])
+    again = (time.perf_counter() - t) / 200
+    row("snapshot: a new 50 MB array (one copy)", f"{first * 1e3:.1f} ms")
+    row("snapshot: the same 50 MB array again, unchanged (compared)", f"{again * 1e3:.1f} ms")
+    distinct = len({id(c) for c in copies})
+    target("9", distinct == 1, f"200 calls passing one unchanged 50 MB array hold one copy "
+           f"(hold {distinct})")
+
+
 # joblib with auto-memmapping (a 50 MB array, 7 calls a Parallel run), in a fresh
 # interpreter; with "beside", nbgroups' pool is started (and ran a task) first.
 JOBLIB_BESIDE = """
@@ -536,6 +570,7 @@ BENCHES = {
     "latency": bench_latency,
     "display": bench_display,
     "joblib_beside": bench_joblib_beside,
+    "snapshot": bench_snapshot,
     "dask": bench_dask,  # last: its cluster's processes and memory would weigh on the others
 }
 
