@@ -103,6 +103,21 @@ def test_lists_dicts_kwargs_sweep_values_and_iter_items(nb):
     assert [t.kwargs for t in nb.fetch_group("sweep")] == [{"x": [10]}, {"x": [20]}]
 
 
+def test_executor_submissions(nb):
+    """concurrent.futures-style submit (nbgroups.Executor, issue 19) goes through
+    the same submission path: each future ran with the buffer as it was."""
+    if not hasattr(nb, "Executor"):
+        pytest.skip("nbgroups.Executor is not on this branch yet")
+    buf = np.zeros(3)
+    futures = []
+    with nb.Executor(group="ex") as ex:
+        for i in range(5):
+            buf[0] = i
+            futures.append(ex.submit(first, buf))
+        buf[0] = -1
+        assert [f.result(timeout=60) for f in futures] == list(range(5))
+
+
 def test_an_unpicklable_argument_fails_its_own_call(nb):
     """Not an error at the call: the call has an id and fails, saying why; the rest runs.
     With ``sync=True`` (run here, exceptions propagate) the call raises."""
