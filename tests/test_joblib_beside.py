@@ -104,3 +104,35 @@ def test_one_loky_in_the_process(tmp_path):
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["joblib.externals.loky.backend.context", "False"]
+
+
+SKLEARN = textwrap.dedent("""
+    import numpy as np
+    from sklearn.dummy import DummyClassifier
+    from sklearn.model_selection import cross_val_score
+
+    import nbgroups
+
+    if __name__ == "__main__":
+        rng = np.random.default_rng(0)
+        X = rng.random((50 * 2**20 // 8 // 100, 100))  # 50 MB: joblib memmaps it
+        y = np.arange(len(X)) % 2
+        nbgroups.configure(store=STORE, workers=2, progress=False)
+        assert nbgroups.result(nbgroups.async_task("math.modf", 1.5), wait=-1) == (0.5, 1.0)
+        for _ in range(2):
+            scores = cross_val_score(DummyClassifier(), X, y, cv=4, n_jobs=2)
+            assert list(scores) == [0.5] * 4, scores
+        print("done")
+""")
+
+
+def test_scikit_learn_n_jobs_beside_a_live_pool(tmp_path):
+    """scikit-learn's n_jobs= is joblib with a loky pool: the same trap, the same fix."""
+    pytest.importorskip("sklearn")
+    script = tmp_path / "sk.py"
+    script.write_text(SKLEARN.replace("STORE", repr(str(tmp_path / "store"))))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=100, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "done"
+    assert proc.stderr.strip() == "", proc.stderr
