@@ -1,4 +1,4 @@
-"""Which loky nbgroups' process pool runs on, so that joblib keeps working beside it.
+"""How nbgroups imports loky and makes its pool, so that joblib keeps working beside it.
 
 joblib vendors its own copy of loky (``joblib.externals.loky``); nbgroups
 depends on the standalone ``loky`` package. The two copies are the same code,
@@ -17,46 +17,49 @@ tracebacks), files are unlinked while another worker still maps them
 (``FileNotFoundError``, ``BrokenProcessPool``), the rest is reported leaked
 at exit, and every call pays a tracker process start.
 
-So when joblib is installed, nbgroups runs its pool on joblib's copy of loky:
-one copy of loky in the process, one registry entry, one resource tracker,
-one exit hook, exactly the state joblib (and scikit-learn's ``n_jobs=``) has
-without nbgroups. The standalone package is the fallback when joblib is
-absent. The pool is also given its context object explicitly, so a later
-import of the other copy (by user code) cannot change how nbgroups' own
-workers are started.
+So nbgroups undoes that one side effect of its own import: if the name
+``'loky'`` (and ``'loky_init_main'``) denoted another copy's context (joblib's)
+before nbgroups imported the standalone package, it denotes it again right
+after. If joblib's copy is imported later, it registers itself, as it would
+without nbgroups. nbgroups' own pool never looks its context up by name: it
+is given its copy's context object, so whatever the registry says, its
+workers start the standalone way.
+
+Why not simply run nbgroups' pool on joblib's copy (one loky in the
+process)? The copy joblib vendors lags behind the package: joblib 1.6
+carries loky 3.6, whose manager thread dies on a ``KeyError`` when a pool
+breaks with work ids still queued (3.7 drains them first); nbgroups breaks
+and replaces pools on purpose (worker deaths, timeouts), and its full test
+suite hit exactly that on joblib's copy. A registry entry is a much smaller
+thing to share than an executor implementation.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib
+import sys
 from types import ModuleType
 from typing import Any
 
-#: The oldest loky whose executor nbgroups relies on (pyproject: loky>=3.4).
-MIN_LOKY = (3, 4)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split(".")[:2]:
-        digits = "".join(c for c in piece if c.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+#: The names loky registers its start methods under, in multiprocessing's registry.
+_NAMES = ("loky", "loky_init_main")
 
 
 @functools.cache
 def loky() -> ModuleType:
-    """The loky package nbgroups' pool uses: joblib's copy if installed and recent enough,
-    else the standalone ``loky``."""
-    try:
-        from joblib.externals import loky as vendored
-    except ImportError:
-        vendored = None
-    if vendored is not None and _version(getattr(vendored, "__version__", "0")) >= MIN_LOKY:
-        return vendored
+    """The standalone ``loky`` package, imported without taking the name ``'loky'``
+    away from a copy that had it (joblib's)."""
+    import multiprocessing.context as mp_context
+
+    registry = mp_context._concrete_contexts  # loky's own registration point
+    first = "loky" not in sys.modules
+    before = {name: registry.get(name) for name in _NAMES}
     import loky as standalone
 
+    if first:
+        for name, ctx in before.items():
+            if ctx is not None:
+                registry[name] = ctx
     return standalone
 
 
@@ -71,7 +74,7 @@ def new_pool(workers: int, initializer: Any) -> Any:
 
 
 def pool_errors() -> tuple[type[BaseException], type[BaseException]]:
-    """``(BrokenProcessPool, ShutdownExecutorError)`` of the loky the pool runs on."""
+    """loky's ``(BrokenProcessPool, ShutdownExecutorError)``."""
     executor = loky().process_executor
     return executor.BrokenProcessPool, executor.ShutdownExecutorError
 
@@ -87,7 +90,10 @@ def start_resource_trackers() -> None:
     """
     import multiprocessing.resource_tracker as mp_tracker
 
-    importlib.import_module(f"{loky().__name__}.backend.resource_tracker").ensure_running()
+    loky()  # first, the way that leaves joblib its name
+    from loky.backend import resource_tracker
+
+    resource_tracker.ensure_running()
     mp_tracker.ensure_running()
 
 

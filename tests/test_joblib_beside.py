@@ -89,21 +89,25 @@ def test_joblib_memmapping_beside_a_live_pool_in_a_kernel(tmp_path, capfd):
     assert errors == []
 
 
-def test_one_loky_in_the_process(tmp_path):
-    """With joblib installed, nbgroups' pool runs on joblib's loky: the standalone
-    copy is never imported, so the start method joblib looks up by name is its own."""
+@pytest.mark.parametrize("joblib_first", [True, False])
+def test_the_name_loky_stays_joblibs(tmp_path, joblib_first):
+    """Whether joblib's loky was imported before nbgroups started its pool or after,
+    the start method joblib looks up by name is its own, and nbgroups' pool runs."""
     code = textwrap.dedent(f"""
-        import multiprocessing, sys
+        import multiprocessing
+        if {joblib_first}:
+            import joblib.externals.loky
         import nbgroups
         nbgroups.configure(store={str(tmp_path / 'store')!r}, workers=1, progress=False)
         assert nbgroups.result(nbgroups.async_task("math.modf", 1.5), wait=-1) == (0.5, 1.0)
+        import joblib.externals.loky
         print(type(multiprocessing.get_context("loky")).__module__)
-        print("loky" in sys.modules)
+        print(type(multiprocessing.get_context("loky_init_main")).__module__)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["joblib.externals.loky.backend.context", "False"]
+    assert proc.stdout.split() == ["joblib.externals.loky.backend.context"] * 2
 
 
 SKLEARN = textwrap.dedent("""
