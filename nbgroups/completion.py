@@ -209,7 +209,7 @@ class Completion:
                     hooks.append((job, o))
             while len(recent) > RECENT_MAX:
                 recent.popitem(last=False)
-        self._notify()
+        self._notify(final)
         for job, o in hooks:
             self._call_hook(job, o)
         return release

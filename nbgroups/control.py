@@ -13,6 +13,7 @@ import collections
 import os
 import socket
 import time
+from collections.abc import Collection
 
 from . import names
 from .errors import TaskError
@@ -61,18 +62,27 @@ def owner_alive(owner: str | None) -> bool:
 class Control:
     """Mixed into :class:`~nbgroups.runner.Runner`: cancel and re-run."""
 
-    def cancel(self, group: str | None, ttl: int | None = None) -> int:
+    def cancel(self, group: str | None, ttl: int | None = None,
+               ids: Collection[str] | None = None) -> int:
         """Cancel this process's tasks of ``group`` that have not started: those
-        waiting here, and batches the pool has not yet passed to a worker."""
+        waiting here, and batches the pool has not yet passed to a worker.
+        ``ids``: instead, the tasks of these ids, whatever their group (the
+        futures' ``cancel()``); a batch already handed to the pool is then taken
+        back only if it holds nothing else."""
         self.flush()
         now = time.time()
         found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
+
+        def wanted(j: Job) -> bool:
+            if ids is not None:
+                return j.id in ids
+            return j.options.group == group and j.options.cached == (ttl is not None)
+
         with self._lock:
             keep = collections.deque()
             for job in self._ready:
                 top = job.parent[0] if job.parent else job
-                if top.options.group == group and top.options.cached == (ttl is not None) and \
-                        top.state is State.QUEUED:
+                if top.state is State.QUEUED and wanted(top):
                     found.setdefault(id(top), top)
                     continue
                 keep.append(job)
@@ -82,8 +92,7 @@ class Control:
             takes_back = self._executor is not None and self._executor.cancels_queued
             for batch in list(self._inflight.values()) if takes_back else ():
                 if batch.future is None or any(
-                        j.parent is not None or j.options.group != group or
-                        j.options.cached != (ttl is not None) or j.state is not State.RUNNING
+                        j.parent is not None or j.state is not State.RUNNING or not wanted(j)
                         for j in batch.jobs):
                     continue
                 if batch.future.cancel():
@@ -97,12 +106,12 @@ class Control:
             for job in cancelled:
                 was = job.state
                 job.state = State.CANCELLED
-                self._live[(ttl is not None, group)][0 if was is State.QUEUED else 1] -= 1
+                live = self._live[(job.options.cached, job.options.group)]
+                live[0 if was is State.QUEUED else 1] -= 1
                 self._active.pop(job.id, None)
                 self._end_rerun(job)
         if cancelled:
-            self._record_cancelled(cancelled, now)
-            self._notify()
+            self._notify(self._record_cancelled(cancelled, now))
         return len(cancelled)
 
     def _stop_unstarted(self, batch: Batch) -> list[Job]:
@@ -123,19 +132,24 @@ class Control:
         first = stamp[1] + 1 if stamp and stamp[0] == batch.id else 0
         return [j for j in batch.jobs[first:] if j.state not in FINAL]
 
-    def _record_cancelled(self, jobs: list[Job], now: float) -> None:
-        """Write 'cancelled' outcomes, each with its own layer and TTL."""
+    def _record_cancelled(self, jobs: list[Job], now: float) -> list[tuple[Job, tuple]]:
+        """Write 'cancelled' outcomes, each with its own layer and TTL; returns
+        the ``(job, outcome)`` pairs written."""
         layers: dict[int | None, dict[tuple, tuple[list, list]]] = {}
+        pairs = []
         for j in jobs:
             rows, prevs = layers.setdefault(j.options.ttl, {}).setdefault(
                 (j.options.group, j.gen), ([], []))
-            rows.append((j.id, "cancelled", 0, None, now, None, None, None))
+            row = (j.id, "cancelled", 0, None, now, None, None, None)
+            rows.append(row)
+            pairs.append((j, row))
             if j.prev:
                 prevs.append(j.prev)
         for ttl, groups in layers.items():
             self.store_for(ttl).write_outcomes(
                 [(group, gen, rows, prevs) for (group, gen), (rows, prevs) in groups.items()],
                 ttl=ttl)
+        return pairs
 
     def resubmit(self, entries: list, ttl: int | None = None,
                  options: Options | None = None) -> int:
@@ -218,5 +232,4 @@ class Control:
                     j.state = State.CANCELLED
                     self._live[(j.options.cached, j.options.group)][1] -= 1
                     self._active.pop(j.id, None)
-            self._record_cancelled(rest, now)
-            self._notify()
+            self._notify(self._record_cancelled(rest, now))

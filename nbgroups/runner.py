@@ -129,6 +129,7 @@ class Runner(Dispatch, Completion, Recovery, Control):
         self._monitor_dir: str | None = None
         self._monitors: list[str] = []  # monitor files free for the next batches
         self._listeners: list[Callable[[], None]] = []
+        self._finish_listeners: list[Callable[[list[tuple[Job, tuple]]], None]] = []
         self.restarts = 0
         #: the class of the records handed to hooks (the api sets its Task)
         self.record_class: type = TaskRecord
@@ -559,10 +560,19 @@ class Runner(Dispatch, Completion, Recovery, Control):
                 if self._version == seen:
                     self._changed.wait(poll if remaining is None else min(poll, remaining))
 
-    def _notify(self) -> None:
+    def _notify(self, finished: list[tuple[Job, tuple]] | None = None) -> None:
+        """Wake waiters and listeners; ``finished``: the ``(job, outcome)`` pairs
+        (outcomes in :class:`~nbgroups.records.Outcome`'s layout) that just took a
+        final state, already in the store, for the finish listeners."""
         with self._changed:
             self._version += 1
             self._changed.notify_all()
+        if finished:
+            for on_finish in list(self._finish_listeners):
+                try:
+                    on_finish(finished)
+                except BaseException:
+                    log.exception("nbgroups: finish listener failed")
         for listener in list(self._listeners):
             try:
                 listener()
@@ -577,6 +587,23 @@ class Runner(Dispatch, Completion, Recovery, Control):
         """Stop calling ``listener``."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+
+    def add_finish_listener(self, listener: Callable[[list[tuple[Job, tuple]]], None]) -> None:
+        """Call ``listener(pairs)`` whenever tasks take a final state (success,
+        failure, cancelled), once their outcome is in the store: ``pairs`` are
+        ``(job, outcome)``, the outcome in :class:`~nbgroups.records.Outcome`'s
+        layout (:meth:`record_of` makes the record). Called from the thread that
+        finished them (the runner thread; the caller's, inline), so it must be
+        quick and must not keep ``pairs`` (large results are released after).
+        The futures and asyncio adapters (:mod:`nbgroups.futures`) learn of
+        finished tasks here without reading the store."""
+        self._finish_listeners.append(listener)
+
+    def remove_finish_listener(self, listener: Callable[[list[tuple[Job, tuple]]], None]
+                               ) -> None:
+        """Stop calling ``listener``."""
+        with contextlib.suppress(ValueError):
+            self._finish_listeners.remove(listener)
 
     # ------------------------------------------------------------------ close
     def close(self, wait: bool = False, pool: bool = True) -> None:

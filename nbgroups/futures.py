@@ -1,0 +1,553 @@
+"""``concurrent.futures`` on nbgroups tasks: :class:`Executor` and :func:`as_completed`.
+
+::
+
+    Executor.submit ──async_task──▶ runner ──▶ pool ──▶ store (outcome written)
+          │                                               │
+          └─ TaskFuture, registered by task id ◀── finish listener (runner thread)
+                                                   resolves it: result / exception / cancelled
+
+    as_completed(group or ids) ◀── the same listener: Task records, in finishing order
+
+Every call submitted here is a task of its group exactly as :func:`nbgroups.async_task`
+makes one (persisted before it runs, in the progress view and ``fetch_group``,
+resumable); the :class:`TaskFuture` is only a view of it for code written for
+``concurrent.futures`` (``as_completed``, ``wait``, ``asyncio.wrap_future``,
+``loop.run_in_executor``). Futures learn of their task's end from the runner's
+finish listener (:meth:`~nbgroups.runner.Runner.add_finish_listener`): no store
+polling, no thread per future. A task fed by another process (another kernel)
+is read from the store every :data:`POLL_SECONDS` instead.
+
+``Executor.map`` sends its calls in chunks, each an ``async_iter`` task (one row of
+the group per chunk; ``chunksize=1``: one task per call), and keeps only a
+window of chunks in flight, so a million-call ``map`` holds a few futures, not a
+million.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import itertools
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from . import api, names
+from .arguments import build_options, check_group
+from .errors import ArgumentTypeError, ConfigurationError
+from .jobs import Job
+from .runner import Runner
+
+__all__ = ["Executor", "TaskFuture", "as_completed"]
+
+POLL_SECONDS = 0.25  # tasks this kernel does not run: read from the store this often
+MAP_FIRST_CHUNK = 256  # map's automatic chunks start here and double...
+MAP_MAX_CHUNK = 16_384  # ...up to this many calls per async_iter task
+MAP_CHUNKS_IN_FLIGHT = 3  # chunks submitted ahead of the one being read
+MAP_CALLS_IN_FLIGHT = 1_024  # chunksize=1: single-call tasks submitted ahead
+
+
+# ---------------------------------------------------------------- finish listener
+class _Registry:
+    """One per runner: task id -> what to call with its record when it finishes."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self.lock = threading.Lock()
+        self.waiting: dict[str, Callable[[Any], None]] = {}
+        runner.add_finish_listener(self._finished)
+
+    def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
+        waiting = self.waiting
+        if not waiting:
+            return
+        hits = []
+        with self.lock:
+            for job, o in pairs:
+                resolve = waiting.pop(job.id, None)
+                if resolve is not None:
+                    hits.append((resolve, job, o))
+        for resolve, job, o in hits:
+            resolve(self.runner.record_of(job, o, api.Task))
+
+    def watch(self, task_id: str, resolve: Callable[[Any], None]) -> None:
+        """Call ``resolve(record)`` once the task has a final state (at once if it has)."""
+        with self.lock:
+            self.waiting[task_id] = resolve
+        # Finished before it was registered (inline, reused, very fast): the
+        # listener found nothing to call, and the runner no longer holds it.
+        if not self.runner.pending(task_id):
+            self.settle(task_id)
+
+    def settle(self, task_id: str) -> None:
+        """Resolve a watched task from the store, if it is final there."""
+        record = _read(self.runner, task_id)
+        if record is None or not record.state.final:
+            return
+        with self.lock:
+            resolve = self.waiting.pop(task_id, None)
+        if resolve is not None:
+            resolve(record)
+
+    def forget(self, task_id: str) -> None:
+        with self.lock:
+            self.waiting.pop(task_id, None)
+
+
+_registries: weakref.WeakKeyDictionary[Runner, _Registry] = weakref.WeakKeyDictionary()
+_registries_lock = threading.Lock()
+
+
+def _registry(runner: Runner) -> _Registry:
+    reg = _registries.get(runner)
+    if reg is None:
+        with _registries_lock:
+            reg = _registries.get(runner)
+            if reg is None:
+                reg = _registries[runner] = _Registry(runner)
+    return reg
+
+
+def _read(runner: Runner, task_id: str):
+    """The task's record: this runner's recent memory, else the durable store."""
+    hit = runner.recent(task_id, None, api.Task)
+    if hit is not None:
+        return hit
+    runner.flush()
+    return runner.store.task(task_id, api.Task)
+
+
+# ---------------------------------------------------------------- futures
+class TaskFuture(concurrent.futures.Future):
+    """A ``concurrent.futures.Future`` of one nbgroups task.
+
+    ``task_id`` names the task (``nbgroups.fetch(f.task_id)`` reads its record).
+    ``cancel()`` cancels the task if it has not started, and then returns True;
+    a running or finished task is not stopped (False), as ``concurrent.futures``
+    does. The future never reports ``running()``: the pool does not say when a
+    task starts.
+    """
+
+    def __init__(self, task_id: str, runner: Runner) -> None:
+        super().__init__()
+        self.task_id = task_id
+        self._runner = runner
+
+    def cancel(self) -> bool:
+        """Cancel the task if it has not started; True if it is (now) cancelled."""
+        if not self.done():
+            cancel_tasks([self])
+        return self.cancelled()
+
+    def _resolve(self, record: Any) -> None:
+        """Take the task's final state (called once, by the registry)."""
+        if record.state.value == "cancelled":
+            concurrent.futures.Future.cancel(self)
+            self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
+        elif record.success:
+            self.set_result(record.result)
+        else:
+            self.set_exception(_exception_of(record))
+
+    def __repr__(self) -> str:
+        return f"<TaskFuture {self.task_id} {self._state.lower()}>"
+
+
+def cancel_tasks(futures: Iterable[TaskFuture]) -> int:
+    """Cancel the tasks of these futures that have not started, in one pass per
+    runner; returns how many were cancelled. Their futures are marked cancelled
+    before this returns (the runner's cancel tells the finish listeners)."""
+    by_runner: dict[Runner, set[str]] = {}
+    for f in futures:
+        if not f.done():
+            by_runner.setdefault(f._runner, set()).add(f.task_id)
+    n = 0
+    for runner, ids in by_runner.items():
+        n += runner.cancel(None, None, ids=ids)
+    return n
+
+
+def _exception_of(record: Any) -> BaseException:
+    exc = record.result
+    if isinstance(exc, list):  # async_iter: the first failed item's exception
+        exc = next((e for e in exc if isinstance(e, BaseException)), None)
+    if isinstance(exc, BaseException):
+        return exc
+    from .errors import TaskError
+
+    return TaskError("TaskFailed", record.error or "the task failed")
+
+
+class Executor(concurrent.futures.Executor):
+    """A ``concurrent.futures.Executor`` whose every call is an nbgroups task.
+
+    ``group`` and ``options`` are the submission options of :func:`nbgroups.async_task`
+    (``timeout``, ``retries``, ``cached``, ``hook``, ``save``, ``task_name``, ``reuse``).
+    The backend is the kernel's (``configure(backend=...)``: loky, thread, sync,
+    dask); the executor owns no pool, so ``shutdown()`` only stops it taking
+    calls (and waits for, or cancels, its own).
+
+    >>> with Executor(group='doc-executor') as ex:
+    ...     ex.submit(pow, 2, 10).result()
+    ...     list(ex.map(abs, [-1, -2, 3]))
+    1024
+    [1, 2, 3]
+    """
+
+    def __init__(self, group: str | None = None, **options: Any) -> None:
+        if group is not None:
+            check_group(group)
+            options["group"] = group
+        if options.get("sync"):
+            raise ConfigurationError(
+                "Executor(sync=True) is not supported: a failed call would raise at submit() "
+                "instead of in its future; use nbgroups.configure(backend='sync')")
+        build_options(options, api.settings(), {}, None)  # a bad option fails here
+        self.group = group
+        self._options = options
+        self._futures: set[concurrent.futures.Future] = set()  # not done yet
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._cancelled = False  # shutdown(cancel_futures=True)
+
+    # -- submitting
+    def submit(self, fn: Callable | str, /, *args: Any, **kwargs: Any) -> TaskFuture:
+        """Run ``fn(*args, **kwargs)`` as a task of the group; returns its future.
+
+        Every keyword goes to ``fn`` (the executor's options were given to it).
+        """
+        self._check_open()
+        tid = api.async_task(fn, *args, q_options=self._options, **kwargs)
+        return self._track(tid)
+
+    def _track(self, tid: str, resolve: Callable[[TaskFuture, Any], None] | None = None
+               ) -> TaskFuture:
+        runner = api.runner()
+        fut = TaskFuture(tid, runner)
+        with self._lock:
+            self._futures.add(fut)
+        fut.add_done_callback(self._discard)
+        _registry(runner).watch(tid, fut._resolve if resolve is None else
+                                (lambda record: resolve(fut, record)))
+        return fut
+
+    def _discard(self, fut: concurrent.futures.Future) -> None:
+        with self._lock:
+            self._futures.discard(fut)
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _refill_allowed(self) -> bool:
+        # map() reads its iterables as results are read: after shutdown() it goes
+        # on (its calls were accepted), unless shutdown cancelled the futures
+        return not self._cancelled
+
+    def map(self, fn: Callable | str, *iterables: Iterable, timeout: float | None = None,
+            chunksize: int | None = None) -> Iterator:
+        """``fn`` over the iterables' items (``zip``ped), results in input order.
+
+        The calls go in chunks, each one ``async_iter`` task of the group:
+        ``chunksize=None`` grows them from a few hundred calls to ~16k;
+        ``chunksize=1`` makes every call its own task (as :meth:`submit`). Only a
+        few chunks are in flight: the iterables are read as results are, so a
+        million calls never make a million futures. ``timeout`` (seconds, from
+        this call) raises ``TimeoutError`` when a result is not there in time;
+        the first failed call's exception is raised where its result would be.
+        Leaving the loop early cancels what has not started.
+        """
+        if timeout is not None and (isinstance(timeout, bool) or
+                                    not isinstance(timeout, int | float) or timeout < 0):
+            raise ArgumentTypeError(f"timeout must be None or seconds >= 0, got {timeout!r}")
+        if chunksize is not None and (isinstance(chunksize, bool) or
+                                      not isinstance(chunksize, int) or chunksize < 1):
+            raise ArgumentTypeError(f"chunksize must be None or an int >= 1, got {chunksize!r}")
+        if not iterables:
+            raise ArgumentTypeError("map() needs at least one iterable")
+        self._check_open()
+        end = None if timeout is None else time.monotonic() + timeout
+        calls = zip(*iterables, strict=False)  # the shortest ends it, as map() does
+        if chunksize == 1:
+            return self._map_calls(fn, calls, end)
+        return self._map_chunks(fn, calls, end, chunksize)
+
+    def _map_calls(self, fn, calls: Iterator[tuple], end: float | None) -> Iterator:
+        window: collections.deque[TaskFuture] = collections.deque(
+            self.submit(fn, *args) for args in itertools.islice(calls, MAP_CALLS_IN_FLIGHT))
+
+        def results() -> Iterator:
+            try:
+                while window:
+                    fut = window.popleft()
+                    if self._refill_allowed():
+                        for args in itertools.islice(calls, 1):
+                            window.append(self._track(api.async_task(
+                                fn, *args, q_options=self._options)))
+                    yield fut.result(_remaining(end))
+            finally:
+                cancel_tasks(window)
+        return results()
+
+    def _map_chunks(self, fn, calls: Iterator[tuple], end: float | None,
+                    chunksize: int | None) -> Iterator:
+        sizes = itertools.repeat(chunksize) if chunksize else _growing()
+        window: collections.deque[TaskFuture] = collections.deque()
+
+        def more() -> bool:
+            if not self._refill_allowed():
+                return False
+            items = list(itertools.islice(calls, next(sizes)))
+            if not items:
+                return False
+            # tuples: async_iter unpacks each into fn's positional arguments
+            tid = api.async_iter(fn, items, **self._options)
+            window.append(self._track(tid, _resolve_chunk))
+            return True
+
+        for _ in range(MAP_CHUNKS_IN_FLIGHT):
+            if not more():
+                break
+
+        def results() -> Iterator:
+            try:
+                while window:
+                    fut = window.popleft()
+                    more()
+                    record = fut.result(_remaining(end))
+                    if record.state.value == "cancelled":
+                        raise concurrent.futures.CancelledError(
+                            f"map chunk {record.id} was cancelled")
+                    values = record.result
+                    if record.success is False and not isinstance(values, list):
+                        raise _exception_of(record)
+                    for value in values:
+                        if record.success is False and isinstance(value, BaseException):
+                            raise value
+                        yield value
+            finally:
+                cancel_tasks(window)
+        return results()
+
+    # -- stopping
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; ``cancel_futures``: cancel this executor's tasks
+        not yet started; ``wait``: return once every task it submitted ended.
+        The kernel's pool goes on (other executors and groups use it)."""
+        with self._lock:
+            self._shutdown = True
+            self._cancelled = self._cancelled or cancel_futures
+            pending = list(self._futures)
+        if cancel_futures:
+            cancel_tasks(pending)
+        if wait:
+            concurrent.futures.wait(pending)
+
+
+def _resolve_chunk(fut: TaskFuture, record: Any) -> None:
+    """A map chunk's future gets the task's record (results and failures in
+    input order), not a result."""
+    if record.state.value == "cancelled":
+        fut._resolve(record)
+    else:
+        fut.set_result(record)
+
+
+def _growing() -> Iterator[int]:
+    size = MAP_FIRST_CHUNK
+    while True:
+        yield size
+        size = min(size * 2, MAP_MAX_CHUNK)
+
+
+def _remaining(end: float | None) -> float | None:
+    return None if end is None else max(0.0, end - time.monotonic())
+
+
+# ---------------------------------------------------------------- as_completed
+def as_completed(group_or_ids: str | Iterable[str], timeout: float | None = None
+                 ) -> _Completed:
+    """The :class:`~nbgroups.Task` records of a group (or of task ids), as they finish.
+
+    ``group_or_ids``: a group name (its tasks submitted so far) or an iterable
+    of task ids (or of objects with a ``task_id``/``id``: futures, records).
+    Successes, failures and cancelled tasks are all yielded, each once, in the
+    order they end (those already ended first). Works with ``for`` and
+    ``async for``. ``timeout`` (seconds, from this call) raises ``TimeoutError``
+    when the next record is not there in time.
+
+    >>> g = nbgroups.sweep(pow, 'doc-completed', base=[2, 3], exp=[2])
+    >>> sorted(t.result for t in as_completed(g))
+    [4, 9]
+    """
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, int | float) or timeout < 0):
+        raise ArgumentTypeError(f"timeout must be None or seconds >= 0, got {timeout!r}")
+    runner = api.runner()
+    known: dict = {}
+    if isinstance(group_or_ids, str):
+        check_group(group_or_ids, "group_or_ids")
+        runner.flush()
+        records = runner.store.group_records(group_or_ids, api.Task) or []
+        ids = [r.id for r in records]
+        known = {r.id: r for r in records if r.state.final}
+    elif isinstance(group_or_ids, Iterable) and not isinstance(group_or_ids, bytes):
+        ids = [_id_of(x) for x in group_or_ids]
+    else:
+        raise ArgumentTypeError(
+            f"group_or_ids must be a group name or an iterable of task ids, got {group_or_ids!r}")
+    return _Completed(runner, ids, timeout, known)
+
+
+def _id_of(x: Any) -> str:
+    tid = x if isinstance(x, str) else getattr(x, "task_id", None) or getattr(x, "id", None)
+    if not isinstance(tid, str) or not names.looks_like_id(tid):
+        raise ArgumentTypeError(f"as_completed() takes task ids (32 hex digits), got {x!r}")
+    return tid
+
+
+class _Completed:
+    """The iterator :func:`as_completed` returns, for ``for`` and ``async for``."""
+
+    def __init__(self, runner: Runner, ids: list[str], timeout: float | None,
+                 known: dict) -> None:
+        self._runner = runner
+        self._end = None if timeout is None else time.monotonic() + timeout
+        self._total = len(dict.fromkeys(ids))
+        self._ready: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._loop_event: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._waiting = dict.fromkeys(ids)  # not yet yielded, in order
+        self._foreign: list[str] = []  # not run by this kernel: polled
+        self._polled = 0.0
+        self._closed = False
+        ref = weakref.ref(self)
+
+        def listener(pairs, ref=ref, runner=runner):
+            me = ref()
+            if me is None:
+                runner.remove_finish_listener(listener)
+            else:
+                me._finished(pairs)
+        self._listener = listener
+        runner.add_finish_listener(listener)
+        ended = []
+        for tid in list(self._waiting):  # after the listener: nothing slips between
+            if runner.pending(tid):
+                continue
+            if tid in known:  # read already (a group's records), and not re-running here
+                ended.append(known[tid])
+            else:
+                self._foreign.append(tid)
+        if ended:
+            self._take(ended)
+        self._poll()
+
+    # -- fed by the runner thread and by polling
+    def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
+        waiting = self._waiting
+        got = [(job, o) for job, o in pairs if job.id in waiting]
+        if got:
+            self._take([self._runner.record_of(job, o, api.Task) for job, o in got])
+
+    def _take(self, records: list) -> None:
+        with self._cond:
+            for rec in records:
+                if self._waiting.pop(rec.id, 0) is None:  # once each
+                    self._ready.append(rec)
+            self._cond.notify_all()
+        le = self._loop_event
+        if le is not None:
+            loop, event = le
+            loop.call_soon_threadsafe(event.set)
+
+    def _poll(self) -> None:
+        """Read the store for the tasks this kernel does not run."""
+        self._polled = time.monotonic()
+        if not self._foreign:
+            return
+        done, left = [], []
+        for tid in self._foreign:
+            if tid not in self._waiting:
+                continue
+            rec = _read(self._runner, tid)
+            if rec is not None and rec.state.final:
+                done.append(rec)
+            elif self._runner.pending(tid):
+                continue  # resumed here meanwhile: the listener will see it
+            else:
+                left.append(tid)
+        self._foreign = left
+        if done:
+            self._take(done)
+
+    def _next_ready(self):
+        """A record, None to wait more, or StopIteration when all were yielded."""
+        if self._ready:
+            return self._ready.popleft()
+        if not self._waiting:
+            self.close()
+            raise StopIteration
+        if self._foreign and time.monotonic() - self._polled >= POLL_SECONDS:
+            self._poll()
+            if self._ready:
+                return self._ready.popleft()
+        return None
+
+    def _wait_time(self) -> float | None:
+        left = _remaining(self._end)
+        if left is not None and left <= 0:
+            self.close()
+            raise concurrent.futures.TimeoutError(
+                f"{len(self._waiting)} (of {self._total}) tasks did not finish in time")
+        if self._foreign:
+            return POLL_SECONDS if left is None else min(POLL_SECONDS, left)
+        return left
+
+    # -- for
+    def __iter__(self) -> _Completed:
+        return self
+
+    def __next__(self):
+        while True:
+            with self._cond:
+                rec = self._next_ready()
+                if rec is not None:
+                    return rec
+                self._cond.wait(self._wait_time())
+
+    # -- async for
+    def __aiter__(self) -> _Completed:
+        return self
+
+    async def __anext__(self):
+        if self._loop_event is None:
+            self._loop_event = (asyncio.get_running_loop(), asyncio.Event())
+        event = self._loop_event[1]
+        while True:
+            with self._cond:
+                event.clear()
+                try:
+                    rec = self._next_ready()
+                except StopIteration:
+                    raise StopAsyncIteration from None
+                if rec is not None:
+                    return rec
+                wait = self._wait_time()
+            with contextlib.suppress(asyncio.TimeoutError):  # poll, or time out next turn
+                await asyncio.wait_for(event.wait(), wait)
+
+    def close(self) -> None:
+        """Stop listening (done by itself at the end, on timeout, or when dropped)."""
+        if not self._closed:
+            self._closed = True
+            self._runner.remove_finish_listener(self._listener)
+
+    def __len__(self) -> int:
+        """How many records are still to come."""
+        return len(self._waiting) + len(self._ready)
