@@ -30,6 +30,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import functools
 import itertools
 import threading
 import time
@@ -54,34 +55,66 @@ MAP_CALLS_IN_FLIGHT = 1_024  # chunksize=1: single-call tasks submitted ahead
 
 # ---------------------------------------------------------------- finish listener
 class _Registry:
-    """One per runner: task id -> what to call with its record when it finishes."""
+    """One per runner: task id -> what to call with its record when it finishes.
+
+    A task can end before its future is registered: inline (the sync backend)
+    inside the submitting call itself, or on a fast pool in the microseconds
+    between. While a submission is under way (:meth:`submitting`) the finish
+    listener keeps what it finds unclaimed, and :meth:`watch` takes it from
+    there; the rest of the time nothing is kept. (Asking the runner whether
+    each new task is still pending costs more than the submission itself.)
+    """
 
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.lock = threading.Lock()
         self.waiting: dict[str, Callable[[Any], None]] = {}
+        self.busy = 0  # submissions under way
+        self.unclaimed: dict[str, tuple[Job, tuple]] = {}  # ended while busy, not watched
         runner.add_finish_listener(self._finished)
 
     def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
         waiting = self.waiting
-        if not waiting:
+        if not waiting and not self.busy:
             return
         hits = []
         with self.lock:
+            busy = self.busy
             for job, o in pairs:
                 resolve = waiting.pop(job.id, None)
                 if resolve is not None:
                     hits.append((resolve, job, o))
+                elif busy:
+                    self.unclaimed[job.id] = (job, o)
         for resolve, job, o in hits:
             resolve(self.runner.record_of(job, o, api.Task))
 
-    def watch(self, task_id: str, resolve: Callable[[Any], None]) -> None:
-        """Call ``resolve(record)`` once the task has a final state (at once if it has)."""
+    @contextlib.contextmanager
+    def submitting(self) -> Iterator[None]:
+        """Around a submission and the :meth:`watch` of its id."""
         with self.lock:
-            self.waiting[task_id] = resolve
-        # Finished before it was registered (inline, reused, very fast): the
-        # listener found nothing to call, and the runner no longer holds it.
-        if not self.runner.pending(task_id):
+            self.busy += 1
+        try:
+            yield
+        finally:
+            with self.lock:
+                self.busy -= 1
+                if not self.busy:
+                    self.unclaimed.clear()
+
+    def watch(self, task_id: str, resolve: Callable[[Any], None], reused: bool = False) -> None:
+        """Call ``resolve(record)`` once the task has a final state (at once if it has).
+
+        Inside :meth:`submitting`. ``reused``: the id may be of a task that ended
+        long ago (``reuse=True``): the runner and the store are asked.
+        """
+        with self.lock:
+            pair = self.unclaimed.pop(task_id, None)
+            if pair is None:
+                self.waiting[task_id] = resolve
+        if pair is not None:
+            resolve(self.runner.record_of(*pair, api.Task))
+        elif reused and not self.runner.pending(task_id):
             self.settle(task_id)
 
     def settle(self, task_id: str) -> None:
@@ -93,10 +126,6 @@ class _Registry:
             resolve = self.waiting.pop(task_id, None)
         if resolve is not None:
             resolve(record)
-
-    def forget(self, task_id: str) -> None:
-        with self.lock:
-            self.waiting.pop(task_id, None)
 
 
 _registries: weakref.WeakKeyDictionary[Runner, _Registry] = weakref.WeakKeyDictionary()
@@ -222,23 +251,30 @@ class Executor(concurrent.futures.Executor):
         Every keyword goes to ``fn`` (the executor's options were given to it).
         """
         self._check_open()
-        tid = api.async_task(fn, *args, q_options=self._options, **kwargs)
-        return self._track(tid)
+        return self._submit(fn, args, kwargs)
 
-    def _track(self, tid: str, resolve: Callable[[TaskFuture, Any], None] | None = None
-               ) -> TaskFuture:
+    def _submit(self, fn: Callable | str, args: tuple, kwargs: dict) -> TaskFuture:
         runner = api.runner()
+        reg = _registry(runner)
+        with reg.submitting():
+            # options as keywords when fn has none: async_task's memoized fast path
+            tid = api.async_task(fn, *args, q_options=self._options, **kwargs) if kwargs \
+                else api.async_task(fn, *args, **self._options)
+            return self._track(tid, runner, reg)
+
+    def _track(self, tid: str, runner: Runner, reg: _Registry,
+               resolve: Callable[[TaskFuture, Any], None] | None = None) -> TaskFuture:
         fut = TaskFuture(tid, runner)
         with self._lock:
             self._futures.add(fut)
-        fut.add_done_callback(self._discard)
-        _registry(runner).watch(tid, fut._resolve if resolve is None else
-                                (lambda record: resolve(fut, record)))
-        return fut
+        done = fut._resolve if resolve is None else functools.partial(resolve, fut)
 
-    def _discard(self, fut: concurrent.futures.Future) -> None:
-        with self._lock:
-            self._futures.discard(fut)
+        def resolved(record: Any) -> None:  # every end goes through here (cancel too)
+            with self._lock:
+                self._futures.discard(fut)
+            done(record)
+        reg.watch(tid, resolved, reused=bool(self._options.get("reuse", api.settings().reuse)))
+        return fut
 
     def _check_open(self) -> None:
         if self._shutdown:
@@ -279,7 +315,7 @@ class Executor(concurrent.futures.Executor):
 
     def _map_calls(self, fn, calls: Iterator[tuple], end: float | None) -> Iterator:
         window: collections.deque[TaskFuture] = collections.deque(
-            self.submit(fn, *args) for args in itertools.islice(calls, MAP_CALLS_IN_FLIGHT))
+            self._submit(fn, args, {}) for args in itertools.islice(calls, MAP_CALLS_IN_FLIGHT))
 
         def results() -> Iterator:
             try:
@@ -287,8 +323,7 @@ class Executor(concurrent.futures.Executor):
                     fut = window.popleft()
                     if self._refill_allowed():
                         for args in itertools.islice(calls, 1):
-                            window.append(self._track(api.async_task(
-                                fn, *args, q_options=self._options)))
+                            window.append(self._submit(fn, args, {}))
                     yield fut.result(_remaining(end))
             finally:
                 cancel_tasks(window)
@@ -305,9 +340,12 @@ class Executor(concurrent.futures.Executor):
             items = list(itertools.islice(calls, next(sizes)))
             if not items:
                 return False
-            # tuples: async_iter unpacks each into fn's positional arguments
-            tid = api.async_iter(fn, items, **self._options)
-            window.append(self._track(tid, _resolve_chunk))
+            runner = api.runner()
+            reg = _registry(runner)
+            with reg.submitting():
+                # tuples: async_iter unpacks each into fn's positional arguments
+                tid = api.async_iter(fn, items, **self._options)
+                window.append(self._track(tid, runner, reg, _resolve_chunk))
             return True
 
         for _ in range(MAP_CHUNKS_IN_FLIGHT):

@@ -46,6 +46,13 @@ def wait_on_pipe(path: str) -> str:
         return f.read()
 
 
+def started_then_wait(started: str, path: str) -> str:
+    """Say so on the pipe ``started`` (the test reads it), then :func:`wait_on_pipe`."""
+    with open(started, "w") as f:
+        f.write("started")
+    return wait_on_pipe(path)
+
+
 def release(path: str) -> None:
     """Let the task blocked on ``path`` return (waits until it is reading)."""
     with open(path, "w") as f:
@@ -70,12 +77,12 @@ def pipes(tmp_path):
 
 def blocked(nb, ex, pipes, n=2):
     """``n`` tasks that run until released (one per worker), and their pipes;
-    returns once both are running (the runner sent them: they hold the pool)."""
-    paths = [pipes() for _ in range(n)]
-    futures = [ex.submit(wait_on_pipe, p) for p in paths]
-    r = api.runner()
-    assert r.wait(lambda: len(r.running_ids()) >= n, 60)
-    return paths, futures
+    returns once every one of them runs in a worker."""
+    paths = [(pipes(), pipes()) for _ in range(n)]
+    futures = [ex.submit(started_then_wait, started, go) for started, go in paths]
+    for started, _ in paths:
+        assert wait_on_pipe(started) == "started"
+    return [go for _, go in paths], futures
 
 
 # ---------------------------------------------------------------- submit
