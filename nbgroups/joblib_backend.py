@@ -20,6 +20,8 @@ and the calls not yet started are cancelled (recorded as cancelled in the group)
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 from typing import Any
@@ -35,17 +37,49 @@ __all__ = ["NbgroupsBackend", "register"]
 
 class _Sequential:
     """One call of a joblib batch, run with nested ``Parallel`` calls sequential
-    (the pool's workers are busy already). Named after the function it wraps."""
+    (the pool's workers are busy already) and, in a worker process, native
+    thread pools (BLAS, OpenMP) limited to ``threads``, as joblib's loky backend
+    limits them: two workers each running BLAS on every core oversubscribe the
+    machine (measured: GridSearchCV of 40 LogisticRegression fits on 2 cores,
+    4.5 x slower than loky without the limit, 1.1 x with it). In the kernel's
+    own process (thread and sync backends) the limit would be process-wide and
+    race between tasks, so it is left alone there, as joblib's threading
+    backend does. Named after the function it wraps."""
 
-    def __init__(self, func: Any) -> None:
+    def __init__(self, func: Any, threads: int | None) -> None:
         self.func = func
+        self.threads = threads
+        self.kernel_pid = os.getpid()
         inner = getattr(func, "function", func)  # scikit-learn's delayed() wrapper
         self.__module__ = getattr(inner, "__module__", None) or __name__
         self.__qualname__ = getattr(inner, "__qualname__", None) or type(inner).__name__
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        with joblib.parallel_config(backend="sequential"):
+        with joblib.parallel_config(backend="sequential"), self._limits():
             return self.func(*args, **kwargs)
+
+    def _limits(self) -> Any:
+        if self.threads is None or os.getpid() == self.kernel_pid:
+            return contextlib.nullcontext()
+        controller = _controller()
+        return contextlib.nullcontext() if controller is None else \
+            controller.limit(limits=self.threads)
+
+
+_CONTROLLER: list = []
+
+
+def _controller() -> Any:
+    """A worker's threadpoolctl controller (made once: it scans the loaded
+    libraries), or None without threadpoolctl (scikit-learn depends on it)."""
+    if not _CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _CONTROLLER.append(None)
+        else:
+            _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 class _Callbacks:
@@ -117,6 +151,7 @@ class NbgroupsBackend(AutoBatchingMixin, ParallelBackendBase):
     """
 
     supports_retrieve_callback = True
+    supports_inner_max_num_threads = True  # parallel_config(inner_max_num_threads=)
     supports_sharedmem = False  # require='sharedmem' makes joblib pick threads instead
     uses_threads = False
     default_n_jobs = -1
@@ -151,7 +186,10 @@ class NbgroupsBackend(AutoBatchingMixin, ParallelBackendBase):
     def submit(self, func: Any, callback: Any = None) -> _BatchFuture:
         """One task per call of joblib's batch ``func`` (a ``BatchedCalls``)."""
         ex = self._executor
-        futures = [ex.submit(_Sequential(f), *args, **kwargs) for f, args, kwargs in func.items]
+        threads = self.inner_max_num_threads or max(os.cpu_count() or 1, 1) // max(
+            api.settings().workers, 1) or 1
+        futures = [ex.submit(_Sequential(f, threads), *args, **kwargs)
+                   for f, args, kwargs in func.items]
         return _BatchFuture(futures, callback)
 
     def retrieve_result_callback(self, out: _BatchFuture) -> list:
