@@ -65,7 +65,12 @@ async def _afetch(task_id: str, wait: Any, timeout: float | None, cached: Any):
 
 
 def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
-    """Awaitable :func:`nbgroups.result`: the result, or None if unknown or not finished."""
+    """Awaitable :func:`nbgroups.result`: the result, or None if unknown or not finished.
+
+    >>> tid = nbgroups.async_task(pow, 2, 5, group='doc-aio')
+    >>> asyncio.run(aresult(tid, wait=-1))
+    32
+    """
     fetching = afetch(task_id, wait=wait, cached=cached)
 
     async def value() -> Any:

@@ -32,7 +32,8 @@ for i in range(40):
     nbgroups.async_task(time.sleep, 1.0, group='held')
 results = await nbgroups.aresult_group('held', wait=-1)
 c = nbgroups.group_counts('held')
-print('COUNTS ' + json.dumps({'done': c.done, 'cancelled': c.cancelled, 'results': len(results)}))"""
+counts = {'done': c.done, 'cancelled': c.cancelled, 'results': len(results)}
+print('COUNTS ' + json.dumps(counts))"""
 
 
 def test_cancel_button_works_while_a_cell_awaits(lab_notebook, browser_page):

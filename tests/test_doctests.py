@@ -24,3 +24,23 @@ def test_api_docstring_examples(tmp_path):
 def test_package_docstrings_exist():
     missing = [n for n in nbgroups.__all__ if not getattr(nbgroups, n).__doc__]
     assert missing == []
+
+
+def test_futures_and_aio_docstring_examples(tmp_path):
+    import asyncio
+
+    from nbgroups import aio, futures
+
+    api.reset()
+    api.configure(backend="sync", store=str(tmp_path / "store"), progress=False)
+    try:
+        tried_all = 0
+        for module in (futures, aio):
+            globs = {**vars(module), "nbgroups": nbgroups, "asyncio": asyncio}
+            failures, tried = doctest.testmod(module, globs=globs, report=True,
+                                              optionflags=doctest.ELLIPSIS)
+            assert failures == 0, module.__name__
+            tried_all += tried
+    finally:
+        api.reset()
+    assert tried_all >= 4, "the futures lost their examples"
