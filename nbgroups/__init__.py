@@ -52,7 +52,8 @@ if TYPE_CHECKING:  # what the names below resolve to, for editors and type check
         settings,
         sweep,
     )
-    from .futures import Executor, as_completed
+    from .completed import as_completed
+    from .futures import Executor
     from .records import GroupCounts, State, TaskList
 
 # The API loads on first use, not with the package: every pool worker imports
@@ -65,7 +66,8 @@ _LAZY = {
          "list_groups", "result", "result_group", "resume_group", "retry_group",
          "settings", "sweep"], "api"),
     **dict.fromkeys(["GroupCounts", "State", "TaskList"], "records"),
-    **dict.fromkeys(["Executor", "as_completed"], "futures"),
+    "Executor": "futures",
+    "as_completed": "completed",
     **dict.fromkeys(["afetch", "afetch_group", "aresult", "aresult_group"], "aio"),
 }
 

@@ -29,13 +29,13 @@ def test_package_docstrings_exist():
 def test_futures_and_aio_docstring_examples(tmp_path):
     import asyncio
 
-    from nbgroups import aio, futures
+    from nbgroups import aio, completed, futures
 
     api.reset()
     api.configure(backend="sync", store=str(tmp_path / "store"), progress=False)
     try:
         tried_all = 0
-        for module in (futures, aio):
+        for module in (futures, completed, aio):
             globs = {**vars(module), "nbgroups": nbgroups, "asyncio": asyncio}
             failures, tried = doctest.testmod(module, globs=globs, report=True,
                                               optionflags=doctest.ELLIPSIS)

@@ -1,10 +1,11 @@
 """Imports go one way (STYLE habit 1): a lower layer never imports a higher one.
 
-joblib_backend/aio > futures > api > reuse > runner > recovery/control/completion/dispatch >
-executors/dask_backend/shutdown/arguments > store/worker/jobs >
-serialize/records/names/config/keys > errors; display, magics, cli (and the package's
-own ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
-functions count too: a lazy import still ties the layers together.
+joblib_backend > futures/aio > completed > api > reuse > runner >
+recovery/control/completion/dispatch > executors/dask_backend/shutdown/arguments >
+store/worker/jobs > serialize/records/names/config/keys > errors; display, magics,
+cli (and the package's own ``__init__``/``__main__``) sit at the edge and may import
+the api. Imports inside functions count too: a lazy import still ties the layers
+together.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ RANK = {
     "runner": 5,
     "reuse": 6,
     "api": 7,
-    "futures": 8,  # concurrent.futures on the api's tasks
-    "aio": 9, "joblib_backend": 9,
-    "display": 10, "magics": 10, "cli": 10, "__init__": 10, "__main__": 10,
+    "completed": 8,  # the adapters for concurrent.futures, asyncio, joblib, on the api
+    "futures": 9, "aio": 9,
+    "joblib_backend": 10,
+    "display": 11, "magics": 11, "cli": 11, "__init__": 11, "__main__": 11,
 }
 EDGE = {"display", "magics", "cli", "__init__", "__main__"}
 # Same-rank imports that are part of the design: executors picks the dask backend
