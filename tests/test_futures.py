@@ -378,3 +378,50 @@ def test_executor_arguments_checked_at_the_call(nb):
         nb.as_completed(42)
     with pytest.raises(ArgumentTypeError, match="task ids"):
         nb.as_completed(["not-an-id"])
+
+
+def test_reuse_resolves_from_the_earlier_task(nb):
+    with nb.Executor(group="reuse", reuse=True) as ex:
+        first = ex.submit(pow, 3, 4)
+        assert first.result(timeout=60) == 81
+        again = ex.submit(pow, 3, 4)  # done already in the group: not run again
+        assert again.result(timeout=60) == 81
+    assert again.task_id == first.task_id
+    assert nb.group_counts("reuse").submitted == 1
+
+
+FEEDER = """
+import sys, nbgroups
+from tests.test_futures import wait_on_pipe
+nbgroups.configure(store=sys.argv[1], backend='thread', workers=1, progress=False)
+tid = nbgroups.async_task(wait_on_pipe, sys.argv[2], group='fed')
+print(tid, flush=True)
+nbgroups.result(tid, wait=-1)
+"""
+
+
+def test_as_completed_reads_tasks_of_another_process(nb, pipes, store_dir):
+    """A task another kernel runs on the same store: read from the store as it ends."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = pipes()
+    feeder = subprocess.Popen([sys.executable, "-c", FEEDER, str(store_dir), path],
+                              stdout=subprocess.PIPE, text=True,
+                              cwd=str(Path(__file__).resolve().parents[1]))
+    released = False
+    try:
+        tid = feeder.stdout.readline().strip()
+        # (its page may not be stored yet: the other kernel writes it when it likes)
+        it = nb.as_completed([tid], timeout=60)
+        assert len(it) == 1
+        release(path)
+        released = True
+        (record,) = list(it)
+        assert record.id == tid and record.result == "go"
+    finally:
+        if not released:
+            release(path)
+        feeder.wait(timeout=60)
+        feeder.stdout.close()
