@@ -65,12 +65,21 @@ class _Registry:
     """
 
     def __init__(self, runner: Runner) -> None:
-        self.runner = runner
+        # weakly: the runner holds this registry (its listener), and the module's
+        # WeakKeyDictionary must let a replaced runner go
+        self._runner = weakref.ref(runner)
         self.lock = threading.Lock()
         self.waiting: dict[str, Callable[[Any], None]] = {}
         self.busy = 0  # submissions under way
         self.unclaimed: dict[str, tuple[Job, tuple]] = {}  # ended while busy, not watched
         runner.add_finish_listener(self._finished)
+
+    @property
+    def runner(self) -> Runner:
+        runner = self._runner()
+        if runner is None:  # only a live runner calls its listener or makes futures
+            raise ReferenceError("the runner of these futures is gone")
+        return runner
 
     def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
         waiting = self.waiting
@@ -149,7 +158,8 @@ class TaskFuture(concurrent.futures.Future):
     ``cancel()`` cancels the task if it has not started, and then returns True;
     a running or finished task is not stopped (False), as ``concurrent.futures``
     does. The future never reports ``running()``: the pool does not say when a
-    task starts.
+    task starts. Done-callbacks run on the thread that learns of the end (the
+    runner's own, inline: the submitting one): keep them short, never blocking.
     """
 
     def __init__(self, task_id: str, runner: Runner) -> None:
