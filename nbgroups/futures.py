@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import contextlib
 import functools
 import itertools
 import threading
@@ -40,9 +39,10 @@ from typing import Any
 from . import api
 from .arguments import build_options, check_group
 from .completed import read_record, remaining
-from .errors import ArgumentTypeError, ConfigurationError
+from .errors import ArgumentTypeError, ConfigurationError, TaskError
 from .jobs import Job
 from .runner import Runner
+from .serialize import loads, loads_exception
 
 __all__ = ["Executor", "TaskFuture", "cancel_tasks"]
 
@@ -53,12 +53,51 @@ MAP_CALLS_IN_FLIGHT = 1_024  # chunksize=1: single-call tasks submitted ahead
 
 
 # ---------------------------------------------------------------- finish listener
+class _Ended:
+    """How a task ended, as a future is told: its state and value from the outcome
+    the runner hands over, the full record only when asked (building a ``Task``
+    costs ~15 us, a third of a future's whole cost, measured)."""
+
+    __slots__ = ("_job", "_outcome", "_record", "_runner")
+
+    def __init__(self, runner: Runner, job: Job | None = None, outcome: tuple | None = None,
+                 record: Any = None) -> None:
+        self._runner = runner
+        self._job = job
+        self._outcome = outcome
+        self._record = record
+
+    @property
+    def state(self) -> str:
+        """``'success'``, ``'failure'`` or ``'cancelled'``."""
+        return self._record.state.value if self._record is not None else self._outcome[1]
+
+    def record(self) -> Any:
+        """The task's :class:`~nbgroups.Task` record."""
+        if self._record is None:
+            self._record = self._runner.record_of(self._job, self._outcome, api.Task)
+        return self._record
+
+    def value(self) -> Any:
+        """The result, or the exception of a failed task."""
+        o = self._outcome
+        if self._record is None:
+            # the common shapes straight from the worker's outcome (records.Outcome):
+            # one pickled result, or one pickled exception; the rest via the record
+            blob = o[5]
+            if o[1] == "success" and (blob is None or type(blob) is bytes):
+                return None if blob is None else loads(blob)
+            if o[1] == "failure" and blob is None and o[6] is not None:
+                return loads_exception(o[6])
+        return self.record().result
+
+
 class _Registry:
     """One per runner: task id -> what to call with its record when it finishes.
 
     A task can end before its future is registered: inline (the sync backend)
     inside the submitting call itself, or on a fast pool in the microseconds
-    between. While a submission is under way (:meth:`submitting`) the finish
+    between. While a submission is under way (:meth:`begin` .. :meth:`end`) the finish
     listener keeps what it finds unclaimed, and :meth:`watch` takes it from
     there; the rest of the time nothing is kept. (Asking the runner whether
     each new task is still pending costs more than the submission itself.)
@@ -94,26 +133,25 @@ class _Registry:
                     hits.append((resolve, job, o))
                 elif busy:
                     self.unclaimed[job.id] = (job, o)
+        runner = self.runner
         for resolve, job, o in hits:
-            resolve(self.runner.record_of(job, o, api.Task))
+            resolve(_Ended(runner, job, o))
 
-    @contextlib.contextmanager
-    def submitting(self) -> Iterator[None]:
-        """Around a submission and the :meth:`watch` of its id."""
+    def begin(self) -> None:
+        """A submission starts (then :meth:`watch` its id, then :meth:`end`)."""
         with self.lock:
             self.busy += 1
-        try:
-            yield
-        finally:
-            with self.lock:
-                self.busy -= 1
-                if not self.busy:
-                    self.unclaimed.clear()
+
+    def end(self) -> None:
+        with self.lock:
+            self.busy -= 1
+            if not self.busy:
+                self.unclaimed.clear()
 
     def watch(self, task_id: str, resolve: Callable[[Any], None], reused: bool = False) -> None:
         """Call ``resolve(record)`` once the task has a final state (at once if it has).
 
-        Inside :meth:`submitting`. ``reused``: the id may be of a task that ended
+        Between :meth:`begin` and :meth:`end`. ``reused``: the id may be of a task that ended
         long ago (``reuse=True``): the runner and the store are asked.
         """
         with self.lock:
@@ -121,7 +159,7 @@ class _Registry:
             if pair is None:
                 self.waiting[task_id] = resolve
         if pair is not None:
-            resolve(self.runner.record_of(*pair, api.Task))
+            resolve(_Ended(self.runner, *pair))
         elif reused and not self.runner.pending(task_id):
             self.settle(task_id)
 
@@ -133,7 +171,7 @@ class _Registry:
         with self.lock:
             resolve = self.waiting.pop(task_id, None)
         if resolve is not None:
-            resolve(record)
+            resolve(_Ended(self.runner, record=record))
 
 
 _registries: weakref.WeakKeyDictionary[Runner, _Registry] = weakref.WeakKeyDictionary()
@@ -173,15 +211,16 @@ class TaskFuture(concurrent.futures.Future):
             cancel_tasks([self])
         return self.cancelled()
 
-    def _resolve(self, record: Any) -> None:
+    def _resolve(self, ended: _Ended) -> None:
         """Take the task's final state (called once, by the registry)."""
-        if record.state.value == "cancelled":
+        state = ended.state
+        if state == "cancelled":
             concurrent.futures.Future.cancel(self)
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
-        elif record.success:
-            self.set_result(record.result)
+        elif state == "success":
+            self.set_result(ended.value())
         else:
-            self.set_exception(_exception_of(record))
+            self.set_exception(_exception_of(ended.value(), ended))
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.task_id} {self._state.lower()}>"
@@ -201,15 +240,13 @@ def cancel_tasks(futures: Iterable[TaskFuture]) -> int:
     return n
 
 
-def _exception_of(record: Any) -> BaseException:
-    exc = record.result
+def _exception_of(exc: Any, ended: _Ended) -> BaseException:
+    """A failed task's exception (``exc``: its result), for a future to raise."""
     if isinstance(exc, list):  # async_iter: the first failed item's exception
         exc = next((e for e in exc if isinstance(e, BaseException)), None)
     if isinstance(exc, BaseException):
         return exc
-    from .errors import TaskError
-
-    return TaskError("TaskFailed", record.error or "the task failed")
+    return TaskError("TaskFailed", ended.record().error or "the task failed")
 
 
 class Executor(concurrent.futures.Executor):
@@ -256,11 +293,14 @@ class Executor(concurrent.futures.Executor):
     def _submit(self, fn: Callable | str, args: tuple, kwargs: dict) -> TaskFuture:
         runner = api.runner()
         reg = _registry(runner)
-        with reg.submitting():
+        reg.begin()
+        try:
             # options as keywords when fn has none: async_task's memoized fast path
             tid = api.async_task(fn, *args, q_options=self._options, **kwargs) if kwargs \
                 else api.async_task(fn, *args, **self._options)
             return self._track(tid, runner, reg)
+        finally:
+            reg.end()
 
     def _track(self, tid: str, runner: Runner, reg: _Registry,
                resolve: Callable[[TaskFuture, Any], None] | None = None) -> TaskFuture:
@@ -342,10 +382,13 @@ class Executor(concurrent.futures.Executor):
                 return False
             runner = api.runner()
             reg = _registry(runner)
-            with reg.submitting():
+            reg.begin()
+            try:
                 # tuples: async_iter unpacks each into fn's positional arguments
                 tid = api.async_iter(fn, items, **self._options)
                 window.append(self._track(tid, runner, reg, _resolve_chunk))
+            finally:
+                reg.end()
             return True
 
         for _ in range(MAP_CHUNKS_IN_FLIGHT):
@@ -363,7 +406,7 @@ class Executor(concurrent.futures.Executor):
                             f"map chunk {record.id} was cancelled")
                     values = record.result
                     if record.success is False and not isinstance(values, list):
-                        raise _exception_of(record)
+                        raise _exception_of(values, _Ended(api.runner(), record=record))
                     for value in values:
                         if record.success is False and isinstance(value, BaseException):
                             raise value
@@ -387,13 +430,13 @@ class Executor(concurrent.futures.Executor):
             concurrent.futures.wait(pending)
 
 
-def _resolve_chunk(fut: TaskFuture, record: Any) -> None:
+def _resolve_chunk(fut: TaskFuture, ended: _Ended) -> None:
     """A map chunk's future gets the task's record (results and failures in
     input order), not a result."""
-    if record.state.value == "cancelled":
-        fut._resolve(record)
+    if ended.state == "cancelled":
+        fut._resolve(ended)
     else:
-        fut.set_result(record)
+        fut.set_result(ended.record())
 
 
 def _growing() -> Iterator[int]:
