@@ -15,8 +15,8 @@ resumable); the :class:`TaskFuture` is only a view of it for code written for
 ``concurrent.futures`` (``as_completed``, ``wait``, ``asyncio.wrap_future``,
 ``loop.run_in_executor``). Futures learn of their task's end from the runner's
 finish listener (:meth:`~nbgroups.runner.Runner.add_finish_listener`): no store
-polling, no thread per future. A task fed by another process (another kernel)
-is read from the store every :data:`POLL_SECONDS` instead.
+polling, no thread per future. A failed call's exception carries the worker's
+traceback as its ``__cause__``, as ``ProcessPoolExecutor``'s does.
 
 ``Executor.map`` sends its calls in chunks, each an ``async_iter`` task (one row of
 the group per chunk; ``chunksize=1``: one task per call), and keeps only a
@@ -77,6 +77,11 @@ class _Ended:
         if self._record is None:
             self._record = self._runner.record_of(self._job, self._outcome, api.Task)
         return self._record
+
+    @property
+    def traceback(self) -> str | None:
+        """A failed task's traceback text, from the worker."""
+        return self._record.traceback if self._record is not None else self._outcome[7]
 
     def value(self) -> Any:
         """The result, or the exception of a failed task."""
@@ -220,10 +225,25 @@ class TaskFuture(concurrent.futures.Future):
         elif state == "success":
             self.set_result(ended.value())
         else:
-            self.set_exception(_exception_of(ended.value(), ended))
+            exc = _exception_of(ended.value(), ended)
+            tb = ended.traceback
+            if tb and exc.__cause__ is None:
+                exc.__cause__ = RemoteTraceback(tb)
+            self.set_exception(exc)
 
     def __repr__(self) -> str:
         return f"<TaskFuture {self.task_id} {self._state.lower()}>"
+
+
+class RemoteTraceback(Exception):
+    """The ``__cause__`` of a failed call's exception: the traceback in the worker."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'
 
 
 def cancel_tasks(futures: Iterable[TaskFuture]) -> int:
@@ -309,10 +329,10 @@ class Executor(concurrent.futures.Executor):
             self._futures.add(fut)
         done = fut._resolve if resolve is None else functools.partial(resolve, fut)
 
-        def resolved(record: Any) -> None:  # every end goes through here (cancel too)
+        def resolved(ended: _Ended) -> None:  # every end goes through here (cancel too)
             with self._lock:
                 self._futures.discard(fut)
-            done(record)
+            done(ended)
         reg.watch(tid, resolved, reused=bool(self._options.get("reuse", api.settings().reuse)))
         return fut
 

@@ -95,6 +95,8 @@ def test_submit_results_and_exceptions(nb):
         with pytest.raises(ValueError, match="bad 3"):
             bad.result(timeout=60)
         assert isinstance(bad.exception(timeout=60), ValueError)
+        # the worker's traceback, as ProcessPoolExecutor gives it
+        assert "in fail" in str(bad.exception().__cause__)
         # keywords go to the function (even an option's name: the executor has its options)
         assert ex.submit(dict, group="mine", timeout=3).result(timeout=60) == \
             {"group": "mine", "timeout": 3}
