@@ -36,6 +36,13 @@ def nb(request, store_dir):
     api.reset()
 
 
+def run_async(coro):
+    """``asyncio.run(coro)`` on a thread of its own: a session that ran Playwright's sync
+    API (the browser tests) has an event loop marked running on the main thread."""
+    with cf.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _inline() -> bool:
     return api.settings().backend == "sync"
 
@@ -137,7 +144,7 @@ def test_asyncio_wrap_future_and_run_in_executor(nb):
             b = await asyncio.wrap_future(ex.submit(pow, 3, 3))
             c = await asyncio.gather(*(asyncio.wrap_future(ex.submit(abs, -i)) for i in range(5)))
             return a, b, c
-    assert asyncio.run(main()) == ((0.5, 1.0), 27, [0, 1, 2, 3, 4])
+    assert run_async(main()) == ((0.5, 1.0), 27, [0, 1, 2, 3, 4])
 
 
 # ---------------------------------------------------------------- cancel and shutdown
@@ -296,7 +303,7 @@ def test_as_completed_timeout(nb, pipes):
         async for _ in nb.as_completed([f], timeout=0.05):
             pass
     with pytest.raises(cf.TimeoutError):
-        asyncio.run(late())
+        run_async(late())
     release(path)
     assert f.result(timeout=60) == "go"
 
@@ -307,7 +314,7 @@ def test_as_completed_async_for(nb):
 
     async def collect():
         return [r async for r in nb.as_completed(ids, timeout=60)]
-    records = asyncio.run(collect())
+    records = run_async(collect())
     assert sorted(r.result for r in records) == [i * i for i in range(30)]
 
 
@@ -329,7 +336,7 @@ def test_as_completed_async_while_running(nb, pipes):
         await asyncio.sleep(0)  # the consumer now awaits; the loop is free
         await asyncio.get_running_loop().run_in_executor(None, release, paths[0])
         return await consumer
-    got, _ = asyncio.run(both())
+    got, _ = run_async(both())
     assert [r.result for r in got] == ["go"]
 
 
@@ -344,7 +351,7 @@ def test_awaitable_twins(nb):
                 await nb.aresult_group("aw", failures=True, count=2),
                 [t.success for t in await nb.afetch_group("aw", wait=60_000)],
                 await nb.aresult("no-such-task"), await nb.aresult_group("no-such-group"))
-    r, f, results, with_failures, successes, unknown, no_group = asyncio.run(main())
+    r, f, results, with_failures, successes, unknown, no_group = run_async(main())
     assert (r, f, results) == (256, 256, [256])
     assert with_failures[0] == 256 and isinstance(with_failures[1], ValueError)
     assert successes == [True, False]
