@@ -46,8 +46,8 @@ from .serialize import loads, loads_exception
 
 __all__ = ["Executor", "TaskFuture", "cancel_tasks"]
 
-MAP_FIRST_CHUNK = 256  # map's automatic chunks start here and double...
-MAP_MAX_CHUNK = 16_384  # ...up to this many calls per async_iter task
+MAP_FIRST_CHUNK = 4  # map's automatic chunks start at this many calls per worker (first
+MAP_MAX_CHUNK = 16_384  # results come soon when calls are slow), doubling up to this many
 MAP_CHUNKS_IN_FLIGHT = 3  # chunks submitted ahead of the one being read
 MAP_CALLS_IN_FLIGHT = 1_024  # chunksize=1: single-call tasks submitted ahead
 
@@ -350,7 +350,7 @@ class Executor(concurrent.futures.Executor):
         """``fn`` over the iterables' items (``zip``ped), results in input order.
 
         The calls go in chunks, each one ``async_iter`` task of the group:
-        ``chunksize=None`` grows them from a few hundred calls to ~16k;
+        ``chunksize=None`` grows them from 4 calls per worker to ~16k;
         ``chunksize=1`` makes every call its own task (as :meth:`submit`). Only a
         few chunks are in flight: the iterables are read as results are, so a
         million calls never make a million futures. ``timeout`` (seconds, from
@@ -460,7 +460,7 @@ def _resolve_chunk(fut: TaskFuture, ended: _Ended) -> None:
 
 
 def _growing() -> Iterator[int]:
-    size = MAP_FIRST_CHUNK
+    size = MAP_FIRST_CHUNK * max(1, api.settings().workers)
     while True:
         yield size
         size = min(size * 2, MAP_MAX_CHUNK)

@@ -215,7 +215,7 @@ def test_map_in_input_order_in_chunks(nb):
         assert list(ex.map(abs, [-1, -2, -3, -4, -5], chunksize=2)) == [1, 2, 3, 4, 5]
         assert list(ex.map(abs, [])) == []
     counts = nb.group_counts("map")
-    # 6000 calls in growing chunks (256, 512, ...): a handful of async_iter tasks
+    # 6000 calls in growing chunks (8, 16, ... 4096): a dozen async_iter tasks
     assert 2 + 3 + 2 < counts.done < 30, counts
 
 
@@ -248,7 +248,7 @@ def test_map_reads_its_input_as_results_are_read(nb):
     ex = nb.Executor(group="map-lazy")
     it = ex.map(abs, endless)
     assert [next(it) for _ in range(300)] == list(range(300))
-    assert next(read) < 20_000  # three chunks ahead at most (256 + 512 + 1024 ...)
+    assert next(read) < 20_000  # three chunks ahead at most (8, 16, 32, ...)
     it.close()  # what has not started is cancelled
     it = ex.map(abs, range(10**6), chunksize=1)
     assert next(it) == 0
