@@ -73,7 +73,7 @@ def as_completed(group_or_ids: str | Iterable[str], timeout: float | None = None
     if isinstance(group_or_ids, str):
         check_group(group_or_ids, "group_or_ids")
         runner.flush()
-        records = runner.store.group_records(group_or_ids, api.Task) or []
+        records: list[Any] = list(runner.store.group_records(group_or_ids, api.Task) or [])
         ids = [r.id for r in records]
         known = {r.id: r for r in records if r.state.final}
     elif isinstance(group_or_ids, Iterable) and not isinstance(group_or_ids, bytes):

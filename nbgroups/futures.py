@@ -60,8 +60,9 @@ class _Ended:
 
     __slots__ = ("_job", "_outcome", "_record", "_runner")
 
-    def __init__(self, runner: Runner, job: Job | None = None, outcome: tuple | None = None,
+    def __init__(self, runner: Runner, job: Any = None, outcome: Any = None,
                  record: Any = None) -> None:
+        # (job, outcome) from the finish listener, or the record read from the store
         self._runner = runner
         self._job = job
         self._outcome = outcome
@@ -296,7 +297,7 @@ class Executor(concurrent.futures.Executor):
         build_options(options, api.settings(), {}, None)  # a bad option fails here
         self.group = group
         self._options = options
-        self._futures: set[concurrent.futures.Future] = set()  # not done yet
+        self._futures: set[TaskFuture] = set()  # not done yet
         self._lock = threading.Lock()
         self._shutdown = False
         self._cancelled = False  # shutdown(cancel_futures=True)
