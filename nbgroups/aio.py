@@ -30,7 +30,6 @@ from typing import Any
 
 from . import api
 from .arguments import check_bool, check_count, check_group, wait_seconds
-from .config import CHECK
 from .errors import ArgumentTypeError
 from .runner import POLL_SECONDS, Runner
 
@@ -42,7 +41,7 @@ def afetch(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, 
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
     timeout = wait_seconds(wait)
-    _layer(cached)
+    api.SESSION.layer(cached)
     return _afetch(task_id, wait, timeout, cached)
 
 
@@ -113,7 +112,7 @@ def _group_wait(group_id: str, failures: Any, wait: Any, count: Any, cached: Any
     check_bool("failures", failures)
     timeout = wait_seconds(wait)
     check_count(count)
-    ttl = _layer(cached)
+    ttl = api.SESSION.layer(cached)
 
     async def waiting() -> None:
         r = api.runner()
@@ -129,14 +128,6 @@ def _group_wait(group_id: str, failures: Any, wait: Any, count: Any, cached: Any
             await _until(r, lambda: not r.busy(group_id, ttl) and
                          r.store_for(ttl).counts(group_id).settled, timeout)
     return waiting()
-
-
-def _layer(cached: Any) -> int | None:
-    """The store layer a read looks in (as the blocking reads resolve ``cached``)."""
-    if isinstance(cached, bool):
-        return api.settings().cache_ttl if cached else None
-    CHECK.cached("cached", cached)
-    return cached
 
 
 async def _until(r: Runner, predicate: Callable[[], bool], timeout: float | None) -> bool:
