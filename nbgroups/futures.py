@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import functools
 import itertools
 import threading
 import time
@@ -144,26 +143,32 @@ class _Registry:
             resolve(_Ended(runner, job, o))
 
     def begin(self) -> None:
-        """A submission starts (then :meth:`watch` its id, then :meth:`end`)."""
+        """A submission starts: then :meth:`watch` its id (which ends it), or
+        :meth:`end` if it failed."""
         with self.lock:
             self.busy += 1
 
     def end(self) -> None:
         with self.lock:
-            self.busy -= 1
-            if not self.busy:
-                self.unclaimed.clear()
+            self._ended()
+
+    def _ended(self) -> None:
+        self.busy -= 1
+        if not self.busy:
+            self.unclaimed.clear()
 
     def watch(self, task_id: str, resolve: Callable[[Any], None], reused: bool = False) -> None:
-        """Call ``resolve(record)`` once the task has a final state (at once if it has).
+        """Call ``resolve(ended)`` once the task has a final state (at once if it
+        has), and end the submission :meth:`begin` started.
 
-        Between :meth:`begin` and :meth:`end`. ``reused``: the id may be of a task that ended
-        long ago (``reuse=True``): the runner and the store are asked.
+        ``reused``: the id may be of a task that ended long ago (``reuse=True``):
+        the runner and the store are asked.
         """
-        with self.lock:
+        with self.lock:  # one lock turn: this runs once per submitted call
             pair = self.unclaimed.pop(task_id, None)
             if pair is None:
                 self.waiting[task_id] = resolve
+            self._ended()
         if pair is not None:
             resolve(_Ended(self.runner, *pair))
         elif reused and not self.runner.pending(task_id):
@@ -206,10 +211,13 @@ class TaskFuture(concurrent.futures.Future):
     runner's own, inline: the submitting one): keep them short, never blocking.
     """
 
-    def __init__(self, task_id: str, runner: Runner) -> None:
+    def __init__(self, task_id: str, runner: Runner, owner: Executor | None = None,
+                 as_record: bool = False) -> None:
         super().__init__()
         self.task_id = task_id
         self._runner = runner
+        self._owner = owner  # the executor that counts it as pending
+        self._as_record = as_record  # a map chunk: resolved with the task's record
 
     def cancel(self) -> bool:
         """Cancel the task if it has not started; True if it is (now) cancelled."""
@@ -219,8 +227,12 @@ class TaskFuture(concurrent.futures.Future):
 
     def _resolve(self, ended: _Ended) -> None:
         """Take the task's final state (called once, by the registry)."""
+        if self._owner is not None:
+            self._owner._discard(self)
         state = ended.state
-        if state == "cancelled":
+        if self._as_record and state != "cancelled":
+            self.set_result(ended.record())
+        elif state == "cancelled":
             concurrent.futures.Future.cancel(self)
             self.set_running_or_notify_cancel()  # wakes wait() and as_completed()
         elif state == "success":
@@ -319,23 +331,23 @@ class Executor(concurrent.futures.Executor):
             # options as keywords when fn has none: async_task's memoized fast path
             tid = api.async_task(fn, *args, q_options=self._options, **kwargs) if kwargs \
                 else api.async_task(fn, *args, **self._options)
-            return self._track(tid, runner, reg)
-        finally:
+        except BaseException:
             reg.end()
+            raise
+        return self._track(tid, runner, reg)
 
-    def _track(self, tid: str, runner: Runner, reg: _Registry,
-               resolve: Callable[[TaskFuture, Any], None] | None = None) -> TaskFuture:
-        fut = TaskFuture(tid, runner)
+    def _track(self, tid: str, runner: Runner, reg: _Registry, as_record: bool = False
+               ) -> TaskFuture:
+        """The future of a task just submitted (ends the submission begun)."""
+        fut = TaskFuture(tid, runner, self, as_record)
         with self._lock:
             self._futures.add(fut)
-        done = fut._resolve if resolve is None else functools.partial(resolve, fut)
-
-        def resolved(ended: _Ended) -> None:  # every end goes through here (cancel too)
-            with self._lock:
-                self._futures.discard(fut)
-            done(ended)
-        reg.watch(tid, resolved, reused=bool(self._options.get("reuse", api.settings().reuse)))
+        reg.watch(tid, fut._resolve, reused=bool(self._options.get("reuse", api.settings().reuse)))
         return fut
+
+    def _discard(self, fut: TaskFuture) -> None:
+        with self._lock:
+            self._futures.discard(fut)
 
     def _check_open(self) -> None:
         if self._shutdown:
@@ -407,9 +419,10 @@ class Executor(concurrent.futures.Executor):
             try:
                 # tuples: async_iter unpacks each into fn's positional arguments
                 tid = api.async_iter(fn, items, **self._options)
-                window.append(self._track(tid, runner, reg, _resolve_chunk))
-            finally:
+            except BaseException:
                 reg.end()
+                raise
+            window.append(self._track(tid, runner, reg, as_record=True))
             return True
 
         for _ in range(MAP_CHUNKS_IN_FLIGHT):
@@ -449,15 +462,6 @@ class Executor(concurrent.futures.Executor):
             cancel_tasks(pending)
         if wait:
             concurrent.futures.wait(pending)
-
-
-def _resolve_chunk(fut: TaskFuture, ended: _Ended) -> None:
-    """A map chunk's future gets the task's record (results and failures in
-    input order), not a result."""
-    if ended.state == "cancelled":
-        fut._resolve(ended)
-    else:
-        fut.set_result(ended.record())
 
 
 def _growing() -> Iterator[int]:
