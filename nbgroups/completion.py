@@ -20,8 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import names
 from .dispatch import Dispatcher
@@ -50,9 +49,13 @@ log = logging.getLogger("nbgroups")
 RECENT_MAX = 1024  # finished jobs kept with their outcome: result(id) without a store read
 
 Finished = tuple[Job, Row]  # a run that ended, with its outcome row
-# Runner._notify: wake waiters and listeners; with the runs that just took a final
-# state (stored already) for the finish listeners
-Notify = Callable[..., None]
+
+
+class Notify(Protocol):
+    """:meth:`Runner._notify`: wake waiters and listeners; ``finished``: the runs
+    that just took a final state (stored already), for the finish listeners."""
+
+    def __call__(self, finished: list[Finished] | None = None, /) -> None: ...
 
 
 def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
