@@ -2,7 +2,7 @@
 
 api > reuse > runner > recovery/control/completion/dispatch >
 executors/dask_backend/shutdown/arguments > store/worker/jobs >
-serialize/records/names/config/keys > errors; display, magics, cli (and the package's
+serialize/records/names/config/keys > errors; display, magics, cli, dashboard (and the package's
 own ``__init__``/``__main__``) sit at the edge and may import the api. Imports inside
 functions count too: a lazy import still ties the layers together.
 """
@@ -27,9 +27,9 @@ RANK = {
     "runner": 5,
     "reuse": 6,
     "api": 7,
-    "display": 8, "magics": 8, "cli": 8, "__init__": 8, "__main__": 8,
+    "display": 8, "magics": 8, "cli": 8, "dashboard": 8, "__init__": 8, "__main__": 8,
 }
-EDGE = {"display", "magics", "cli", "__init__", "__main__"}
+EDGE = {"display", "magics", "cli", "dashboard", "__init__", "__main__"}
 # Same-rank imports that are part of the design: executors picks the dask backend
 # by name (lazily), the dask backend subclasses executors.Executor.
 ALLOWED_SIDEWAYS = {("executors", "dask_backend"), ("dask_backend", "executors")}
