@@ -144,7 +144,7 @@ def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
         "summary": summary, "rows": rows, "columns": list(columns), "extra": list(extra),
         "offset": offset, "limit": limit, "total": total, "page": offset // limit + 1,
         "pages": pages,
-        "prev": offset - limit if offset > 0 else None,
+        "prev": max(0, offset - limit) if offset > 0 else None,
         "next": offset + limit if offset + limit < total else None,
         "last": (pages - 1) * limit,
     }
