@@ -1,0 +1,133 @@
+"""The dashboard as a Jupyter server extension, on a real ``jupyter lab`` server.
+
+The server finds the extension the way an installed nbgroups enables it: the
+shipped ``jupyter-config/jupyter_server_config.d/nbgroups.json`` in a Jupyter
+config directory. A wheel puts that file in ``etc/jupyter``; an *editable*
+install does not (setuptools' editable wheel never runs ``install_data``, see
+``test_a_wheel_installs_the_server_config``), so this server is given the
+file on ``JUPYTER_CONFIG_PATH``, as ``<venv>/etc/jupyter`` would give it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import nbgroups
+from nbgroups import api
+from tests.dashboard_env import REPO, Client
+from tests.jupyter_env import _free_port, _stop_process_group
+
+CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "nbgroups.json"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, jupyter_dirs) -> Iterator[tuple[str, str, Path]]:
+    """``jupyter lab`` on 127.0.0.1 with the shipped config file; root_dir holds a
+    store (its default place: <root_dir>/.nbgroups) with one group."""
+    root = tmp_path_factory.mktemp("lab-dash")
+    with pytest.MonkeyPatch.context() as mp:  # the signing key where _signing_key puts it
+        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
+        api.reset()
+        nbgroups.configure(store=str(root / ".nbgroups"), backend="sync", progress=False)
+        nbgroups.async_task("math.floor", 2.5, group="from-a-notebook")
+        nbgroups.async_task("math.sqrt", -1.0, group="from-a-notebook")
+        api.reset()
+        etc = root.parent / (root.name + "-etc")
+        (etc / "jupyter_server_config.d").mkdir(parents=True)
+        shutil.copy(CONFIG, etc / "jupyter_server_config.d" / "nbgroups.json")
+        mp.setenv("JUPYTER_CONFIG_PATH", str(etc))
+        mp.delenv("NBGROUPS_STORE", raising=False)
+        token = secrets.token_hex(16)
+        port = _free_port()
+        log = root.parent / (root.name + "-lab.log")
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+                 "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                 "--LabApp.news_url=None",
+                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=root)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            with contextlib.suppress(OSError, urllib.error.URLError):
+                if Client(url).get("/api/status", timeout=2).status in (200, 403):
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("jupyter lab did not start:\n" + log.read_text())
+            time.sleep(0.2)
+        yield url, token, log
+    finally:
+        _stop_process_group(proc)
+
+
+def test_the_extension_is_served_behind_jupyters_login(lab):
+    url, token, log = lab
+    c = Client(url)
+    for path in ("/nbgroups", "/nbgroups/", "/nbgroups/group?name=from-a-notebook"):
+        refused = c.get(path)
+        assert refused.status in (302, 403), (path, refused.status)
+        if refused.status == 302:  # Jupyter sends a browser to its login page
+            assert "/login" in refused.headers["Location"]
+        assert "from-a-notebook" not in refused.body
+    assert c.get("/nbgroups/api/groups").status in (302, 403)
+    assert c.get("/nbgroups/api/groups", headers={"Authorization": "token wrong"}).status \
+        in (302, 403)
+    auth = {"Authorization": f"token {token}"}
+    data = json.loads(c.get("/nbgroups/api/groups", headers=auth).body)
+    [group] = data["groups"]
+    assert (group["group"], group["done"], group["failed"]) == ("from-a-notebook", 1, 1)
+    page = c.get("/nbgroups/group?name=from-a-notebook", headers=auth)
+    assert page.status == 200 and "ValueError: math domain error" in page.body
+    assert 'src="/nbgroups/static/dashboard.js"' in page.body
+    assert c.get("/nbgroups/static/dashboard.js", headers=auth).status == 200
+    failures = c.get("/nbgroups/failures?name=from-a-notebook", headers=auth)
+    assert failures.status == 200 and "Traceback" in failures.body
+    assert "nbgroups dashboard at /nbgroups" in log.read_text()
+
+
+def test_actions_through_jupyter_need_its_xsrf_token(lab):
+    url, token, _ = lab
+    c = Client(url)
+    c.get(f"/lab?token={token}")  # a browser's login: Jupyter's cookies
+    page = c.get("/nbgroups/group?name=from-a-notebook")
+    assert page.status == 200
+    # a cookie-authenticated POST without the form's _xsrf is refused by Jupyter
+    assert c.post("/nbgroups/action/cancel", {"name": "from-a-notebook"}).status == 403
+    xsrf = page.body.split('name="_xsrf" value="', 1)[1].split('"', 1)[0]
+    done = c.post("/nbgroups/action/cancel", {"name": "from-a-notebook", "_xsrf": xsrf})
+    assert done.status == 302 and done.headers["Location"].startswith("/nbgroups/group?")
+
+
+def test_a_wheel_installs_the_server_config(tmp_path):
+    """``pip install nbgroups`` enables the extension: the wheel carries nbgroups.json
+    under etc/jupyter/jupyter_server_config.d (installed into <prefix>/etc/jupyter)."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
+         str(REPO)], capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr
+    [wheel] = tmp_path.glob("nbgroups-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        found = [n for n in z.namelist() if n.endswith("nbgroups.json")]
+        assert found == ["nbgroups-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/"
+                         "nbgroups.json"]
+        assert json.loads(z.read(found[0])) == \
+            {"ServerApp": {"jpserver_extensions": {"nbgroups.dashboard": True}}}
+        names = set(z.namelist())
+        assert {"nbgroups/dashboard/templates/group.html",
+                "nbgroups/dashboard/static/dashboard.js"} <= names
