@@ -78,6 +78,20 @@ def test_group_slice_refuses_bad_bounds(store):
             store.group_slice("g", start, stop)
 
 
+def test_all_counts_are_each_groups_counts_in_two_reads(store):
+    for i, n in enumerate([3, 1, 5]):
+        write_group(store, f"g{i}", n, page_size=2)
+    write_group(store, "relabelled", 4)
+    store.delete_group("relabelled", tasks=False)  # its counters stay, under gen 0
+    write_group(store, "relabelled", 2)  # gen 1
+    write_group(store, "gone", 2)
+    store.delete_group("gone", tasks=True)
+    every = store.all_counts()
+    assert every == [store.counts(g) for g in sorted(store.groups())]
+    assert [(c.group, c.submitted, c.done) for c in every] == \
+        [("g0", 3, 3), ("g1", 1, 1), ("g2", 5, 5), ("relabelled", 2, 2)]
+
+
 # ---------------------------------------------------------------- views
 def test_preview_is_bounded_text():
     assert views.preview(list(range(10_000))).endswith("...]")

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from ..display.formatting import format_duration, meter
-from ..records import State, TaskRecord
+from ..records import GroupCounts, State, TaskRecord
 
 PAGE_SIZE = 100  # tasks per group page unless ?limit= says otherwise
 MAX_PAGE_SIZE = 1000
@@ -60,14 +60,12 @@ def clock(t: float | None) -> str:
     return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def group_summary(runner: Any, group: str, now: float | None = None) -> dict:
-    """One group's counts and meter as a JSON-ready dict (a few key reads)."""
-    c = runner.counts(group)
-    m = meter(c, time.time() if now is None else now)
+def _summary(c: GroupCounts, now: float, queued: int | None = None) -> dict:
+    m = meter(c, now)
     return {
-        "group": group, "submitted": c.submitted, "done": c.done, "failed": c.failed,
+        "group": c.group, "submitted": c.submitted, "done": c.done, "failed": c.failed,
         "cancelled": c.cancelled, "reused": c.reused, "running": c.running,
-        "queued": c.queued, "percent": m.percent, "state": m.state,
+        "queued": c.queued if queued is None else queued, "percent": m.percent, "state": m.state,
         "elapsed": m.elapsed, "elapsed_text": m.elapsed_text,
         "eta": m.eta, "eta_text": "" if m.settled else m.eta_text,
         "first": c.first_submitted, "last": c.last_finished,
@@ -75,11 +73,24 @@ def group_summary(runner: Any, group: str, now: float | None = None) -> dict:
     }
 
 
+def group_summary(runner: Any, group: str, now: float | None = None) -> dict:
+    """One group's counts and meter as a JSON-ready dict (a few key reads)."""
+    return _summary(runner.counts(group), time.time() if now is None else now)
+
+
 def group_list(runner: Any) -> list[dict]:
-    """Every group of the store with :func:`group_summary`'s fields."""
+    """Every group of the store with :func:`group_summary`'s fields: the store's
+    counters of all groups in one read, this process's queued and running tasks
+    (a retry the dashboard started) added where it has some."""
     runner.flush()
     now = time.time()
-    return [group_summary(runner, g, now) for g in runner.store.groups()]
+    out = []
+    for c in runner.store.all_counts():
+        if runner.busy(c.group):
+            out.append(_summary(runner.counts(c.group), now))
+        else:  # unfinished tasks of other processes: queued, as runner.counts says
+            out.append(_summary(c, now, max(0, c.submitted - c.finished - c.cancelled)))
+    return out
 
 
 def _state(rec: TaskRecord, running: set[str]) -> str:

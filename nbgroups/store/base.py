@@ -343,6 +343,28 @@ class Store:
             first_submitted=values.get("t0"), last_finished=values.get("t1"),
         )
 
+    def all_counts(self) -> list[GroupCounts]:
+        """:meth:`counts` of every group with tasks under its current label, in name
+        order: two range reads (labels, counters) whatever the number of groups,
+        where a :meth:`counts` per group of :meth:`groups` costs three reads each.
+        ``running`` and ``queued`` are left 0: the store does not know them."""
+        if self.ttl is not None:  # counts come from the entries: group by group
+            return [self.counts(g) for g in self.groups()]
+        gens = {key[2:]: gen for key, gen in self._scan(f"g{SEP}")}
+        values: dict[str, dict[str, Any]] = {}
+        for key, value in self._scan(f"c{SEP}"):
+            group, gen, name = key[2:].rsplit(SEP, 2)
+            if group and gens.get(group) == int(gen):
+                values.setdefault(group, {})[name] = value
+        out = []
+        for group, v in values.items():
+            n, ok, fail, cancel, reused = (v.get(k) or 0 for k in COUNTERS)
+            if n:
+                out.append(GroupCounts(
+                    group=group, submitted=n, done=ok, failed=fail, cancelled=cancel,
+                    reused=reused, first_submitted=v.get("t0"), last_finished=v.get("t1")))
+        return out
+
     def _live_counts(self, group: str) -> GroupCounts:
         found = self._group_pages(group)
         if found is None:
