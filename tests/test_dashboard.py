@@ -9,16 +9,20 @@ million tasks.
 from __future__ import annotations
 
 import html
+import json
 import re
 import time
 
 import psutil
 import pytest
+from tornado.testing import AsyncHTTPTestCase
 
 import nbgroups
 from nbgroups import api
 from nbgroups.dashboard import views
+from nbgroups.dashboard.server import make_app
 from nbgroups.errors import ConfigurationError
+from nbgroups.runner import Runner
 from nbgroups.store import DiskStore, MemoryStore
 from tests.dashboard_env import dashboard_process, write_group
 
@@ -271,3 +275,66 @@ def test_a_million_task_group_opens_one_page_at_a_time(tmp_path, _signing_key, r
         assert "page 10000 of 10000" in last
     record_property("group_page_seconds", timings)
     print(f"\n1,000,000-task group page open: {timings}")
+
+
+# ---------------------------------------------------------------- tornado's test client
+class _AppCase(AsyncHTTPTestCase):
+    """The standalone app in-process (tornado's test client): request checking
+    that needs no second process."""
+
+    runner = staticmethod(lambda: None)
+    token = "t" * 43
+
+    def get_app(self):
+        self.app = make_app(self.runner, api, token=self.token)
+        return self.app
+
+    def tearDown(self):
+        self.app.dashboard.close()
+        super().tearDown()
+
+    def get(self, path: str):
+        sep = "&" if "?" in path else "?"
+        return self.fetch(f"{path}{sep}token={self.token}")
+
+
+class TestWithoutAStore(_AppCase):
+    def test_pages_say_there_is_no_store(self):
+        page = self.get("/")
+        assert page.code == 200 and b"no nbgroups store here yet" in page.body.lower()
+        assert json.loads(self.get("/api/groups").body) == {"groups": []}
+        assert self.get("/group?name=g").code == 404
+        assert self.get(f"/task/{'a' * 32}").code == 404
+
+
+class TestRequestChecks(_AppCase):
+    def setUp(self):
+        self.store = MemoryStore()
+        write_group(self.store, "g", 10, page_size=4)
+        self.runner_obj = Runner(api.settings(), store=self.store)
+        self.runner = lambda: self.runner_obj
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        self.runner_obj.close()
+
+    def test_bad_arguments_are_400_and_unknown_names_404(self):
+        assert self.get("/group?name=g").code == 200
+        assert self.get("/group").code == 400  # no name
+        for query in ("offset=-1", "offset=x", "limit=0", "limit=1001"):
+            answer = self.get(f"/group?name=g&{query}")
+            assert answer.code == 400, query
+            assert b"Traceback" not in answer.body
+        assert self.get("/group?name=nope").code == 404
+        assert self.get(f"/task/{'0' * 32}").code == 404
+        assert self.get("/task/not-an-id").code == 404
+        assert self.get("/static/other.js").code == 404
+        js = self.get("/static/dashboard.js")
+        assert js.code == 200 and js.headers["Content-Type"].startswith("text/javascript")
+
+    def test_pages_of_a_group(self):
+        data = json.loads(self.get("/api/group?name=g&offset=3&limit=4").body)
+        assert [r["position"] for r in data["rows"]] == [3, 4, 5, 6]
+        assert data["columns"] == ["x", "y"] and data["pages"] == 3
+        assert (data["prev"], data["next"]) == (0, 7)
