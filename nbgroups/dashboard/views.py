@@ -65,21 +65,24 @@ def _summary(c: GroupCounts, now: float, queued: int | None = None) -> dict:
     return {
         "group": c.group, "submitted": c.submitted, "done": c.done, "failed": c.failed,
         "cancelled": c.cancelled, "reused": c.reused, "running": c.running,
-        "queued": c.queued if queued is None else queued, "percent": m.percent, "state": m.state,
-        "elapsed": m.elapsed, "elapsed_text": m.elapsed_text,
+        "queued": c.queued if queued is None else queued, "percent": m.percent,
+        "state": m.state, "elapsed": m.elapsed, "elapsed_text": m.elapsed_text,
         "eta": m.eta, "eta_text": "" if m.settled else m.eta_text,
         "first": c.first_submitted, "last": c.last_finished,
-        "first_text": clock(c.first_submitted), "last_text": clock(c.last_finished),
     }
 
 
 def group_summary(runner: Any, group: str, now: float | None = None) -> dict:
-    """One group's counts and meter as a JSON-ready dict (a few key reads)."""
-    return _summary(runner.counts(group), time.time() if now is None else now)
+    """One group's counts and meter as a JSON-ready dict (a few key reads), with
+    its first and last activity as local times (``first_text``, ``last_text``)."""
+    summary = _summary(runner.counts(group), time.time() if now is None else now)
+    summary.update(first_text=clock(summary["first"]), last_text=clock(summary["last"]))
+    return summary
 
 
 def group_list(runner: Any) -> list[dict]:
-    """Every group of the store with :func:`group_summary`'s fields: the store's
+    """Every group of the store with :func:`group_summary`'s fields (times as
+    numbers only; the page formats them), in one pass: the store's
     counters of all groups in one read, this process's queued and running tasks
     (a retry the dashboard started) added where it has some."""
     runner.flush()

@@ -6,6 +6,7 @@
   const body = document.body;
   const root = body.dataset.root;
   const POLL_MS = 1000;
+  const MAX_ROWS = 500;  // drawn each second; a filter finds the others
   const COLUMNS = ["group", "state", "percent", "submitted", "done", "failed", "cancelled",
     "reused", "running", "queued", "elapsed", "eta", "first", "last"];
   let sortKey = "last";
@@ -66,14 +67,15 @@
 
   function drawGroups() {
     const tbody = document.querySelector("#groups tbody");
-    const rows = lastGroups.filter(visible).sort(compare).map(groupRow);
-    tbody.replaceChildren(...rows);
+    const shown = lastGroups.filter(visible).sort(compare);
+    tbody.replaceChildren(...shown.slice(0, MAX_ROWS).map(groupRow));
+    document.getElementById("shown").textContent = shown.length > MAX_ROWS
+      ? `the first ${MAX_ROWS} of ${shown.length} groups shown: filter to find others` : "";
     for (const th of document.querySelectorAll("#groups th")) {
       th.classList.toggle("sorted", th.dataset.key === sortKey);
       th.classList.toggle("descending", th.dataset.key === sortKey && sortDescending);
     }
-    const empty = document.getElementById("no-groups");
-    if (empty) empty.hidden = lastGroups.length > 0;
+    document.getElementById("no-groups").hidden = lastGroups.length > 0;
   }
 
   async function poll(url, draw) {
