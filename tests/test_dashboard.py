@@ -8,13 +8,19 @@ million tasks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import queue
 import re
+import threading
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
-from tornado.testing import AsyncHTTPTestCase
+import tornado.httpserver
+import tornado.netutil
 
 import nbgroups
 from nbgroups import api
@@ -23,7 +29,7 @@ from nbgroups.dashboard.server import make_app
 from nbgroups.errors import ConfigurationError
 from nbgroups.runner import Runner
 from nbgroups.store import DiskStore, MemoryStore
-from tests.dashboard_env import dashboard_process, write_group
+from tests.dashboard_env import Client, dashboard_process, write_group
 
 XSS_GROUP = "<script>alert(1)</script>"
 
@@ -277,64 +283,81 @@ def test_a_million_task_group_opens_one_page_at_a_time(tmp_path, _signing_key, r
     print(f"\n1,000,000-task group page open: {timings}")
 
 
-# ---------------------------------------------------------------- tornado's test client
-class _AppCase(AsyncHTTPTestCase):
-    """The standalone app in-process (tornado's test client): request checking
-    that needs no second process."""
-
-    runner = staticmethod(lambda: None)
+# ---------------------------------------------------------------- in-process app
+@contextlib.contextmanager
+def app_thread(runner) -> Iterator[Client]:
+    """The standalone app in this process, on its own thread and event loop (a
+    session's Playwright keeps an event loop registered on the main thread, so
+    tornado's AsyncHTTPTestCase cannot run there); a client holding the token."""
     token = "t" * 43
+    ready: queue.Queue = queue.Queue()
+    stop: list = []
 
-    def get_app(self):
-        self.app = make_app(self.runner, api, token=self.token)
-        return self.app
+    def serve() -> None:
+        async def main() -> None:
+            app = make_app(runner, api, token=token)
+            [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+            server = tornado.httpserver.HTTPServer(app)
+            server.add_sockets([sock])
+            done = asyncio.Event()
+            stop.append((asyncio.get_running_loop(), done))
+            ready.put(sock.getsockname()[1])
+            await done.wait()
+            server.stop()
+            app.dashboard.close()
 
-    def tearDown(self):
-        self.app.dashboard.close()
-        super().tearDown()
+        asyncio.run(main())
 
-    def get(self, path: str):
-        sep = "&" if "?" in path else "?"
-        return self.fetch(f"{path}{sep}token={self.token}")
-
-
-class TestWithoutAStore(_AppCase):
-    def test_pages_say_there_is_no_store(self):
-        page = self.get("/")
-        assert page.code == 200 and b"no nbgroups store here yet" in page.body.lower()
-        assert json.loads(self.get("/api/groups").body) == {"groups": []}
-        assert self.get("/group?name=g").code == 404
-        assert self.get(f"/task/{'a' * 32}").code == 404
+    thread = threading.Thread(target=serve, name="dashboard-test-app")
+    thread.start()
+    port = ready.get(timeout=30)
+    client = Client(f"http://127.0.0.1:{port}")
+    assert client.get(f"/?token={token}").status == 200  # sets the cookie
+    try:
+        yield client
+    finally:
+        loop, done = stop[0]
+        loop.call_soon_threadsafe(done.set)
+        thread.join(30)
 
 
-class TestRequestChecks(_AppCase):
-    def setUp(self):
-        self.store = MemoryStore()
-        write_group(self.store, "g", 10, page_size=4)
-        self.runner_obj = Runner(api.settings(), store=self.store)
-        self.runner = lambda: self.runner_obj
-        super().setUp()
+def test_without_a_store_the_pages_say_so():
+    with app_thread(lambda: None) as c:
+        page = c.get("/")
+        assert page.status == 200 and "no nbgroups store here yet" in page.body.lower()
+        assert json.loads(c.get("/api/groups").body) == {"groups": []}
+        assert c.get("/group?name=g").status == 404
+        assert c.get(f"/task/{'a' * 32}").status == 404
 
-    def tearDown(self):
-        super().tearDown()
-        self.runner_obj.close()
 
-    def test_bad_arguments_are_400_and_unknown_names_404(self):
-        assert self.get("/group?name=g").code == 200
-        assert self.get("/group").code == 400  # no name
-        for query in ("offset=-1", "offset=x", "limit=0", "limit=1001"):
-            answer = self.get(f"/group?name=g&{query}")
-            assert answer.code == 400, query
-            assert b"Traceback" not in answer.body
-        assert self.get("/group?name=nope").code == 404
-        assert self.get(f"/task/{'0' * 32}").code == 404
-        assert self.get("/task/not-an-id").code == 404
-        assert self.get("/static/other.js").code == 404
-        js = self.get("/static/dashboard.js")
-        assert js.code == 200 and js.headers["Content-Type"].startswith("text/javascript")
+@pytest.fixture
+def small_app():
+    store = MemoryStore()
+    write_group(store, "g", 10, page_size=4)
+    runner = Runner(api.settings(), store=store)
+    with app_thread(lambda: runner) as c:
+        yield c
+    runner.close()
 
-    def test_pages_of_a_group(self):
-        data = json.loads(self.get("/api/group?name=g&offset=3&limit=4").body)
-        assert [r["position"] for r in data["rows"]] == [3, 4, 5, 6]
-        assert data["columns"] == ["x", "y"] and data["pages"] == 3
-        assert (data["prev"], data["next"]) == (0, 7)
+
+def test_bad_arguments_are_400_and_unknown_names_404(small_app):
+    c = small_app
+    assert c.get("/group?name=g").status == 200
+    assert c.get("/group").status == 400  # no name
+    for query in ("offset=-1", "offset=x", "limit=0", "limit=1001"):
+        answer = c.get(f"/group?name=g&{query}")
+        assert answer.status == 400, query
+        assert "Traceback" not in answer.body
+    assert c.get("/group?name=nope").status == 404
+    assert c.get(f"/task/{'0' * 32}").status == 404
+    assert c.get("/task/not-an-id").status == 404
+    assert c.get("/static/other.js").status == 404
+    js = c.get("/static/dashboard.js")
+    assert js.status == 200 and js.headers["Content-Type"].startswith("text/javascript")
+
+
+def test_pages_of_a_group(small_app):
+    data = json.loads(small_app.get("/api/group?name=g&offset=3&limit=4").body)
+    assert [r["position"] for r in data["rows"]] == [3, 4, 5, 6]
+    assert data["columns"] == ["x", "y"] and data["pages"] == 3
+    assert (data["prev"], data["next"]) == (0, 7)
