@@ -361,3 +361,6 @@ def test_pages_of_a_group(small_app):
     assert [r["position"] for r in data["rows"]] == [3, 4, 5, 6]
     assert data["columns"] == ["x", "y"] and data["pages"] == 3
     assert (data["prev"], data["next"]) == (0, 7)
+    counts = json.loads(small_app.get("/api/group?name=g&tasks=0").body)
+    assert list(counts) == ["summary"] and counts["summary"]["done"] == 10
+    assert small_app.get("/api/group?name=nope&tasks=0").status == 404

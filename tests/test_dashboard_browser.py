@@ -90,6 +90,10 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             assert feeder.stdout.readline().strip() == "submitted"
             page.wait_for_selector('#groups tr[data-group="live"]', timeout=20_000)
             page.evaluate(WATCH_LIVE)
+            # the group's own page, opened while it runs: its rows change state live
+            rows = page.context.new_page()
+            rows.goto(f"{dash.url}/group?name=live")
+            first_states = rows.locator('#tasks [data-cell="state"]').all_inner_texts()
             page.wait_for_function(
                 "n => (window.__liveDone || []).includes(String(n))", arg=LIVE_TASKS,
                 timeout=60_000)
@@ -97,6 +101,14 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             assert seen == sorted(seen) and seen[-1] == LIVE_TASKS
             assert any(0 < v < LIVE_TASKS for v in seen), seen  # counts moved while it ran
             assert feeder.wait(30) == 0
+            assert len(first_states) == LIVE_TASKS, first_states
+            rows.wait_for_function(
+                """n => [...document.querySelectorAll('#tasks [data-cell="state"]')]
+                        .filter(td => td.textContent === 'success').length === n""",
+                arg=LIVE_TASKS, timeout=10_000)
+            assert first_states.count("success") < LIVE_TASKS  # it was not done at first
+            assert rows.locator('#summary [data-field="done"]').inner_text() == str(LIVE_TASKS)
+            rows.close()
             # -- latency: a task stored by this process, until the page shows it
             nbgroups.async_task("math.floor", 2.5, group="latency", sync=True)
             t0 = time.monotonic()

@@ -154,6 +154,12 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
             offset = _int_arg(self, "offset", 0, 0)
             limit = _int_arg(self, "limit", views.PAGE_SIZE, 1, views.MAX_PAGE_SIZE)
             r = await self.runner_or_404()
+            if self.get_query_argument("tasks", "1") == "0":  # the counts only: key reads
+                known = await self.dash.call(r.store.known, group)
+                if not known:
+                    raise tornado.web.HTTPError(404, "no such group")
+                self.json({"summary": await self.dash.call(views.group_summary, r, group)})
+                return
             data = await self.dash.call(views.group_page, r, group, offset, limit)
             if data is None:
                 raise tornado.web.HTTPError(404, "no such group")

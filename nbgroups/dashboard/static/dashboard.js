@@ -81,8 +81,9 @@
   async function poll(url, draw) {
     for (;;) {
       try {
-        const response = await fetch(url, {credentials: "same-origin",
-                                           headers: {Accept: "application/json"}});
+        const response = await fetch(typeof url === "function" ? url() : url,
+                                     {credentials: "same-origin",
+                                      headers: {Accept: "application/json"}});
         if (response.ok) {
           draw(await response.json());
           const updated = document.getElementById("updated");
@@ -111,9 +112,14 @@
   }
 
   function groupPage() {
-    const name = body.dataset.group;
-    // limit=1: only the counts are wanted here; the task table is paged by links.
-    poll(root + "/api/group?limit=1&name=" + encodeURIComponent(name), (data) => {
+    const name = encodeURIComponent(body.dataset.group);
+    const table = document.getElementById("tasks");
+    const page = `&offset=${table.dataset.offset}&limit=${table.dataset.limit}`;
+    let running = true;  // until the first answer says otherwise
+    // While the group runs, the rows of this page are asked for too (their states
+    // change); once it is settled, only the counts (a few key reads).
+    const url = () => root + "/api/group?name=" + name + (running ? page : "&tasks=0");
+    poll(url, (data) => {
       const s = data.summary;
       for (const el of document.querySelectorAll("#summary [data-field]")) {
         const value = s[el.dataset.field];
@@ -122,6 +128,15 @@
       const bar = document.getElementById("bar");
       bar.max = s.submitted;
       bar.value = s.done + s.failed + s.cancelled;
+      for (const row of data.rows || []) {
+        const tr = table.querySelector(`tr[data-id="${row.id}"]`);
+        if (!tr) continue;
+        tr.className = "state-" + row.state;
+        for (const td of tr.querySelectorAll("[data-cell]")) {
+          td.textContent = String(row[td.dataset.cell]);
+        }
+      }
+      running = s.state === "running";
     });
   }
 
