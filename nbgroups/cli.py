@@ -1,4 +1,5 @@
-"""``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, run the demo.
+"""``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, run the demo,
+serve the dashboard (:mod:`nbgroups.dashboard`).
 
 The store is ``--store PATH``, else ``NBGROUPS_STORE``, else ``./.nbgroups``
 (the notebook's default), so the command line sees what a notebook in the

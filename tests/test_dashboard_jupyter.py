@@ -6,6 +6,7 @@ config directory. A wheel puts that file in ``etc/jupyter``; an *editable*
 install does not (setuptools' editable wheel never runs ``install_data``, see
 ``test_a_wheel_installs_the_server_config``), so this server is given the
 file on ``JUPYTER_CONFIG_PATH``, as ``<venv>/etc/jupyter`` would give it.
+The server runs under a base URL, as JupyterHub runs each user's server.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.dashboard_env import REPO, Client
 from tests.jupyter_env import _free_port, _stop_process_group
 
 CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "nbgroups.json"
+BASE = "/user/someone"  # a base URL, as JupyterHub gives each user's server
 
 
 @pytest.fixture(scope="module")
@@ -57,11 +59,12 @@ def lab(tmp_path_factory, jupyter_dirs) -> Iterator[tuple[str, str, Path]]:
                 [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
                  "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
                  f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+                 f"--ServerApp.base_url={BASE}/",
                  "--LabApp.news_url=None",
                  "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=root)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}{BASE}"
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -83,7 +86,7 @@ def test_the_extension_is_served_behind_jupyters_login(lab):
         refused = c.get(path)
         assert refused.status in (302, 403), (path, refused.status)
         if refused.status == 302:  # Jupyter sends a browser to its login page
-            assert "/login" in refused.headers["Location"]
+            assert refused.headers["Location"].startswith(f"{BASE}/login")
         assert "from-a-notebook" not in refused.body
     assert c.get("/nbgroups/api/groups").status in (302, 403)
     assert c.get("/nbgroups/api/groups", headers={"Authorization": "token wrong"}).status \
@@ -94,11 +97,11 @@ def test_the_extension_is_served_behind_jupyters_login(lab):
     assert (group["group"], group["done"], group["failed"]) == ("from-a-notebook", 1, 1)
     page = c.get("/nbgroups/group?name=from-a-notebook", headers=auth)
     assert page.status == 200 and "ValueError: math domain error" in page.body
-    assert 'src="/nbgroups/static/dashboard.js"' in page.body
+    assert f'src="{BASE}/nbgroups/static/dashboard.js"' in page.body
     assert c.get("/nbgroups/static/dashboard.js", headers=auth).status == 200
     failures = c.get("/nbgroups/failures?name=from-a-notebook", headers=auth)
     assert failures.status == 200 and "Traceback" in failures.body
-    assert "nbgroups dashboard at /nbgroups" in log.read_text()
+    assert f"nbgroups dashboard at {BASE}/nbgroups" in log.read_text()
 
 
 def test_actions_through_jupyter_need_its_xsrf_token(lab):
@@ -111,7 +114,8 @@ def test_actions_through_jupyter_need_its_xsrf_token(lab):
     assert c.post("/nbgroups/action/cancel", {"name": "from-a-notebook"}).status == 403
     xsrf = page.body.split('name="_xsrf" value="', 1)[1].split('"', 1)[0]
     done = c.post("/nbgroups/action/cancel", {"name": "from-a-notebook", "_xsrf": xsrf})
-    assert done.status == 302 and done.headers["Location"].startswith("/nbgroups/group?")
+    assert done.status == 302
+    assert done.headers["Location"].startswith(f"{BASE}/nbgroups/group?name=from-a-notebook")
 
 
 def test_a_wheel_installs_the_server_config(tmp_path):
