@@ -209,6 +209,9 @@ def test_markup_from_the_store_is_shown_as_text(server, shop):
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img" not in page and "&lt;img src=x onerror=&quot;alert(2)&quot;&gt;" in page
     assert "<i>x</i>" not in page and "&lt;i&gt;x&lt;/i&gt;" in page
+    flaky = c.get("/group?name=flaky").body  # a small group lists its failures
+    assert '<span class="exc">ValueError</span>' in flaky and "math domain error" in flaky
+    assert c.get("/failures?name=nope").status == 404
     task = c.get(f"/task/{shop[1][0]}").body
     assert "<img" not in task and "&lt;img src=x" in task
     csp = c.get("/").headers["Content-Security-Policy"]
@@ -233,7 +236,13 @@ def test_actions_need_post_and_the_xsrf_token(server, shop):
     [failed] = [t for t in store.group_records("flaky") if t.success is False]
     assert failed.attempt_count == 1
     done = c.post("/action/retry", {"name": "flaky", "_xsrf": _form_token(page)})
-    assert done.status == 302 and "re-submitted+1+failed" in done.headers["Location"]
+    assert done.status == 302
+    assert done.headers["Location"] == "/group?name=flaky&done=retry&n=1"
+    assert '<p class="note">re-submitted 1 failed tasks</p>' in c.get(
+        done.headers["Location"]).body
+    # the note is one of the dashboard's own texts: nothing else comes from the URL
+    assert 'class="note"' not in c.get("/group?name=flaky&done=evil&n=1").body
+    assert 'class="note"' not in c.get("/group?name=flaky&done=retry&n=x").body
     # the dashboard's process ran the retry on its own pool: a second failed run
     deadline = time.monotonic() + 60
     while store.task(failed.id).attempt_count < 2 and time.monotonic() < deadline:

@@ -30,6 +30,14 @@ TEMPLATES = str(HERE / "templates")
 STATIC = {"dashboard.js": "text/javascript; charset=UTF-8",
           "dashboard.css": "text/css; charset=UTF-8"}
 ACTIONS = ("cancel", "retry", "delete")
+# What an action did, shown on the page it redirects to. Only these texts: the
+# redirect carries the action's name and a count, never text to show.
+NOTES = {
+    "cancel": "cancelled {n} queued tasks of this dashboard's process",
+    "retry": "re-submitted {n} failed tasks",
+    "delete": "deleted group {name!r}",
+    "delete-tasks": "deleted group {name!r} and its {n} tasks",
+}
 # No inline script or style, nothing from elsewhere: a value that slipped past
 # escaping still could not run.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -101,7 +109,19 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
 
         def page(self, template: str, **values: Any) -> None:
             self.render(template, root=self.dash.root, read_only=self.dash.read_only,
-                        **values)
+                        note=self.note(), **values)
+
+        def note(self) -> str:
+            text = NOTES.get(self.get_query_argument("done", ""))
+            n = self.get_query_argument("n", "")
+            if text is None or not n.isdigit():
+                return ""
+            return text.format(n=int(n), name=self.get_query_argument("name", ""))
+
+        def after(self, path: str, action: str, n: int, group: str) -> None:
+            """Redirect after an action (POST, then GET: a reload repeats nothing)."""
+            q = tornado.escape.url_escape
+            self.redirect(f"{self.dash.root}{path}?name={q(group)}&done={action}&n={n}")
 
         async def runner_or_404(self) -> Any:
             r = await self.dash.call(self.dash.runner)
@@ -145,7 +165,11 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
             data = await self.dash.call(views.group_page, r, group, offset, limit)
             if data is None:
                 raise tornado.web.HTTPError(404, "no such group")
-            self.page("group.html", group=group, **data)
+            kinds = None  # failures listed here for a group small enough to read whole
+            if data["summary"]["failed"] and data["total"] <= views.INLINE_FAILURES:
+                kinds = await self.dash.call(views.failure_kinds, r, group,
+                                             views.INLINE_PER_KIND)
+            self.page("group.html", group=group, kinds=kinds, **data)
 
     class GroupJSON(Handler):
         @tornado.web.authenticated
@@ -170,6 +194,8 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
         async def get(self) -> None:
             group = self.group_arg()
             r = await self.runner_or_404()
+            if not await self.dash.call(r.store.known, group):
+                raise tornado.web.HTTPError(404, "no such group")
             summary = await self.dash.call(views.group_summary, r, group)
             kinds = await self.dash.call(views.failure_kinds, r, group)
             self.page("failures.html", group=group, summary=summary, kinds=kinds)
@@ -191,18 +217,14 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
             api = self.dash.api
             if action == "cancel":
                 n = await self.dash.call(api.cancel_group, group)
-                note = f"cancelled {n} queued tasks of this dashboard's process"
             elif action == "retry":
                 n = await self.dash.call(api.retry_group, group)
-                note = f"re-submitted {n} failed tasks"
             else:
                 tasks = self.get_body_argument("tasks", "") == "1"
                 n = await self.dash.call(api.delete_group, group, tasks)
-                self.redirect(f"{self.dash.root}/?note=" + tornado.escape.url_escape(
-                    f"deleted group {group!r}" + (f" and its {n} tasks" if tasks else "")))
+                self.after("/", "delete-tasks" if tasks else "delete", n, group)
                 return
-            self.redirect(f"{self.dash.root}/group?name={tornado.escape.url_escape(group)}"
-                          f"&note={tornado.escape.url_escape(note)}")
+            self.after("/group", action, n, group)
 
     class Static(Handler):
         @tornado.web.authenticated

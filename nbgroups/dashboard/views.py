@@ -21,6 +21,8 @@ from ..records import GroupCounts, State, TaskRecord
 PAGE_SIZE = 100  # tasks per group page unless ?limit= says otherwise
 MAX_PAGE_SIZE = 1000
 FAILURES_PER_KIND = 100  # calls listed under each exception type
+INLINE_FAILURES = 20_000  # groups up to this size list their failures on their page
+INLINE_PER_KIND = 10
 FULL_TEXT = 100_000  # characters of a value shown on the task page
 
 # Fields every record has; anything else a record holds (worker, captured
