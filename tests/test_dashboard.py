@@ -25,7 +25,7 @@ import tornado.netutil
 import nbgroups
 from nbgroups import api
 from nbgroups.dashboard import views
-from nbgroups.dashboard.server import make_app
+from nbgroups.dashboard.server import loopback, make_app
 from nbgroups.errors import ConfigurationError
 from nbgroups.runner import Runner
 from nbgroups.store import DiskStore, MemoryStore
@@ -174,6 +174,11 @@ def test_listens_on_127_0_0_1_and_prints_a_fresh_token(server, shop):
     assert [(a.ip, a.port) for a in listening] == [("127.0.0.1", port)]
     with dashboard_process(shop[0]) as other:
         assert other.token != server.token
+
+
+def test_only_loopback_addresses_count_as_this_machine_only():
+    assert all(map(loopback, ["127.0.0.1", "127.0.0.2", "::1", "localhost"]))
+    assert not any(map(loopback, ["0.0.0.0", "::", "192.168.1.10", "example.org"]))
 
 
 def test_every_request_needs_the_token(server):

@@ -10,6 +10,7 @@ that cookie) is refused with 403 before any handler runs.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import secrets
 import signal
 import sys
@@ -68,6 +69,16 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def loopback(host: str) -> bool:
+    """Whether ``host`` is reachable from this machine only (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve anywhere
+        return False
+
+
 def serve(api: Any, *, host: str = "127.0.0.1", port: int = 0, read_only: bool = False,
           out: TextIO = sys.stdout) -> int:
     """Serve the dashboard of ``api``'s store until SIGINT or SIGTERM; returns 0."""
@@ -87,6 +98,10 @@ def serve(api: Any, *, host: str = "127.0.0.1", port: int = 0, read_only: bool =
         mode = " (read-only)" if read_only else ""
         print(f"nbgroups dashboard{mode} of {api.runner().store.directory}:\n"
               f"    http://{url_host(host)}:{bound}/?token={token}", file=out, flush=True)
+        if not loopback(host):
+            print(f"warning: {host} is reachable from other machines, over plain HTTP: the "
+                  "token and the results travel unencrypted. Prefer the default 127.0.0.1 "
+                  "with an SSH tunnel, or a TLS reverse proxy.", file=out, flush=True)
         try:
             await stop.wait()
         finally:
