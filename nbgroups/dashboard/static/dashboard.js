@@ -80,6 +80,10 @@
 
   async function poll(url, draw) {
     for (;;) {
+      if (document.hidden) {  // a background tab asks nothing (the store reads cost)
+        await new Promise((resolve) => setTimeout(resolve, POLL_MS));
+        continue;
+      }
       try {
         const response = await fetch(typeof url === "function" ? url() : url,
                                      {credentials: "same-origin",
