@@ -71,6 +71,8 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
     nbgroups.configure(store=str(store), backend="sync", progress=False)
     nbgroups.sweep(markup, XSS_GROUP, x=[1])
     nbgroups.async_task("math.floor", 1.5, group="doomed")
+    nbgroups.async_task("math.sqrt", -1.0, group="doomed")
+    nbgroups.async_task("math.sqrt", -4.0, group="doomed")
     dialogs: list[str] = []
 
     def on_dialog(dialog):
@@ -145,8 +147,17 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             assert '<img src=x onerror="alert(2)">' in page.locator(
                 'tr[data-field="result"] pre').inner_text()
             assert page.locator("main img").count() == 0
-            # -- an action: delete the group "doomed" (after the confirmation)
+            # -- the group page's table and its failures, grouped by exception
             page.goto(f"{dash.url}/group?name=doomed")
+            assert page.locator('#tasks [data-cell="state"]').all_inner_texts() == \
+                ["success", "failure", "failure"]
+            assert page.locator(".kind h3").inner_text() == "ValueError 2"
+            trace = page.locator(".kind details pre").first
+            assert not trace.is_visible()
+            page.locator(".kind details summary").first.click()
+            assert "Traceback (most recent call last)" in trace.inner_text()
+            save_screenshot(page, "dashboard-failures")
+            # -- an action: delete the group "doomed" (after the confirmation)
             page.click("#delete")
             page.wait_for_selector("p.note")
             assert page.locator("p.note").inner_text() == "deleted group 'doomed'"
