@@ -256,6 +256,16 @@ def test_actions_need_post_and_the_xsrf_token(server, shop):
     store.close()
 
 
+def test_a_store_signed_with_another_key_is_refused_with_a_reason(shop, monkeypatch,
+                                                                  tmp_path):
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "other-key"))
+    with dashboard_process(shop[0]) as dash:
+        answer = dash.client().get(f"/group?name=flaky&token={dash.token}")
+        assert answer.status == 500
+        assert "SignatureError" in answer.body and "failed signature verification" in answer.body
+        assert "Traceback" not in answer.body
+
+
 def test_read_only_serves_no_action(shop, _signing_key):
     with dashboard_process(shop[0], "--read-only") as dash:
         assert "(read-only)" in dash.output[0]

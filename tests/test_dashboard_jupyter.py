@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import secrets
 import shutil
 import subprocess
@@ -34,36 +35,29 @@ CONFIG = REPO / "jupyter-config" / "jupyter_server_config.d" / "nbgroups.json"
 BASE = "/user/someone"  # a base URL, as JupyterHub gives each user's server
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory, jupyter_dirs) -> Iterator[tuple[str, str, Path]]:
-    """``jupyter lab`` on 127.0.0.1 with the shipped config file; root_dir holds a
-    store (its default place: <root_dir>/.nbgroups) with one group."""
-    root = tmp_path_factory.mktemp("lab-dash")
-    with pytest.MonkeyPatch.context() as mp:  # the signing key where _signing_key puts it
-        mp.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "xdg-config"))
-        api.reset()
-        nbgroups.configure(store=str(root / ".nbgroups"), backend="sync", progress=False)
-        nbgroups.async_task("math.floor", 2.5, group="from-a-notebook")
-        nbgroups.async_task("math.sqrt", -1.0, group="from-a-notebook")
-        api.reset()
-        etc = root.parent / (root.name + "-etc")
-        (etc / "jupyter_server_config.d").mkdir(parents=True)
-        shutil.copy(CONFIG, etc / "jupyter_server_config.d" / "nbgroups.json")
-        mp.setenv("JUPYTER_CONFIG_PATH", str(etc))
-        mp.delenv("NBGROUPS_STORE", raising=False)
-        token = secrets.token_hex(16)
-        port = _free_port()
-        log = root.parent / (root.name + "-lab.log")
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
-                 "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
-                 f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-                 f"--ServerApp.base_url={BASE}/",
-                 "--LabApp.news_url=None",
-                 "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=root)
+@contextlib.contextmanager
+def jupyter_lab(root: Path, xdg: Path, *options: str) -> Iterator[tuple[str, str, Path]]:
+    """``jupyter lab`` on 127.0.0.1 under BASE, with the shipped config file on
+    JUPYTER_CONFIG_PATH and the signing key under ``xdg``; yields its URL (with
+    BASE), token and log file."""
+    etc = root.parent / (root.name + "-etc")
+    (etc / "jupyter_server_config.d").mkdir(parents=True)
+    shutil.copy(CONFIG, etc / "jupyter_server_config.d" / "nbgroups.json")
+    env = {k: v for k, v in os.environ.items() if k != "NBGROUPS_STORE"}
+    env["JUPYTER_CONFIG_PATH"] = str(etc)
+    env["XDG_CONFIG_HOME"] = str(xdg)
+    token = secrets.token_hex(16)
+    port = _free_port()
+    log = root.parent / (root.name + "-lab.log")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+             "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+             f"--ServerApp.base_url={BASE}/", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate", *options],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True, cwd=root, env=env)
     url = f"http://127.0.0.1:{port}{BASE}"
     try:
         deadline = time.monotonic() + 90
@@ -77,6 +71,27 @@ def lab(tmp_path_factory, jupyter_dirs) -> Iterator[tuple[str, str, Path]]:
         yield url, token, log
     finally:
         _stop_process_group(proc)
+
+
+def store_with_a_group(store: Path, xdg: Path) -> None:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CONFIG_HOME", str(xdg))
+        api.reset()
+        nbgroups.configure(store=str(store), backend="sync", progress=False)
+        nbgroups.async_task("math.floor", 2.5, group="from-a-notebook")
+        nbgroups.async_task("math.sqrt", -1.0, group="from-a-notebook")
+        api.reset()
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory, jupyter_dirs) -> Iterator[tuple[str, str, Path]]:
+    """The server on a root_dir holding a store at its default place,
+    <root_dir>/.nbgroups, with one group."""
+    root = tmp_path_factory.mktemp("lab-dash")
+    xdg = tmp_path_factory.getbasetemp() / "xdg-config"  # where _signing_key puts the key
+    store_with_a_group(root / ".nbgroups", xdg)
+    with jupyter_lab(root, xdg) as server:
+        yield server
 
 
 def test_the_extension_is_served_behind_jupyters_login(lab):
@@ -116,6 +131,24 @@ def test_actions_through_jupyter_need_its_xsrf_token(lab):
     done = c.post("/nbgroups/action/cancel", {"name": "from-a-notebook", "_xsrf": xsrf})
     assert done.status == 302
     assert done.headers["Location"].startswith(f"{BASE}/nbgroups/group?name=from-a-notebook")
+
+
+def test_read_only_and_the_store_from_jupyters_config(tmp_path, _signing_key):
+    store = tmp_path / "elsewhere" / "store"
+    xdg = Path(os.environ["XDG_CONFIG_HOME"])  # set by _signing_key
+    store_with_a_group(store, xdg)
+    root = tmp_path / "root"
+    root.mkdir()
+    with jupyter_lab(root, xdg, "--NbgroupsDashboard.read_only=True",
+                     f"--NbgroupsDashboard.store={store}") as (url, token, log):
+        c = Client(url)
+        auth = {"Authorization": f"token {token}"}
+        page = c.get("/nbgroups/group?name=from-a-notebook", headers=auth)
+        assert page.status == 200 and "<form" not in page.body and "read-only" in page.body
+        answer = c.post("/nbgroups/action/retry", {"name": "from-a-notebook"}, headers=auth)
+        assert answer.status in (404, 405)
+        assert f"(store {store}, read-only)" in log.read_text()
+    assert not (root / ".nbgroups").exists()  # the extension never creates a store
 
 
 def test_a_wheel_installs_the_server_config(tmp_path):

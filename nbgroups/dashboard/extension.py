@@ -10,7 +10,9 @@ The store is ``NbgroupsDashboard.store`` in Jupyter's config, else
 ``NBGROUPS_STORE``, else ``<root_dir>/.nbgroups`` (where a notebook in the
 server's root directory keeps its results). It is opened on the first
 request, and only if it exists: the extension never creates a store.
-``NbgroupsDashboard.read_only = True`` serves no action.
+``NbgroupsDashboard.read_only = True`` serves no action. Both are read as
+traitlets (``jupyter lab --NbgroupsDashboard.read_only=True``, or
+``c.NbgroupsDashboard.read_only = True`` in ``jupyter_server_config.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +23,23 @@ from pathlib import Path
 from typing import Any
 
 
+def settings_class() -> type:
+    """The extension's traitlets settings (a class made on first use: traitlets
+    is imported only when Jupyter loads the extension)."""
+    from traitlets import Bool, Unicode
+    from traitlets.config import Configurable
+
+    class NbgroupsDashboard(Configurable):
+        """Settings of the nbgroups dashboard in Jupyter."""
+
+        store = Unicode(None, allow_none=True, config=True,
+                        help="The store directory (default: $NBGROUPS_STORE, else "
+                             "<root_dir>/.nbgroups).")
+        read_only = Bool(False, config=True, help="Serve no action (cancel, retry, delete).")
+
+    return NbgroupsDashboard
+
+
 def load(serverapp: Any) -> None:
     """Register the dashboard's handlers on a running ``jupyter_server``."""
     from jupyter_server.base.handlers import JupyterHandler
@@ -29,8 +48,8 @@ def load(serverapp: Any) -> None:
     from .. import api
     from .handlers import Dashboard, routes
 
-    conf = serverapp.config.get("NbgroupsDashboard", {})
-    store = Path(conf.get("store") or os.environ.get("NBGROUPS_STORE")
+    conf = settings_class()(config=serverapp.config)
+    store = Path(conf.store or os.environ.get("NBGROUPS_STORE")
                  or Path(serverapp.root_dir) / ".nbgroups").expanduser()
     lock = threading.Lock()
     opened: list[Any] = []
@@ -45,7 +64,7 @@ def load(serverapp: Any) -> None:
             return api.runner()
 
     root = url_path_join(serverapp.web_app.settings.get("base_url", "/"), "nbgroups")
-    dash = Dashboard(root=root, read_only=bool(conf.get("read_only", False)),
-                     runner=runner, api=api)
+    dash = Dashboard(root=root, read_only=conf.read_only, runner=runner, api=api)
     serverapp.web_app.add_handlers(".*$", routes(JupyterHandler, dash))
-    serverapp.log.info("nbgroups dashboard at %s (store %s)", root, store)
+    mode = ", read-only" if conf.read_only else ""
+    serverapp.log.info("nbgroups dashboard at %s (store %s%s)", root, store, mode)

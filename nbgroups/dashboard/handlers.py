@@ -23,6 +23,7 @@ import tornado.escape
 import tornado.template
 import tornado.web
 
+from ..errors import NbgroupsError
 from . import views
 
 HERE = Path(__file__).resolve().parent
@@ -61,8 +62,15 @@ class Dashboard:
         return self._runner()
 
     async def call(self, func: Any, *args: Any) -> Any:
-        """``func(*args)`` on the dashboard's threads (store reads are blocking SQL)."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+        """``func(*args)`` on the dashboard's threads (store reads are blocking SQL).
+
+        An nbgroups error (an entry signed with another key, a store that cannot
+        be read) becomes a 500 that says what it is, not a bare server error.
+        """
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, func, *args)
+        except NbgroupsError as exc:
+            raise tornado.web.HTTPError(500, f"{type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
