@@ -328,7 +328,7 @@ def app_thread(runner) -> Iterator[Client]:
             ready.put(sock.getsockname()[1])
             await done.wait()
             server.stop()
-            app.dashboard.close()
+            app.settings["nbgroups_dashboard"].close()
 
         asyncio.run(main())
 

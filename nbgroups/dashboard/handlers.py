@@ -90,7 +90,7 @@ def _int_arg(handler: tornado.web.RequestHandler, name: str, default: int,
     return value
 
 
-def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
+def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, Any]]]:
     """The URL table of the dashboard, on handlers derived from ``base``."""
 
     class Handler(base):
@@ -242,8 +242,8 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict]]:
             self.finish((HERE / "static" / name).read_bytes())
 
     root = re.escape(dashboard.root)
-    kw = {"dashboard": dashboard}
-    table = [
+    kw: dict[str, Any] = {"dashboard": dashboard}
+    table: list[tuple[str, type, dict[str, Any]]] = [
         (rf"{root}/?", GroupsPage, kw),
         (rf"{root}/api/groups", GroupsJSON, kw),
         (rf"{root}/group", GroupPage, kw),

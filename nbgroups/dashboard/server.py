@@ -57,12 +57,10 @@ def make_app(runner: Any, api: Any, *, token: str, read_only: bool = False,
              cookie: str = "nbgroups-dashboard") -> tornado.web.Application:
     """The standalone dashboard application (``runner()`` gives the store's runner)."""
     dash = Dashboard(root="", read_only=read_only, runner=runner, api=api)
-    app = tornado.web.Application(
+    return tornado.web.Application(
         routes(TokenHandler, dash), xsrf_cookies=True, nbgroups_token=token,
-        nbgroups_cookie=cookie, autoescape="xhtml_escape",
+        nbgroups_cookie=cookie, autoescape="xhtml_escape", nbgroups_dashboard=dash,
     )
-    app.dashboard = dash
-    return app
 
 
 def url_host(host: str) -> str:
@@ -106,7 +104,7 @@ def serve(api: Any, *, host: str = "127.0.0.1", port: int = 0, read_only: bool =
             await stop.wait()
         finally:
             server.stop()
-            app.dashboard.close()
+            app.settings["nbgroups_dashboard"].close()
 
     asyncio.run(main())
     return 0
