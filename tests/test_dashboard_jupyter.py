@@ -168,3 +168,23 @@ def test_a_wheel_installs_the_server_config(tmp_path):
         names = set(z.namelist())
         assert {"nbgroups/dashboard/templates/group.html",
                 "nbgroups/dashboard/static/dashboard.js"} <= names
+
+
+@pytest.mark.browser
+def test_the_extension_page_in_chromium(lab, browser_page):
+    """In a browser logged in to Jupyter (its ?token= link), the page's own script
+    runs under the extension's CSP and draws the live table from the JSON."""
+    url, token, _ = lab
+    page = browser_page
+    errors: list[str] = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(f"{url}/nbgroups?token={token}")
+    row = page.locator('#groups tr[data-group="from-a-notebook"]')
+    row.wait_for(timeout=20_000)
+    assert row.locator('[data-field="failed"]').inner_text() == "1"
+    page.wait_for_function("() => Number(document.body.dataset.polls || 0) >= 2")
+    row.locator("a").click()
+    page.wait_for_selector("#tasks")
+    assert page.url.startswith(f"{url}/nbgroups/group?name=from-a-notebook")
+    assert page.locator(".kind h3").inner_text() == "ValueError 1"
+    assert errors == []
