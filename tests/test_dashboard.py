@@ -368,9 +368,12 @@ def test_bad_arguments_are_400_and_unknown_names_404(small_app):
     c = small_app
     assert c.get("/group?name=g").status == 200
     assert c.get("/group").status == 400  # no name
-    for query in ("offset=-1", "offset=x", "limit=0", "limit=1001"):
+    for query, reason in [("offset=-1", "offset must be at least 0"),
+                          ("offset=x", "offset must be an integer"),
+                          ("limit=0", "limit must be between 1 and 1000"),
+                          ("limit=1001", "limit must be between 1 and 1000")]:
         answer = c.get(f"/group?name=g&{query}")
-        assert answer.status == 400, query
+        assert answer.status == 400 and reason in answer.body, query
         assert "Traceback" not in answer.body
     assert c.get("/group?name=nope").status == 404
     assert c.get(f"/task/{'0' * 32}").status == 404

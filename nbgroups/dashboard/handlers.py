@@ -73,6 +73,7 @@ class Dashboard:
             raise tornado.web.HTTPError(500, f"{type(exc).__name__}: {exc}") from None
 
     def close(self) -> None:
+        """Stop the threads (reads not begun are dropped)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
@@ -86,7 +87,8 @@ def _int_arg(handler: tornado.web.RequestHandler, name: str, default: int,
     except ValueError:
         raise tornado.web.HTTPError(400, f"{name} must be an integer") from None
     if value < low or (high is not None and value > high):
-        raise tornado.web.HTTPError(400, f"{name} must be between {low} and {high}")
+        accepted = f"at least {low}" if high is None else f"between {low} and {high}"
+        raise tornado.web.HTTPError(400, f"{name} must be {accepted}")
     return value
 
 
