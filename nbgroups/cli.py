@@ -1,5 +1,5 @@
 """``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, check a store,
-run the demo.
+run the demo, serve the dashboard (:mod:`nbgroups.dashboard`).
 
 The store is ``--store PATH``, else ``NBGROUPS_STORE``, else ``./.nbgroups``
 (the notebook's default), so the command line sees what a notebook in the
@@ -136,6 +136,13 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard.server import serve  # tornado only for this command
+
+    api.configure(progress=False)
+    return serve(api, host=args.host, port=args.port, read_only=args.read_only)
+
+
 def _store_path() -> str:
     return str(getattr(api.runner().store, "directory", api.settings().store))
 
@@ -166,6 +173,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--group", default=DEMO_GROUP, help=f"group name (default {DEMO_GROUP!r})")
     p.add_argument("--workers", type=int, default=None, help="worker processes")
     p.set_defaults(run=cmd_demo)
+    p = sub.add_parser("dashboard", help="serve a live web dashboard of every group in the store")
+    p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
+                   help="store directory (as the --store before the command)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--read-only", action="store_true",
+                   help="serve no action (cancel, retry, delete)")
+    p.set_defaults(run=cmd_dashboard)
     return parser
 
 

@@ -4,8 +4,8 @@ joblib_backend > futures/aio > completed (the adapters for concurrent.futures, a
 and joblib) > api (its ``__init__`` > handle > read > submit/manage > session) > reuse >
 runner (the façade) > inline > control > completion > recovery > dispatch/pages >
 live/stores/executors (a package)/shutdown/arguments > store/worker/jobs > records >
-outcome > serialize/names/config/keys/monitor > errors; display, magics, cli (and the
-package's own ``__init__``/``__main__``) sit at the edge and may import the api. The api
+outcome > serialize/names/config/keys/monitor > errors; display, magics, cli, dashboard
+(and the package's own ``__init__``/``__main__``) sit at the edge and may import the api. The api
 package's modules are ranked one by one (``api.session``...); other subpackages
 (display, store, executors) are one layer each. Imports inside functions count too: a
 lazy import still ties the layers together.
@@ -44,9 +44,9 @@ RANK = {
     "completed": 18,  # the adapters for concurrent.futures, asyncio, joblib, on the api
     "futures": 19, "aio": 19,
     "joblib_backend": 20,
-    "display": 21, "magics": 21, "cli": 21, "__init__": 21, "__main__": 21,
+    "display": 21, "magics": 21, "cli": 21, "dashboard": 21, "__init__": 21, "__main__": 21,
 }
-EDGE = {"display", "magics", "cli", "__init__", "__main__"}
+EDGE = {"display", "magics", "cli", "dashboard", "__init__", "__main__"}
 
 
 API = PKG / "api"
