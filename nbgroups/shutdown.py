@@ -29,6 +29,7 @@ RUNNERS: weakref.WeakSet = weakref.WeakSet()  # every runner whose thread starte
 PROGRESS_SECONDS = 0.5
 
 _stopping = False  # the kernel was asked to shut down, or the exit wait ended
+waiting = False  # the exit waits for tasks now (Ctrl-C stops it)
 _reported: set[int] = set()  # runners whose leftovers were named on stderr
 
 
@@ -74,10 +75,12 @@ def _wait_for(runners: list) -> list:
     """Wait until every runner is idle; Ctrl-C (or a store error) stops the wait.
     A line of progress on stderr when it is a terminal. Returns the exit hooks
     that pools started meanwhile registered (see :func:`_hooks_open`)."""
+    global waiting
     tty = _isatty()
     shown = False
     with _hooks_open() as late:
         try:
+            waiting = True
             for runner in runners:
                 while not runner.wait(runner.idle, PROGRESS_SECONDS):
                     if tty:
@@ -91,6 +94,7 @@ def _wait_for(runners: list) -> list:
         except Exception as exc:  # the store failed: what is left is named too
             sys.stderr.write(f"\nnbgroups: {exc}\n")
         finally:
+            waiting = False
             if shown:
                 sys.stderr.write("\n")
     return late

@@ -184,6 +184,8 @@ def test_ctrl_c_stops_the_exit_wait_and_names_what_is_left(tmp_path):
     code = textwrap.dedent(
         """
         import sys
+        import threading
+        import time
         import nbgroups
         from nbgroups import api
         from tests.test_fault_kernel_kill import work_long
@@ -192,7 +194,14 @@ def test_ctrl_c_stops_the_exit_wait_and_names_what_is_left(tmp_path):
         for i in range(6):
             nbgroups.async_task(work_long, i, sys.argv[2], sys.argv[3], group="long")
         assert api.runner().wait(lambda: nbgroups.group_counts("long").running >= 2, 60)
-        print("running", flush=True)
+
+        def tell():  # once the exit waits: the test presses Ctrl-C then
+            from nbgroups import shutdown
+            while not shutdown.waiting:
+                time.sleep(0.01)
+            print("waiting", flush=True)
+
+        threading.Thread(target=tell, daemon=True).start()
         """
     )
     gate = tmp_path / "gate"
@@ -201,8 +210,8 @@ def test_ctrl_c_stops_the_exit_wait_and_names_what_is_left(tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": os.getcwd()})
     try:
-        assert proc.stdout.readline().strip() == "running"
-        proc.send_signal(signal.SIGINT)  # while the exit waits (or just before it)
+        assert proc.stdout.readline().strip() == "waiting"
+        proc.send_signal(signal.SIGINT)  # while the exit waits
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
