@@ -120,7 +120,35 @@ __all__ = [
 
 
 def progress(group_id: str, **kwargs: Any):
-    """Display (or return) the live progress view of a group."""
+    """Show the live progress view of a group in the cell, or return it.
+
+    The view is an ipywidgets widget in a notebook (a bar, done/failed/running/
+    queued counts, elapsed time and ETA, the failures with their tracebacks,
+    Cancel and Retry-failed buttons), a text line on stderr elsewhere.
+
+    Args:
+        group_id: the group.
+        display: ``False`` returns the view instead of displaying it; a returned
+            view displays itself when it is a cell's value.
+        mode: ``'widget'``, ``'text'`` or ``'auto'`` (default: the ``progress``
+            setting).
+        cached: the group of the cache layer.
+        stream: the text view's stream (default ``sys.stderr``).
+
+    Returns:
+        ``None``, or the view with ``display=False``.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> import io
+        >>> import nbgroups
+        >>> view = nbgroups.progress('doc-progress', display=False, mode='text',
+        ...                          stream=io.StringIO())
+        >>> view.group
+        'doc-progress'
+    """
     from .display import progress as _progress
 
     return _progress(group_id, **kwargs)

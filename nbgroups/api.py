@@ -47,7 +47,17 @@ _submit_listeners: list[Callable[[str | None, int | None], None]] = []
 
 # ---------------------------------------------------------------- configuration
 def settings() -> Settings:
-    """The settings in force (defaults overridden by ``NBGROUPS_*`` variables)."""
+    """The settings in force: defaults, overridden by ``NBGROUPS_*`` environment
+    variables, then by :func:`configure`.
+
+    Returns:
+        A frozen dataclass with one field per setting of :func:`configure`.
+
+    Example:
+        >>> import nbgroups
+        >>> nbgroups.settings().backend in ('loky', 'thread', 'sync', 'dask')
+        True
+    """
     global _settings
     current = _settings
     if current is not None:  # the hot path: no lock
@@ -61,15 +71,42 @@ def settings() -> Settings:
 def configure(**changes: Any) -> Settings:
     """Change this kernel's settings; returns the settings now in force.
 
-    Keywords: ``store`` (directory), ``workers``, ``backend`` (``'loky'``,
-    ``'thread'``, ``'sync'``, ``'dask'``), ``progress`` (``'auto'``,
-    ``'widget'``, ``'text'``, ``False``), defaults for ``timeout``,
-    ``retries``, ``cached``, ``reuse``, and ``cache_ttl``, ``address``,
-    ``client`` (Dask). Each has an environment variable ``NBGROUPS_<NAME>``.
-    Tasks already running finish on the previous runner.
+    Tasks already running finish on the previous runner. A setting not given
+    keeps its value; each has an environment variable ``NBGROUPS_<NAME>``,
+    read once, when the first settings of the process are made.
 
-    >>> configure(backend="sync", store=str(tmp_store)).backend
-    'sync'
+    Args:
+        store: directory of the durable store (default ``./.nbgroups``).
+        workers: worker processes (or threads); default: the number of CPUs.
+        backend: ``'loky'`` (processes, the default), ``'thread'``, ``'sync'``
+            (inline) or ``'dask'``.
+        progress: ``'auto'`` (a widget in a notebook, a text line elsewhere),
+            ``'widget'``, ``'text'`` or ``False``.
+        timeout: default per-task timeout in seconds (``None``: no limit).
+        retries: default number of re-runs of a failed task.
+        cached: default of the ``cached`` option.
+        cache_ttl: seconds a ``cached=True`` result lives (default 3600).
+        reuse: default of the ``reuse`` option.
+        address: the Dask scheduler's address (``backend='dask'``).
+        client: a ``distributed.Client`` to use instead of ``address``.
+
+    Returns:
+        The new settings (a frozen dataclass; :func:`settings` returns it too).
+
+    Raises:
+        ArgumentTypeError: an unknown setting, or a value of the wrong type.
+        ConfigurationError: a value out of range, ``backend='dask'`` without
+            distributed installed, or a scheduler that cannot be reached.
+        StoreError: the store directory cannot be used.
+
+    Example:
+        >>> import nbgroups
+        >>> nbgroups.configure(workers=2).workers
+        2
+        >>> nbgroups.configure(backend='threads')
+        Traceback (most recent call last):
+        ...
+        nbgroups.errors.ConfigurationError: backend must be one of [...], got 'threads'
     """
     global _settings, _runner
     with _lock:
@@ -184,17 +221,38 @@ def _submitted(group: str | None, ttl: int | None) -> None:
 
 # ---------------------------------------------------------------- submission
 def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
-    """Submit one call of ``func``; returns the task id (32 hex digits).
+    """Submit one call of ``func``; returns the task id at once.
 
-    ``func`` is a callable (lambdas and notebook functions work) or a dotted
-    path (``'math.modf'``) resolved in the worker. The keywords ``group``,
-    ``cached``, ``timeout``, ``retries``, ``hook``, ``sync``, ``save``,
-    ``task_name``, ``reuse`` are options; the others go to ``func``. Pass
-    ``q_options={...}`` when ``func`` itself takes one of those keywords.
+    Option keywords are taken out of ``kwargs``; every other keyword goes to
+    ``func``. Pass ``q_options={...}`` (as in django-q) when ``func`` itself
+    takes a keyword named like an option: then every plain keyword goes to
+    ``func``.
 
-    >>> tid = async_task('math.modf', 2.5, group='doc', sync=True)
-    >>> result(tid)
-    (0.5, 2.0)
+    Args:
+        func: a callable (functions, lambdas and closures defined in the
+            notebook work: they travel by value) or a dotted path such as
+            ``'math.modf'``, imported in the worker.
+        *args: positional arguments of the call.
+        **kwargs: keyword arguments of the call, and the options ``group``,
+            ``cached``, ``timeout``, ``retries``, ``hook``, ``sync``, ``save``,
+            ``task_name``, ``reuse`` (see the user guide's table).
+
+    Returns:
+        The task id: 32 lowercase hex digits.
+
+    Raises:
+        ArgumentTypeError: ``func`` is neither callable nor a string, or an
+            option has the wrong type.
+        ConfigurationError: a malformed dotted path or an option out of range.
+        SerializationError: ``func`` cannot be pickled.
+
+    Example:
+        >>> from nbgroups import async_task, result
+        >>> tid = async_task('math.modf', 2.5, group='doc-task')
+        >>> len(tid)
+        32
+        >>> result(tid, wait=-1)
+        (0.5, 2.0)
     """
     check_func(func)
     raw, fkwargs = split_kwargs(kwargs)
@@ -213,12 +271,30 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
 def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str:
     """Submit ``func`` over every item of ``args_iter`` as one task; returns its id.
 
-    Tuples are unpacked into positional arguments. ``result(id)`` is the list
-    of results in input order; the task succeeded only if every item did.
-    Items go to the workers in batches: much faster than one task per item.
+    A tuple item is unpacked into positional arguments; anything else is one
+    argument. Items go to the workers in batches: much faster than one task
+    per item.
 
-    >>> result(async_iter('math.floor', [1.5, 2.5], sync=True))
-    [1, 2]
+    Args:
+        func: a callable or a dotted path, as for :func:`async_task`.
+        args_iter: any iterable of items (generators included; no ``len()``
+            needed). Not a string.
+        **options: the submission options of :func:`async_task`.
+
+    Returns:
+        The task id. Its result is the list of the results **in input order**;
+        the task succeeded only if every item did.
+
+    Raises:
+        ArgumentTypeError: ``args_iter`` is not an iterable, or ``func`` or an
+            option has the wrong type.
+        ConfigurationError: an option out of range.
+
+    Example:
+        >>> from nbgroups import async_iter, result
+        >>> tid = async_iter(pow, [(2, 3), (3, 2), (10, 0)])
+        >>> result(tid, wait=-1)
+        [8, 9, 1]
     """
     check_func(func)
     if not isinstance(args_iter, Iterable) or isinstance(args_iter, str | bytes):
@@ -238,15 +314,35 @@ def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str
 
 
 def sweep(func: Callable | str, group: str, **grid: Any) -> str:
-    """One task per point of the Cartesian product of the keyword lists; returns ``group``.
+    """Submit one task per point of the Cartesian product of the keyword lists.
 
-    Option keywords (``reuse``, ``timeout``, ...) are options, not grid axes.
-    With ``reuse=True`` a point already done successfully in the group is not
-    run again, so a sweep cell can be re-run after extending a list.
+    Each task calls ``func`` with one value of every axis as keyword arguments;
+    the tasks are in the order of the product (the last axis varies fastest).
+    Option keywords (``reuse``, ``timeout``, ...) are options of every task, not
+    axes. With ``reuse=True`` a point already done successfully in the group is
+    not run again, so a sweep cell can be re-run after extending a list.
 
-    >>> g = sweep(pow, 'doc-sweep', base=[2, 3], exp=[2], sync=True)
-    >>> result_group(g)
-    [4, 9]
+    Args:
+        func: a callable or a dotted path, as for :func:`async_task`.
+        group: the group of the tasks.
+        **grid: axis name -> a list (or any iterable but a string) of values;
+            and submission options.
+
+    Returns:
+        ``group``.
+
+    Raises:
+        ArgumentTypeError: an axis that is not a list of values, a group that
+            is not a string.
+        ConfigurationError: no axis at all, an empty group name, an option out
+            of range.
+
+    Example:
+        >>> from nbgroups import sweep, result_group
+        >>> sweep(pow, 'doc-sweep', base=[2, 3], exp=[1, 2])
+        'doc-sweep'
+        >>> result_group('doc-sweep', wait=-1)
+        [2, 4, 3, 9]
     """
     check_func(func)
     check_group(group)
@@ -274,7 +370,27 @@ def sweep(func: Callable | str, group: str, **grid: Any) -> str:
 
 # ---------------------------------------------------------------- reading
 class Task(TaskRecord):
-    """A task record with django-q's group helpers."""
+    """A task record, with django-q's group helpers.
+
+    Attributes: ``id``, ``name`` (four words, or ``task_name``), ``func`` (dotted
+    name or repr), ``args`` and ``kwargs`` (``None`` in the cache layer),
+    ``result`` (the return value, or a failed task's exception), ``group``,
+    ``submitted``, ``started`` and ``stopped`` (Unix times), ``success``
+    (``True``/``False`` once finished; ``None`` while queued or running, and
+    for a cancelled task), ``state`` (a :class:`State`), ``attempt_count``,
+    ``traceback`` (text, failures only) and ``error`` (the exception line of a
+    failure). Records are frozen: a later read gives a new one.
+
+    Example:
+        >>> from nbgroups import async_task, fetch
+        >>> task = fetch(async_task('math.floor', 2.5, group='doc-record'), wait=-1)
+        >>> task.result, task.success, task.state.value, task.group
+        (2, True, 'success', 'doc-record')
+        >>> task.time_taken() >= 0
+        True
+        >>> task.group_count()
+        1
+    """
 
     def group_result(self, failures: bool = False) -> list | None:
         """Results of this task's group (:func:`result_group`); None if it has none."""
@@ -314,9 +430,33 @@ def _find(r: Runner, task_id: str, ttl: int | None) -> Task | None:
 
 
 def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
-    """The task record for an id or a name (newest of that name), or None.
+    """The task record for an id or a name (the newest task of that name).
 
-    With ``wait`` (ms; -1 without limit) waits for the task to finish.
+    Args:
+        task_id: a task id, or a task's name.
+        wait: milliseconds to wait for the task to finish: ``0`` looks once,
+            ``-1`` waits without limit.
+        cached: read the cache layer (``cached=True`` tasks) instead of the
+            task store.
+
+    Returns:
+        The :class:`Task`, or ``None`` for an unknown id or name. When ``wait``
+        runs out first, the record as it stands (``state`` queued or running).
+
+    Raises:
+        ArgumentTypeError: ``task_id`` is not a string, ``wait`` not a number.
+        ConfigurationError: ``wait`` below ``-1``.
+        StoreError: the store cannot be read, or the task could not be written.
+
+    Example:
+        >>> from nbgroups import async_task, fetch
+        >>> task = fetch(async_task('math.sqrt', -1, group='doc-fetch'), wait=-1)
+        >>> task.success, task.error
+        (False, 'ValueError: math domain error')
+        >>> fetch(task.name).id == task.id
+        True
+        >>> fetch('no-such-task') is None
+        True
     """
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
@@ -350,9 +490,26 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
 
 
 def result(task_id: str, wait: int = 0, cached: bool = False) -> Any:
-    """The result of a task (id or name), or None if unknown or not finished within ``wait`` ms.
+    """The result of a task, by id or name.
 
-    A failed task's result is its exception.
+    Args:
+        task_id: a task id, or a task's name.
+        wait: milliseconds to wait for the task to finish (``-1``: no limit).
+        cached: read the cache layer instead of the task store.
+
+    Returns:
+        The return value; a failed task's exception; ``None`` when the task is
+        unknown, not finished within ``wait``, or was submitted with
+        ``save=False``.
+
+    Raises:
+        ArgumentTypeError: ``task_id`` is not a string, ``wait`` not a number.
+        ConfigurationError: ``wait`` below ``-1``.
+
+    Example:
+        >>> from nbgroups import async_task, result
+        >>> result(async_task(divmod, 7, 2, group='doc-result'), wait=-1)
+        (3, 1)
     """
     task = fetch(task_id, wait=wait, cached=cached)
     return task.result if task is not None and task.state.finished else None
@@ -386,12 +543,37 @@ def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: A
 
 def result_group(group_id: str, failures: bool = False, wait: int = 0,
                  count: int | None = None, cached: bool = False) -> list | None:
-    """Results of the group in submission order; None if the group is unknown.
+    """Results of the group, in submission order.
 
-    Failures are left out unless ``failures=True`` (then their result is the
-    exception). ``count=N`` waits until at least N tasks finished (failures
-    count too); ``wait`` (ms, -1 without limit) alone waits until every task
-    submitted so far finished or was cancelled.
+    ``count=N`` waits until at least N tasks finished (failures count too), or
+    ``wait`` ran out; ``count`` with ``wait=0`` waits without limit, as in
+    django-q. ``wait`` alone waits until every task submitted so far finished
+    or was cancelled. When the wait runs out, what is there is returned.
+
+    Args:
+        group_id: the group.
+        failures: include failed tasks (their entry is their exception).
+        wait: milliseconds to wait (``-1``: no limit).
+        count: wait for at least this many finished tasks.
+        cached: read the group of the cache layer.
+
+    Returns:
+        The list of results, or ``None`` if the group is unknown.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` not a string, ``failures`` not a bool,
+            ``wait`` or ``count`` not an int.
+        ConfigurationError: ``wait`` below ``-1``, ``count`` below 1, an empty
+            group name.
+
+    Example:
+        >>> from nbgroups import async_task, result_group
+        >>> for i in range(4):
+        ...     _ = async_task('math.modf', i, group='doc-modf')
+        >>> result_group('doc-modf', count=4)
+        [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]
+        >>> result_group('no-such-group') is None
+        True
     """
     return _waited_store(group_id, failures, wait, count, cached).group_results(
         group_id, failures)
@@ -399,7 +581,33 @@ def result_group(group_id: str, failures: bool = False, wait: int = 0,
 
 def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
                 count: int | None = None, cached: bool = False) -> TaskList | None:
-    """The group's :class:`Task` records in submission order; None if unknown."""
+    """The group's task records, in submission order.
+
+    Args:
+        group_id: the group.
+        failures: include failed tasks (``False`` leaves them out).
+        wait: milliseconds to wait, as for :func:`result_group`.
+        count: wait for at least this many finished tasks.
+        cached: read the group of the cache layer.
+
+    Returns:
+        A :class:`TaskList` of :class:`Task` (cancelled and unfinished tasks
+        included), or ``None`` if the group is unknown.
+
+    Raises:
+        ArgumentTypeError: as :func:`result_group`.
+        ConfigurationError: as :func:`result_group`.
+
+    Example:
+        >>> from nbgroups import async_task, fetch_group
+        >>> for x in (4, -1, 9):
+        ...     _ = async_task('math.sqrt', x, group='doc-fetch-group')
+        >>> tasks = fetch_group('doc-fetch-group', wait=-1)
+        >>> [t.result for t in tasks.exclude(success=False)]
+        [2.0, 3.0]
+        >>> tasks.values('args', 'success')[1]
+        {'args': (-1,), 'success': False}
+    """
     tasks = _waited_store(group_id, failures, wait, count, cached).group_records(group_id, Task)
     if tasks is None:
         return None
@@ -423,7 +631,29 @@ def _with_running(r: Runner, tasks: TaskList) -> TaskList:
 
 
 def count_group(group_id: str, failures: bool = False, cached: bool = False) -> int:
-    """Successes (or failures, with ``failures=True``) of the group; 0 if unknown."""
+    """How many tasks of the group succeeded (or failed). Constant time,
+    whatever the group's size.
+
+    Args:
+        group_id: the group.
+        failures: count failures instead of successes.
+        cached: count the group of the cache layer.
+
+    Returns:
+        The count; ``0`` for an unknown group. Cancelled and unfinished tasks
+        are in neither count.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` not a string, ``failures`` not a bool.
+
+    Example:
+        >>> from nbgroups import async_task, count_group, result_group
+        >>> for x in (1, 0, 2):
+        ...     _ = async_task('operator.truediv', 1, x, group='doc-count')
+        >>> _ = result_group('doc-count', wait=-1)
+        >>> count_group('doc-count'), count_group('doc-count', failures=True)
+        (2, 1)
+    """
     check_group(group_id, "group_id")
     check_bool("failures", failures)
     r = runner()
@@ -433,8 +663,31 @@ def count_group(group_id: str, failures: bool = False, cached: bool = False) -> 
 
 
 def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> int:
-    """Remove the group label (tasks stay, ``group=None``), or with ``tasks=True``
-    the tasks too, cancelling those not started. Returns how many tasks."""
+    """Delete a group: its label, or with ``tasks=True`` its tasks too.
+
+    Args:
+        group_id: the group.
+        tasks: ``False``: remove the label only; the tasks stay fetchable by id,
+            with ``group=None``. ``True``: delete the tasks too, cancelling
+            those not started.
+        cached: the group of the cache layer.
+
+    Returns:
+        The number of tasks affected, always an ``int`` (``0`` for an unknown
+        group).
+
+    Raises:
+        ArgumentTypeError: ``group_id`` not a string, ``tasks`` not a bool.
+
+    Example:
+        >>> from nbgroups import async_task, delete_group, fetch, result_group
+        >>> tid = async_task('math.floor', 1.5, group='doc-delete')
+        >>> _ = result_group('doc-delete', wait=-1)
+        >>> delete_group('doc-delete')
+        1
+        >>> result_group('doc-delete') is None, fetch(tid).group
+        (True, None)
+    """
     check_group(group_id, "group_id")
     check_bool("tasks", tasks)
     ttl = _layer(cached)
@@ -446,15 +699,56 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> in
 
 
 def cancel_group(group_id: str, cached: bool = False) -> int:
-    """Cancel the group's tasks not yet started; returns how many were cancelled."""
+    """Cancel the group's tasks not yet started.
+
+    They are recorded as cancelled: listed by :func:`fetch_group`, counted in
+    :attr:`GroupCounts.cancelled`, neither successes nor failures, never run.
+    Tasks already running finish.
+
+    Args:
+        group_id: the group.
+        cached: the group of the cache layer.
+
+    Returns:
+        How many tasks were cancelled.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, cancel_group, result_group
+        >>> _ = async_task('math.floor', 1.5, group='doc-cancel')
+        >>> _ = result_group('doc-cancel', wait=-1)
+        >>> cancel_group('doc-cancel')  # nothing left to cancel
+        0
+    """
     check_group(group_id, "group_id")
     return runner().cancel(group_id, _layer(cached))
 
 
 def retry_group(group_id: str, cached: bool = False) -> int:
-    """Re-submit the group's failed tasks (same callable and arguments); returns how many.
+    """Re-run the group's failed tasks, with the same callable and arguments.
 
-    Each keeps its id; its ``attempt_count`` goes on from the failed runs.
+    Each keeps its id; its ``attempt_count`` goes on from the failed runs. A
+    notebook function runs with the values it captured when first submitted.
+
+    Args:
+        group_id: the group.
+        cached: the group of the cache layer.
+
+    Returns:
+        How many tasks were re-submitted.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, result_group, retry_group
+        >>> _ = async_task('math.sqrt', -1, group='doc-retry')
+        >>> result_group('doc-retry', wait=-1)
+        []
+        >>> retry_group('doc-retry')
+        1
     """
     check_group(group_id, "group_id")
     ttl = _layer(cached)
@@ -467,10 +761,26 @@ def retry_group(group_id: str, cached: bool = False) -> int:
 
 
 def resume_group(group_id: str) -> int:
-    """Re-submit the group's tasks that never finished (e.g. after a kernel restart).
+    """Run the group's tasks that never finished, e.g. after a kernel restart.
 
     Each runs once: tasks this kernel is still running are left alone, and so
     are those of another kernel on this machine that is still running.
+
+    Args:
+        group_id: the group.
+
+    Returns:
+        How many tasks were re-submitted.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, result_group, resume_group
+        >>> _ = async_task('math.floor', 1.5, group='doc-resume')
+        >>> _ = result_group('doc-resume', wait=-1)
+        >>> resume_group('doc-resume')  # everything finished: nothing to resume
+        0
     """
     check_group(group_id, "group_id")
     r = runner()
@@ -488,13 +798,43 @@ def resume_group(group_id: str) -> int:
 
 
 def group_counts(group_id: str, cached: bool = False):
-    """A :class:`~nbgroups.records.GroupCounts` snapshot (stored + this kernel's live)."""
+    """A snapshot of the group's counts: the store's, plus what this kernel is
+    running now.
+
+    Args:
+        group_id: the group.
+        cached: the group of the cache layer.
+
+    Returns:
+        A :class:`GroupCounts` (all zero for an unknown group).
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, group_counts, result_group
+        >>> _ = async_task('math.floor', 1.5, group='doc-counts')
+        >>> _ = result_group('doc-counts', wait=-1)
+        >>> c = group_counts('doc-counts')
+        >>> c.submitted, c.done, c.failed, c.settled
+        (1, 1, 0, True)
+    """
     check_group(group_id, "group_id")
     return runner().counts(group_id, _layer(cached))
 
 
 def list_groups() -> list[str]:
-    """Names of the groups in the store."""
+    """Names of the groups in the task store (not the cache layer).
+
+    Returns:
+        A list of group names.
+
+    Example:
+        >>> from nbgroups import async_task, list_groups
+        >>> _ = async_task('math.floor', 1.5, group='doc-list')
+        >>> 'doc-list' in list_groups()
+        True
+    """
     r = runner()
     r.flush()
     return r.store.groups()
@@ -502,13 +842,31 @@ def list_groups() -> list[str]:
 
 # ---------------------------------------------------------------- AsyncTask
 class AsyncTask:
-    """Builder for one task: options as attributes, ``run()`` submits.
+    """A builder for one task: options as attributes, :meth:`run` submits.
 
-    >>> a = AsyncTask('math.floor', 2.5, group='doc-math', sync=True)
-    >>> a.run() == a.id
-    True
-    >>> a.result()
-    2
+    Args:
+        func: a callable or a dotted path, as for :func:`async_task`.
+        *args: positional arguments of the call.
+        **kwargs: keyword arguments of the call, and submission options, which
+            become attributes (``group``, ``cached``, ``timeout``, ...).
+
+    Raises:
+        ArgumentTypeError: as :func:`async_task`, at construction.
+        ConfigurationError: as :func:`async_task`, at construction.
+
+    Before :meth:`run`, ``id`` is ``None``, ``started`` is ``False`` and the
+    readers return ``None``.
+
+    Example:
+        >>> from nbgroups import AsyncTask
+        >>> a = AsyncTask('math.floor', 2.5, group='doc-builder')
+        >>> a.timeout = 30
+        >>> a.run() == a.id
+        True
+        >>> a.result(wait=-1)
+        2
+        >>> a.result_group(wait=-1), a.group_count()
+        ([2], 1)
     """
 
     def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:

@@ -16,7 +16,17 @@ SCHEMA_VERSION = 1
 
 class State(str, enum.Enum):
     """Where a task is: queued, running, or one of the final states (success,
-    failure, cancelled)."""
+    failure, cancelled). A ``str`` enum: ``State.SUCCESS == 'success'``.
+
+    ``finished`` is true for success and failure; ``final`` also for cancelled.
+
+    Example:
+        >>> from nbgroups import State
+        >>> State.SUCCESS.finished, State.CANCELLED.finished, State.CANCELLED.final
+        (True, False, True)
+        >>> State('queued') is State.QUEUED
+        True
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -81,7 +91,17 @@ class TaskRecord:
 
 
 class TaskList(list):
-    """A list of tasks with django-queryset-like helpers."""
+    """A list of tasks with django-queryset-like helpers: :meth:`filter`,
+    :meth:`exclude`, :meth:`values`, :meth:`to_dataframe`.
+
+    Example:
+        >>> from nbgroups import fetch_group, sweep
+        >>> tasks = fetch_group(sweep(pow, 'doc-list-of-tasks', base=[2, 0], exp=[-1]), wait=-1)
+        >>> [t.kwargs for t in tasks.filter(success=True)]
+        [{'base': 2, 'exp': -1}]
+        >>> tasks.exclude(success=True)[0].error
+        'ZeroDivisionError: 0.0 cannot be raised to a negative power'
+    """
 
     def filter(self, **fields: Any) -> TaskList:
         """Tasks whose attributes equal every given value: ``filter(success=True)``."""
@@ -145,7 +165,20 @@ class TaskList(list):
 
 @dataclass(frozen=True)
 class GroupCounts:
-    """Counts of one group. ``done`` counts successes."""
+    """Counts of one group, from :func:`group_counts`. ``done`` counts successes.
+
+    Fields: ``group``, ``submitted``, ``done``, ``failed``, ``cancelled``,
+    ``running``, ``queued``, ``reused`` (calls of ``reuse=True`` submissions
+    that found a task already done), ``first_submitted``, ``last_finished``
+    (Unix times or ``None``). ``finished`` is ``done + failed``; ``settled``
+    says every submitted task finished or was cancelled.
+
+    Example:
+        >>> from nbgroups import GroupCounts
+        >>> c = GroupCounts('g', submitted=3, done=1, failed=1, running=1)
+        >>> c.finished, c.settled
+        (2, False)
+    """
 
     group: str
     submitted: int = 0
