@@ -1,4 +1,4 @@
-"""The public face: django-q's task-group API, with DESIGN.md's fixes.
+"""The public face: django-q's task-group API, with the fixes of docs/contract.md.
 
 Everything here validates its arguments at the call (before anything is
 stored), then talks to the kernel's :class:`~nbgroups.runner.Runner` (to

@@ -3,8 +3,14 @@
 #
 # Needs python3 >= 3.10 (with venv).  As root on Debian it also installs the
 # `chromium` package for the browser tests (Playwright cannot download a browser
-# here).  Phases: venv -> pip install -e '.[test,dask]' -> chromium -> pytest.
-# Idempotent: the pip phase is skipped while pyproject.toml is unchanged.
+# here).  Phases: venv -> pip install -e '.[test,dask,docs]' -> chromium -> docs
+# -> pytest.  Idempotent: the pip phase is skipped while pyproject.toml is unchanged.
+#
+# The docs phase builds the documentation site (Sphinx, warnings as errors,
+# nitpicky: a link or reference that does not resolve fails; the notebooks are
+# executed) into docs/_build/html. It runs for the whole suite (no pytest
+# arguments, as CI runs it) and is skipped when pytest arguments pick a subset,
+# unless NBGROUPS_DOCS=1; NBGROUPS_DOCS=0 skips it always.
 #
 # Environment:
 #   PYTHON=python3.12        interpreter used to create .venv (default python3)
@@ -12,6 +18,7 @@
 #                            browser tests fail instead of skipping
 #   NBGROUPS_FORCE_INSTALL=1 re-run pip install even if nothing changed
 #   NBGROUPS_CHROMIUM=path   Chromium binary (default /usr/lib/chromium/chromium)
+#   NBGROUPS_DOCS=0|1        skip / force the docs build (default: only without args)
 # Exit status: pytest's; "no tests collected" (5) is reported as a failure.
 set -euo pipefail
 
@@ -88,15 +95,15 @@ else
     rm -f "$STAMP"
     pip_log="$(mktemp)"
     # Output kept for failures only: setuptools' build warnings are noise here.
-    if ! "$VPY" -m pip install -q --disable-pip-version-check -e '.[test,dask]' >"$pip_log" 2>&1; then
+    if ! "$VPY" -m pip install -q --disable-pip-version-check -e '.[test,dask,docs]' >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
         rm -f "$pip_log"
-        die "pip install -e '.[test,dask]' failed"
+        die "pip install -e '.[test,dask,docs]' failed"
     fi
     rm -f "$pip_log"
     installed_here || die "nbgroups is not importable from $ROOT after pip install -e"
     echo "$want_stamp" >"$STAMP"
-    echo "    installed -e '.[test,dask]'"
+    echo "    installed -e '.[test,dask,docs]'"
 fi
 
 # ------------------------------------------------------------------ chromium
@@ -127,6 +134,21 @@ else
 fi
 if is_ci; then
     export NBGROUPS_REQUIRE_BROWSER=1 # a browser test must run, not skip
+fi
+
+# ------------------------------------------------------------------ docs
+if [[ "${NBGROUPS_DOCS:-}" == "1" || ( -z "${NBGROUPS_DOCS:-}" && $# -eq 0 ) ]]; then
+    phase docs
+    docs_log="$(mktemp)"
+    # -W: warnings are errors; -n: nitpicky (unresolved references warn);
+    # --keep-going: report every warning, not only the first.
+    if ! "$VPY" -m sphinx -W --keep-going -n -q -b html docs docs/_build/html >"$docs_log" 2>&1; then
+        grep -v 'IPKernelApp\] WARNING | Kernel is running over TCP' "$docs_log" >&2 || true
+        rm -f "$docs_log"
+        die "the documentation build failed (python -m sphinx -W --keep-going -n -b html docs docs/_build/html)"
+    fi
+    rm -f "$docs_log"
+    echo "    built docs/_build/html"
 fi
 
 # ------------------------------------------------------------------ pytest

@@ -1,0 +1,83 @@
+"""The documentation's promises that a docs build alone would not check.
+
+The site itself is built by ``scripts/test.sh`` (Sphinx with warnings as errors,
+nitpicky): it fails on a reference that does not resolve, but not on a public
+name nobody documented, nor on the README's links (the README is not part of
+the site). These tests read the sources; they need no Sphinx.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+import nbgroups
+
+ROOT = Path(__file__).resolve().parent.parent
+API_PAGE = ROOT / "docs" / "reference" / "api.md"
+README = ROOT / "README.md"
+
+# ``.. autofunction:: nbgroups.async_task`` and the like, in the page's eval-rst blocks
+_DOCUMENTED = re.compile(r"^\.\. auto(?:function|class|exception|data):: nbgroups\.(\w+)\s*$",
+                         re.M)
+# [text](target) outside code; images too
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def documented_names(text: str) -> set[str]:
+    return set(_DOCUMENTED.findall(text))
+
+
+def test_every_public_name_is_in_the_api_reference():
+    missing = sorted(set(nbgroups.__all__) - documented_names(API_PAGE.read_text()))
+    assert missing == [], f"add these to {API_PAGE.relative_to(ROOT)}: {missing}"
+
+
+def test_the_reference_documents_names_through_the_package():
+    """Documented as ``nbgroups.<name>``: a module split cannot break the reference."""
+    text = API_PAGE.read_text()
+    through_modules = re.findall(r"^\.\. auto\w+:: (nbgroups\.\w+\.\w+)", text, re.M)
+    assert through_modules == []
+    assert documented_names(text) <= set(nbgroups.__all__)
+
+
+def test_the_check_sees_a_missing_name():
+    text = API_PAGE.read_text().replace(".. autofunction:: nbgroups.sweep\n", "")
+    assert "sweep" not in documented_names(text)
+
+
+def _prose(markdown: str) -> str:
+    """The text outside fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", markdown, flags=re.S | re.M)
+
+
+def test_readme_links_stay_inside_the_repository():
+    bad = []
+    for target in _LINK.findall(_prose(README.read_text())):
+        if re.match(r"[a-z]+:", target) or target.startswith("#"):
+            continue  # a web page or an anchor
+        path = (ROOT / target.split("#")[0]).resolve()
+        if not path.is_relative_to(ROOT) or not path.exists():
+            bad.append(target)
+    assert bad == []
+
+
+def test_readme_first_screen_has_the_two_set_up_commands():
+    text = README.read_text()
+    first_block = re.search(r"^```bash\n(.*?)^```", text, re.S | re.M).group(1)
+    commands = [line for line in first_block.splitlines() if line.strip()]
+    assert len(commands) == 2
+    assert "pip install" in commands[0] and "scripts/test.sh" in commands[1]
+    assert text.index("```bash") < 800  # on the first screen
+
+
+@pytest.mark.parametrize("path", [README, ROOT / "benchmarks" / "README.md",
+                                  *sorted((ROOT / "docs").rglob("*.md"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_issue_numbers_in_user_documents(path):
+    """Readers of a clone have no issue tracker: "issue 5" means nothing to them."""
+    if "_build" in path.parts:
+        pytest.skip("build output")
+    assert re.findall(r"\bissues? #?\d+", path.read_text(), re.I) == []
