@@ -36,10 +36,12 @@ class State(str, enum.Enum):
 
     @property
     def finished(self) -> bool:
+        """Success or failure: the task ran to an outcome."""
         return self in (State.SUCCESS, State.FAILURE)
 
     @property
     def final(self) -> bool:
+        """Success, failure or cancelled: the task will not change by itself."""
         return self in (State.SUCCESS, State.FAILURE, State.CANCELLED)
 
 
@@ -193,6 +195,7 @@ class GroupCounts:
 
     @property
     def finished(self) -> int:
+        """Successes plus failures (what ``count=`` waits for)."""
         return self.done + self.failed
 
     @property
