@@ -9,6 +9,11 @@ the site). These tests read the sources; they need no Sphinx.
 from __future__ import annotations
 
 import re
+import secrets
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -81,3 +86,41 @@ def test_no_issue_numbers_in_user_documents(path):
     if "_build" in path.parts:
         pytest.skip("build output")
     assert re.findall(r"\bissues? #?\d+", path.read_text(), re.I) == []
+
+
+def test_getting_started_command_serves_the_notebooks(tmp_path):
+    """``.venv/bin/jupyter lab notebooks/``, as getting-started.md says: the file browser
+    shows the bundled notebooks, and the widget extension the progress views need is
+    there (no extra install step). A real JupyterLab server, asked over its REST API."""
+    from tests.jupyter_env import LabServer, _free_port, _stop_process_group
+
+    jupyter = Path(sys.executable).parent / "jupyter"
+    assert "jupyter lab notebooks/" in (ROOT / "docs" / "getting-started.md").read_text()
+    port, token = _free_port(), secrets.token_hex(16)
+    log_path = tmp_path / "lab.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [str(jupyter), "lab", "notebooks/", "--no-browser", "--allow-root",
+             "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
+             f"--IdentityProvider.token={token}", "--LabApp.news_url=None",
+             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
+            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    server = LabServer(url=f"http://127.0.0.1:{port}", token=token, root_dir=ROOT / "notebooks",
+                       log_path=log_path, proc=proc)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, server.log_tail()
+            try:
+                server.api("GET", "/api/status", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.2)
+        listed = {item["name"] for item in server.api("GET", "/api/contents")["content"]}
+        assert {"quickstart.ipynb", "sweep.ipynb"} <= listed
+        request = urllib.request.Request(f"{server.url}/lab?token={token}")
+        with urllib.request.urlopen(request, timeout=10) as page:
+            assert "@jupyter-widgets/jupyterlab-manager" in page.read().decode()
+    finally:
+        _stop_process_group(proc)
