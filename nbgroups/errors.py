@@ -51,6 +51,11 @@ class ArgumentTypeError(NbgroupsError, TypeError):
     """
 
 
+class UnresolvedPath(NbgroupsError, LookupError):
+    """A dotted path (``'package.module.attr'``) names nothing importable (the
+    task that named it fails with this, in its worker)."""
+
+
 class RunnerClosed(NbgroupsError, RuntimeError):
     """A submission reached a runner that was closed."""
 
@@ -178,3 +183,29 @@ class TaskCancelled(TaskError):
 
     def __init__(self, type_name: str = "TaskCancelled", message: str = "", traceback: str = ""):
         super().__init__(type_name, message, traceback)
+
+
+# ---------------------------------------------------------------- warnings
+# Warnings are not errors, but they are nbgroups' too: one place to find (and
+# filter) everything nbgroups may say.
+class NbgroupsWarning(UserWarning):
+    """Base class of every nbgroups warning: filter them all with it.
+
+    Example:
+        >>> import nbgroups
+        >>> issubclass(nbgroups.ReuseWarning, nbgroups.NbgroupsWarning)
+        True
+    """
+
+
+class ReuseWarning(NbgroupsWarning):
+    """A call could not be keyed for ``reuse=True`` (an argument that is a lock, an
+    open file, a generator...); it ran as usual, without reuse. Issued once per
+    reason.
+
+    Example:
+        >>> import warnings
+        >>> import nbgroups
+        >>> with warnings.catch_warnings():
+        ...     warnings.simplefilter('ignore', nbgroups.ReuseWarning)
+    """

@@ -3,8 +3,10 @@
 #
 # Needs python3 >= 3.10 (with venv).  As root on Debian it also installs the
 # `chromium` package for the browser tests (Playwright cannot download a browser
-# here).  Phases: venv -> pip install -e '.[test,dask,docs]' -> chromium -> docs
-# -> pytest.  Idempotent: the pip phase is skipped while pyproject.toml is unchanged.
+# here).  Phases: venv -> pip install -e '.[test,dask,docs]' -> chromium -> ruff
+# -> mypy -> docs -> pytest.  Idempotent: the pip phase is skipped while
+# pyproject.toml is unchanged.  Before pytest, `ruff check nbgroups tests` and
+# `mypy nbgroups` must pass.
 #
 # The docs phase builds the documentation site (Sphinx, warnings as errors,
 # nitpicky: a link or reference that does not resolve fails; the notebooks are
@@ -18,8 +20,10 @@
 #                            browser tests fail instead of skipping
 #   NBGROUPS_FORCE_INSTALL=1 re-run pip install even if nothing changed
 #   NBGROUPS_CHROMIUM=path   Chromium binary (default /usr/lib/chromium/chromium)
+#   NBGROUPS_SKIP_LINT=1     skip ruff and mypy (a quick local rerun of some tests)
 #   NBGROUPS_DOCS=0|1        skip / force the docs build (default: only without args)
-# Exit status: pytest's; "no tests collected" (5) is reported as a failure.
+# Exit status: 1 if ruff, mypy or the docs build fails, else pytest's; "no tests
+# collected" (5) is reported as a failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -136,6 +140,16 @@ if is_ci; then
     export NBGROUPS_REQUIRE_BROWSER=1 # a browser test must run, not skip
 fi
 
+# ------------------------------------------------------------------ lint
+# Static checks first: they take seconds, and a type or lint error fails the run
+# before minutes of tests. NBGROUPS_SKIP_LINT=1 skips them (a quick local rerun).
+if [[ "${NBGROUPS_SKIP_LINT:-0}" != "1" ]]; then
+    phase ruff
+    "$VPY" -m ruff check nbgroups tests || { summary; die "ruff check failed"; }
+    phase mypy
+    "$VPY" -m mypy nbgroups || { summary; die "mypy failed"; }
+fi
+
 # ------------------------------------------------------------------ docs
 if [[ "${NBGROUPS_DOCS:-}" == "1" || ( -z "${NBGROUPS_DOCS:-}" && $# -eq 0 ) ]]; then
     phase docs
@@ -145,6 +159,7 @@ if [[ "${NBGROUPS_DOCS:-}" == "1" || ( -z "${NBGROUPS_DOCS:-}" && $# -eq 0 ) ]];
     if ! "$VPY" -m sphinx -W --keep-going -n -q -b html docs docs/_build/html >"$docs_log" 2>&1; then
         grep -v 'IPKernelApp\] WARNING | Kernel is running over TCP' "$docs_log" >&2 || true
         rm -f "$docs_log"
+        summary
         die "the documentation build failed (python -m sphinx -W --keep-going -n -b html docs docs/_build/html)"
     fi
     rm -f "$docs_log"
