@@ -125,8 +125,8 @@ def _external_reference(app, env, node, contnode):
     if node.get("refdomain") != "py":
         return None
     target = node.get("reftarget", "")
-    if _INTERNAL.match(target):
-        return None
+    if _INTERNAL.match(target) and not target.rsplit(".", 1)[-1].startswith("_"):
+        return None  # a private class in a return annotation stays text
     if target in {"Task", "TaskList", "GroupCounts", "State"}:  # unqualified in a docstring
         return None
     return contnode

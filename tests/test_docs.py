@@ -43,8 +43,8 @@ def test_every_public_name_is_in_the_api_reference():
 def test_the_reference_documents_names_through_the_package():
     """Documented as ``nbgroups.<name>``: a module split cannot break the reference."""
     text = API_PAGE.read_text()
-    through_modules = re.findall(r"^\.\. auto\w+:: (nbgroups\.\w+\.\w+)", text, re.M)
-    assert through_modules == []
+    through_modules = re.findall(r"^\.\. auto\w+:: nbgroups\.[\w.]+\.(\w+)$", text, re.M)
+    assert set(through_modules) & set(nbgroups.__all__) == set()  # values they return may be
     assert documented_names(text) <= set(nbgroups.__all__)
 
 

@@ -29,8 +29,10 @@ class Task(TaskRecord):
     ``submitted``, ``started`` and ``stopped`` (Unix times), ``success``
     (``True``/``False`` once finished; ``None`` while queued or running, and
     for a cancelled task), ``state`` (a :class:`State`), ``attempt_count``,
-    ``traceback`` (text, failures only) and ``error`` (the exception line of a
-    failure). Records are frozen: a later read gives a new one.
+    ``traceback`` (text, failures only), ``error`` (the exception line of a
+    failure) and ``saved`` (``False`` for a task submitted with ``save=False``:
+    its outcome is kept, its return value is not). Records are frozen: a later
+    read gives a new one.
 
     Example:
         >>> from nbgroups import async_task, fetch
@@ -288,7 +290,7 @@ def failed_tasks(group_id: str, cached: bool | int = False, limit: int | None = 
         tid = names.task_id(page.prefix, call.index)
         out.append(build_record(tid, call.task_name or names.name_of(tid),
                                 page.funcs[call.func][0], None, None, o, group_id,
-                                page.created, Task))
+                                page.created, Task, saved=page.options.get("save", True)))
         if limit is not None and len(out) >= limit:
             break
     return out

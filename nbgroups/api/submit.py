@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..arguments import OPTION_NAMES, check_func, check_group, split_kwargs
+from ..arguments import OPTION_NAMES, check_func, check_group, check_keywords, split_kwargs
 from ..errors import ArgumentTypeError, ConfigurationError
 from .session import SESSION
 
@@ -40,8 +40,10 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
         The task id: 32 lowercase hex digits.
 
     Raises:
-        ArgumentTypeError: ``func`` is neither callable nor a string, or an
-            option has the wrong type.
+        ArgumentTypeError: ``func`` is neither callable nor a string, an option
+            has the wrong type, or a keyword is neither an option nor accepted by
+            ``func``'s signature (a misspelt option: the message names the
+            nearest one).
         ConfigurationError: a malformed dotted path or an option out of range.
         SerializationError: ``func`` cannot be pickled.
 
@@ -54,7 +56,7 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
         (0.5, 2.0)
     """
     check_func(func)
-    raw, fkwargs = split_kwargs(kwargs)
+    raw, fkwargs = split_kwargs(kwargs, func)
     opts, flags = _S.options(raw)
     if flags["reuse"]:
         ids = _S.reuser().submit(_S.runner(), func, [(args, fkwargs)], opts,
@@ -144,6 +146,7 @@ def sweep(func: Callable | str, group: str, **grid: Any) -> str:
     check_group(group)
     raw = {k: grid.pop(k) for k in list(grid) if k in OPTION_NAMES}
     raw["group"] = group
+    check_keywords(func, grid)  # an axis func cannot take: a misspelt option, most likely
     axes = {}
     for name, values in grid.items():
         if isinstance(values, str | bytes) or not isinstance(values, Iterable):
