@@ -13,6 +13,7 @@ from __future__ import annotations
 import doctest
 import importlib
 import pkgutil
+import threading
 
 import pytest
 
@@ -52,8 +53,22 @@ def reader_env(tmp_path, monkeypatch):
 @pytest.mark.parametrize("module_name", MODULES)
 def test_docstring_examples(module_name, reader_env):
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in _examples(module_name):
-        runner.run(test)
+    tests = _examples(module_name)
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for test in tests:
+                runner.run(test)
+        except BaseException as exc:  # reported below, on the test's thread
+            crashed.append(exc)
+
+    # On a thread of its own, as a reader's fresh interpreter: an event loop some
+    # earlier test left running on this thread would make asyncio.run() refuse.
+    thread = threading.Thread(target=run, name=f"doctest {module_name}")
+    thread.start()
+    thread.join()
+    assert crashed == []
     results = runner.summarize(verbose=False)
     assert results.failed == 0, f"{results.failed} failing example(s) in {module_name}"
 
