@@ -329,7 +329,7 @@ def test_rerun_sweep_says_how_many_were_reused(nb):
     rows = group_rows([c])
     assert rows[0]["reused"] == 4
     header, row = format_table(rows).splitlines()
-    assert header.split()[6] == "reused" and row.split()[6] == "4"
+    assert header.split()[7] == "reused" and row.split()[7] == "4"
 
 
 def test_formatting_and_table_doctests():

@@ -54,8 +54,8 @@ def test_table_of_groups(ip):
         {"submitted": 6, "done": 5, "failed": 1, "running": 0, "queued": 0}
     assert rows["tb"]["done"] == 1 and ":" in rows["tb"]["elapsed"]
     text = repr(table)
-    assert text.splitlines()[0].split() == ["group", "submitted", "done", "failed", "running",
-                                            "queued", "reused", "elapsed"]
+    assert text.splitlines()[0].split() == ["group", "submitted", "done", "failed", "cancelled",
+                                            "running", "queued", "reused", "elapsed"]
     assert "<td>ta</td>" in table._repr_html_()
 
 
