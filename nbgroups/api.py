@@ -399,7 +399,13 @@ def result_group(group_id: str, failures: bool = False, wait: int = 0,
 
 def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
                 count: int | None = None, cached: bool = False) -> TaskList | None:
-    """The group's :class:`Task` records in submission order; None if unknown."""
+    """The group's :class:`Task` records in submission order.
+
+    ``None`` if the store has no group of that name (as django-q returns): a
+    misspelt group then fails one step later, ``'NoneType' object has no attribute
+    'to_dataframe'``. ``nbgroups.list_groups()`` (or ``%nbgroups``, ``nbgroups
+    list``) shows the names; ``fetch_group(g) or []`` reads an unknown group as empty.
+    """
     tasks = _waited_store(group_id, failures, wait, count, cached).group_records(group_id, Task)
     if tasks is None:
         return None

@@ -395,3 +395,19 @@ def test_ten_thousand_tasks_bounded_widget_updates(nb_loky):
     finally:
         ip.run_line_magic("unload_ext", "nbgroups")
         InteractiveShell.clear_instance()
+
+
+def test_group_counts_repr_reads_times_not_epoch_floats():
+    import time as clock
+
+    from nbgroups.records import GroupCounts
+
+    t0 = clock.mktime((2026, 11, 29, 23, 12, 57, 0, 0, -1)) + 0.717
+    text = repr(GroupCounts("g", submitted=200, done=180, failed=20,
+                            first_submitted=t0, last_finished=t0 + 2.141))
+    assert text == ("GroupCounts('g', submitted=200, done=180, failed=20, cancelled=0, "
+                    "running=0, queued=0, reused=0, first_submitted=2026-11-29 23:12:57.717, "
+                    "last_finished=2026-11-29 23:12:59.858 (2.1 s after))")
+    assert str(t0)[:6] not in text
+    empty = repr(GroupCounts("g"))
+    assert empty.endswith("first_submitted=None, last_finished=None)")

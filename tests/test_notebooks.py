@@ -185,7 +185,8 @@ def test_quickstart_prints_the_documented_results(quickstart):
                            "Deleted group modf"]
     cached = outputs_text(cell_with(nb, "a.result_group(count=10)"))
     assert cached.strip() == str(list(range(10)))
-    assert (workdir / ".nbgroups-quickstart").is_dir()  # the store is beside the notebook
+    # the store is beside the notebook, where git ignores it; nothing else is left there
+    assert sorted(p.name for p in workdir.iterdir()) == [".nbgroups", "quickstart.ipynb"]
 
 
 def test_quickstart_progress_views_are_final(quickstart):
@@ -285,12 +286,20 @@ def test_sweep_progress_views_show_the_final_counts(sweep):
 def test_sweep_final_cell_reports_settled_counts(sweep):
     out = outputs_text(sweep["nb"].cells[-1]).splitlines()
     n, invalid = len(sweep["points"]), len(sweep["invalid"])
-    grid = [line for line in out if "group='grid'" in line]
+    grid = [line for line in out if line.startswith("GroupCounts('grid', ")]
     assert len(grid) == 1, out
+    # times as a reader reads them, not epoch floats
+    assert re.search(r"first_submitted=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}, ", grid[0]), grid
     assert f"submitted={n}," in grid[0] and f"done={n - invalid}," in grid[0], grid
     assert f"failed={invalid}," in grid[0], grid
     for line in out:
         assert "running=0," in line and "queued=0," in line, line
+
+
+def test_sweep_leaves_only_its_store_beside_it(sweep):
+    # the solver settings file is in a temporary directory; the store is ./.nbgroups,
+    # which git ignores
+    assert sorted(p.name for p in sweep["workdir"].iterdir()) == [".nbgroups", "sweep.ipynb"]
 
 
 def test_sweep_reuse_runs_only_the_new_points(sweep):
