@@ -43,6 +43,7 @@ _default_options: contextvars.ContextVar[dict] = contextvars.ContextVar(
     "nbgroups_default_options", default={}  # noqa: B039 - never mutated
 )
 _submit_listeners: list[Callable[[str | None, int | None], None]] = []
+_wait_listeners: list[Callable[[bool], None]] = []  # told when a wait begins/ends
 
 
 # ---------------------------------------------------------------- configuration
@@ -180,6 +181,19 @@ def _submitted(group: str | None, ttl: int | None) -> None:
     if _submit_listeners:
         for listener in list(_submit_listeners):
             listener(group, ttl)
+
+
+def _wait(r: Runner, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    """``r.wait``, with the wait listeners told when it begins and ends: a text view
+    draws while a wait blocks, and has drawn its last line when the wait returns."""
+    listeners = list(_wait_listeners)
+    for listener in listeners:
+        listener(True)
+    try:
+        return r.wait(predicate, timeout)
+    finally:
+        for listener in listeners:
+            listener(False)
 
 
 # ---------------------------------------------------------------- submission
@@ -344,7 +358,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool = False) -> Task | None:
         box[0] = _find(r, tid, ttl)
         return box[0] is not None and box[0].state.final
 
-    if not r.wait(finished, timeout) and box[0] is None:
+    if not _wait(r, finished, timeout) and box[0] is None:
         box[0] = _find(r, tid, ttl)  # not finished in time: its record as it stands
     return box[0]
 
@@ -366,10 +380,10 @@ def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -
             timeout = None  # django-q: count without wait waits without limit
         r.flush()
         # r.counts: a task being re-run (retry_group) is not finished yet
-        r.wait(lambda: r.counts(group, ttl).finished >= count, timeout)
+        _wait(r, lambda: r.counts(group, ttl).finished >= count, timeout)
     elif wait != 0:
         r.flush()
-        r.wait(lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
+        _wait(r, lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
                timeout)
 
 

@@ -86,6 +86,41 @@ def _kernel():
     return getattr(_shell(), "kernel", None)
 
 
+def _is_terminal(shell) -> bool:
+    """Whether ``shell`` is terminal IPython (a prompt on the terminal text views use)."""
+    return shell is not None and type(shell).__name__ == "TerminalInteractiveShell"
+
+
+_waits = 0  # waits (api) blocking now, in any thread
+_waits_lock = threading.Lock()
+
+
+def _on_wait(started: bool) -> None:
+    """A wait begins or ends (``api._wait_listeners``). Text views draw while it
+    blocks; before it returns their last state is drawn and the lines ended, so
+    the final 100 % line is on screen before the result, and what is printed
+    next (``Out[n]:``, the prompt) starts on a line of its own."""
+    global _waits
+    from . import text
+
+    terminal = _is_terminal(_shell())
+    with _waits_lock:
+        _waits += 1 if started else -1
+        first, last = started and _waits == 1, not started and _waits == 0
+    try:
+        if first and terminal:
+            text.release()
+        if last:
+            for v in views():
+                if v.mode == "text":
+                    v.refresh(force=True)
+            text.end_lines()
+            if terminal:
+                text.hold()
+    except Exception:  # drawing must never break a wait
+        log.debug("nbgroups: drawing at a wait's end failed", exc_info=True)
+
+
 class ProgressView:
     """The live view of one group: an adapter (widget or text) fed by :func:`meter`.
 
@@ -256,7 +291,9 @@ class Renderer:
             self.views.remove(view)
 
     def _attach(self) -> None:
-        """Listen to the current runner (configure() may have replaced it)."""
+        """Listen to the current runner (configure() may have replaced it), and to waits."""
+        if _on_wait not in api._wait_listeners:
+            api._wait_listeners.append(_on_wait)
         r = api.runner()
         if r is not self._runner:
             if self._runner is not None:
@@ -275,6 +312,10 @@ class Renderer:
         self.cell_running = True  # hooked from inside a cell
         kernel = getattr(shell, "kernel", None)
         self.loop = getattr(kernel, "io_loop", None)
+        if _is_terminal(shell):
+            from . import text
+
+            text.hold()  # the terminal's prompt: drawn over by nothing (text.py)
 
     def unhook_shell(self, shell) -> None:
         if shell is None or id(shell) not in self._shells:
@@ -285,9 +326,17 @@ class Renderer:
             with contextlib.suppress(ValueError):
                 shell.events.unregister(name, cb)
         self.loop = None
+        if _is_terminal(shell):
+            from . import text
+
+            text.release()
 
     def _pre_run_cell(self, info=None) -> None:
         self.cell_running = True
+        if _is_terminal(_shell()):
+            from . import text
+
+            text.write_pending()  # groups that ended while the prompt was idle
 
     def _post_run_cell(self, result=None) -> None:
         self.draw(force=True)
@@ -379,6 +428,10 @@ def progress(group_id: str, *, display: bool = True, mode: str | None = None,
     view = ProgressView(group_id, ttl=ttl, mode=choose_mode(mode), stream=stream)
     RENDERER.hook_shell(_shell())
     RENDERER.add(view)
+    if view.mode == "text" and _is_terminal(_shell()):
+        from . import text
+
+        text.snapshot()  # asked for now: shown now, on lines of its own
     if display and view.widget is not None:
         from IPython.display import display as show
 

@@ -81,6 +81,15 @@ class Meter:
             parts.append(f"reused {self.reused}")
         return ", ".join(parts)
 
+    @property
+    def short_counts_text(self) -> str:
+        """:attr:`counts_text` without the counts that are zero (``done`` always)."""
+        parts = [f"done {self.done}"] + [
+            f"{label} {n}" for label, n in (
+                ("failed", self.failed), ("running", self.running), ("queued", self.queued),
+                ("cancelled", self.cancelled), ("reused", self.reused)) if n]
+        return ", ".join(parts)
+
     def key(self) -> tuple:
         """What, when unchanged, means nothing on screen needs redrawing."""
         return (self.submitted, self.done, self.failed, self.cancelled, self.running,
@@ -153,9 +162,43 @@ def format_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + partial).ljust(width)
 
 
-def format_line(m: Meter) -> str:
-    """The one-line text view (tqdm-like)."""
+GOOD_BAR_WIDTH = 10
+MIN_BAR_WIDTH = 5
+
+
+def format_line(m: Meter, width: int | None = None) -> str:
+    """The one-line text view (tqdm-like), at most ``width`` characters if given.
+
+    A narrow terminal first gets a shorter bar, then only the counts that are not
+    zero, then a still shorter bar, then no bar, and at last the line cut with an
+    ellipsis:
+
+    >>> from nbgroups.records import GroupCounts
+    >>> m = meter(GroupCounts("sweep", submitted=200, done=150, failed=10, running=2,
+    ...                       queued=38, first_submitted=1000.0), now=1016.0)
+    >>> len(format_line(m))
+    94
+    >>> format_line(m, 88)
+    'sweep  80%|███████████▎  | 160/200 [done 150, failed 10, running 2, queued 38] 0:16<0:04'
+    >>> m = meter(GroupCounts("sweep", submitted=200, done=150, running=2, queued=48,
+    ...                       first_submitted=1000.0), now=1016.0)
+    >>> format_line(m, 79)
+    'sweep  75%|████████████    | 150/200 [done 150, running 2, queued 48] 0:16<0:05'
+    >>> format_line(m, 40)
+    'sweep  75% 150/200 [done 150, running 2…'
+    """
     fraction = m.value / m.max if m.max else 0.0
     times = m.elapsed_text if m.settled else f"{m.elapsed_text}<{m.eta_text}"
-    return (f"{m.group} {m.percent:3d}%|{format_bar(fraction)}| {m.value}/{m.max} "
-            f"[{m.counts_text}] {times}")
+    head = f"{m.group} {m.percent:3d}%"
+    tail = f" {m.value}/{m.max} [{m.counts_text}] {times}"
+    full = f"{head}|{format_bar(fraction)}|{tail}"
+    if width is None or len(full) <= width:
+        return full
+    short = f" {m.value}/{m.max} [{m.short_counts_text}] {times}"
+    for least in (GOOD_BAR_WIDTH, MIN_BAR_WIDTH):  # a readable bar before every count
+        for rest in (tail, short):
+            room = width - len(head) - len(rest) - 2  # the bar's two edges
+            if room >= least:
+                return f"{head}|{format_bar(fraction, min(room, BAR_WIDTH))}|{rest}"
+    line = head + short
+    return line if len(line) <= width else line[:max(width - 1, 0)] + "…"
