@@ -313,3 +313,58 @@ def test_sweep_reuse_runs_only_the_new_points(sweep):
     for view in views:
         assert view["value"] == view["max"] == 6 and view["counts"]["done"] == 6, view
         assert view["bar_style"] == "success", view
+
+
+# ------------------------------------------------------------------ read without a kernel
+
+
+def _view_outputs(nb: Any) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+
+
+def _without_widget_state(nb: Any) -> Any:
+    """The notebook as JupyterLab saves it by default (widget state not saved)."""
+    import copy
+
+    saved = copy.deepcopy(nb)
+    saved.metadata.pop("widgets", None)
+    return saved
+
+
+def test_saved_sweep_carries_a_static_rendering_of_each_view(sweep):
+    n, invalid = len(sweep["points"]), len(sweep["invalid"])
+    outputs = _view_outputs(sweep["nb"])
+    grid = [o for o in outputs if o["data"]["text/plain"].startswith("grid ")]
+    assert len(grid) == 2, [o["data"]["text/plain"] for o in outputs]
+    for out in grid:  # replaced when the group settled: the final state, not the first
+        text = out["data"]["text/plain"]
+        assert text.splitlines()[0].startswith("grid 100%|") and f"{n}/{n} [done {n - invalid}, " \
+            f"failed {invalid}," in text, text
+        assert "HBox(" not in text
+        assert text.count("ValueError: k must be > 0") == invalid, text
+        page = out["data"]["text/html"]
+        assert f'<progress value="{n}" max="{n}">' in page and f"done <b>{n - invalid}</b>" in page
+        assert "<details><summary>" in page and "Traceback" in page
+
+
+def test_saved_sweep_converted_to_html_shows_the_final_counts(sweep):
+    from nbconvert import HTMLExporter
+
+    n, invalid = len(sweep["points"]), len(sweep["invalid"])
+    page, _ = HTMLExporter().from_notebook_node(_without_widget_state(sweep["nb"]))
+    assert "HBox(children" not in page
+    statics = re.findall(r'<div class="nbgroups-static">.*?</div>\s*(?=<|$)', page, re.S)
+    grid = [s for s in statics if s.startswith('<div class="nbgroups-static"><b>grid</b>')]
+    assert len(grid) == 2, statics
+    for block in grid:
+        assert f"<b>100%</b> {n}/{n}" in block and f"done <b>{n - invalid}</b>" in block
+        assert f"failed <b>{invalid}</b>" in block and "ValueError: k must be &gt; 0" in block
+    fine = [s for s in statics if s.startswith('<div class="nbgroups-static"><b>fine</b>')]
+    assert fine and all("done <b>6</b>" in s and "reused <b>4</b>" in s for s in fine), fine
+    # Markdown (previews, nbconvert --to markdown) takes the same HTML
+    from nbconvert import MarkdownExporter
+
+    text, _ = MarkdownExporter().from_notebook_node(_without_widget_state(sweep["nb"]))
+    assert '<div class="nbgroups-static"><b>grid</b>' in text and "HBox(" not in text

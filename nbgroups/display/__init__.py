@@ -153,6 +153,8 @@ class ProgressView:
         self._drawn_at = 0.0
         self._failures_for: tuple | None = None
         self._failures_at = 0.0
+        self._handle = None  # the output showing the widget (display_id), once shown
+        self._static_for: tuple | None = None  # the state its static rendering shows
 
     @property
     def widget(self):
@@ -192,6 +194,8 @@ class ProgressView:
             self._drawn_at = now
             self.draws += 1
             self.adapter.update(m, failures)
+            if self._handle is not None and m.settled and self._static_for != self._static_key():
+                self._handle.update(self._bundle(), raw=True)  # the output's final state
             return True
 
     def _failures_if_changed(self, m: Meter, now: float, force: bool):
@@ -225,13 +229,34 @@ class ProgressView:
         RENDERER.remove(self)
         self.adapter.close()
 
-    def _ipython_display_(self) -> None:
-        if self.widget is not None:
-            from IPython.display import display
-
-            display(self.widget)
-        else:
+    def show(self) -> None:
+        """Display the view in the cell: the widget, and in the same output a static
+        rendering of its state (text/html, text/plain) for readers without a live
+        kernel (GitHub, nbviewer, nbconvert), replaced when the group settles."""
+        if self.widget is None:
             self.refresh(force=True)
+            return
+        from IPython.display import display
+
+        self._handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _static_key(self) -> tuple:
+        return (self.meter.key() if self.meter else None, self.failures)
+
+    def _bundle(self) -> dict:
+        """The widget's mimebundle, its text/plain (the widget's repr) replaced, and
+        text/html added, by the view's state."""
+        from .formatting import format_html, format_text
+
+        data = dict(self.widget._repr_mimebundle_() or {})
+        self._static_for = self._static_key()
+        if self.meter is not None:
+            data["text/plain"] = format_text(self.meter, self.failures)
+            data["text/html"] = format_html(self.meter, self.failures)
+        return data
+
+    def _ipython_display_(self) -> None:
+        self.show()
 
     def _repr_pretty_(self, p, cycle: bool) -> None:
         p.text(format_line(self.meter) if self.meter else f"<progress of {self.group!r}>")
@@ -433,9 +458,7 @@ def progress(group_id: str, *, display: bool = True, mode: str | None = None,
 
         text.snapshot()  # asked for now: shown now, on lines of its own
     if display and view.widget is not None:
-        from IPython.display import display as show
-
-        show(view.widget)
+        view.show()
     return None if display else view
 
 

@@ -22,13 +22,16 @@ A re-run sweep (``reuse=True``) also says how many calls it found done:
 
 from __future__ import annotations
 
+import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..records import GroupCounts
 
 BAR_WIDTH = 20
+MAX_FAILURES_STATIC = 20  # failures listed by the static rendering (saved notebooks)
 
 
 class Failure(NamedTuple):
@@ -202,3 +205,64 @@ def format_line(m: Meter, width: int | None = None) -> str:
                 return f"{head}|{format_bar(fraction, min(room, BAR_WIDTH))}|{rest}"
     line = head + short
     return line if len(line) <= width else line[:max(width - 1, 0)] + "…"
+
+
+def format_text(m: Meter, failures: Sequence[Failure] = (),
+                limit: int = MAX_FAILURES_STATIC) -> str:
+    """The view as plain text: its line, then the first ``limit`` failures.
+
+    This is what a saved notebook shows where widgets cannot be drawn (and no
+    HTML either), so it carries the whole state:
+
+    >>> from nbgroups.records import GroupCounts
+    >>> m = meter(GroupCounts("g", submitted=3, done=2, failed=1, first_submitted=0.0,
+    ...                       last_finished=2.0), now=5.0)
+    >>> print(format_text(m, [Failure("red-fox-tall-tree", "ValueError: bad", "tb")]))
+    g 100%|████████████████████| 3/3 [done 2, failed 1, running 0, queued 0] 0:02
+      failed red-fox-tall-tree: ValueError: bad
+    """
+    lines = [format_line(m)]
+    lines += [f"  failed {f.name}: {f.error}" for f in failures[:limit]]
+    if m.failed > min(len(failures), limit):
+        more = m.failed - min(len(failures), limit)
+        lines.append(f"  ... {more} more failure{'s' if more > 1 else ''}")
+    return "\n".join(lines)
+
+
+def format_html(m: Meter, failures: Sequence[Failure] = (),
+                limit: int = MAX_FAILURES_STATIC) -> str:
+    """The view as static HTML (no script, no widget): title, bar, counts, times, and
+    the first ``limit`` failures with their tracebacks folded. Saved notebooks carry
+    it beside the widget, so GitHub, nbviewer and ``nbconvert`` show the state the
+    view ended in.
+
+    >>> from nbgroups.records import GroupCounts
+    >>> m = meter(GroupCounts("g<1>", submitted=4, done=4, first_submitted=0.0,
+    ...                       last_finished=2.0), now=5.0)
+    >>> print(format_html(m))
+    <div class="nbgroups-static"><b>g&lt;1&gt;</b> <progress value="4" max="4"></progress> <b>100%</b> 4/4 &nbsp; done <b>4</b> · failed <b>0</b> · running <b>0</b> · queued <b>0</b> &nbsp; <span>elapsed 0:02</span></div>
+    """  # noqa: E501
+    counts = [("done", m.done), ("failed", m.failed), ("running", m.running),
+              ("queued", m.queued)]
+    counts += [(label, n) for label, n in (("cancelled", m.cancelled), ("reused", m.reused))
+               if n]
+    times = f"elapsed {m.elapsed_text}" + ("" if m.settled else f" · ETA {m.eta_text}")
+    parts = [
+        f"<b>{html.escape(m.group)}</b>",
+        f'<progress value="{m.value}" max="{max(m.max, 1)}"></progress>',
+        f"<b>{m.percent}%</b> {m.value}/{m.max} &nbsp;",
+        " · ".join(f"{label} <b>{n}</b>" for label, n in counts),
+        f"&nbsp; <span>{times}</span>",
+    ]
+    out = " ".join(parts)
+    if failures:
+        shown = failures[:limit]
+        title = f"{m.failed} failed" + (f" (first {len(shown)} shown)"
+                                        if m.failed > len(shown) else "")
+        items = "".join(
+            f"<li><code>{html.escape(f.name)}</code>: {html.escape(f.error)}"
+            + (f"<details><summary>traceback</summary><pre>{html.escape(f.traceback)}</pre>"
+               "</details>" if f.traceback else "") + "</li>"
+            for f in shown)
+        out += f"<details><summary>{title}</summary><ul>{items}</ul></details>"
+    return f'<div class="nbgroups-static">{out}</div>'
