@@ -468,7 +468,11 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool = False) -> in
 def cancel_group(group_id: str, cached: bool = False) -> int:
     """Cancel the group's tasks not yet started; returns how many were cancelled."""
     check_group(group_id, "group_id")
-    return runner().cancel(group_id, _layer(cached))
+    ttl = _layer(cached)
+    n = runner().cancel(group_id, ttl)
+    if n:
+        _submitted(group_id, ttl)  # the cell's view (``%load_ext``) shows what ended
+    return n
 
 
 def retry_group(group_id: str, cached: bool = False) -> int:
@@ -483,7 +487,10 @@ def retry_group(group_id: str, cached: bool = False) -> int:
     entries = r.store_for(ttl).group_entries(group_id) or []
     todo = [(p, c, "failure", o.attempt) for p, c, o in entries
             if o is not None and o.state == "failure"]
-    return r.resubmit(todo, ttl)
+    n = r.resubmit(todo, ttl)
+    if n:
+        _submitted(group_id, ttl)  # a re-submission shows its view, as a submission does
+    return n
 
 
 def resume_group(group_id: str) -> int:
@@ -504,7 +511,10 @@ def resume_group(group_id: str) -> int:
             alive[owner] = owner != r.owner and owner_alive(owner)
         if o is None and not alive[owner]:
             todo.append((p, c, None))
-    return r.resubmit(todo, None)
+    n = r.resubmit(todo, None)
+    if n:
+        _submitted(group_id, None)  # a re-submission shows its view, as a submission does
+    return n
 
 
 def group_counts(group_id: str, cached: bool = False):

@@ -54,7 +54,11 @@ def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()
 
 
 def _show_after(group: str, n: int, cached: bool = False) -> None:
-    if n and api.settings().progress is not False:
+    """Show the group's view after a re-submission, unless this cell shows it already
+    (the api's re-submission shows it, as a submission does)."""
+    key = (group, api._layer(cached))
+    if n and api.settings().progress is not False and key not in display.AUTO.shown:
+        display.AUTO.shown.add(key)
         display.progress(group, cached=cached)
 
 

@@ -217,3 +217,30 @@ def test_unload_stops_auto_views(ip):
     run(ip, "nbgroups.async_task(f, 1, group='after-unload')")
     assert display.views("after-unload") == []
     ip.run_line_magic("load_ext", "nbgroups")
+
+
+def test_retry_and_cancel_from_python_show_the_view_as_a_submission_does(ip):
+    run(ip, "nbgroups.sweep(f, 'py', x=range(5)); nbgroups.result_group('py', wait=60000)")
+    shown = len(display.views("py"))
+    run(ip, "nbgroups.retry_group('py')")  # f(3) fails: one task re-submitted
+    assert len(display.views("py")) == shown + 1
+    run(ip, "nbgroups.result_group('py', wait=60000)")
+    view = display.view_of("py")
+    assert (view.adapter.bar.value, view.adapter.bar.max) == (5, 5)
+    assert view.adapter.bar.bar_style == "danger"  # f(3) failed again
+    run(ip, "nbgroups.resume_group('py'); nbgroups.cancel_group('py')")  # nothing to do
+    assert len(display.views("py")) == shown + 1  # nothing re-submitted: no new view
+    ip.run_line_magic("nbgroups", "retry py")  # the magic, in the same cell: one view
+    run(ip, "nbgroups.retry_group('py'); nbgroups.result_group('py', wait=60000)")
+    assert len(display.views("py")) == shown + 3
+    if api.settings().backend == "sync":
+        return  # inline: nothing is ever queued, so nothing can be cancelled
+    run(ip, "import time\n"
+            "nbgroups.sweep(lambda x: time.sleep(0.2), 'slow', x=range(40))")
+    assert len(display.views("slow")) == 1
+    run(ip, "n = nbgroups.cancel_group('slow')")  # another cell: the view shows the cancel
+    assert ip.user_ns["n"] > 0 and len(display.views("slow")) == 2
+    run(ip, "nbgroups.result_group('slow', wait=60000)")
+    view = display.view_of("slow")
+    assert view.meter.cancelled == ip.user_ns["n"] and view.meter.settled
+    assert view.adapter.bar.bar_style == "warning"
