@@ -96,7 +96,7 @@ print(failure_count, 'failures;', successes)
 Every task has a human name (four words derived from its id); `fetch` finds a task
 by id or by name, and the task record knows its group. Deleting the group's label
 keeps the tasks (fetchable by id, with `group=None`), so the group is empty
-afterwards, and its progress view above says so.
+afterwards; its progress view above keeps what it showed and says "group deleted".
 """),
     code("""
 name = fetch_group('modf')[0].name
@@ -250,12 +250,12 @@ failed[['k', 'dt', 'error']]
 ## Retrying the failures
 
 The unstable points need substeps. Write the new setting where the function reads it,
-then re-run only the failed points. The `k = 0` points are invalid and fail again.
+then re-run only the failed points (the retry shows its own progress view; the one
+above keeps the first run's end). The `k = 0` points are invalid and fail again.
 """),
     code("""
 write_solver_settings(substeps=20)
 print('re-submitted', nbgroups.retry_group('grid'), 'failed points')
-nbgroups.progress('grid')
 """),
     code("""
 nbgroups.result_group('grid', wait=-1)

@@ -221,11 +221,14 @@ def test_sweep_progress_live_in_jupyterlab(lab_notebook, browser_page):
     final = wait_for_bars(page, count=2)
     blocked = [e for e in events(page)[mark:] if e["busy"] and FIRST_WAIT in e["busy"]]
     assert len(intermediate(blocked)) >= 2, f"no live updates while blocked: {events(page)}"
-    # the invalid k = 0 points fail again: both views end full, in the failure style
+    # both views end full, in the failure style; each lists its own run's failures:
+    # the sweep's view keeps the first run's nine, the retry's view the invalid k = 0
+    # points that fail again
     assert final == [{"width": "100%", "danger": True}] * 2, final
-    for v in (view.first, view.last):
-        titles = failure_titles(v, 5)
-        assert all("ValueError: k must be > 0" in t for t in titles), titles
+    titles = failure_titles(view.first, 9)
+    assert sum("ValueError: unstable step" in t for t in titles) == 4, titles
+    titles = failure_titles(view.last, 5)
+    assert all("ValueError: k must be > 0" in t for t in titles), titles
 
     # the full traceback on demand: open the first failure of the last view
     header = view.last.locator(HEADER).first

@@ -244,3 +244,31 @@ def test_retry_and_cancel_from_python_show_the_view_as_a_submission_does(ip):
     view = display.view_of("slow")
     assert view.meter.cancelled == ip.user_ns["n"] and view.meter.settled
     assert view.adapter.bar.bar_style == "warning"
+
+
+def test_a_view_keeps_its_run_when_the_group_runs_again_or_is_deleted(ip):
+    run(ip, "nbgroups.sweep(f, 'keep', x=[0, 1]); nbgroups.result_group('keep', wait=60000)")
+    first = display.view_of("keep")
+    assert (first.adapter.bar.value, first.meter.done) == (2, 2)
+    run(ip, "nbgroups.sweep(f, 'keep', x=[2, 3, 4]); nbgroups.result_group('keep', wait=60000)")
+    second = display.view_of("keep")
+    assert second is not first and (second.meter.submitted, second.meter.done) == (5, 4)
+    assert (first.meter.submitted, first.meter.done, first.adapter.bar.max) == (2, 2, 2)
+    assert first.frozen and not first.active
+    # Retry failed, clicked on the second view: it follows its own re-run
+    second.adapter.retry_button.click()
+    run(ip, "nbgroups.result_group('keep', wait=60000)")
+    assert (second.meter.done, second.meter.failed) == (4, 1)  # f(3) fails again
+    assert first.meter.submitted == 2
+    # the label deleted in a later cell: each view keeps what it showed, and says so
+    run(ip, "nbgroups.delete_group('keep')")
+    for view, done in ((first, 2), (second, 4)):
+        assert view.meter.deleted and view.meter.done == done, view
+        assert view.adapter.bar.value > 0
+        assert "group deleted" in view.adapter.counts.value
+    assert second.adapter.retry_button.disabled and second.adapter.cancel_button.disabled
+    # a view made while its group runs follows it to the end, after its cell ended
+    run(ip, "nbgroups.sweep(f, 'later', x=range(6))")
+    run(ip, "nbgroups.result_group('later', wait=60000)")
+    view = display.view_of("later")
+    assert (view.meter.done, view.meter.failed, view.meter.settled) == (5, 1, True)

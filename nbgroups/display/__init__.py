@@ -16,6 +16,12 @@
 the same thing sends nothing, and a widget refresh is a handful of comm
 messages, so the traffic is bounded by the rate, not by the task count.
 
+A view shows the run it was made for: the submissions of its cell (and what
+its own buttons re-run). Once its cell ended and it showed the group settled,
+it keeps that state when another cell runs the group again (that cell gets a
+view of its own); when the group's label is deleted, it keeps its last state
+and says "group deleted" instead of falling back to zero.
+
 Drawing from the kernel's event loop while it is idle keeps updates on the
 kernel's main thread (ipykernel 7.0 dropped display messages sent from other
 threads). While a cell blocks that loop (``result_group(..., wait=-1)``) the
@@ -155,6 +161,13 @@ class ProgressView:
         self._failures_at = 0.0
         self._handle = None  # the output showing the widget (display_id), once shown
         self._static_for: tuple | None = None  # the state its static rendering shows
+        # A view shows the run it was made for (module docstring): the label
+        # generation it follows, whether the cell that made it ended, and whether
+        # it stopped following the group (``frozen``).
+        self.gen: int | None = None
+        self.cell_ended = False
+        self.frozen = False
+        self._following = False  # its own button re-ran tasks: follow them
 
     @property
     def widget(self):
@@ -166,8 +179,8 @@ class ProgressView:
 
     @property
     def active(self) -> bool:
-        """Worth refreshing: running here, or not yet seen settled."""
-        return self.busy or self.meter is None or not self.meter.settled
+        """Worth refreshing: running here, or not yet seen settled (and not frozen)."""
+        return not self.frozen and (self.busy or self.meter is None or not self.meter.settled)
 
     def refresh(self, force: bool = False) -> bool:
         """Redraw if the group changed (``force``: also within the rate limit).
@@ -179,10 +192,23 @@ class ProgressView:
             if not force and now - self._drawn_at < self.min_interval:
                 return False
             r = api._runner  # never start a runner (or a store) just to draw
-            if r is None:
+            if r is None or (self.meter is not None and self.meter.deleted):
+                return False
+            gen = r.store_for(self.ttl).gen(self.group)
+            if self.gen is None:
+                self.gen = gen
+            elif gen != self.gen:  # the label was deleted: what was shown stays, marked
+                return self._freeze_deleted()
+            if self.frozen:
                 return False
             m = meter(r.counts(self.group, self.ttl), self.clock())
+            if self.cell_ended and not self._following and self.meter is not None \
+                    and self.meter.settled and m.key() != self._key:
+                self.frozen = True  # another cell ran the group again: keep this run's end
+                return False
             self.busy = r.busy(self.group, self.ttl)
+            if m.settled and not self.busy:
+                self._following = False
             failures = self._failures_if_changed(m, now, force)
             if m.key() == self._key and failures is None:
                 return False
@@ -197,6 +223,22 @@ class ProgressView:
             if self._handle is not None and m.settled and self._static_for != self._static_key():
                 self._handle.update(self._bundle(), raw=True)  # the output's final state
             return True
+
+    def _freeze_deleted(self) -> bool:
+        """Stop following a group whose label was deleted; say so beside the last state."""
+        from dataclasses import replace
+
+        from ..records import GroupCounts
+
+        self.frozen = True
+        last = self.meter or meter(GroupCounts(self.group), self.clock())
+        m = self.meter = replace(last, deleted=True)
+        self._key = m.key()
+        self.draws += 1
+        self.adapter.update(m, None)
+        if self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
+        return True
 
     def _failures_if_changed(self, m: Meter, now: float, force: bool):
         """The failure list, reloaded when the failure count or the settledness changed
@@ -213,12 +255,18 @@ class ProgressView:
 
     def cancel(self) -> int:
         """Cancel the group's tasks not yet started (the Cancel button)."""
+        self._following = True  # this view's own re-run: it follows it
+        self.frozen = bool(self.meter and self.meter.deleted)
+        AUTO.shown.add((self.group, self.ttl))  # this view shows it: no second one
         n = api.cancel_group(self.group, cached=self._cached)
         self.refresh(force=True)
         return n
 
     def retry(self) -> int:
         """Re-submit the group's failed tasks (the Retry-failed button)."""
+        self._following = True  # this view's own re-run: it follows it
+        self.frozen = bool(self.meter and self.meter.deleted)
+        AUTO.shown.add((self.group, self.ttl))  # this view shows it: no second one
         n = api.retry_group(self.group, cached=self._cached)
         self.busy = self.busy or n > 0
         self.refresh(force=True)
@@ -366,6 +414,9 @@ class Renderer:
     def _post_run_cell(self, result=None) -> None:
         self.draw(force=True)
         self.cell_running = False
+        with self._lock:
+            for v in self.views:  # from now on, another cell's run is not theirs
+                v.cell_ended = True
 
     # ---------------------------------------------------------------- drawing
     def poke(self) -> None:

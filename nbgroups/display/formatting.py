@@ -61,6 +61,7 @@ class Meter:
     eta: float | None  # seconds left at the current rate; None if unknown
     state: str  # 'empty', 'running', 'done', 'failed', 'cancelled'
     bar_style: str  # ipywidgets: '', 'success', 'danger', 'warning'
+    deleted: bool = False  # the group's label was deleted since: this is its last state
 
     @property
     def settled(self) -> bool:
@@ -96,7 +97,7 @@ class Meter:
     def key(self) -> tuple:
         """What, when unchanged, means nothing on screen needs redrawing."""
         return (self.submitted, self.done, self.failed, self.cancelled, self.running,
-                self.queued, self.reused, self.elapsed_text, self.eta_text)
+                self.queued, self.reused, self.elapsed_text, self.eta_text, self.deleted)
 
 
 def format_duration(seconds: float) -> str:
@@ -192,6 +193,8 @@ def format_line(m: Meter, width: int | None = None) -> str:
     """
     fraction = m.value / m.max if m.max else 0.0
     times = m.elapsed_text if m.settled else f"{m.elapsed_text}<{m.eta_text}"
+    if m.deleted:
+        times += " (group deleted)"
     head = f"{m.group} {m.percent:3d}%"
     tail = f" {m.value}/{m.max} [{m.counts_text}] {times}"
     full = f"{head}|{format_bar(fraction)}|{tail}"
@@ -247,6 +250,8 @@ def format_html(m: Meter, failures: Sequence[Failure] = (),
     counts += [(label, n) for label, n in (("cancelled", m.cancelled), ("reused", m.reused))
                if n]
     times = f"elapsed {m.elapsed_text}" + ("" if m.settled else f" · ETA {m.eta_text}")
+    if m.deleted:
+        times += " · <i>group deleted</i>"
     parts = [
         f"<b>{html.escape(m.group)}</b>",
         f'<progress value="{m.value}" max="{max(m.max, 1)}"></progress>',
