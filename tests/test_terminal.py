@@ -240,3 +240,12 @@ def test_script_progress_honours_term_dumb_and_no_color(tmp_path):
 def test_script_shows_no_progress_when_stderr_is_not_a_terminal(tmp_path):
     out = _pty_script(tmp_path, SCRIPT.format(store=str(tmp_path / "store")), tty=False)
     assert "RESULT 36" in out and "%|" not in out
+
+
+def test_script_that_exits_without_waiting_leaves_the_line_ended(tmp_path):
+    code = (f"import time, nbgroups\n"
+            f"nbgroups.configure(store={str(tmp_path / 'store')!r}, workers=2)\n"
+            "nbgroups.sweep(lambda s: time.sleep(s), 'left', s=[0.5] * 20)\n")
+    out = _pty_script(tmp_path, code)
+    assert "left   0%|" in out
+    assert out.endswith("\r\n")  # the shell's prompt comes on a line of its own

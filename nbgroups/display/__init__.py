@@ -487,7 +487,16 @@ class Renderer:
 
 
 RENDERER = Renderer()
-atexit.register(RENDERER.flush)
+
+
+@atexit.register
+def _at_exit() -> None:
+    """Draw every view's last state, and end the text lines left open, so that the
+    shell's prompt after a script starts on a line of its own."""
+    RENDERER.flush()
+    from . import text
+
+    text.end_lines()
 
 
 def progress(group_id: str, *, display: bool = True, mode: str | None = None,
