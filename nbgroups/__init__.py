@@ -75,6 +75,9 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+_script_decided = False  # _script_progress looked at this process once
+
+
 def _script_progress(group: str | None, ttl: int | None) -> None:
     """A script whose stderr is a terminal shows the text progress of each group it
     submits to, as ``%load_ext nbgroups`` does in a notebook (the README's "a text
@@ -84,6 +87,11 @@ def _script_progress(group: str | None, ttl: int | None) -> None:
     import sys
 
     from . import api
+
+    global _script_decided
+    if _script_decided:
+        return
+    _script_decided = True
 
     api._submit_listeners.remove(_script_progress)  # decided once, at the first submission
     mode = api.settings().progress

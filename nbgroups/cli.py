@@ -213,8 +213,8 @@ def cmd_watch(args: argparse.Namespace, stop: threading.Event | None = None) -> 
                     views[g] = ProgressView(g, mode="text")
             for v in views.values():
                 v.refresh()
-            if args.group and args.group in views and views[args.group].meter is not None \
-                    and views[args.group].meter.settled:
+            watched = views.get(args.group) if args.group else None
+            if watched is not None and watched.meter is not None and watched.meter.settled:
                 return 0
             if not said_waiting and not any(v.meter and not v.meter.settled
                                             for v in views.values()):
