@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+import urllib.error
 from typing import Any
 
 import nbformat
@@ -242,7 +243,12 @@ def test_sweep_progress_live_in_jupyterlab(lab_notebook, browser_page):
 
 def _saved_outputs(server: Any, relpath: str, group: str) -> list[str]:
     """text/plain of the saved notebook's views of ``group`` (what GitHub shows)."""
-    nb = server.api("GET", f"/api/contents/{relpath}?content=1")["content"]
+    try:
+        nb = server.api("GET", f"/api/contents/{relpath}?content=1")["content"]
+    except urllib.error.HTTPError as e:  # read while JupyterLab writes it: not yet
+        if e.code != 400:
+            raise
+        return []
     return [out["data"]["text/plain"] for cell in nb["cells"] if cell["cell_type"] == "code"
             for out in cell.get("outputs", [])
             if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
