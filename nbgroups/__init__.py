@@ -18,6 +18,8 @@ from .errors import (
     ArgumentTypeError,
     ConfigurationError,
     NbgroupsError,
+    NbgroupsWarning,
+    ReuseWarning,
     SerializationError,
     SignatureError,
     StoreError,
@@ -68,8 +70,8 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'nbgroups' has no attribute {name!r}")
     loaded = importlib.import_module(f".{module}", __name__)
-    if module == "api" and _script_progress not in loaded._submit_listeners:
-        loaded._submit_listeners.append(_script_progress)
+    if module == "api":
+        loaded.SESSION.on_submit(_script_progress)  # once: on_submit ignores a repeat
     value = getattr(loaded, name)
     globals()[name] = value  # once: later lookups are plain module attributes
     return value
@@ -93,7 +95,7 @@ def _script_progress(group: str | None, ttl: int | None) -> None:
         return
     _script_decided = True
 
-    api._submit_listeners.remove(_script_progress)  # decided once, at the first submission
+    api.SESSION.off_submit(_script_progress)  # decided once, at the first submission
     mode = api.settings().progress
     if mode not in ("auto", "text") or hasattr(sys, "ps1") or sys.flags.interactive:
         return
@@ -107,10 +109,11 @@ def _script_progress(group: str | None, ttl: int | None) -> None:
         tty = False
     if not tty and mode != "text":
         return
-    from .display import AUTO
+    from .display import state
 
-    AUTO.enable(None)
-    AUTO(group, ttl)
+    auto = state().auto
+    auto.enable(None)
+    auto(group, ttl)
 
 
 def __dir__() -> list[str]:
@@ -149,6 +152,8 @@ __all__ = [
     "ConfigurationError",
     "GroupCounts",
     "NbgroupsError",
+    "NbgroupsWarning",
+    "ReuseWarning",
     "SerializationError",
     "SignatureError",
     "State",

@@ -29,7 +29,7 @@ from .display import ProgressView, flush, load_failures, progress
 from .display.formatting import meter
 from .display.table import format_table, group_rows
 from .errors import NbgroupsError, StoreError
-from .records import GroupCounts
+from .records import GroupCounts, TaskList
 
 DEMO_GROUP = "demo"
 STORE_DATABASE = "cache.db"  # a directory holding it is a store (diskcache's file name)
@@ -242,7 +242,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     group = api.sweep(train, args.group, **grid)
     progress(group, mode="text")
-    tasks = api.fetch_group(group, wait=-1)
+    tasks = api.fetch_group(group, wait=-1) or TaskList()
     elapsed = time.monotonic() - t0
     flush()
     ok = [t for t in tasks if t.success]

@@ -1,127 +1,162 @@
-"""Completion, mixed into the runner: what happens when a batch comes back.
+"""Completion: what happens when runs come back.
 
-The executor's done-callback only queues the batch and wakes the runner
-thread (:meth:`Completion._on_done`); there :meth:`Completion._collect` takes
-every batch that came back since the last look, learns the function's speed
-and result size, and :meth:`Completion._finish` records them: failed runs with
-retries left go back to the queue, ``async_iter`` chunks are merged into their
-task, and the outcomes (already in the store's layout, from the worker) are
-written in one transaction per layer. Only then do the jobs take their final
-state, waiters wake and hooks run (:meth:`Completion._settle`). A failed write
-keeps the outcomes in memory and retries them on the runner's next turns.
+The executor's done-callback only puts the batch in the :class:`~nbgroups.jobs.Outbox`
+and wakes the runner thread; there :meth:`Completer.collect` takes every batch
+that came back since the last look (a broken one goes to the
+:class:`~nbgroups.recovery.FaultHandler`), lets the batch sizer learn the
+function's speed and result size, and :meth:`Completer.finish` records them:
+failed runs with retries left go back to the queue, ``async_iter`` chunks are
+merged into their task, and the outcome rows (in the store's layout, from the
+worker) are written in one transaction per layer. Only then do the jobs take
+their final state, waiters wake and hooks run (:meth:`Completer._settle`). A
+failed write keeps the outcomes in memory and retries them on the runner's
+next turns.
 """
 
 from __future__ import annotations
 
-import contextlib
+import collections
 import logging
 import os
+import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
-from .jobs import FINAL, QUEUED, STATE_OF, Batch, Job, outcome_of
-from .store import LARGE_RESULT
+from . import names
+from .dispatch import Dispatcher
+from .jobs import FINAL, STATE_OF, Job, Outbox, runs_of
+from .live import LiveTasks
+from .outcome import (
+    FAILURE,
+    SUCCESS,
+    Row,
+    error_of,
+    result_of,
+    row,
+    started_of,
+    state_of,
+    traceback_of,
+    view,
+    without_result,
+)
+from .records import TaskRecord
+from .recovery import FaultHandler
+from .store import LARGE_RESULT, build_record
+from .stores import Stores
 
 log = logging.getLogger("nbgroups")
 
 RECENT_MAX = 1024  # finished jobs kept with their outcome: result(id) without a store read
 
+Finished = tuple[Job, Row]  # a run that ended, with its outcome row
 
-class Completion:
-    """Mixed into :class:`~nbgroups.runner.Runner`: batches back from the executor."""
 
-    def _on_done(self, batch: Batch) -> None:
-        self._done.append((batch, None))
-        self._wake.set()
+def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
+    """The record of a finished job from its outcome row, without a store read."""
+    return build_record(
+        job.id, job.task_name or names.name_of(job.id), job.func[0],
+        None if job.items is not None or job.options.ttl is not None else job.args,
+        None if job.options.ttl is not None else job.kwargs,
+        None if o is None else view(o), job.options.group, job.submitted, cls,
+        items=job.items,
+    )
 
-    def _collect(self) -> None:
-        finished: list[tuple[Job, tuple]] = []
+
+class Completer:
+    """Collects what came back, stores outcomes, settles jobs, calls hooks."""
+
+    def __init__(self, lock: threading.RLock, live: LiveTasks, stores: Stores,
+                 dispatcher: Dispatcher, faults: FaultHandler, outbox: Outbox,
+                 notify: Callable[[], None]) -> None:
+        self.lock = lock
+        self.live = live
+        self.stores = stores
+        self.dispatcher = dispatcher
+        self.faults = faults
+        self.outbox = outbox
+        self.notify = notify
+        #: the class of the records handed to hooks (the api sets its Task)
+        self.record_class: type = TaskRecord
+        self.store_error: BaseException | None = None
+        self._unstored: list[Finished] = []  # finished, their write failed
+        # The last finished jobs with their outcomes (already in the store):
+        # result(id) right after a task finished needs no store read.
+        self._recent: collections.OrderedDict[str, Finished] = collections.OrderedDict()
+
+    # ------------------------------------------------------------ reading
+    def recent(self, task_id: str) -> Finished | None:
+        """``(job, outcome)`` of a task finished lately (in the store already), or None."""
+        return self._recent.get(task_id)
+
+    def unstored(self) -> bool:
+        """Whether finished runs wait for their outcome write to be retried."""
+        return bool(self._unstored)
+
+    # ------------------------------------------------------------ collecting
+    def collect(self) -> None:
+        """Take everything that came back since the last look, and record it."""
+        finished: list[Finished] = []
         broken = False
-        while self._done:
-            batch, ready = self._done.popleft()
+        executor = self.dispatcher.executor
+        while True:
+            entry = self.outbox.take()
+            if entry is None:
+                break
+            batch, ready = entry
             if batch is None:
                 finished += ready
                 continue
-            self._inflight.pop(batch.id, None)
+            future, batch.future = batch.future, None
+            # (future -> done callback -> batch -> future is a cycle: broken
+            # here, the results go as soon as they are stored, not at the
+            # next garbage collection; 20 x 50 MB results: 1 GB otherwise.)
             if batch.cancelled:  # by cancel(): its jobs are recorded already
-                batch.future = None
-                self._drop_monitor(batch)
+                self.dispatcher.returned(batch, reuse_monitor=False)
                 continue
             try:
-                outs = batch.future.result()
+                outs = future.result()
             except BaseException as exc:
                 # Only a break of the current pool restarts it: batches of a pool
                 # already replaced come back broken too, and must not cost the
                 # fresh pool its workers.
-                if self._executor is not None and self._executor.is_broken(exc) and \
-                        batch.pool == self._executor.generation:
+                if executor is not None and executor.is_broken(exc) and \
+                        batch.pool == executor.generation:
                     broken = True
-                finished += self._salvage(batch, exc)  # reads the monitor file
-                self._drop_monitor(batch)
+                finished += self.faults.salvage(batch, exc)  # reads the monitor file
+                self.dispatcher.returned(batch, reuse_monitor=False)
                 continue
-            finally:
-                # future -> done callback -> batch -> future is a cycle: broken
-                # here, the results go as soon as they are stored, not at the
-                # next garbage collection (20 x 50 MB results: 1 GB otherwise).
-                batch.future = None
-            if batch.monitor:
-                # Its worker is done with the file: the next batch reuses it (a
-                # stamp names its batch; creating and removing a file per batch
-                # was ~30 us of a round trip). Not after a cancel flag was set.
-                if batch.flagged:
-                    self._drop_monitor(batch)
-                else:
-                    self._monitors.append(batch.monitor)
-            self._learn(batch, outs)
+            del future
+            self.dispatcher.returned(batch, reuse_monitor=True)
+            self.dispatcher.sizer.learn(batch.jobs[0].func[0], outs)
             finished += zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
         if broken:
-            self._recover()
-        if finished:
-            self._finish(finished)
+            self.faults.recover()
+        if finished or self._unstored:
+            self.finish(finished)
 
-    @staticmethod
-    def _drop_monitor(batch: Batch) -> None:
-        if batch.monitor:
-            with contextlib.suppress(OSError):
-                os.unlink(batch.monitor)
-
-    def _learn(self, batch: Batch, outs: list[tuple]) -> None:
-        """Update the function's ``[seconds per call, result bytes]`` (moving averages)."""
-        first, last = outs[0], outs[-1]
-        if first[3] is None or last[4] is None:
-            return
-        # the calls of a batch ran one after the other in one worker
-        per = max(last[4] - first[3], 0.0) / len(outs)
-        step = max(1, len(outs) // 64)  # result sizes: a sample is enough
-        size = max((len(o[5]) for o in outs[::step] if type(o[5]) is bytes), default=0)
-        name = batch.jobs[0].func[0]
-        stats = self._stats.get(name)
-        if stats is None:
-            self._stats[name] = [per, size]
-        else:
-            stats[0] = 0.7 * stats[0] + 0.3 * per
-            stats[1] = max(size, int(0.7 * stats[1] + 0.3 * size))
-
-    def _finish(self, finished: list[tuple[Job, tuple]]) -> None:
+    def finish(self, finished: list[Finished]) -> None:
         """Record finished runs: retries re-queued, iter chunks merged, outcomes stored.
 
         ``finished``: ``(job, outcome)`` pairs, outcomes in the store's layout
         (the worker builds them). Runs once per completed batch over every call
-        in it, so the loops do per-call work only and store the outcome tuples
+        in it, so the loops do per-call work only and store the outcome rows
         as they are; what depends on the options is looked up once per run of
         calls sharing them.
         """
-        final: list[tuple[Job, tuple]] = []
+        final: list[Finished] = []
         append = final.append
-        with self._lock:
+        with self.lock:
             for pair in finished:
                 job, out = pair
-                if out[1] == "failure" and 0 < job.attempt <= job.options.retries:
-                    self._ready.append(job)
+                if state_of(out) == FAILURE and 0 < job.attempt <= job.options.retries:
+                    self.dispatcher.retry(job)
                     continue
                 if job.parent is not None:
-                    pair = self._merge_chunk(job, out)
-                    if pair is None:
+                    merged = self._merge_chunk(job, out)
+                    if merged is None:
                         continue
+                    pair = merged
                     job = pair[0]
                 if job.state not in FINAL:
                     append(pair)
@@ -131,6 +166,9 @@ class Completion:
             return
         by_layer: dict[int | None, dict[tuple, tuple[list, list]]] = {}
         options, gen = None, 0
+        rows: list[Row] = []
+        prevs: list[str] = []
+        save = True
         for job, o in final:
             if job.options is not options or job.gen != gen:
                 options, gen = job.options, job.gen
@@ -139,12 +177,12 @@ class Completion:
                     groups = by_layer[options.ttl] = {}
                 rows, prevs = groups.setdefault((options.group, gen), ([], []))
                 save = options.save
-            rows.append(o if save else (*o[:5], None, *o[6:]))  # save=False: hooks still see it
+            rows.append(o if save else without_result(o))  # save=False: hooks still see it
             if job.prev:
                 prevs.append(job.prev)
         try:
             for ttl, groups in by_layer.items():
-                self.store_for(ttl).write_outcomes(
+                self.stores.layer(ttl).write_outcomes(
                     [(group, gen, rows, prevs) for (group, gen), (rows, prevs) in groups.items()],
                     ttl=ttl)
         except Exception as exc:
@@ -152,55 +190,52 @@ class Completion:
             # the runner's next turns; waiters are told (Runner.wait raises).
             self._unstored = final
             self.store_error = exc
-            self._notify()
+            self.notify()
             log.error("nbgroups: %d finished task(s) could not be stored (%s); retrying",
                       len(final), exc)
             return
         self.store_error = None
-        del by_layer, rows, o  # large results are released as soon as they are stored
+        del by_layer, rows  # large results are released as soon as they are stored
         if self._settle(final):
             del final
             release_memory()
 
-    def _merge_chunk(self, job: Job, out: tuple) -> tuple[Job, tuple] | None:
+    @staticmethod
+    def _merge_chunk(job: Job, out: Row) -> Finished | None:
         """An ``async_iter`` chunk ended: ``(its task, the task's outcome)`` once
         every chunk did, else None."""
-        state, started, result, error, tb = out[1], out[3], out[5], out[6], out[7]
+        assert job.parent is not None
+        started = started_of(out)
         top, ci = job.parent
         it = top.chunks
-        it.results[ci] = result
+        assert it is not None  # set when the task was cut into chunks
+        it.results[ci] = result_of(out)
         it.started = started if it.started is None else min(it.started, started)
-        if state == "failure" and not it.failed:
-            it.failed, it.error, it.traceback = True, error, tb
+        if state_of(out) == FAILURE and not it.failed:
+            it.failed, it.error, it.traceback = True, error_of(out), traceback_of(out)
         it.remaining -= 1
         top.attempt = max(top.attempt, job.attempt)
         if it.remaining:
             return None
-        return top, outcome_of(top, "failure" if it.failed else "success", it.started,
-                               time.time(), it.results, it.error, it.traceback)
+        return top, row(top.id, FAILURE if it.failed else SUCCESS, runs_of(top), it.started,
+                        time.time(), it.results, it.error, it.traceback)
 
-    def _settle(self, final: list[tuple[Job, tuple]]) -> bool:
+    def _settle(self, final: list[Finished]) -> bool:
         """Stored: the jobs take their final state, waiters and hooks are told.
         Returns whether a large result went by (then memory is worth releasing)."""
         hooks = []
         recent = self._recent
-        active = self._active
         release = False
         keep_from = len(final) - RECENT_MAX  # only the last ones could stay in `recent`
-        options = live = None
-        with self._lock:
+        options = None
+        keep, hook = True, None
+        with self.lock:
+            self.live.settle([(job, STATE_OF[state_of(o)]) for job, o in final])
             for n, (job, o) in enumerate(final):
                 if job.options is not options:
                     options = job.options
-                    live = self._live.get((options.ttl is not None, options.group))
                     keep, hook = options.save, options.hook
-                if live is not None:
-                    live[0 if job.state is QUEUED else 1] -= 1
-                job.state = STATE_OF[o[1]]
-                active.pop(job.id, None)
-                if job.prev:
-                    self._end_rerun(job)
-                blob = o[5]
+                blob = result_of(o)
                 if type(blob) is bytes and len(blob) >= LARGE_RESULT:
                     release = True  # large results are read from the store
                 elif n >= keep_from and keep:
@@ -209,19 +244,19 @@ class Completion:
                     hooks.append((job, o))
             while len(recent) > RECENT_MAX:
                 recent.popitem(last=False)
-        self._notify()
+        self.notify()
         for job, o in hooks:
             self._call_hook(job, o)
         return release
 
-    def _call_hook(self, job: Job, o: tuple) -> None:
-        hook = job.options.hook
+    def _call_hook(self, job: Job, o: Row) -> None:
+        hook: Any = job.options.hook
         try:
             if isinstance(hook, str):
                 from .worker import resolve
 
                 hook = resolve(hook)
-            hook(self.record_of(job, o, self.record_class))
+            hook(record_of(job, o, self.record_class))
         except BaseException:  # even SystemExit: a hook must not stop the runner
             log.exception("nbgroups: hook %r failed for task %s", job.options.hook, job.id)
 
@@ -238,7 +273,7 @@ def release_memory() -> None:
         _libc.malloc_trim(0)
 
 
-def _load_libc():
+def _load_libc() -> Any:
     import ctypes
     import ctypes.util
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,7 +138,7 @@ def _flag(text: str) -> bool:
     raise ConfigurationError(text)
 
 
-_ENV_PARSERS = {
+_ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "store": str,
     "workers": int,
     "backend": str,
@@ -152,12 +153,12 @@ _ENV_PARSERS = {
 }
 
 
-def from_environment(environ: dict[str, str] | None = None) -> Settings:
+def from_environment(environ: Mapping[str, str] | None = None) -> Settings:
     """Default settings overridden by ``NBGROUPS_<NAME>`` environment variables."""
-    environ = os.environ if environ is None else environ
+    env: Mapping[str, str] = os.environ if environ is None else environ
     values: dict[str, Any] = {}
     for name, parse in _ENV_PARSERS.items():
-        raw = environ.get(f"NBGROUPS_{name.upper()}")
+        raw = env.get(f"NBGROUPS_{name.upper()}")
         if raw is None:
             continue
         try:

@@ -3,23 +3,28 @@
 ``cancel`` takes a group's tasks back before they start; ``resubmit`` runs
 stored tasks again under their ids (``retry_group``, ``resume_group``, a failed
 call re-submitted with ``reuse=True``). While a re-run is on its way its
-previous final state is not counted (:attr:`Control._reruns`), so progress
-views show it as queued or running.
+previous final state is not counted (:meth:`nbgroups.live.LiveTasks.reruns`),
+so progress views show it as queued or running. Also here: which process
+owns a page (:func:`process_id`, :func:`owner_alive`).
 """
 
 from __future__ import annotations
 
-import collections
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 
-from . import names
+from . import monitor, names, outcome
+from .completion import Completer
+from .dispatch import Dispatcher
 from .errors import TaskError
-from .jobs import FINAL, Batch, Job, Options, outcome_of
+from .jobs import FINAL, Batch, Job, Options, failed
+from .live import LiveTasks
+from .pages import PageWriter
 from .records import State
-from .serialize import dumps_exception, format_exception
-from .worker import CANCEL_AT, read_monitor
+from .stores import Stores
 
 
 def _start_time(pid: int) -> str:
@@ -59,31 +64,34 @@ def owner_alive(owner: str | None) -> bool:
 
 
 class Control:
-    """Mixed into :class:`~nbgroups.runner.Runner`: cancel and re-run."""
+    """Cancel a group's unstarted tasks; run stored tasks again."""
 
-    def cancel(self, group: str | None, ttl: int | None = None) -> int:
+    def __init__(self, lock: threading.RLock, live: LiveTasks, dispatcher: Dispatcher,
+                 completer: Completer, stores: Stores, writer: PageWriter,
+                 notify: Callable[[], None]) -> None:
+        self.lock = lock
+        self.live = live
+        self.dispatcher = dispatcher
+        self.completer = completer
+        self.stores = stores
+        self.writer = writer
+        self.notify = notify
+
+    def cancel(self, group: str | None, cached: bool) -> int:
         """Cancel this process's tasks of ``group`` that have not started: those
-        waiting here, and batches the pool has not yet passed to a worker."""
-        self.flush()
+        waiting here, and batches the pool has not yet passed to a worker.
+        (The caller flushed first.)"""
         now = time.time()
-        found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
-        with self._lock:
-            keep = collections.deque()
-            for job in self._ready:
-                top = job.parent[0] if job.parent else job
-                if top.options.group == group and top.options.cached == (ttl is not None) and \
-                        top.state is State.QUEUED:
-                    found.setdefault(id(top), top)
-                    continue
-                keep.append(job)
-            self._ready = keep
+        with self.lock:
+            found = {id(j): j for j in self.dispatcher.take_queued(group, cached)}
             # Batches handed to the pool but not begun: cancelled if the pool
             # has not passed them to a worker yet (loky's queue holds a few).
-            takes_back = self._executor is not None and self._executor.cancels_queued
-            for batch in list(self._inflight.values()) if takes_back else ():
+            executor = self.dispatcher.executor
+            takes_back = executor is not None and executor.cancels_queued
+            for batch in self.dispatcher.in_flight() if takes_back else ():
                 if batch.future is None or any(
                         j.parent is not None or j.options.group != group or
-                        j.options.cached != (ttl is not None) or j.state is not State.RUNNING
+                        j.options.cached != cached or j.state is not State.RUNNING
                         for j in batch.jobs):
                     continue
                 if batch.future.cancel():
@@ -94,64 +102,54 @@ class Control:
                     for j in self._stop_unstarted(batch):
                         found.setdefault(id(j), j)
             cancelled = list(found.values())
-            for job in cancelled:
-                was = job.state
-                job.state = State.CANCELLED
-                self._live[(ttl is not None, group)][0 if was is State.QUEUED else 1] -= 1
-                self._active.pop(job.id, None)
-                self._end_rerun(job)
+            self.live.settle([(job, State.CANCELLED) for job in cancelled])
         if cancelled:
-            self._record_cancelled(cancelled, now)
-            self._notify()
+            self.record_cancelled(cancelled, now)
+            self.notify()
         return len(cancelled)
 
-    def _stop_unstarted(self, batch: Batch) -> list[Job]:
+    @staticmethod
+    def _stop_unstarted(batch: Batch) -> list[Job]:
         """The calls of a batch a worker has (or will have) that have not begun:
-        a flag in the batch's monitor file makes its worker skip them. Flag
-        first, then the stamp: a call stamped after this read sees the flag, so
-        the list is exact."""
+        the cancel flag in the batch's monitor file makes its worker skip them
+        (flag first, then the stamp read: the list is exact)."""
+        assert batch.monitor is not None
         batch.flagged = True
-        try:
-            fd = os.open(batch.monitor, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.pwrite(fd, b"\x01", CANCEL_AT)
-            finally:
-                os.close(fd)
-        except OSError:
+        if not monitor.flag_cancel(batch.monitor):
             return []
-        stamp = read_monitor(batch.monitor)
-        first = stamp[1] + 1 if stamp and stamp[0] == batch.id else 0
+        stamp = monitor.read(batch.monitor)
+        first = stamp.call + 1 if stamp is not None and stamp.batch == batch.id else 0
         return [j for j in batch.jobs[first:] if j.state not in FINAL]
 
-    def _record_cancelled(self, jobs: list[Job], now: float) -> None:
+    def record_cancelled(self, jobs: list[Job], now: float) -> None:
         """Write 'cancelled' outcomes, each with its own layer and TTL."""
         layers: dict[int | None, dict[tuple, tuple[list, list]]] = {}
         for j in jobs:
             rows, prevs = layers.setdefault(j.options.ttl, {}).setdefault(
                 (j.options.group, j.gen), ([], []))
-            rows.append((j.id, "cancelled", 0, None, now, None, None, None))
+            rows.append(outcome.cancelled(j.id, 0, None, now))
             if j.prev:
                 prevs.append(j.prev)
         for ttl, groups in layers.items():
-            self.store_for(ttl).write_outcomes(
+            self.stores.layer(ttl).write_outcomes(
                 [(group, gen, rows, prevs) for (group, gen), (rows, prevs) in groups.items()],
                 ttl=ttl)
 
-    def resubmit(self, entries: list, ttl: int | None = None,
-                 options: Options | None = None) -> int:
-        """Run stored tasks again, same ids: ``(SpecPage, Call, previous state[,
-        runs so far])`` (runs so far: ``attempt_count`` goes on counting).
+    def rerun_jobs(self, entries: list, options: Options | None = None) -> list[Job]:
+        """Jobs for stored tasks to run again, same ids: ``(SpecPage, Call,
+        previous state[, runs so far])`` (runs so far: ``attempt_count`` goes on
+        counting); tracked and counted as queued.
 
         With the options they were submitted with (hook included), or with
         ``options`` (a re-submission by ``reuse``: the current call's timeout,
-        retries, hook). Skips tasks this runner is still running (so a resume
-        runs each once).
+        retries, hook). Skips tasks this runner still holds (so a resume runs
+        each once).
         """
         jobs = []
-        with self._lock:
+        with self.lock:
             for page, call, prev, *runs_before in entries:
                 tid = names.task_id(page.prefix, call.index)
-                if tid in self._active:
+                if self.live.holds(tid):
                     continue
                 opts = page.options
                 job_options = Options(
@@ -159,9 +157,7 @@ class Control:
                     timeout=opts["timeout"] if options is None else options.timeout,
                     retries=opts["retries"] if options is None else options.retries,
                     save=opts["save"] if options is None else options.save,
-                    # this kernel's own hook object if it submitted the page (a copy
-                    # restored from the store would mutate copies of notebook state)
-                    hook=self._page_hooks.get(page.prefix, opts.get("hook"))
+                    hook=self.writer.hook_of(page.prefix, opts.get("hook"))
                     if options is None else options.hook,
                     task_name=call.task_name,
                 )
@@ -173,50 +169,15 @@ class Control:
                 job.gen = page.gen
                 job.submitted = page.created
                 jobs.append(job)
-                self._active[tid] = job
-                if prev:
-                    key = (job_options.cached, job_options.group, prev)
-                    self._reruns[key] = self._reruns.get(key, 0) + 1
-                live = self._live.setdefault((job_options.cached, job_options.group), [0, 0])
-                live[0] += 1
-        if not jobs:
-            return 0
-        if self.settings.backend == "sync":
-            with self._lock:
-                for j in jobs:
-                    j.state = State.RUNNING
-                    live = self._live[(j.options.cached, j.options.group)]
-                    live[0] -= 1
-                    live[1] += 1
-            self._run_inline(jobs, False)
-            return len(jobs)
-        with self._lock:
-            for j in jobs:
-                self._enqueue(j)
-        self._ensure_thread()
-        self._wake.set()
-        return len(jobs)
+                self.live.rerun(job)
+        return jobs
 
-    def _end_rerun(self, job: Job) -> None:
-        if job.prev:
-            key = (job.options.cached, job.options.group, job.prev)
-            left = self._reruns.get(key, 0) - 1
-            if left > 0:
-                self._reruns[key] = left
-            else:
-                self._reruns.pop(key, None)
-
-    def _interrupted(self, job: Job, rest: list[Job]) -> None:
+    def interrupted(self, job: Job, rest: list[Job]) -> None:
+        """Ctrl-C inside an inline task: it failed, the ones after it are cancelled."""
         err = TaskError("KeyboardInterrupt", "interrupted while running inline (sync)")
-        tb = format_exception(err)
         now = time.time()
-        self._finish([(job, outcome_of(job, "failure", now, now, None, dumps_exception(err, tb),
-                                       tb))])
+        self.completer.finish([(job, failed(job, err, now))])
         if rest:
-            with self._lock:
-                for j in rest:
-                    j.state = State.CANCELLED
-                    self._live[(j.options.cached, j.options.group)][1] -= 1
-                    self._active.pop(j.id, None)
-            self._record_cancelled(rest, now)
-            self._notify()
+            self.live.settle([(j, State.CANCELLED) for j in rest])
+            self.record_cancelled(rest, now)
+            self.notify()

@@ -1,31 +1,39 @@
-"""Dispatch: the runner's ready queue cut into batches and sent to the executor.
+"""Dispatch: the ready queue cut into batches and sent to the executor.
 
-A mixin of :class:`~nbgroups.runner.Runner`, like :mod:`nbgroups.completion`.
 Batches are sized from the measured duration of the function's recent calls
-(~TARGET_BATCH_SECONDS of work, like joblib's auto-batching, but every call
-keeps its own task) with two batches per worker in flight; until a function
-is measured, and while its results are large, a batch is one call and one
-batch per worker is in flight (finished results wait in the kernel until
-stored: this bounds their memory). An ``async_iter`` task is cut into chunks
-first. Each batch is pickled once, with the ids and run
-numbers its outcomes come back with, and gets a monitor file its worker
-stamps before each call (:mod:`nbgroups.recovery` reads it when a worker dies).
+(:class:`BatchSizer`: ~TARGET_BATCH_SECONDS of work, like joblib's
+auto-batching, but every call keeps its own task) with two batches per worker
+in flight; until a function is measured, and while its results are large, a
+batch is one call and one batch per worker is in flight (finished results wait
+in the kernel until stored: this bounds their memory). An ``async_iter`` task
+is cut into chunks first. Each batch is pickled once, with the ids and run
+numbers its outcomes come back with, and gets a monitor file its worker stamps
+before each call (:mod:`nbgroups.monitor`; read by :mod:`nbgroups.recovery`
+when a worker dies). The :class:`Dispatcher` owns the ready queue, the batches
+in flight and the executor.
 """
 
 from __future__ import annotations
 
 import atexit
+import collections
+import itertools
 import math
-import os
 import signal
-import tempfile
+import threading
 import time
+from collections.abc import Iterable
+from typing import NamedTuple
 
-from . import shutdown
+from . import outcome, shutdown
+from .config import Settings
 from .errors import SerializationError
-from .executors import make_executor
-from .jobs import CANCELLED, QUEUED, RUNNING, Batch, IterState, Job, outcome_of
-from .serialize import dumps, dumps_exception, dumps_plain, format_exception
+from .executors import Executor, make_executor
+from .jobs import CANCELLED, QUEUED, Batch, IterState, Job, Outbox, failed, runs_of
+from .live import LiveTasks
+from .monitor import MonitorFiles
+from .outcome import Row, result_of, started_of, stopped_of
+from .serialize import dumps, dumps_plain
 from .store import LARGE_RESULT
 
 TARGET_BATCH_SECONDS = 0.05
@@ -33,19 +41,102 @@ MAX_BATCH = 4096
 ITER_CHUNK_MAX = 20_000
 
 
-class Dispatch:
-    """Mixed into :class:`~nbgroups.runner.Runner`: the ready queue to the executor."""
+class FuncStats(NamedTuple):
+    """What recent calls of a function measured (moving averages)."""
 
-    def _enqueue(self, job: Job) -> None:
-        if job.items is None:
-            self._ready.append(job)
+    seconds: float  # per call
+    result_bytes: int  # pickled result size (the largest of a sample)
+
+
+class BatchSizer:
+    """Learns each function's speed and result size; sizes its batches from them."""
+
+    def __init__(self) -> None:
+        self._stats: dict[str, FuncStats] = {}
+
+    def stats(self, name: str) -> FuncStats | None:
+        """What was measured for function ``name``, or None (not yet)."""
+        return self._stats.get(name)
+
+    def measured(self) -> dict[str, FuncStats]:
+        """Every function measured so far, by name."""
+        return dict(self._stats)
+
+    def learn(self, name: str, outs: list[Row]) -> None:
+        """A batch of ``name`` came back: update its moving averages."""
+        started, stopped = started_of(outs[0]), stopped_of(outs[-1])
+        if started is None or stopped is None:
             return
-        n = len(job.items)
-        size = max(1, min(ITER_CHUNK_MAX, math.ceil(n / (4 * self._workers()))))
-        starts = range(0, n, size) if n else []
+        # the calls of a batch ran one after the other in one worker
+        per = max(stopped - started, 0.0) / len(outs)
+        step = max(1, len(outs) // 64)  # result sizes: a sample is enough
+        size = max((len(r) for r in map(result_of, outs[::step]) if type(r) is bytes),
+                   default=0)
+        old = self._stats.get(name)
+        self._stats[name] = FuncStats(per, size) if old is None else FuncStats(
+            0.7 * old.seconds + 0.3 * per, max(size, int(0.7 * old.result_bytes + 0.3 * size)))
+
+    @staticmethod
+    def large(stats: FuncStats | None) -> bool:
+        """Unmeasured or large results: one call per batch, one batch per worker."""
+        return stats is None or stats.result_bytes >= LARGE_RESULT
+
+    def size(self, stats: FuncStats | None, ready: int, workers: int) -> int:
+        """Calls per batch: one until measured, then ~TARGET_BATCH_SECONDS of
+        work, but never so many that a worker is left without a batch."""
+        if stats is None or stats.result_bytes >= LARGE_RESULT:
+            return 1
+        fair = math.ceil(ready / (2 * workers))
+        want = int(TARGET_BATCH_SECONDS / max(stats.seconds, 1e-6))
+        return max(1, min(MAX_BATCH, fair, want))
+
+
+class Dispatcher:
+    """The ready queue, the batches in flight, and the executor they go to."""
+
+    def __init__(self, settings: Settings, lock: threading.RLock, live: LiveTasks,
+                 outbox: Outbox) -> None:
+        self.settings = settings
+        self.lock = lock
+        self.live = live
+        self.outbox = outbox
+        self.sizer = BatchSizer()
+        self.executor: Executor | None = None
+        self.monitors = MonitorFiles()
+        self._ready: collections.deque[Job] = collections.deque()
+        self._inflight: dict[int, Batch] = {}
+        self._batch_ids = itertools.count(1)
+        self.stopped = False
+
+    # ------------------------------------------------------------ the queue
+    def enqueue(self, jobs: Iterable[Job]) -> None:
+        """Queue jobs at the back (an ``async_iter`` task as its chunks)."""
+        with self.lock:
+            ready = self._ready
+            for job in jobs:
+                if job.items is None:
+                    ready.append(job)
+                else:
+                    self._enqueue_chunks(job)
+
+    def retry(self, job: Job) -> None:
+        """A failed run with retries left: queued again, at the back."""
+        with self.lock:
+            self._ready.append(job)
+
+    def put_back(self, job: Job) -> None:
+        """A run cut short (its pool broke): queued again, at the front."""
+        with self.lock:
+            self._ready.appendleft(job)
+
+    def _enqueue_chunks(self, job: Job) -> None:
+        items = job.items or []
+        n = len(items)
+        size = max(1, min(ITER_CHUNK_MAX, math.ceil(n / (4 * self.workers()))))
+        starts = range(0, n, size) if n else range(0)
         job.chunks = IterState(results=[None] * len(starts), remaining=len(starts))
         for ci, start in enumerate(starts):
-            chunk = Job(job.id, job.func, job.items[start:start + size], None, job.options,
+            chunk = Job(job.id, job.func, items[start:start + size], None, job.options,
                         job.prefix)
             chunk.items = chunk.args
             chunk.parent = (job, ci)
@@ -53,49 +144,81 @@ class Dispatch:
             self._ready.append(chunk)
         if not starts:  # an empty iterable: done at once, with []
             now = time.time()
-            self._done.append((None, [(job, outcome_of(job, "success", now, now,
-                                                       dumps_plain([])))]))
+            self.outbox.finished([(job, outcome.row(job.id, outcome.SUCCESS, runs_of(job),
+                                                    now, now, dumps_plain([])))])
 
-    def _workers(self) -> int:
+    def take_queued(self, group: str | None, cached: bool) -> list[Job]:
+        """Remove the queued tasks of ``group`` (chunks by their task); the tasks."""
+        found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
+        with self.lock:
+            keep: collections.deque[Job] = collections.deque()
+            for job in self._ready:
+                top = job.parent[0] if job.parent else job
+                if top.options.group == group and top.options.cached == cached and \
+                        top.state is QUEUED:
+                    found.setdefault(id(top), top)
+                    continue
+                keep.append(job)
+            self._ready = keep
+        return list(found.values())
+
+    # ------------------------------------------------------------ in flight
+    def in_flight(self) -> list[Batch]:
+        """The batches sent and not yet back."""
+        return list(self._inflight.values())
+
+    def returned(self, batch: Batch, reuse_monitor: bool) -> None:
+        """``batch`` came back: out of flight; its monitor file free again if its
+        worker is done with it whole (not broken, not flagged), else removed."""
+        self._inflight.pop(batch.id, None)
+        if batch.monitor:
+            if reuse_monitor and not batch.flagged:
+                self.monitors.give_back(batch.monitor)
+            else:
+                self.monitors.drop(batch.monitor)
+
+    def busy(self) -> bool:
+        """Whether calls wait in the queue or run."""
+        return bool(self._ready or self._inflight)
+
+    def timing(self) -> bool:
+        """Whether a batch in flight holds a call with a timeout."""
+        return any(b.jobs[0].options.timeout or b.jobs[-1].options.timeout
+                   for b in list(self._inflight.values()))
+
+    def workers(self) -> int:
+        """How many calls run at once: the executor knows best (dask: the
+        cluster's threads, which may grow)."""
         if self.settings.backend == "sync":
             return 1
-        # The executor knows best (dask: the cluster's threads, which may grow).
-        ex = self._executor
+        ex = self.executor
         return max(1, ex.workers if ex is not None else self.settings.workers)
 
-    def _batch_size(self, stats: list | None) -> int:
-        """Calls per batch for a function with these measured ``[seconds per call,
-        result bytes]``: one until measured, then ~TARGET_BATCH_SECONDS of work,
-        but never so many that a worker is left without a batch."""
-        if stats is None or stats[1] >= LARGE_RESULT:
-            return 1
-        fair = math.ceil(len(self._ready) / (2 * self._workers()))
-        want = int(TARGET_BATCH_SECONDS / max(stats[0], 1e-6))
-        return max(1, min(MAX_BATCH, fair, want))
-
-    def _dispatch(self) -> None:
-        if not self._ready or self._closed:
+    # ------------------------------------------------------------ sending
+    def dispatch(self) -> None:
+        """Send batches while workers have room."""
+        if not self._ready or self.stopped:
             return
-        if self._executor is None:
-            self._executor = make_executor(self.settings)
+        if self.executor is None:
+            self.executor = make_executor(self.settings)
             # atexit runs last-registered first: loky registered its own handler
             # when imported, so ours goes after it to run before it (the pool
             # must still accept the close, not print "cannot schedule" tracebacks)
             atexit.unregister(shutdown.close_all)
             atexit.register(shutdown.close_all)
+        sizer = self.sizer
         while self._ready:
             head = self._ready[0].func[0]
-            stats = self._stats.get(head)
+            stats = sizer.stats(head)
             # Two batches per worker keep workers busy. Until a function's results
             # are measured, and while they are large, one per worker: finished
             # results wait in this process until stored, this bounds their memory.
-            large = stats is None or stats[1] >= LARGE_RESULT
-            if len(self._inflight) >= self._workers() * (1 if large else 2):
+            if len(self._inflight) >= self.workers() * (1 if sizer.large(stats) else 2):
                 return
-            with self._lock:
-                size = self._batch_size(stats)
-                jobs = []
+            with self.lock:
                 ready = self._ready
+                size = sizer.size(stats, len(ready), self.workers())
+                jobs: list[Job] = []
                 while ready and len(jobs) < size and ready[0].func[0] == head:
                     job = ready.popleft()
                     parent = job.parent
@@ -106,20 +229,14 @@ class Dispatch:
                         break  # chunks, calls with a timeout and suspects go alone
                 if not jobs:
                     continue
-                options = None
+                self.live.start(j if j.parent is None else j.parent[0] for j in jobs)
                 for j in jobs:
-                    top = j if j.parent is None else j.parent[0]
-                    if top.state is QUEUED:
-                        top.state = RUNNING
-                        if top.options is not options:
-                            options = top.options
-                            live = self._live[(options.ttl is not None, options.group)]
-                        live[0] -= 1
-                        live[1] += 1
                     j.attempt += 1
             self._send(jobs)
 
     def _send(self, jobs: list[Job]) -> None:
+        executor = self.executor
+        assert executor is not None  # dispatch() made it
         funcs = list(dict.fromkeys(j.func for j in jobs))
         index = {f: i for i, f in enumerate(funcs)}
         calls = [  # the id and run number come back in the outcome: stored as they are
@@ -127,31 +244,32 @@ class Dispatch:
             for j in jobs
         ]
         bid = next(self._batch_ids)
-        monitor = None
-        if self._executor.monitored:
-            if self._monitor_dir is None:
-                self._monitor_dir = tempfile.mkdtemp(prefix="nbgroups-monitor-")
-            monitor = self._monitors.pop() if self._monitors else \
-                os.path.join(self._monitor_dir, f"{bid}")
+        monitor = self.monitors.take(bid) if executor.monitored else None
         batch = Batch(bid, jobs, monitor, time.time())
         try:
             payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
         except Exception as exc:  # stored, but not sendable: fail them, not the runner
             err = SerializationError(f"this task's call cannot be pickled to be sent to a "
                                      f"worker ({type(exc).__name__}: {exc}); it was not run")
-            tb = format_exception(err)
-            now = time.time()
-            self._done.append((None, [(j, outcome_of(j, "failure", now, now, None,
-                                                     dumps_exception(err, tb), tb))
-                                      for j in jobs]))
+            self.outbox.finished([(j, failed(j, err)) for j in jobs])
             return
         self._inflight[bid] = batch
-        batch.pool = self._executor.generation
+        batch.pool = executor.generation
         _block_sigint()
-        batch.future = self._executor.submit(payload, monitor)
-        batch.future.add_done_callback(lambda f, b=batch: self._on_done(b))
+        batch.future = executor.submit(payload, monitor)
+        batch.future.add_done_callback(lambda f, b=batch: self.outbox.batch_done(b))
         if shutdown.hooks_registered() < 2:
             shutdown.hook_exit()  # again, now that loky's pool has registered its own hook
+
+    # ------------------------------------------------------------ closing
+    def close(self, pool: bool) -> None:
+        """Stop sending; ``pool``: shut the executor down too. The monitor files
+        go once nothing is in flight."""
+        self.stopped = True
+        if pool and self.executor is not None:
+            self.executor.shutdown()
+        if not self._inflight:
+            self.monitors.remove_all()
 
 
 def _block_sigint() -> None:

@@ -20,6 +20,11 @@ class ArgumentTypeError(NbgroupsError, TypeError):
     """An argument, a setting or a submission option has a type nbgroups does not accept."""
 
 
+class UnresolvedPath(NbgroupsError, LookupError):
+    """A dotted path (``'package.module.attr'``) names nothing importable (the
+    task that named it fails with this, in its worker)."""
+
+
 class RunnerClosed(NbgroupsError, RuntimeError):
     """A submission reached a runner that was closed."""
 
@@ -73,3 +78,14 @@ class TaskCancelled(TaskError):
 
     def __init__(self, type_name: str = "TaskCancelled", message: str = "", traceback: str = ""):
         super().__init__(type_name, message, traceback)
+
+
+# ---------------------------------------------------------------- warnings
+# Warnings are not errors, but they are nbgroups' too: one place to find (and
+# filter) everything nbgroups may say.
+class NbgroupsWarning(UserWarning):
+    """Base class of every nbgroups warning."""
+
+
+class ReuseWarning(NbgroupsWarning):
+    """A call could not be keyed for ``reuse=True``; it ran as usual."""

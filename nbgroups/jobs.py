@@ -7,9 +7,12 @@ it. What outlives the kernel is in the store (:mod:`nbgroups.records`).
 
 from __future__ import annotations
 
+import collections
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import outcome
 from .records import State
 
 # str -> State, and identity checks: an Enum's __call__ and __hash__ run Python
@@ -67,7 +70,9 @@ class Job:
     suspect = False  # was running when a worker died: re-run alone
     runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
 
-    def __init__(self, tid, func, args, kwargs, options, prefix, task_name=None, prev=None):
+    def __init__(self, tid: str, func: tuple[str, bytes | None], args: Any,
+                 kwargs: dict | None, options: Options, prefix: str,
+                 task_name: str | None = None, prev: str | None = None) -> None:
         self.id = tid
         self.func = func  # (display name, pickled callable or None)
         self.args = args
@@ -84,12 +89,14 @@ class Job:
             self.prev = prev
 
 
-def outcome_of(job: Job, state: str, started: float | None, stopped: float | None,
-               result: Any = None, error: bytes | None = None, tb: str | None = None) -> tuple:
-    """An outcome made in this process (a worker makes its own), in the layout of
-    :class:`nbgroups.records.Outcome`."""
-    return (job.id, state, (job.attempt or 1) + job.runs_before, started, stopped, result,
-            error, tb)
+def runs_of(job: Job) -> int:
+    """The run number an outcome made in this process records (a worker gets its own)."""
+    return (job.attempt or 1) + job.runs_before
+
+
+def failed(job: Job, exc: BaseException, started: float | None = None) -> outcome.Row:
+    """``job`` failed here with ``exc`` (never sent, its worker died, ...)."""
+    return outcome.failure(job.id, runs_of(job), started, exc)
 
 
 @dataclass
@@ -129,3 +136,33 @@ class Batch:
     cancelled: bool = False  # cancel() took it back from the pool before it started
     flagged: bool = False  # its monitor file holds the cancel flag
     pool: int = 0  # the executor generation (pool) the batch was sent to
+
+
+class Outbox:
+    """Runs that came back, for the completer: batches from the executor (its
+    done-callbacks, any thread) and runs finished here (an empty iterable, a
+    call that cannot be sent). Appending wakes the runner thread."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        self._items: collections.deque[tuple[Batch | None, list]] = collections.deque()
+        self._wake = wake
+
+    def batch_done(self, batch: Batch) -> None:
+        """The executor's future of ``batch`` is done."""
+        self._items.append((batch, []))
+        self._wake.set()
+
+    def finished(self, pairs: list) -> None:
+        """``(job, outcome row)`` pairs that ended in this process."""
+        self._items.append((None, pairs))
+        self._wake.set()
+
+    def take(self) -> tuple[Batch | None, list] | None:
+        """The oldest entry, or None when empty."""
+        try:
+            return self._items.popleft()
+        except IndexError:
+            return None
+
+    def __bool__(self) -> bool:
+        return bool(self._items)

@@ -39,11 +39,16 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+from .errors import NbgroupsError
+
 KEY_VERSION = b"nbgroups-reuse-1"
 
 
-class Unkeyable(Exception):
-    """Raised inside key computation: ``args[0]`` says what could not be keyed and why."""
+class Unkeyable(NbgroupsError):
+    """Raised inside key computation: ``args[0]`` says what could not be keyed and why.
+
+    Never reaches the user: :mod:`nbgroups.reuse` turns it into a
+    :class:`~nbgroups.errors.ReuseWarning` and runs the call as usual."""
 
 
 def call_key(fdigest: bytes, args: Any, kwargs: dict | None, *, sig: Any = None,
@@ -313,7 +318,8 @@ class _Encoder:
 
     def _function(self, f: types.FunctionType) -> None:
         module = getattr(f, "__module__", None)
-        if _is_library_module(module) and "<locals>" not in f.__qualname__:
+        if module is not None and _is_library_module(module) and \
+                "<locals>" not in f.__qualname__:
             self.write(b"libfunc", _module_token(module, None) + b":" + f.__qualname__.encode())
             return
         self._code(f.__code__)
@@ -373,7 +379,7 @@ class _Encoder:
 
     def _builtin(self, obj: Any) -> None:
         owner = getattr(obj, "__self__", None)
-        name = getattr(obj, "__qualname__", None) or getattr(obj, "__name__", "")
+        name = str(getattr(obj, "__qualname__", None) or getattr(obj, "__name__", ""))
         if owner is None or isinstance(owner, types.ModuleType):
             module = getattr(obj, "__module__", None) or getattr(owner, "__name__", "")
             self.write(b"builtin", f"{module}.{name}".encode())

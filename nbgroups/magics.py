@@ -45,8 +45,8 @@ def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()
     group, given = _one(args, "GROUP", usage, (*flags, "--cached"))
     cached = "--cached" in given
     r = api.runner()
-    if not r.store_for(api._layer(cached)).known(group):
-        hint = "" if cached or not r.store_for(api._layer(True)).known(group) else \
+    if not r.store_for(api.SESSION.layer(cached)).known(group):
+        hint = "" if cached or not r.store_for(api.SESSION.layer(True)).known(group) else \
             f" (there is a cached group {group!r}: add --cached)"
         raise UsageError(f"no {'cached ' if cached else ''}group named {group!r} in the store"
                          f"{hint} (`%nbgroups` lists them); {usage}")
@@ -56,9 +56,10 @@ def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()
 def _show_after(group: str, n: int, cached: bool = False) -> None:
     """Show the group's view after a re-submission, unless this cell shows it already
     (the api's re-submission shows it, as a submission does)."""
-    key = (group, api._layer(cached))
-    if n and api.settings().progress is not False and key not in display.AUTO.shown:
-        display.AUTO.shown.add(key)
+    key = (group, api.SESSION.layer(cached))
+    shown = display.state().auto.shown
+    if n and api.settings().progress is not False and key not in shown:
+        shown.add(key)
         display.progress(group, cached=cached)
 
 
@@ -202,10 +203,13 @@ class NbgroupsMagics(Magics):
         """%%group NAME [--reuse]: run the cell with NAME as the default group of
         every submission in it (and show its progress)."""
         name, options = parse_group_line(line)
-        code = self.shell.transform_cell(cell)
+        shell = self.shell
+        if shell is None:  # registered magics always have one; mypy cannot know
+            raise UsageError("%%group needs a running IPython shell")
+        code = shell.transform_cell(cell)
         tree = ast.parse(code)
         last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
-        ns = self.shell.user_ns
+        ns = shell.user_ns
         with api.default_group(name, **options):
             exec(compile(tree, "<%%group cell>", "exec"), ns)
             if last is not None:
@@ -216,10 +220,8 @@ class NbgroupsMagics(Magics):
 
 def load_ipython_extension(ip) -> None:
     ip.register_magics(NbgroupsMagics)
-    display.RENDERER.hook_shell(ip)
-    display.AUTO.enable(ip)
+    display.hook_shell(ip, auto=True)
 
 
 def unload_ipython_extension(ip) -> None:
-    display.AUTO.disable(ip)
-    display.RENDERER.unhook_shell(ip)
+    display.unhook_shell(ip)

@@ -12,7 +12,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .outcome import Outcome
+
 SCHEMA_VERSION = 1
+
+__all__ = ["Outcome"]  # re-exported: it lives with its builders, in nbgroups.outcome
 
 
 class State(str, enum.Enum):
@@ -191,27 +195,10 @@ def _local_time(t: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
-class Outcome(NamedTuple):
-    """How one run of a task ended, as written to the store.
-
-    ``result`` is a pickled value, a list of pickled chunks (``async_iter``) or
-    None; ``error`` a pickled exception or None.
-    """
-
-    id: str
-    state: str
-    attempt: int
-    started: float | None
-    stopped: float | None
-    result: Any
-    error: bytes | None
-    traceback: str | None
-
-
 class Call(NamedTuple):
     """One submitted task inside a spec page."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field may shadow tuple.index
     func: int  # index into SpecPage.funcs
     args: tuple | None
     kwargs: dict | None

@@ -16,6 +16,7 @@ import io
 import os
 import pickle
 import traceback as tb_module
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +89,7 @@ class Signer:
         under): a valid entry moved to another key no longer verifies."""
         return self.mac_parts([payload], where)
 
-    def mac_parts(self, parts: list[bytes], where: str = "") -> bytes:
+    def mac_parts(self, parts: Sequence[bytes | memoryview], where: str = "") -> bytes:
         """:meth:`mac` of the concatenation of ``parts``, without concatenating."""
         context = where.encode()
         h = hmac.new(self._key, len(context).to_bytes(4, "big") + context, hashlib.sha256)
@@ -100,7 +101,8 @@ class Signer:
         """``MAC || payload``."""
         return self.mac(payload, where) + payload
 
-    def verify(self, data: bytes, where: str = "", what: str = "entry") -> memoryview:
+    def verify(self, data: bytes | memoryview, where: str = "", what: str = "entry"
+               ) -> memoryview:
         """The payload of ``data`` signed for ``where``, or :class:`SignatureError`."""
         view = memoryview(data)
         payload = view[MAC_SIZE:]

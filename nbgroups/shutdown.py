@@ -31,7 +31,7 @@ def stop_all() -> None:
     left to loky's hook, which ends it gently."""
     for runner in list(RUNNERS):
         with contextlib.suppress(Exception):
-            runner.close(pool=bool(runner._inflight))
+            runner.close(pool=runner.in_flight)
 
 
 _exit_hooks = 0

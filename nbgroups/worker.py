@@ -8,11 +8,10 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls)``:
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back.
 
-It returns one tuple per call, in order, already in the store's outcome layout
-(:class:`nbgroups.records.Outcome`): ``(task id, state, attempts, started,
-stopped, result, error, traceback)`` where ``result`` is the pickled return
-value (for a chunk, the pickled list of the items' results, exceptions in place
-of failures) and ``error`` the pickled exception. The runner stores these rows
+It returns one row per call, in order, already in the store's outcome layout
+(built by :mod:`nbgroups.outcome`): ``result`` is the pickled return value
+(for a chunk, the pickled list of the items' results, exceptions in place of
+failures) and ``error`` the pickled exception. The runner stores these rows
 as they come: no per-call rebuilding in the kernel. Every failure — an exception, an unpicklable
 result, a dotted path that does not resolve — becomes data.
 
@@ -27,18 +26,16 @@ from __future__ import annotations
 import importlib
 import os
 import signal
-import struct
 import time
+from collections.abc import Callable
 from typing import Any
 
-from .errors import TaskError
-from .serialize import dumps_exception, dumps_result, format_exception, loads
-
-MONITOR = struct.Struct("<qqqd")  # batch id, call index, pid, start time
-CANCEL_AT = MONITOR.size  # a byte after the stamp: set, the calls not begun are cancelled
+from . import monitor as monitor_file
+from . import outcome
+from .errors import ArgumentTypeError, TaskError, UnresolvedPath
+from .serialize import dumps_result, loads
 
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
-_monitor_fds: dict[str, int] = {}  # monitor files open in this worker, by path
 
 
 def init_worker() -> None:
@@ -62,7 +59,7 @@ def resolve(path: str) -> Any:
         import builtins
 
         return getattr(builtins, path)
-    raise ImportError(f"no module found for {path!r}")
+    raise UnresolvedPath(f"no module found for {path!r}")
 
 
 def _load_func(name: str, blob: bytes | None) -> Any:
@@ -73,21 +70,17 @@ def _load_func(name: str, blob: bytes | None) -> Any:
     if blob is None:
         try:
             func = resolve(name)
-        except (ImportError, AttributeError) as exc:
-            raise LookupError(f"cannot resolve dotted path {name!r}: {exc}") from None
+        except (ImportError, AttributeError, UnresolvedPath) as exc:
+            raise UnresolvedPath(f"cannot resolve dotted path {name!r}: {exc}") from None
         if not callable(func):
-            raise TypeError(f"dotted path {name!r} names a {type(func).__name__}, not a callable")
+            raise ArgumentTypeError(
+                f"dotted path {name!r} names a {type(func).__name__}, not a callable")
     else:
         func = loads(blob)
     if len(_func_cache) > 64:
         _func_cache.clear()
     _func_cache[key] = func
     return func
-
-
-def _failure(key, attempts, started, exc: BaseException):
-    tb = format_exception(exc)
-    return (key, "failure", attempts, started, time.time(), None, dumps_exception(exc, tb), tb)
 
 
 def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> tuple:
@@ -98,13 +91,14 @@ def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> 
         if func is None:
             func = loaded[fidx] = _load_func(*funcs[fidx])
     except BaseException as exc:
-        return _failure(key, attempts, time.time(), exc)
+        return outcome.failure(key, attempts, None, exc)
     if iterable:
         return run_items(key, attempts, func, args, passthrough)
     return run_call(key, attempts, func, args, kwargs, passthrough)
 
 
-def run_call(key, attempts, func, args, kwargs, passthrough: tuple = ()) -> tuple:
+def run_call(key: str, attempts: int, func: Callable[..., Any], args: tuple,
+             kwargs: dict | None, passthrough: tuple = ()) -> tuple:
     """One call: its outcome tuple (the result pickled, or the failure)."""
     started = time.time()
     try:
@@ -112,19 +106,20 @@ def run_call(key, attempts, func, args, kwargs, passthrough: tuple = ()) -> tupl
     except passthrough:
         raise
     except BaseException as exc:  # a task's own SystemExit is a failure too
-        return _failure(key, attempts, started, exc)
+        return outcome.failure(key, attempts, started, exc)
     try:
         blob = dumps_result(value)
     except BaseException as exc:  # whatever pickling the result raises
-        return _failure(key, attempts, started, exc)
-    return (key, "success", attempts, started, time.time(), blob, None, None)
+        return outcome.failure(key, attempts, started, exc)
+    return outcome.success(key, attempts, started, blob)
 
 
-def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tuple:
+def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
+              passthrough: tuple = ()) -> tuple:
     """An ``async_iter`` chunk: results in input order, exceptions in place."""
     started = time.time()
     results: list = []
-    first: tuple | None = None
+    first: BaseException | None = None
     for item in items:
         try:
             results.append(func(*item) if isinstance(item, tuple) else func(item))
@@ -132,8 +127,9 @@ def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tupl
             raise
         except BaseException as exc:
             if first is None:
-                first = (exc, format_exception(exc))
-            exc.__traceback__ = None
+                first = exc
+            else:
+                exc.__traceback__ = None
             results.append(exc)
     try:
         blob = dumps_result(results)  # the C pickler, else cloudpickle (notebook classes)
@@ -145,13 +141,12 @@ def run_items(key, attempts, func, items: list, passthrough: tuple = ()) -> tupl
                 fixed.append(value)
             except TaskError as exc:
                 if first is None:
-                    first = (exc, format_exception(exc))
+                    first = exc
                 fixed.append(exc)
         blob = dumps_result(fixed)
     if first is None:
-        return (key, "success", attempts, started, time.time(), blob, None, None)
-    exc, tb = first
-    return (key, "failure", attempts, started, time.time(), blob, dumps_exception(exc, tb), tb)
+        return outcome.success(key, attempts, started, blob)
+    return outcome.failure(key, attempts, started, first, result=blob)
 
 
 def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) -> list[tuple]:
@@ -165,43 +160,13 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     batch_id, funcs, calls = loads(payload)
     loaded: dict[int, Any] = {}
     out = []
-    fd = _monitor_fd(monitor) if monitor else None
+    fd = monitor_file.worker_fd(monitor) if monitor else None
     pid = os.getpid()
     for i, call in enumerate(calls):
-        if fd is not None:
-            os.pwrite(fd, MONITOR.pack(batch_id, i, pid, time.time()), 0)
-            # Stamped first, then the marker checked: cancel_group writes the
-            # marker first, then reads the stamp, so it knows exactly which
-            # calls will not start.
-            if os.pread(fd, 1, CANCEL_AT) == b"\x01":
-                now = time.time()
-                out += [(c[0], "cancelled", c[5], now, now, None, None, None)
-                        for c in calls[i:]]
-                break
+        if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
+            now = time.time()
+            out += [outcome.cancelled(key, attempts, now, now)
+                    for key, _, _, _, _, attempts in calls[i:]]
+            break
         out.append(run_one(call, funcs, loaded, passthrough))
     return out
-
-
-def _monitor_fd(path: str) -> int:
-    """The monitor file open for writing, kept open: the runner hands the same few
-    files to batch after batch (opening and closing one per batch cost two system
-    calls of ~10 us each in a round trip). A path names one file for its whole life:
-    a file the runner removes is never replaced under the same name."""
-    fd = _monitor_fds.get(path)
-    if fd is None:
-        if len(_monitor_fds) >= 64:
-            for old in _monitor_fds.values():
-                os.close(old)
-            _monitor_fds.clear()
-        fd = _monitor_fds[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    return fd
-
-
-def read_monitor(path: str) -> tuple[int, int, int, float] | None:
-    """``(batch id, call index, pid, start time)`` last stamped in ``path``."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MONITOR.size)
-    except OSError:
-        return None
-    return MONITOR.unpack(data) if len(data) == MONITOR.size else None

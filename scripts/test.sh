@@ -6,6 +6,7 @@
 # here), and tmux for the terminal tests.  Phases: venv -> pip install -e
 # '.[test,dask]' -> chromium -> tmux -> pytest.
 # Idempotent: the pip phase is skipped while pyproject.toml is unchanged.
+# Before pytest, `ruff check nbgroups tests` and `mypy nbgroups` must pass.
 #
 # Environment:
 #   PYTHON=python3.12        interpreter used to create .venv (default python3)
@@ -13,7 +14,9 @@
 #                            browser tests fail instead of skipping
 #   NBGROUPS_FORCE_INSTALL=1 re-run pip install even if nothing changed
 #   NBGROUPS_CHROMIUM=path   Chromium binary (default /usr/lib/chromium/chromium)
-# Exit status: pytest's; "no tests collected" (5) is reported as a failure.
+#   NBGROUPS_SKIP_LINT=1     skip ruff and mypy (a quick local rerun of some tests)
+# Exit status: 1 if ruff or mypy fails, else pytest's; "no tests collected" (5)
+# is reported as a failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -154,6 +157,16 @@ else
 fi
 if is_ci; then
     export NBGROUPS_REQUIRE_TMUX=1 # a terminal test must run, not skip
+fi
+
+# ------------------------------------------------------------------ lint
+# Static checks first: they take seconds, and a type or lint error fails the run
+# before minutes of tests. NBGROUPS_SKIP_LINT=1 skips them (a quick local rerun).
+if [[ "${NBGROUPS_SKIP_LINT:-0}" != "1" ]]; then
+    phase ruff
+    "$VPY" -m ruff check nbgroups tests || { summary; die "ruff check failed"; }
+    phase mypy
+    "$VPY" -m mypy nbgroups || { summary; die "mypy failed"; }
 fi
 
 # ------------------------------------------------------------------ pytest

@@ -28,6 +28,26 @@ def _signing_key(tmp_path_factory, monkeypatch):
         monkeypatch.delenv(f"NBGROUPS_{name}", raising=False)
 
 
+class FakeClock:
+    """A store clock a test moves forward: TTL expiry without sleeping (Store(clock=...))."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_clock():
+    return FakeClock()
+
+
 @pytest.fixture
 def store_dir(tmp_path):
     return tmp_path / "store"

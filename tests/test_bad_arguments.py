@@ -53,7 +53,7 @@ def test_bad_submission_raises_and_stores_nothing(nb, call, exc, words):
     assert nb.result_group(G) is None
     assert nb.result_group(G, cached=True) is None
     assert nb.list_groups() == []
-    assert not api.runner()._active
+    assert not api.runner().pending_ids()
 
 
 READS = [
@@ -131,14 +131,31 @@ def test_errors_are_nbgroups_errors_or_builtins():
         assert issubclass(cls, nbgroups.NbgroupsError)
 
 
+def test_every_error_and_warning_is_in_the_tree():
+    """errors.py holds one tree: each exception under NbgroupsError, each warning
+    under NbgroupsWarning (ReuseWarning included); and keys' internal Unkeyable too."""
+    import inspect
+
+    from nbgroups import errors
+    from nbgroups.keys import Unkeyable
+
+    classes = [c for _, c in inspect.getmembers(errors, inspect.isclass)
+               if c.__module__ == errors.__name__]
+    assert nbgroups.ReuseWarning in classes
+    for cls in classes:
+        root = nbgroups.NbgroupsWarning if issubclass(cls, Warning) else nbgroups.NbgroupsError
+        assert issubclass(cls, root), cls
+    assert issubclass(Unkeyable, nbgroups.NbgroupsError)
+
+
 # ---------------------------------------------------------------- found in review
 def test_option_memo_tells_true_from_one(nb):
     """True == 1 and hash alike: a memo keyed on values alone mixed them up."""
     nb.async_task("math.floor", 1.5, sync=True)
     with pytest.raises(TypeError, match="sync"):
         nb.async_task("math.floor", 1.5, sync=1)
-    a = api._options({"cached": True})[0]
-    b = api._options({"cached": 1})[0]
+    a = api.SESSION.options({"cached": True})[0]
+    b = api.SESSION.options({"cached": 1})[0]
     assert (a.ttl, b.ttl) == (nb.settings().cache_ttl, 1)
 
 

@@ -357,6 +357,24 @@ nbgroups.result_group("new", wait=-1)
     assert "old" not in err.text.replace("store", "")  # settled before: not shown
 
 
+def test_installed_console_script_runs(demo_store):
+    """The ``nbgroups`` command pip installed (pyproject's [project.scripts]), run
+    as a user runs it: from its own wrapper, without PYTHONPATH, elsewhere than the repo."""
+    store, _ = demo_store
+    script = Path(sys.executable).with_name("nbgroups")
+    assert script.is_file(), f"{script}: the console script is not installed (pip install -e .)"
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("NBGROUPS_") and k != "PYTHONPATH"}
+    env["XDG_CONFIG_HOME"] = str(Path(store).parent.parent / "xdg-config")
+    out = subprocess.run([str(script), "--store", str(store), "list"], capture_output=True,
+                         text=True, env=env, cwd=str(Path(store).parent), timeout=110)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[2].split()[:4] == ["demo", "200", "180", "20"]
+    out = subprocess.run([str(script)], capture_output=True, text=True, env=env,
+                         cwd=str(Path(store).parent), timeout=110)
+    assert out.returncode == 2 and "usage: nbgroups" in out.stdout
+
+
 def test_delete_label_keeps_tasks(demo_store):  # last: it changes the shared store
     store, _ = demo_store
     out = cli("delete", "demo", store=store)

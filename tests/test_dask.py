@@ -21,8 +21,9 @@ distributed = pytest.importorskip("distributed")
 dask = pytest.importorskip("dask")
 
 import nbgroups  # noqa: E402
-from nbgroups import api, dask_backend  # noqa: E402
+from nbgroups import api  # noqa: E402
 from nbgroups.errors import ConfigurationError, TaskTimeout, WorkerDied  # noqa: E402
+from nbgroups.executors import dask as dask_backend  # noqa: E402
 
 pytestmark = [
     pytest.mark.dask,
@@ -34,9 +35,11 @@ pytestmark = [
 def cluster():
     # allowed-failures=1: the scheduler gives up on a task after its second
     # worker death (default 3), which keeps the "kills every worker" test short.
+    # dashboard_address=":0": any free port (None means :8787, which a test run
+    # in another checkout on the same machine may hold: "Port 8787 is already in use").
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
         lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=None)
+                                      host="127.0.0.1", dashboard_address=":0")
     _tolerate_double_removal(lc)
     client = distributed.Client(lc, set_as_default=False)
     client.wait_for_workers(2, timeout=60)
@@ -155,7 +158,7 @@ def test_result_group_order_with_failures_client_given(nbc, client):
     assert "bad 3" in tasks[3].traceback and tasks[3].success is False
     it = nbc.async_iter(f, range(1, 30, 3), group="g")
     assert nbc.result(it, wait=-1) == [x * 10 for x in range(1, 30, 3)]
-    assert len(client.get_events(api.runner()._executor._topic)) >= 1  # events flowed
+    assert len(client.get_events(api.runner().executor.topic)) >= 1  # events flowed
 
 
 def test_tiny_tasks_are_batched_into_few_dask_tasks(nbc, client):
@@ -163,14 +166,14 @@ def test_tiny_tasks_are_batched_into_few_dask_tasks(nbc, client):
     for i in range(n):
         nbc.async_task(abs, -i, group="many")
     assert nbc.result_group("many", wait=-1) == list(range(n))
-    events = client.get_events(api.runner()._executor._topic)
+    events = client.get_events(api.runner().executor.topic)
     assert 1 <= len(events) <= n // 10, len(events)  # one "started" event per Dask task
 
 
 def test_executor_sizes_batches_with_cluster_threads(nbc, client):
     nbc.async_task(abs, -1, group="one")
     nbc.result_group("one", wait=-1)
-    assert api.runner()._executor.workers == sum(client.nthreads().values()) == 2
+    assert api.runner().executor.workers == sum(client.nthreads().values()) == 2
 
 
 def test_cancel_group_on_dask(nbc, tmp_path):
@@ -347,9 +350,9 @@ def test_backend_magic_moves_a_notebook_to_the_cluster(cluster, store_dir, capsy
                                 "nbgroups.sweep(pow, 'magic', base=[2, 3], exp=[2])\n"
                                 "nbgroups.result_group('magic', wait=60000)")
         assert result.result == [4, 9]
-        from nbgroups.dask_backend import DaskExecutor
+        from nbgroups.executors.dask import DaskExecutor
 
-        assert isinstance(api.runner()._executor, DaskExecutor)
+        assert isinstance(api.runner().executor, DaskExecutor)
         shell.run_line_magic("nbgroups", "backend loky")
         assert nbgroups.settings().backend == "loky"
     finally:

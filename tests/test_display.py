@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 import time
 
 import pytest
@@ -13,6 +14,7 @@ import nbgroups
 from nbgroups import api, display
 from nbgroups.display import formatting
 from nbgroups.display.formatting import Failure, format_line, meter
+from nbgroups.errors import ConfigurationError
 from nbgroups.records import GroupCounts
 
 
@@ -122,11 +124,17 @@ def test_view_updates_live_without_explicit_refresh(nb_loky):
     """The renderer thread (woken by the runner's listener) draws the final state."""
     g = nbgroups.sweep(flaky, "live", x=list(range(10)))
     view = display.progress(g, mode="widget", display=False)
+    bar = view.adapter.bar
+    final = threading.Event()  # set by the widget itself when the renderer draws the end
+
+    def drawn(change=None):
+        if bar.value == 10 and bar.bar_style == "danger":
+            final.set()
+
+    bar.observe(drawn, names=["value", "bar_style"])
+    drawn()
     nbgroups.result_group(g, wait=60_000)
-    deadline = time.monotonic() + 30
-    while view.adapter.bar.value != 10 and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert view.adapter.bar.value == 10 and view.adapter.bar.bar_style == "danger"
+    assert final.wait(30), (bar.value, bar.bar_style)
 
 
 def test_cancel_button_cancels_pending_tasks(nb_loky):
@@ -181,6 +189,21 @@ def test_text_view_line_and_final_summary(nb):
     assert out.count("txt 100%") == 1 and out.endswith("\n")
 
 
+class Signalling(io.StringIO):
+    """A text stream that sets ``seen`` once ``text`` was written to it."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.seen = threading.Event()
+
+    def write(self, s: str) -> int:
+        n = super().write(s)
+        if self.text in self.getvalue():
+            self.seen.set()
+        return n
+
+
 def test_a_group_another_process_runs_is_drawn_live(store_dir, tmp_path):
     """A view of a group fed only by another kernel on the same store redraws while
     that kernel works (the renderer's tick reads the store), not only at cell end."""
@@ -189,37 +212,34 @@ def test_a_group_another_process_runs_is_drawn_live(store_dir, tmp_path):
     import sys
     from pathlib import Path
 
-    ready = tmp_path / "submitted"
     code = (
-        "import nbgroups, pathlib\n"
+        "import nbgroups\n"
         f"nbgroups.configure(store={str(store_dir)!r}, workers=1, progress=False)\n"
         "for i in range(6):\n"
         "    nbgroups.async_task('time.sleep', 0.5, group='elsewhere')\n"
         "nbgroups.api.runner().flush()\n"
-        f"pathlib.Path({str(ready)!r}).touch()\n"
+        "print('submitted', flush=True)\n"
         "nbgroups.result_group('elsewhere', count=6, wait=-1)\n"
     )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    other = subprocess.Popen([sys.executable, "-c", code], env=env)
+    other = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                             text=True)
     try:
         api.reset()
         nbgroups.configure(store=str(store_dir), workers=1, progress=False)
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert other.poll() is None and time.monotonic() < deadline
-            time.sleep(0.05)
-        buf = io.StringIO()
+        assert other.stdout is not None
+        assert other.stdout.readline() == "submitted\n"  # its tasks are in the store
+        buf = Signalling("done 6,")
         display.progress("elsewhere", mode="text", stream=buf, display=False)
         assert other.wait(60) == 0
         done = [int(n) for n in re.findall(r"\[done (\d+),", buf.getvalue())]
         assert any(0 < n < 6 for n in done), buf.getvalue()  # drawn while it ran
-        deadline = time.monotonic() + 10  # and its end, within a tick
-        while "done 6," not in buf.getvalue() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert "done 6," in buf.getvalue()
+        assert buf.seen.wait(10), buf.getvalue()  # and its end, within a tick
     finally:
         if other.poll() is None:
             other.kill()
+            other.wait(60)
+        other.stdout.close()
         api.reset()
 
 
@@ -350,7 +370,7 @@ def test_auto_mode_is_text_outside_a_kernel(nb):
     assert display.choose_mode("auto") == "text"
     assert display.choose_mode(False) == "text"
     assert display.choose_mode("widget") == "widget"
-    with pytest.raises(ValueError, match="mode must be"):
+    with pytest.raises(ConfigurationError, match="mode must be"):
         display.choose_mode("fancy")
 
 

@@ -87,19 +87,23 @@ def test_time_taken_excludes_queue_time(nb, tmp_path):
     release = tmp_path / "go"
     backend = nb.settings().backend
 
-    def blocker():
-        deadline = time.time() + 60
+    started = [tmp_path / f"started{i}" for i in range(2)]
+
+    def blocker(mark):
+        open(mark, "w").close()
+        deadline = time.time() + 60  # a cross-process event: the release file
         while not os.path.exists(release) and time.time() < deadline:
             time.sleep(0.01)
 
     if backend == "sync":
         release.touch()
-    for _ in range(2):  # occupy both workers
-        nb.async_task(blocker, group="tt")
+    for mark in started:  # occupy both workers
+        nb.async_task(blocker, str(mark), group="tt")
     quick = nb.async_task("math.floor", 1.5, group="tt")
     released = time.time()
     if backend == "loky":
-        time.sleep(0.5)  # let it queue behind the blockers (not a timing assertion)
+        # both workers are taken (each blocker has begun): quick can only queue
+        assert api.runner().wait(lambda: all(m.exists() for m in started), 60)
         released = time.time()
         release.touch()
     task = nb.fetch(quick, wait=-1)
@@ -110,7 +114,7 @@ def test_time_taken_excludes_queue_time(nb, tmp_path):
         assert task.started >= released  # it could only start once a blocker ended
         assert task.time_taken() < task.stopped - task.submitted
         assert task.time_taken() <= task.stopped - released
-    api.runner().wait(lambda: not api.runner()._active, 60)
+    assert api.runner().wait(lambda: not api.runner().pending_ids(), 60)
 
 
 def test_submission_order_with_mixed_options_in_one_group(nb):

@@ -6,15 +6,20 @@ import doctest
 
 import nbgroups
 from nbgroups import api
+from nbgroups.api import handle, manage, read, session, submit
 
 
 def test_api_docstring_examples(tmp_path):
     api.reset()
     globs = {**vars(api), "tmp_store": tmp_path / "store"}
     api.configure(backend="sync", store=str(tmp_path / "store"), progress=False)
+    failures = tried = 0
     try:
-        failures, tried = doctest.testmod(api, globs=globs, verbose=False, report=True,
-                                          optionflags=doctest.ELLIPSIS)
+        for module in (api, session, submit, read, manage, handle):  # doctest: own names only
+            f, t = doctest.testmod(module, globs=globs, verbose=False, report=True,
+                                   optionflags=doctest.ELLIPSIS)
+            failures += f
+            tried += t
     finally:
         api.reset()
     assert tried >= 5, "the api lost its examples"

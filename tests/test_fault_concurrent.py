@@ -5,11 +5,11 @@ Exact counts afterwards: no record lost, none mixed up.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
-import time
 
 import nbgroups
 from nbgroups import api
@@ -22,15 +22,15 @@ CHILD = textwrap.dedent(
     import nbgroups
     from tests.test_fault_concurrent import square_or_fail
 
-    store, go, base = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    store, base = sys.argv[1], int(sys.argv[2])
     nbgroups.configure(store=store, workers=1, progress=False)
-    while not os.path.exists(go):
-        time.sleep(0.001)
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": both processes submit at once
     ids = []
     for start in range(base, base + COUNT, 50):  # many small submissions: interleaved pages
         ids += [nbgroups.async_task(square_or_fail, x, group="both")
                 for x in range(start, start + 50)]
-        time.sleep(0.002)
+        time.sleep(0.002)  # pace the bursts, so the two processes' pages interleave
     for tid in ids:
         nbgroups.fetch(tid, wait=120_000)
     print("done", len(ids), flush=True)
@@ -46,15 +46,19 @@ def square_or_fail(x):
 
 def test_two_processes_one_group(tmp_path):
     store = tmp_path / "store"
-    go = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     procs = [
-        subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(go), str(base)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(base)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env)
         for base in (0, 10_000)
     ]
-    time.sleep(0.5)
-    go.touch()
+    for p in procs:  # each has configured nbgroups (or died: then its error shows below)
+        p.stdout.readline()
+    for p in procs:
+        with contextlib.suppress(BrokenPipeError):
+            p.stdin.write("go\n")
+            p.stdin.flush()
     for p in procs:
         out, err = p.communicate(timeout=110)
         assert p.returncode == 0, err

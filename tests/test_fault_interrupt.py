@@ -98,7 +98,7 @@ def test_pool_workers_start_with_sigint_blocked(nb_loky):
     nbgroups.result(nbgroups.async_task("math.modf", 1.0), wait=60_000)
     from nbgroups import api
 
-    pids = list(api.runner()._executor._pool._processes)
+    pids = api.runner().executor.worker_pids()
     assert len(pids) == 2
     for pid in pids:
         status = Path(f"/proc/{pid}/status").read_text()

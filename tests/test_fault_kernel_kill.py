@@ -46,6 +46,27 @@ def work(x, marks):
     return x * 3
 
 
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs (zombies count as gone:
+    they write nothing, and the container's init may be slow to reap them)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # ended meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            return True
+    return False
+
+
+def _wait_group_gone(pgid: int, timeout: float = 30) -> None:
+    """Until every process of the group is dead (no event tells: poll the kernel)."""
+    deadline = time.monotonic() + timeout
+    while _group_alive(pgid):
+        assert time.monotonic() < deadline, f"process group {pgid} still runs"
+        time.sleep(0.01)
+
+
 def _runs(marks: Path) -> dict[int, int]:
     return {int(p.stem): len(p.read_text().splitlines()) for p in marks.glob("*.run")}
 
@@ -64,10 +85,10 @@ def test_kill_the_submitter_then_resume(tmp_path):
         assert proc.stdout.readline().strip() == "submitted"
         api.reset()
         nbgroups.configure(store=str(store), workers=2, progress=False)
-        deadline = time.monotonic() + 90
-        while nbgroups.count_group("kk") < N // 4:  # a quarter finished: kill mid-sweep
-            assert time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.01)
+        # a quarter finished: kill mid-sweep (the other process's progress is
+        # only in the store: the runner's wait polls it)
+        assert api.runner().wait(lambda: nbgroups.count_group("kk") >= N // 4, 90, poll=0.01), \
+            proc.stderr.read()
         api.reset()
         os.killpg(proc.pid, signal.SIGKILL)  # the kernel and its workers
         proc.wait(timeout=30)
@@ -76,7 +97,7 @@ def test_kill_the_submitter_then_resume(tmp_path):
             proc.kill()
         proc.stdout.close()
         proc.stderr.close()
-    time.sleep(0.5)  # let the killed workers' exits settle before counting files
+    _wait_group_gone(proc.pid)  # the killed workers write no more marks
     before = _runs(marks)
 
     api.reset()
@@ -162,14 +183,14 @@ def test_exit_while_calls_run_is_prompt(tmp_path):
     store = tmp_path / "store"
     code = textwrap.dedent(
         """
-        import sys, time
+        import sys
         import nbgroups
+        from nbgroups import api
 
         nbgroups.configure(store=sys.argv[1], workers=2, progress=False)
         for i in range(4):
             nbgroups.async_task("time.sleep", 60, group="long")
-        while nbgroups.group_counts("long").running < 2:
-            time.sleep(0.05)
+        assert api.runner().wait(lambda: nbgroups.group_counts("long").running >= 2, 60)
         print("running", flush=True)
         """
     )

@@ -144,15 +144,13 @@ def test_idle_workers_killed_between_groups(nb_loky, tmp_path):
     nb = nb_loky
     nb.sweep(tiny, "before", x=list(range(20)), runs_dir=[str(tmp_path)], how=["none"])
     nb.result_group("before", wait=60_000)
-    pool = runner()._executor._pool  # fault injection: the live worker pids
-    pids = list(pool._processes)
+    executor = runner().executor
+    pids = executor.worker_pids()
     assert pids
     for pid in pids:
         os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
-    while pool._flags.broken is None:  # loky notices the deaths on its own
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    # loky notices the deaths on its own (its pool's flag: fault injection reads it)
+    assert runner().wait(lambda: executor._pool._flags.broken is not None, 30, poll=0.01)
     nb.sweep(tiny, "after", x=list(range(50)), runs_dir=[str(tmp_path)], how=["none"])
     assert nb.result_group("after", wait=60_000) == [x * 2 for x in range(50)]
     assert nb.count_group("after", failures=True) == 0

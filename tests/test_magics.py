@@ -96,10 +96,9 @@ def test_group_cell_magic_sets_default_group(ip):
 def test_group_cell_magic_reuse_option_and_via_run_cell(ip):
     run(ip, "%%group reused --reuse\n"
             "from nbgroups import api\n"
-            "opts = dict(api._default_options.get())\n"
-            "grp = api._default_group.get()\n")
+            "grp, opts = api.SESSION.defaults()\n")
     assert ip.user_ns["opts"] == {"reuse": True} and ip.user_ns["grp"] == "reused"
-    assert api._default_group.get() is None  # restored after the cell
+    assert api.SESSION.defaults() == (None, {})  # restored after the cell
 
 
 @pytest.mark.parametrize("line", ["", "a b", "--reuse", "a --bogus", "'unclosed"])

@@ -14,9 +14,9 @@ import textwrap
 import pytest
 
 import nbgroups
-from nbgroups import api, reuse
+from nbgroups import api
+from nbgroups.errors import ReuseWarning
 from nbgroups.keys import call_key, func_digest
-from nbgroups.reuse import ReuseWarning
 
 
 @pytest.fixture
@@ -324,9 +324,8 @@ def read_back(x, path):
     return value
 
 
-def test_an_argument_that_cannot_be_keyed_runs_as_usual_with_one_warning(nb, tmp_path,
-                                                                          monkeypatch):
-    monkeypatch.setattr(reuse, "_warned", set())  # "once" is per process: start afresh
+def test_an_argument_that_cannot_be_keyed_runs_as_usual_with_one_warning(nb, tmp_path):
+    # "once" is per session, and the nb fixture starts a fresh one
     log = tmp_path / "log"
     args = [1, Protocol5Only(2)]
     with pytest.warns(ReuseWarning, match="Protocol5Only cannot be keyed"):

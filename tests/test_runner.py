@@ -83,14 +83,14 @@ def test_batch_statistics_are_per_function(nb_loky):
         nb.async_task("math.floor", i + 0.5, group="tiny")
     assert nb.result_group("tiny", count=200)[:3] == [0, 1, 2]
     r = api.runner()
-    assert r._stats["math.floor"][1] < LARGE_RESULT
+    assert r.stats().funcs["math.floor"].result_bytes < LARGE_RESULT
     # a function with large results starts from its own (unknown) statistics,
     # so it is sent one call per batch and one batch per worker
     nb.async_task(big_bytes, 1, LARGE_RESULT, group="large")
     nb.result_group("large", wait=-1)
-    stats = r._stats[f"{__name__}.big_bytes"]
-    assert stats[1] >= LARGE_RESULT
-    assert r._batch_size(stats) == 1
+    stats = r.stats()
+    assert stats.funcs[f"{__name__}.big_bytes"].result_bytes >= LARGE_RESULT
+    assert stats.batch_sizes[f"{__name__}.big_bytes"] == 1
 
 
 @pytest.mark.parametrize("n", [0, 1, 7])
@@ -120,7 +120,7 @@ def test_cancel_stops_every_call_not_begun_even_in_loky_queue(nb_loky, tmp_path)
     nb.result_group("warm", wait=-1)
     nb.sweep(gate, "c", i=range(20), started_dir=[str(started)], release=[str(release)])
     r = api.runner()
-    assert r.wait(lambda: len(os.listdir(started)) >= r._workers(), 60)
+    assert r.wait(lambda: len(os.listdir(started)) >= r.stats().workers, 60)
     cancelled = nb.cancel_group("c")
     begun = {int(name) for name in os.listdir(started)}  # both workers wait at the gate
     release.touch()
@@ -432,7 +432,7 @@ def test_monitor_files_are_reused_and_removed_at_close(store_dir):
         r = api.runner()
         for i in range(20):  # one at a time: each batch could reuse the last one's file
             assert nbgroups.result(nbgroups.async_task(add, i, 1), wait=-1) == i + 1
-        folder = Path(r._monitor_dir)
+        folder = Path(r.stats().monitor_directory)
         assert 1 <= len(list(folder.iterdir())) <= 4  # not one file per batch
         r.close()
         assert not folder.exists()
@@ -442,7 +442,7 @@ def test_monitor_files_are_reused_and_removed_at_close(store_dir):
 
 def test_a_task_not_yet_written_is_pending_and_waited_for(nb_loky):
     r = api.runner()
-    with r._flush_lock:  # the runner thread cannot write the page meanwhile
+    with r.flushes_held():  # the runner thread cannot write the page meanwhile
         tid = nbgroups.async_task(add, 1, 2)
         assert r.pending(tid)  # in its open page, not in the store yet
         assert not r.pending("f" * len(tid))

@@ -167,28 +167,30 @@ def test_name_lookup_task_name_override_and_newest_wins(make_store):
     assert s.task("f" * 32) is None
 
 
-def test_ttl_expiry_removes_entries_and_membership(make_store):
-    s = make_store(ttl=1, keep_args=False)
+def test_ttl_expiry_removes_entries_and_membership(make_store, fake_clock):
+    clock = fake_clock
+    s = make_store(ttl=1, keep_args=False, clock=clock)
     (p,) = s.write_pages([draft("g", [0.5, 1.5])])
     a, b = ids_of(p)
     outcomes(s, p, [success(a, 0), success(b, 1)])
     assert s.group_results("g", False) == [0, 1]
     assert s.task(a).args is None and s.task(a).kwargs is None  # keep_args=False
     name = s.task(a).name
-    deadline = time.time() + 1.3
-    while time.time() < deadline:  # correctness wait past the TTL
-        time.sleep(0.1)
+    clock.advance(0.9)
+    assert s.group_results("g", False) == [0, 1]  # not yet expired
+    clock.advance(0.2)
     assert s.group_results("g", False) is None and s.group_entries("g") is None
     assert s.task(a) is None and s.task_by_name(name) is None
     assert s.counts("g").submitted == 0 and s.counts("g").done == 0
     assert s.groups() == []
 
 
-def test_write_ttl_per_call(make_store):
-    s = make_store()
+def test_write_ttl_per_call(make_store, fake_clock):
+    clock = fake_clock
+    s = make_store(clock=clock)
     s.write_pages([draft("short", [0.5])], ttl=1)
     s.write_pages([draft("long", [0.5])])
-    time.sleep(1.3)  # correctness wait past the TTL
+    clock.advance(1.1)
     assert s.group_entries("short") is None
     assert s.group_entries("long") is not None
 

@@ -30,8 +30,8 @@ class WidgetView:
     and ``on_retry`` are called (with no argument) when the buttons are clicked.
     """
 
-    def __init__(self, group: str, on_cancel: Callable[[], None],
-                 on_retry: Callable[[], None]) -> None:
+    def __init__(self, group: str, on_cancel: Callable[[], object],
+                 on_retry: Callable[[], object]) -> None:
         look = _look()
         self.bar = w.IntProgress(value=0, min=0, max=1, bar_style="",
                                  description=f"<b>{html.escape(group)}</b>",

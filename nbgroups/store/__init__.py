@@ -5,7 +5,9 @@ Nothing outside this package touches diskcache (only its ``disk`` module does).
 the key shapes of ``layout``; :class:`DiskStore` (``disk``: diskcache, the default)
 and :class:`MemoryStore` (``memory``: a dict, for tests and ``save=False``
 experiments) implement seven primitives: get, set, add, incr, scan, delete and
-a transaction.
+a transaction (each documented in ``base``; the base raises NotImplementedError).
+The store holds durable records only; :class:`ReuseIndex` (``reuse_index``) is
+the ``reuse=True`` key index, a piece of its own over the same primitives.
 
 Layout: tasks are written in *pages*, one signed entry per submission batch of
 a group, never one entry per task (a diskcache ``set`` costs ~25 µs; ten
@@ -22,7 +24,7 @@ are ``str`` with NUL separators, so a group's pages are one key range::
                                           (FAMILY: the page's first two name words)
     q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
     N\\0NAME\\0TIME                  str    task_name= overrides -> task id
-    k\\0GROUP\\0GEN\\0KEY             str    reuse=True: call key -> task id (nbgroups.reuse)
+    k\\0GROUP\\0GEN\\0KEY             str    reuse=True: call key -> task id (ReuseIndex)
 
 Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
 every pickle is ours and signed (:mod:`nbgroups.serialize`). Reads go through
@@ -34,5 +36,7 @@ from .base import Store
 from .disk import DiskStore
 from .layout import LARGE_RESULT, SEP, build_record
 from .memory import MemoryStore
+from .reuse_index import ReuseIndex
 
-__all__ = ["LARGE_RESULT", "SEP", "DiskStore", "MemoryStore", "Store", "build_record"]
+__all__ = ["LARGE_RESULT", "SEP", "DiskStore", "MemoryStore", "ReuseIndex", "Store",
+           "build_record"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
@@ -50,23 +50,58 @@ class Store:
     """Durable task records and counters (template; see the module docstring).
 
     ``ttl`` makes every entry expire (the ``cached`` layer); ``keep_args=False``
-    drops call arguments from the records.
+    drops call arguments from the records. ``clock`` (seconds since the epoch,
+    default :func:`time.time`) decides expiry and the times stored: a test
+    moves it forward instead of sleeping past a TTL.
     """
 
-    def __init__(self, signer: Signer, *, ttl: int | None = None, keep_args: bool = True):
+    def __init__(self, signer: Signer, *, ttl: int | None = None, keep_args: bool = True,
+                 clock: Callable[[], float] = time.time):
         self._signer = signer
         self.ttl = ttl
         self.keep_args = keep_args
+        self.clock = clock
         self._seen: set[tuple[str | None, int]] = set()
 
     # ----------------------------------------------------------------- primitives
-    def _get(self, key: str) -> Any: ...
-    def _set(self, key: str, value: Any, expire: float | None = None) -> None: ...
-    def _add(self, key: str, value: Any, expire: float | None = None) -> None: ...
-    def _incr(self, key: str, delta: int, expire: float | None = None) -> int: ...
-    def _scan(self, prefix: str) -> list[tuple[str, Any]]: ...
-    def _delete(self, keys: Iterable[str]) -> None: ...
+    # What a backend implements. Keys are str; values only str, int, float and
+    # bytes (every pickle is the template's, signed). ``expire`` is seconds from
+    # now by :attr:`clock`; an expired entry reads as absent.
+    def _get(self, key: str) -> Any:
+        """The value stored under ``key``, or None if absent or expired."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _get")
+
+    def _set(self, key: str, value: Any, expire: float | None = None) -> None:
+        """Store ``value`` under ``key`` (replacing it), expiring after ``expire`` s."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _set")
+
+    def _add(self, key: str, value: Any, expire: float | None = None) -> None:
+        """Store ``value`` under ``key`` only if no live entry is there."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _add")
+
+    def _incr(self, key: str, delta: int, expire: float | None = None) -> int:
+        """Add ``delta`` to the int under ``key`` (absent or expired: 0) atomically;
+        returns the new value. A value that is not an int is refused
+        (:class:`~nbgroups.errors.SignatureError`)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _incr")
+
+    def _scan(self, prefix: str) -> list[tuple[str, Any]]:
+        """Every live ``(key, value)`` whose key starts with ``prefix``, in key order."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _scan")
+
+    def _delete(self, keys: Iterable[str]) -> None:
+        """Remove ``keys`` (absent ones are ignored)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _delete")
+
+    def _transaction(self) -> contextlib.AbstractContextManager:
+        """A context manager: the primitives inside commit together or not at all,
+        and no other writer (thread or process) interleaves. Must nest (an inner
+        transaction joins the outer one)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _transaction")
+
+    # Derived from the primitives; a backend may do them faster.
     def _scan_keys(self, prefix: str) -> list[str]:
+        """The keys :meth:`_scan` would return (expired ones may be included)."""
         return [k for k, _ in self._scan(prefix)]
 
     def _set_many(self, items: list[tuple[str, Any]], expire: float | None = None) -> None:
@@ -74,7 +109,6 @@ class Store:
         for key, value in items:
             self._set(key, value, expire)
 
-    def _transaction(self) -> contextlib.AbstractContextManager: ...
     def close(self) -> None:
         """Release the store's resources."""
 
@@ -147,7 +181,7 @@ class Store:
                     self._add(base + "t0", d["created"], expire)
                     if expire is None:
                         self._seen.add((group, gen))
-                calls = d["calls"] if self.keep_args else tuple(
+                calls: Iterable[Any] = d["calls"] if self.keep_args else tuple(
                     (c[0], c[1], None, None, *c[4:]) for c in d["calls"]
                 )
                 page = SpecPage(
@@ -176,7 +210,7 @@ class Store:
         that re-runs of a retried or re-submitted task replace).
         """
         expire = self._expire(ttl)
-        now = time.time()
+        now = self.clock()
         with self._transaction():
             sets: list[tuple[str, Any]] = []
             for group, gen, rows, prevs in groups:
@@ -212,101 +246,11 @@ class Store:
         self._put_stream(bkey, blob if chunked else [blob], expire)
         return (*o[:5], bkey, *o[6:])
 
-    # ----------------------------------------------------------------- reuse index
-    # k\0GROUP\0GEN\0KEY -> "TASK_ID", or "TASK_ID\0r" once a re-submission found it
-    # done (then it is known to have succeeded: success is final). See nbgroups.reuse.
-    def reuse_lookup(self, group: str | None, keys: list[str]) -> dict[str, tuple]:
-        """The tasks recorded for call keys of ``group``: ``key -> (id, state, page, call)``.
-
-        ``state`` is the task's latest stored state (``'success'``,
-        ``'failure'``, ``'cancelled'``) or None if it never finished; ``page``
-        and ``call`` (its :class:`SpecPage` and :class:`Call`) are None for a
-        key already reused (known done) and for a task not written yet (its
-        id was recorded, its page not). Unrecorded keys are left out. Reads
-        each spec page and outcome page involved once, whatever the key count.
-        """
-        gen = self.gen(group)
-        base = gkey("k", group, gen)
-        if len(keys) > 64:  # one range scan instead of many reads
-            wanted = set(keys)
-            rows = [(k[len(base):], v) for k, v in self._scan(base) if k[len(base):] in wanted]
-        else:
-            rows = [(k, v) for k in dict.fromkeys(keys) if (v := self._get(base + k)) is not None]
-        found: dict[str, tuple] = {}
-        by_prefix: dict[str, list[tuple[str, str]]] = {}
-        for key, value in rows:
-            if not isinstance(value, str):
-                continue
-            tid, _, mark = value.partition(SEP)
-            if mark:
-                found[key] = (tid, "success", None, None)
-            elif names.looks_like_id(tid):
-                by_prefix.setdefault(names.split_id(tid)[0], []).append((key, tid))
-        outcome_pages: dict[str, dict[str, str]] = {}  # page key -> {task id: state}
-        for prefix, items in by_prefix.items():
-            page_key = self._get(page_index(prefix))
-            data = self._get(page_key) if isinstance(page_key, str) else None
-            if data is None:
-                for key, tid in items:
-                    found[key] = (tid, None, None, None)
-                continue
-            page: SpecPage = self._load(page_key, data)
-            calls = {c[0]: c for c in page.calls}
-            refs = [okey for _, okey in self._scan(f"q{SEP}{prefix}{SEP}")]
-            for okey in refs:
-                if okey not in outcome_pages:
-                    value = self._get(okey)
-                    outcome_pages[okey] = {} if value is None else {
-                        o[0]: o[1] for o in self._outcome_rows(okey, value)}
-            for key, tid in items:
-                call = calls.get(names.split_id(tid)[1])
-                if call is None:
-                    continue
-                state = None
-                for okey in refs:  # in counter order: the latest run wins
-                    state = outcome_pages[okey].get(tid, state)
-                found[key] = (tid, state, page, Call._make(call))
-        return found
-
     def submitted(self, group: str | None, gen: int | None = None) -> int:
         """How many tasks ``group`` (label generation ``gen``, default the current
         one) has had: its submission counter, one read."""
         value = self._get(gkey("c", group, self.gen(group) if gen is None else gen) + "n")
         return value if type(value) is int else 0
-
-    def reuse_keys(self, group: str | None) -> dict[str, str]:
-        """Every reuse key recorded for ``group``: ``key -> task id`` (one range read)."""
-        base = gkey("k", group, self.gen(group))
-        cut = len(base)
-        return {k[cut:]: v.partition(SEP)[0] for k, v in self._scan(base) if isinstance(v, str)}
-
-    def reuse_record(self, group: str | None, entries: dict[str, str],
-                     ttl: int | None = None) -> None:
-        """Record which task runs each call key of ``group`` (one transaction)."""
-        if not entries:
-            return
-        expire = self._expire(ttl)
-        base = gkey("k", group, self.gen(group))
-        with self._transaction():
-            self._set_many([(base + key, tid) for key, tid in entries.items()], expire)
-
-    def reuse_mark(self, group: str | None, keys: list[str], ttl: int | None = None) -> int:
-        """Mark keys whose successful task a re-submission reused; returns how many were
-        reused for the first time, which the group's ``reused`` counter adds: so
-        ``GroupCounts.reused`` is how many of its tasks re-submissions found done."""
-        expire = self._expire(ttl)
-        gen = self.gen(group)
-        base = gkey("k", group, gen)
-        fresh = 0
-        with self._transaction():
-            for key in keys:
-                value = self._get(base + key)
-                if isinstance(value, str) and SEP not in value:
-                    self._set(base + key, value + SEP + "r", expire)
-                    fresh += 1
-            if fresh:
-                self._incr(gkey("c", group, gen) + "reused", fresh, expire)
-        return fresh
 
     def task_history(self, task_id: str, cls: type = TaskRecord) -> TaskList | None:
         """Every stored run of a task, oldest first: one record per outcome.
@@ -422,7 +366,7 @@ class Store:
         if found is None:
             return None
         pages, latest = found
-        out = []
+        out: list[Any] = []
         append = out.append
         get = latest.get
         for p in pages:

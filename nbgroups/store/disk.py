@@ -27,7 +27,7 @@ class _SignedReader:
     """A file-like view of ``mac + payload`` that never concatenates them."""
 
     def __init__(self, mac: bytes, *parts: bytes) -> None:
-        self._parts = [memoryview(mac), *map(memoryview, parts)]
+        self._parts: list[memoryview] = [memoryview(mac), *(memoryview(p) for p in parts)]
 
     def read(self, size: int = -1) -> bytes | memoryview:
         while self._parts and not len(self._parts[0]):
@@ -131,14 +131,21 @@ class DiskStore(Store):
     def _get(self, key):
         rows = self._sql(
             "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
-            " AND (expire_time IS NULL OR expire_time > ?)", (key, time.time()),
+            " AND (expire_time IS NULL OR expire_time > ?)", (key, self.clock()),
         ).fetchall()
         if not rows:
             return None
         return self._row_value(key, *rows[0])
 
+    def _ttl(self, expire: float | None) -> float | None:
+        """``expire`` for diskcache's API, which counts from its own ``time.time()``:
+        shifted so that the entry expires ``expire`` s after :attr:`clock`'s now."""
+        if expire is None or self.clock is time.time:
+            return expire
+        return expire + (self.clock() - time.time())
+
     def _set(self, key, value, expire=None):
-        self._cache.set(key, value, expire=expire, retry=True)
+        self._cache.set(key, value, expire=self._ttl(expire), retry=True)
 
     def _set_many(self, items, expire=None):
         # One statement for all of them: diskcache's set is a SELECT and an
@@ -146,7 +153,7 @@ class DiskStore(Store):
         # Only values diskcache keeps in the row; these keys never hold a file.
         if not _UPSERT_OK:
             return super()._set_many(items, expire)
-        now = time.time()
+        now = self.clock()
         deadline = None if expire is None else now + expire
         rows, rest = [], []
         for key, value in items:
@@ -160,14 +167,14 @@ class DiskStore(Store):
             self._set(key, value, expire)
 
     def _add(self, key, value, expire=None):
-        self._cache.add(key, value, expire=expire, retry=True)
+        self._cache.add(key, value, expire=self._ttl(expire), retry=True)
 
     def _incr(self, key, delta, expire=None):
         # One statement (diskcache's incr: a SELECT then an UPDATE or INSERT). An
         # expired counter starts again from 0; a row that is not an int is refused.
         if not _RETURNING_OK:
             return self._incr_diskcache(key, delta, expire)
-        now = time.time()
+        now = self.clock()
         rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
                                  delta)).fetchall()
         if not rows:
@@ -183,7 +190,7 @@ class DiskStore(Store):
                 raise _not_a_number(key) from None
         with self._transaction():
             value = (self._get(key) or 0) + delta
-            self._cache.set(key, value, expire=expire, retry=True)
+            self._cache.set(key, value, expire=self._ttl(expire), retry=True)
             return value
 
     def _scan(self, prefix):
@@ -191,7 +198,7 @@ class DiskStore(Store):
         rows = self._sql(
             "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
             " AND (expire_time IS NULL OR expire_time > ?) ORDER BY key",
-            (prefix, end, time.time()),
+            (prefix, end, self.clock()),
         ).fetchall()
         return [(k, self._row_value(k, m, f, v)) for k, m, f, v in rows if isinstance(k, str)]
 
@@ -209,7 +216,7 @@ class DiskStore(Store):
         # diskcache copies a file-like object to its file chunk by chunk
         # (read=True): MAC then the parts, without building MAC + payload.
         self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
-                        expire=expire, read=True, retry=True)
+                        expire=self._ttl(expire), read=True, retry=True)
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

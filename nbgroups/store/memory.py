@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from typing import Any
 
 from ..serialize import (
@@ -26,7 +25,7 @@ class MemoryStore(Store):
         if item is None:
             return None
         value, deadline = item
-        if deadline is not None and deadline <= time.time():
+        if deadline is not None and deadline <= self.clock():
             del self._data[key]
             return None
         return value
@@ -37,7 +36,7 @@ class MemoryStore(Store):
 
     def _set(self, key, value, expire=None):
         with self._lock:
-            self._data[key] = (value, None if expire is None else time.time() + expire)
+            self._data[key] = (value, None if expire is None else self.clock() + expire)
 
     def _add(self, key, value, expire=None):
         with self._lock:

@@ -53,11 +53,10 @@ import time
 import uuid
 from typing import Any
 
-from . import worker
-from .errors import ConfigurationError, TaskError, WorkerDied
-from .executors import Executor
-from .serialize import dumps, dumps_exception, format_exception, loads
-from .worker import MONITOR
+from .. import monitor, outcome, worker
+from ..errors import ArgumentTypeError, ConfigurationError, TaskError, WorkerDied
+from ..serialize import dumps, loads
+from .base import Executor
 
 log = logging.getLogger("nbgroups")
 
@@ -72,7 +71,7 @@ _in_use: dict[str, Any] = {}  # address -> Client of a live executor
 _clients_lock = threading.Lock()
 
 
-def require_distributed():
+def require_distributed() -> Any:
     """Import ``distributed``, or raise a :class:`ConfigurationError` saying what to install."""
     try:
         import distributed
@@ -81,7 +80,7 @@ def require_distributed():
     return distributed
 
 
-def prepare(settings) -> None:
+def prepare(settings: Any) -> None:
     """Check a dask configuration at ``configure()`` time: fail there, not in the runner.
 
     Imports ``distributed`` and, for ``address=``, connects to the scheduler
@@ -90,7 +89,8 @@ def prepare(settings) -> None:
     distributed = require_distributed()
     if settings.client is not None:
         if not isinstance(settings.client, distributed.Client):
-            raise TypeError(f"client must be a distributed.Client, got {settings.client!r}")
+            raise ArgumentTypeError(
+                f"client must be a distributed.Client, got {settings.client!r}")
         return
     with _clients_lock:
         if settings.address in _clients or settings.address in _in_use:
@@ -105,7 +105,7 @@ def prepare(settings) -> None:
         _clients[settings.address] = client
 
 
-def _take_client(address: str):
+def _take_client(address: str) -> Any:
     with _clients_lock:
         client = _clients.pop(address, None)
     if client is None:
@@ -153,10 +153,8 @@ def _say_started(topic: str, token: int, batch_id: int, index: int) -> None:
 def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
     """Every call of the batch failed with ``err`` (outcome tuples as from run_batch)."""
     _, _, calls = loads(payload)
-    tb = format_exception(err)
-    blob = dumps_exception(err, tb)
-    now = time.time()
-    return [(c[0], "failure", c[5], now, now, None, blob, tb) for c in calls]
+    failed = outcome.failure("", 0, None, err)  # pickled once, for every call
+    return [outcome.with_id(failed, key, attempts) for key, _, _, _, _, attempts in calls]
 
 
 class _TimedOut(Exception):
@@ -166,13 +164,14 @@ class _TimedOut(Exception):
 class _Batch:
     __slots__ = ("address", "dfut", "future", "monitor", "payload", "starts", "token", "tries")
 
-    def __init__(self, token, payload, monitor, future):
+    def __init__(self, token: int, payload: bytes, monitor: str | None,
+                 future: cf.Future) -> None:
         self.token = token
         self.payload = payload
         self.monitor = monitor
         self.future = future
-        self.dfut = None
-        self.address = None
+        self.dfut: Any = None  # the distributed.Future, while on the cluster
+        self.address: str | None = None
         self.starts = 0  # "started" events seen
         self.tries = 0
 
@@ -188,9 +187,14 @@ class DaskExecutor(Executor):
     #: The runner's monitor files work: they are written here from worker events.
     monitored = True
 
-    def __init__(self, settings) -> None:
+    @classmethod
+    def from_settings(cls, settings: Any) -> DaskExecutor:
+        """The executor for ``settings.client`` or ``settings.address``."""
+        return cls(settings)
+
+    def __init__(self, settings: Any) -> None:
         require_distributed()
-        self._fallback_workers = settings.workers
+        super().__init__(settings.workers)  # used while the cluster has no worker yet
         self._address = settings.address
         if settings.client is not None:
             self.client, self._owned = settings.client, False
@@ -199,9 +203,10 @@ class DaskExecutor(Executor):
         self._lock = threading.Lock()
         self._batches: dict[int, _Batch] = {}  # token -> batch in flight (keeps dask futures)
         self._tokens = itertools.count(1)
-        self._topic = f"nbgroups-started-{uuid.uuid4().hex}"
+        #: the event topic the batches' "started" events go to
+        self.topic = f"nbgroups-started-{uuid.uuid4().hex}"
         self._nthreads = (0, 0.0)  # (count, when read)
-        self.client.subscribe_topic(self._topic, self._on_started)
+        self.client.subscribe_topic(self.topic, self._on_started)
 
     # -------------------------------------------------------------- sizing
     @property
@@ -214,7 +219,7 @@ class DaskExecutor(Executor):
             with contextlib.suppress(Exception):  # scheduler busy or gone: keep the last count
                 count = sum(self.client.nthreads().values())
             self._nthreads = (count, now)
-        return count or self._fallback_workers
+        return count or self._workers
 
     # -------------------------------------------------------------- submit
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
@@ -229,18 +234,18 @@ class DaskExecutor(Executor):
     def _send(self, batch: _Batch) -> None:
         try:
             batch.dfut = self.client.submit(
-                _run_on_worker, batch.payload, self._topic, batch.token,
+                _run_on_worker, batch.payload, self.topic, batch.token,
                 key=f"nbgroups-batch-{uuid.uuid4().hex}", pure=False)
         except Exception as exc:  # a closed client: fail the calls, clearly
             self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))
             return
         batch.dfut.add_done_callback(lambda f, b=batch: self._on_done(b, f))
 
-    def _on_started(self, event) -> None:
+    def _on_started(self, event: tuple[float, dict]) -> None:
         """Scheduler event (client's loop): the batch began on a worker -> monitor stamp."""
         _, msg = event
         with self._lock:
-            batch = self._batches.get(msg.get("token"))
+            batch = self._batches.get(msg.get("token", 0))
             if batch is None or batch.future.done():
                 return
             batch.address = msg.get("address")
@@ -248,14 +253,13 @@ class DaskExecutor(Executor):
             if batch.monitor:
                 # The runner's clock, not the worker's: timeouts are measured here.
                 # The "pid" field holds the token: kill_worker gets it back.
-                stamp = MONITOR.pack(msg["batch"], msg["index"], batch.token, time.time())
                 try:
-                    with open(batch.monitor, "wb") as f:
-                        f.write(stamp)
+                    monitor.write(batch.monitor, msg["batch"], msg["index"], batch.token,
+                                  time.time())
                 except OSError:
                     log.warning("nbgroups: cannot write monitor file %s", batch.monitor)
 
-    def _on_done(self, batch: _Batch, dfut) -> None:
+    def _on_done(self, batch: _Batch, dfut: Any) -> None:
         """Dask's callback thread: hand the outcomes (or the failure) to the runner."""
         if batch.future.done():  # stopped by the runner (timeout)
             return
@@ -301,7 +305,7 @@ class DaskExecutor(Executor):
         left = [len(calls)]
         lock = threading.Lock()
 
-        def part_done(i: int, part: _Batch, dfut) -> None:
+        def part_done(i: int, part: _Batch, dfut: Any) -> None:
             try:
                 outs = dfut.result()
             except BaseException as exc:
@@ -329,7 +333,7 @@ class DaskExecutor(Executor):
         def send(i: int, part: _Batch) -> None:
             part.tries += 1
             part.dfut = self.client.submit(
-                _run_on_worker, part.payload, self._topic, part.token, True,
+                _run_on_worker, part.payload, self.topic, part.token, True,
                 key=f"nbgroups-call-{uuid.uuid4().hex}", pure=False)
             part.dfut.add_done_callback(lambda f: part_done(i, part, f))
 
@@ -359,7 +363,7 @@ class DaskExecutor(Executor):
         threading.Thread(target=self._free_worker, args=(dfut, batch.address),
                          name="nbgroups-dask-restart", daemon=True).start()
 
-    def _free_worker(self, dfut, address: str | None) -> None:
+    def _free_worker(self, dfut: Any, address: str | None) -> None:
         try:
             if dfut is not None:
                 self.client.cancel(dfut, force=True)
@@ -376,7 +380,7 @@ class DaskExecutor(Executor):
             self._batches.clear()
         dfuts = [b.dfut for b in batches if b.dfut is not None]
         try:
-            self.client.unsubscribe_topic(self._topic)
+            self.client.unsubscribe_topic(self.topic)
             if dfuts:
                 self.client.cancel(dfuts, force=True)
         except Exception:  # already closed

@@ -1,0 +1,131 @@
+"""The tasks this runner holds, and their live counts, with explicit transitions.
+
+A task is *tracked* from the flush that stored its page (or its re-run) until
+its final state; meanwhile it is counted as queued, then running, per group
+and layer. Every move goes through one method here::
+
+    submitted ──▶ queued ──start──▶ running ──settle──▶ success / failure / cancelled
+                     └──────────────────settle──────────────▲
+
+A re-run of a stored task (``retry_group``, ``resume_group``) also notes the
+final state it replaces, so counts do not show it finished while it runs
+again (:meth:`LiveTasks.reruns`). Callers hold the runner's lock (passed in):
+the runner's other objects change jobs under the same lock.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+
+from .jobs import QUEUED, RUNNING, STORED_STATES, Job, Options
+from .records import State
+
+Where = tuple[bool, str | None]  # (in the cache layer, group)
+
+
+class LiveTasks:
+    """Tracked jobs by id, ``[queued, running]`` per (layer, group), re-runs."""
+
+    def __init__(self, lock: threading.RLock) -> None:
+        self.lock = lock
+        self._jobs: dict[str, Job] = {}
+        self._counts: dict[Where, list[int]] = {}
+        self._reruns: dict[tuple[bool, str | None, str], int] = {}
+
+    # ------------------------------------------------------------ transitions
+    def submitted(self, where: Where, n: int, running: bool = False) -> None:
+        """``n`` new calls of ``where``: queued, or ``running`` inline right away."""
+        with self.lock:
+            live = self._counts.get(where)
+            if live is None:
+                live = self._counts[where] = [0, 0]
+            live[1 if running else 0] += n
+
+    def track(self, jobs: Iterable[Job]) -> None:
+        """Their page is stored: the jobs are held here until they settle."""
+        with self.lock:
+            tracked = self._jobs
+            for j in jobs:
+                tracked[j.id] = j
+
+    def rerun(self, job: Job) -> None:
+        """A stored task runs again under its id: tracked, queued, its previous
+        final state (``job.prev``) not counted meanwhile."""
+        options = job.options
+        with self.lock:
+            self._jobs[job.id] = job
+            if job.prev:
+                key = (options.cached, options.group, job.prev)
+                self._reruns[key] = self._reruns.get(key, 0) + 1
+            self._counts.setdefault((options.cached, options.group), [0, 0])[0] += 1
+
+    def start(self, jobs: Iterable[Job]) -> None:
+        """Queued -> running (a job already running, e.g. a chunk's parent, stays)."""
+        options: Options | None = None
+        live: list[int] = []
+        with self.lock:
+            for job in jobs:
+                if job.state is QUEUED:
+                    job.state = RUNNING
+                    if job.options is not options:
+                        options = job.options
+                        live = self._counts[(options.cached, options.group)]
+                    live[0] -= 1
+                    live[1] += 1
+
+    def settle(self, ended: Iterable[tuple[Job, State]]) -> None:
+        """Jobs that ended (or were cancelled), each with its final state:
+        uncounted, untracked. Runs once per completed batch over every call."""
+        options: Options | None = None
+        live: list[int] | None = None
+        tracked = self._jobs
+        with self.lock:
+            for job, state in ended:
+                if job.options is not options:
+                    options = job.options
+                    live = self._counts.get((options.cached, options.group))
+                if live is not None:
+                    live[0 if job.state is QUEUED else 1] -= 1
+                job.state = state
+                tracked.pop(job.id, None)
+                if job.prev:
+                    self._end_rerun(job)
+
+    def _end_rerun(self, job: Job) -> None:
+        key = (job.options.cached, job.options.group, job.prev or "")
+        left = self._reruns.get(key, 0) - 1
+        if left > 0:
+            self._reruns[key] = left
+        else:
+            self._reruns.pop(key, None)
+
+    # ------------------------------------------------------------ reading
+    def counts(self, where: Where) -> tuple[int, int]:
+        """``(queued, running)`` of ``where`` now."""
+        with self.lock:
+            q, r = self._counts.get(where, (0, 0))
+            return max(q, 0), max(r, 0)
+
+    def reruns(self, where: Where) -> dict[str, int]:
+        """Re-runs on their way per previous final state (``'success'``, ...)."""
+        cached, group = where
+        with self.lock:
+            return {p: self._reruns.get((cached, group, p), 0) for p in STORED_STATES}
+
+    def holds(self, task_id: str) -> bool:
+        """Whether the task is tracked (queued or running, its page stored)."""
+        return task_id in self._jobs
+
+    def ids(self) -> set[str]:
+        """Ids of every tracked task."""
+        with self.lock:
+            return set(self._jobs)
+
+    def running_ids(self) -> set[str]:
+        """Ids of the tracked tasks handed to the executor."""
+        with self.lock:
+            return {tid for tid, j in self._jobs.items() if j.state is State.RUNNING}
+
+    def __bool__(self) -> bool:
+        return bool(self._jobs)

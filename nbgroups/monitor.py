@@ -1,0 +1,132 @@
+"""The monitor-file protocol between the runner and a worker, in one place.
+
+A batch sent to a process pool carries the path of a small file. Its worker
+*stamps* it before each call with ``(batch id, call index, pid, start time)``;
+a byte after the stamp is the *cancel flag*. The runner reads the stamp when a
+worker dies (which call died with it) or to time a call out, and sets the
+flag to cancel the calls of a batch not begun yet. The order makes cancelling
+exact: the worker stamps then reads the flag; the runner sets the flag then
+reads the stamp, so a call stamped after that read sees the flag.
+
+Files are *reused*: a batch that came back gives its file to the next one (a
+stamp names its batch; creating and removing a file per batch cost ~30 us of a
+round trip), and the worker keeps each one open. A file is *removed* when its
+batch broke or was flagged, so a path names one file for its whole life.
+
+Imported by pool workers: only the standard library here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import struct
+import tempfile
+import time
+from typing import NamedTuple
+
+STAMP = struct.Struct("<qqqd")  # batch id, call index, pid, start time
+CANCEL_AT = STAMP.size  # the flag's offset: a byte after the stamp
+FLAG = b"\x01"
+OPEN_MAX = 64  # monitor files a worker keeps open
+
+
+class Stamp(NamedTuple):
+    """What a monitor file says: the call a worker began last, and when."""
+
+    batch: int
+    call: int  # its index in the batch
+    pid: int  # the dask backend stores its batch token here
+    started: float
+
+
+# ---------------------------------------------------------------- worker side
+_open_fds: dict[str, int] = {}  # monitor files open in this worker, by path
+
+
+def worker_fd(path: str) -> int:
+    """The monitor file open for writing in this worker, kept open: the runner
+    hands the same few files to batch after batch (opening and closing one per
+    batch cost two system calls of ~10 us each in a round trip)."""
+    fd = _open_fds.get(path)
+    if fd is None:
+        if len(_open_fds) >= OPEN_MAX:
+            for old in _open_fds.values():
+                os.close(old)
+            _open_fds.clear()
+        fd = _open_fds[path] = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    return fd
+
+
+def stamp_and_check(fd: int, batch: int, index: int, pid: int) -> bool:
+    """Stamp the call about to run; True if the batch's calls from here on are
+    cancelled (stamped first, then the flag read: see the module docstring)."""
+    os.pwrite(fd, STAMP.pack(batch, index, pid, time.time()), 0)
+    return os.pread(fd, 1, CANCEL_AT) == FLAG
+
+
+# ---------------------------------------------------------------- runner side
+def read(path: str) -> Stamp | None:
+    """The stamp last written to ``path``, or None (not stamped yet, or gone)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(STAMP.size)
+    except OSError:
+        return None
+    return Stamp._make(STAMP.unpack(data)) if len(data) == STAMP.size else None
+
+
+def write(path: str, batch: int, index: int, pid: int, started: float) -> None:
+    """Stamp ``path`` on a worker's behalf (the dask backend, from its events)."""
+    with open(path, "wb") as f:
+        f.write(STAMP.pack(batch, index, pid, started))
+
+
+def flag_cancel(path: str) -> bool:
+    """Set the cancel flag; False if the file cannot be written."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, FLAG, CANCEL_AT)
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
+class MonitorFiles:
+    """The runner's monitor files: a private directory, made on first use, and
+    the files free for the next batches."""
+
+    def __init__(self) -> None:
+        self.directory: str | None = None
+        self._free: list[str] = []
+
+    def take(self, batch_id: int) -> str:
+        """A file for batch ``batch_id``: a free one, or a new name."""
+        if self._free:
+            return self._free.pop()
+        if self.directory is None:
+            self.directory = tempfile.mkdtemp(prefix="nbgroups-monitor-")
+        return os.path.join(self.directory, f"{batch_id}")
+
+    def give_back(self, path: str) -> None:
+        """The batch came back whole: its worker is done with the file."""
+        self._free.append(path)
+
+    @staticmethod
+    def drop(path: str | None) -> None:
+        """Remove a file that must not be reused (its batch broke, or was flagged)."""
+        if path is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+    def remove_all(self) -> None:
+        """Remove the directory (nothing may be in flight)."""
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
+            self._free = []
