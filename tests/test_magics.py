@@ -230,6 +230,7 @@ def test_retry_and_cancel_from_python_show_the_view_as_a_submission_does(ip):
     run(ip, "nbgroups.resume_group('py'); nbgroups.cancel_group('py')")  # nothing to do
     assert len(display.views("py")) == shown + 1  # nothing re-submitted: no new view
     ip.run_line_magic("nbgroups", "retry py")  # the magic, in the same cell: one view
+    run(ip, "nbgroups.result_group('py', wait=60000)")  # f(3) has failed again
     run(ip, "nbgroups.retry_group('py'); nbgroups.result_group('py', wait=60000)")
     assert len(display.views("py")) == shown + 3
     if api.settings().backend == "sync":
