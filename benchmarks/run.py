@@ -472,6 +472,95 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
     target("7", worst < 0.02, f"display costs < 2 % of the run's time (is {worst * 100:.2f} %)")
 
 
+def bench_snapshot(tmp: str) -> None:
+    """What taking a call's arguments at the call costs the caller (issue 20)."""
+    import numpy as np
+
+    from nbgroups import snapshot
+
+    print("\n[9] snapshot of a call's arguments, on the caller's thread")
+    cases = {
+        "async_task('math.modf', i): an int": [((5,), None)],
+        "a list of 3 ints": [(([1, 2, 3],), None)],
+        "a dict of 3 parameters (keyword)": [((), {"p": {"a": 1, "b": 2.0, "c": "x"}})],
+    }
+    n = 100_000
+    for label, calls in cases.items():
+        t = timed(lambda calls=calls: [snapshot.take(calls) for _ in range(n)])
+        row(f"snapshot: {label}", f"{t / n * 1e6:.2f} us")
+    big = np.ones(50 * 2**20 // 8)
+    fresh = [big * i for i in range(3)]  # new contents: each is copied
+    t = time.perf_counter()
+    kept = [snapshot.take([((a,), None)]) for a in fresh]
+    first = (time.perf_counter() - t) / len(fresh)
+    del kept, fresh
+    snapshot.take([((big,), None)])
+    copies, t = [], time.perf_counter()
+    for _ in range(200):
+        copies.append(snapshot.take([((big,), None)])[0][0][0])
+    again = (time.perf_counter() - t) / 200
+    row("snapshot: a new 50 MB array (one copy)", f"{first * 1e3:.1f} ms")
+    row("snapshot: the same 50 MB array again, unchanged (compared)", f"{again * 1e3:.1f} ms")
+    distinct = len({id(c) for c in copies})
+    target("9", distinct == 1, f"200 calls passing one unchanged 50 MB array hold one copy "
+           f"(hold {distinct})")
+
+
+# joblib with auto-memmapping (a 50 MB array, 7 calls a Parallel run), in a fresh
+# interpreter; with "beside", nbgroups' pool is started (and ran a task) first.
+JOBLIB_BESIDE = """
+import json, statistics, sys, time
+import numpy as np
+from joblib import Parallel, delayed
+
+def part_sum(a, i):
+    return float(a[i::7].sum())
+
+a = np.arange(50 * 2**20 // 8, dtype=float)
+expected = [part_sum(a, i) for i in range(7)]
+if sys.argv[1] == "beside":
+    import nbgroups
+    nbgroups.configure(store=sys.argv[2], workers=2, progress=False)
+    assert nbgroups.result(nbgroups.async_task("math.modf", 1.5), wait=-1) == (0.5, 1.0)
+times = []
+for _ in range(8):  # the first run starts joblib's pool: left out
+    t = time.perf_counter()
+    assert Parallel(n_jobs=2)(delayed(part_sum)(a, i) for i in range(7)) == expected
+    times.append(time.perf_counter() - t)
+print(json.dumps(statistics.median(times[1:])))
+"""
+
+
+def bench_joblib_beside(tmp: str, n_rounds: int = 6) -> None:
+    """joblib.Parallel beside a live nbgroups pool against joblib alone (issue 20)."""
+    import json
+    import subprocess
+
+    print("\n[8] joblib.Parallel(n_jobs=2) over a 50 MB array (auto-memmapping), "
+          "beside a live nbgroups pool / alone; fresh interpreters, interleaved rounds")
+    times: dict[str, list[float]] = {"clean": [], "beside": []}
+    noise: list[str] = []
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")  # this checkout's
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    for r in range(n_rounds):
+        for mode in ("clean", "beside")[r % 2:] + ("clean", "beside")[:r % 2]:
+            proc = subprocess.run(
+                [sys.executable, "-c", JOBLIB_BESIDE, mode, os.path.join(tmp, f"jb{r}")],
+                capture_output=True, text=True, timeout=300, env=env)
+            if proc.returncode != 0 or proc.stderr.strip():
+                noise.append(f"{mode}: exit {proc.returncode}: {proc.stderr.strip()[-300:]}")
+            times[mode].append(json.loads(proc.stdout) if proc.returncode == 0 else float("inf"))
+    r_beside = ratio(times, "beside", "clean")
+    row("joblib alone (median of warm runs, median of rounds)",
+        f"{statistics.median(times['clean']):.3f} s")
+    row("joblib beside a live nbgroups pool", f"{statistics.median(times['beside']):.3f} s",
+        f"{r_beside:.2f} x alone (median over {n_rounds} rounds)")
+    for line in noise:
+        print("   ", line)
+    target("8a", not noise, "joblib beside nbgroups prints nothing on stderr and exits 0")
+    target("8b", r_beside <= 1.2, f"joblib beside nbgroups <= 1.2 x alone (is {r_beside:.2f})")
+
+
 BENCHES = {
     "throughput": bench_throughput,
     "iter": bench_iter,
@@ -480,6 +569,8 @@ BENCHES = {
     "memory": bench_memory,
     "latency": bench_latency,
     "display": bench_display,
+    "joblib_beside": bench_joblib_beside,
+    "snapshot": bench_snapshot,
     "dask": bench_dask,  # last: its cluster's processes and memory would weigh on the others
 }
 

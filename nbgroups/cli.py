@@ -1,5 +1,5 @@
 """``python -m nbgroups`` / ``nbgroups``: list groups, show one, watch them, delete one,
-run the demo.
+check a store, run the demo.
 
 The store is ``--store PATH``, else ``NBGROUPS_STORE``, else ``./.nbgroups``
 (the notebook's default), so the command line sees what a notebook in the
@@ -264,6 +264,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a store without opening it for use (a damaged one would not open)."""
+    from .store.check import check_store
+
+    path = str(store_path(args))
+    try:
+        reports = check_store(path)
+    except FileNotFoundError as exc:
+        print(f"nbgroups: {exc}", file=sys.stderr)
+        return 1
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(r.ok for r in reports) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser: ``--store`` is accepted before and after the command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -295,6 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("delete", cmd_delete, "delete a group's label (with --tasks: its tasks too)")
     p.add_argument("group")
     p.add_argument("--tasks", action="store_true", help="delete the tasks too")
+    command("check", cmd_check, "check a store: database integrity, signatures, files "
+                                "(exit code 1 if anything is wrong)")
     p = command("demo", cmd_demo, "run a 200-task demo sweep with live progress")
     p.add_argument("--group", default=DEMO_GROUP, help=f"group name (default {DEMO_GROUP!r})")
     p.add_argument("--workers", type=int, default=None, help="worker processes")

@@ -44,7 +44,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import names, shutdown
+from . import names, shutdown, snapshot
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -154,6 +154,7 @@ class Runner:
         if self._closed:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
+        calls = snapshot.take(calls, iterable)  # the arguments as they are now (issue 20)
         with self._lock:
             jobs = self._pages.add(func, calls, options, iterable)
             if inline:

@@ -334,7 +334,7 @@ def test_watch_every_group_picks_up_new_ones_until_ctrl_c(tmp_path):
     store = tmp_path / "store"
     gate = tmp_path / "gate"
     gate.mkdir()
-    old = _script(store, "nbgroups.sweep(abs, 'old', x=[1]); nbgroups.result_group('old', "
+    old = _script(store, "nbgroups.sweep(lambda x: x, 'old', x=[1]); nbgroups.result_group('old', "
                          "wait=-1)\n")
     assert old.communicate(timeout=110)[1] == "" and old.returncode == 0
     watcher, err = _watch(store)

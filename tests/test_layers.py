@@ -24,7 +24,7 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 RANK = {
     "errors": 0,
     "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
-    "outcome": 2,
+    "outcome": 2, "snapshot": 2, "pool_compat": 2,
     "records": 3,
     "store": 4, "worker": 4, "jobs": 4,
     "executors": 5, "shutdown": 5, "arguments": 5, "live": 5, "stores": 5,
