@@ -1,5 +1,5 @@
 """``python -m nbgroups`` / ``nbgroups``: list groups, show one, watch them, delete one,
-check a store, run the demo.
+check a store, run the demo, serve the dashboard (:mod:`nbgroups.dashboard`).
 
 The store is ``--store PATH``, else ``NBGROUPS_STORE``, else ``./.nbgroups``
 (the notebook's default), so the command line sees what a notebook in the
@@ -279,6 +279,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard.server import serve  # tornado only for this command
+
+    # it serves actions too (cancel, retry, delete): the store is opened as by a
+    # notebook, made if missing
+    open_store(args, create=True)
+    api.configure(progress=False)
+    return serve(api, host=args.host, port=args.port, read_only=args.read_only)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser: ``--store`` is accepted before and after the command."""
     common = argparse.ArgumentParser(add_help=False)
@@ -315,6 +325,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("demo", cmd_demo, "run a 200-task demo sweep with live progress")
     p.add_argument("--group", default=DEMO_GROUP, help=f"group name (default {DEMO_GROUP!r})")
     p.add_argument("--workers", type=int, default=None, help="worker processes")
+    p = command("dashboard", cmd_dashboard,
+                "serve a live web dashboard of every group in the store")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--read-only", action="store_true",
+                   help="serve no action (cancel, retry, delete)")
     return parser
 
 

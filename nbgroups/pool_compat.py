@@ -51,7 +51,7 @@ def loky() -> ModuleType:
     away from a copy that had it (joblib's)."""
     import multiprocessing.context as mp_context
 
-    registry = mp_context._concrete_contexts  # loky's own registration point
+    registry = mp_context._concrete_contexts  # type: ignore[attr-defined]  # loky registers here
     first = "loky" not in sys.modules
     before = {name: registry.get(name) for name in _NAMES}
     import loky as standalone

@@ -181,9 +181,18 @@ def loads_copy(data: bytes, buffers: list | None = None, persistent: list | None
     buffers, ``persistent[i]`` the object its ``persistent_id`` named ``i``."""
     if persistent is None:
         return pickle.loads(data, buffers=buffers)
-    unpickler = pickle.Unpickler(io.BytesIO(data), buffers=buffers)
-    unpickler.persistent_load = persistent.__getitem__
-    return unpickler.load()
+    return _ListUnpickler(io.BytesIO(data), persistent, buffers).load()
+
+
+class _ListUnpickler(pickle.Unpickler):
+    """An unpickler whose persistent ids are indexes into a list of objects."""
+
+    def __init__(self, file: io.BytesIO, persistent: list, buffers: list | None) -> None:
+        super().__init__(file, buffers=buffers)
+        self._persistent = persistent
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._persistent[pid]
 
 
 def dumps_result(value: Any) -> bytes:

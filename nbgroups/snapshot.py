@@ -42,7 +42,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import weakref
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from .serialize import dumps_copy, loads_copy
 
@@ -59,8 +60,8 @@ LARGE = 16 << 10
 BIG_PICKLE = 1 << 20
 
 
-def take(calls: list[tuple[Any, dict | None]], iterable: bool = False
-         ) -> list[tuple[Any, dict | None]]:
+def take(calls: Sequence[tuple[Any, dict | None]], iterable: bool = False
+         ) -> Sequence[tuple[Any, dict | None]]:
     """``calls`` (``(args, kwargs)`` pairs) with every mutable argument replaced by a copy.
 
     With ``iterable`` each ``args`` is an ``async_iter`` list of items.
@@ -222,7 +223,7 @@ class _Kept:
             return None
         for ref, raw in zip(self.buffers, raws, strict=True):
             buf = ref()
-            if buf is None or len(buf) != raw.nbytes or buf != raw:  # memcmp
+            if buf is None or len(buf) != raw.nbytes or cast(Any, buf) != raw:  # memcmp
                 return None
         return copy
 
