@@ -3,8 +3,8 @@
 #
 # Needs python3 >= 3.10 (with venv).  As root on Debian it also installs the
 # `chromium` package for the browser tests (Playwright cannot download a browser
-# here).  Phases: venv -> pip install -e '.[test,dask,docs]' -> chromium -> ruff
-# -> mypy -> docs -> pytest.  Idempotent: the pip phase is skipped while
+# here).  Phases: venv -> pip install -e '.[test,dask,docs]' -> chromium -> tmux
+# (terminal tests) -> ruff -> mypy -> docs -> pytest.  Idempotent: the pip phase is skipped while
 # pyproject.toml is unchanged.  Before pytest, `ruff check nbgroups tests` and
 # `mypy nbgroups` must pass.
 #
@@ -138,6 +138,32 @@ else
 fi
 if is_ci; then
     export NBGROUPS_REQUIRE_BROWSER=1 # a browser test must run, not skip
+fi
+
+# ------------------------------------------------------------------ tmux
+# tests/test_terminal.py runs terminal IPython in tmux: a real terminal whose
+# screen can be read back (a pty alone gives the bytes, not what they draw).
+phase tmux
+if command -v tmux >/dev/null; then
+    echo "    $(tmux -V) present"
+elif [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    if apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux >/dev/null 2>&1 \
+        || { apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 \
+             && apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux >/dev/null 2>&1; }; then
+        echo "    installed $(tmux -V)"
+    elif is_ci; then
+        die "could not install tmux (CI=true): terminal tests cannot run"
+    else
+        echo "    WARNING: tmux install failed; terminal IPython tests will be skipped" >&2
+    fi
+elif is_ci; then
+    die "tmux missing and cannot apt-get install it (not root or no apt-get)"
+else
+    echo "    WARNING: tmux missing (run as root to install it); terminal IPython tests will be skipped" >&2
+fi
+if is_ci; then
+    export NBGROUPS_REQUIRE_TMUX=1 # a terminal test must run, not skip
 fi
 
 # ------------------------------------------------------------------ lint

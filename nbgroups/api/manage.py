@@ -68,7 +68,11 @@ def cancel_group(group_id: str, cached: bool | int = False) -> int:
         0
     """
     check_group(group_id, "group_id")
-    return SESSION.runner().cancel(group_id, SESSION.layer(cached))
+    ttl = SESSION.layer(cached)
+    n = SESSION.runner().cancel(group_id, ttl)
+    if n:
+        SESSION.submitted(group_id, ttl)  # the cell's view (``%load_ext``) shows what ended
+    return n
 
 
 def retry_group(group_id: str, cached: bool | int = False) -> int:
@@ -102,7 +106,10 @@ def retry_group(group_id: str, cached: bool | int = False) -> int:
     entries = r.store_for(ttl).group_entries(group_id) or []
     todo = [(p, c, "failure", o.attempt) for p, c, o in entries
             if o is not None and o.state == "failure"]
-    return r.resubmit(todo, ttl)
+    n = r.resubmit(todo, ttl)
+    if n:
+        SESSION.submitted(group_id, ttl)  # a re-submission shows its view, as a submission does
+    return n
 
 
 def resume_group(group_id: str) -> int:
@@ -139,4 +146,7 @@ def resume_group(group_id: str) -> int:
             alive[owner] = owner != r.owner and owner_alive(owner)
         if o is None and not alive[owner]:
             todo.append((p, c, None))
-    return r.resubmit(todo, None)
+    n = r.resubmit(todo, None)
+    if n:
+        SESSION.submitted(group_id, None)  # a re-submission shows its view, as a submission does
+    return n

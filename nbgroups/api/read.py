@@ -131,7 +131,7 @@ def fetch(task_id: str, wait: int = 0, cached: bool | int = False) -> Task | Non
         found = box[0] = _find(r, tid, ttl)
         return found is not None and found.state.final
 
-    if not r.wait(finished, timeout) and box[0] is None:
+    if not SESSION.wait(r, finished, timeout) and box[0] is None:
         box[0] = _find(r, tid, ttl)  # not finished in time: its record as it stands
     return box[0]
 
@@ -170,11 +170,11 @@ def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -
             timeout = None  # django-q: count without wait waits without limit
         r.flush()
         # r.counts: a task being re-run (retry_group) is not finished yet
-        r.wait(lambda: r.counts(group, ttl).finished >= count, timeout)
+        SESSION.wait(r, lambda: r.counts(group, ttl).finished >= count, timeout)
     elif wait != 0:
         r.flush()
-        r.wait(lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
-               timeout)
+        SESSION.wait(r, lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
+                     timeout)
 
 
 def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: Any) -> Store:
@@ -229,6 +229,12 @@ def result_group(group_id: str, failures: bool = False, wait: int = 0,
 def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
                 count: int | None = None, cached: bool | int = False) -> TaskList | None:
     """The group's task records, in submission order.
+
+
+    ``None`` if the store has no group of that name (as django-q returns): a
+    misspelt group then fails one step later, ``'NoneType' object has no attribute
+    'to_dataframe'``. ``nbgroups.list_groups()`` (or ``%nbgroups``, ``nbgroups
+    list``) shows the names; ``fetch_group(g) or []`` reads an unknown group as empty.
 
     Args:
         group_id: the group.
