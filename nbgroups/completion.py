@@ -65,7 +65,7 @@ def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
         None if job.items is not None or job.options.ttl is not None else job.args,
         None if job.options.ttl is not None else job.kwargs,
         None if o is None else view(o), job.options.group, job.submitted, cls,
-        items=job.items,
+        items=job.items, saved=job.options.save,
     )
 
 

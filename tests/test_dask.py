@@ -122,6 +122,13 @@ del _name, _f
 from tests import test_futures as _futures  # noqa: E402
 from tests import test_joblib_backend as _joblib  # noqa: E402
 from tests.test_futures import pipes  # noqa: E402, F401 - fixture of the futures tests
+
+
+@pytest.fixture
+def pooled(nb):
+    """The futures tests' pool-only fixture: on this module, the cluster."""
+    return nb
+
 from tests.test_joblib_backend import data  # noqa: E402, F401 - fixture of the joblib tests
 
 for _module, _names in (

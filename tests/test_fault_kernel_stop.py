@@ -122,6 +122,6 @@ print(json.dumps(report))
     assert report["results"] == list(range(N)) and report["failed_after"] == 0
     ended = runs(marks)
     # each call ended once (a call ending in the millisecond before the stop,
-    # its result still on its way, would run again: see docs/reliability.md)
+    # its result still on its way, would run again: see docs/guide/reliability.md)
     assert ended == {x: 1 for x in range(N)}, ended
     print(f"restart: {report['unfinished']} unfinished calls resumed, none failed")

@@ -36,15 +36,21 @@ def nb(request, store_dir):
     api.reset()
 
 
+@pytest.fixture(params=["loky", "thread"])
+def pooled(request, store_dir):
+    """nbgroups on a pool (loky or threads): for tests whose tasks must still be running
+    when they act (inline, every call has finished when submit() returns)."""
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend=request.param, workers=2, progress=False)
+    yield nbgroups
+    api.reset()
+
+
 def run_async(coro):
     """``asyncio.run(coro)`` on a thread of its own: a session that ran Playwright's sync
     API (the browser tests) has an event loop marked running on the main thread."""
     with cf.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
-
-
-def _inline() -> bool:
-    return api.settings().backend == "sync"
 
 
 def wait_on_pipe(path: str) -> str:
@@ -148,11 +154,9 @@ def test_asyncio_wrap_future_and_run_in_executor(nb):
 
 
 # ---------------------------------------------------------------- cancel and shutdown
-def test_cancel_a_queued_task_not_a_running_one(nb, pipes):
-    if _inline():
-        pytest.skip("inline: every call has finished when submit() returns")
-    ex = nb.Executor(group="cancel")
-    paths, running = blocked(nb, ex, pipes)
+def test_cancel_a_queued_task_not_a_running_one(pooled, pipes):
+    ex = pooled.Executor(group="cancel")
+    paths, running = blocked(pooled, ex, pipes)
     queued = [ex.submit(math.modf, i) for i in range(5)]
     assert queued[2].cancel() is True
     assert queued[2].cancelled() and queued[2].done()
@@ -165,8 +169,8 @@ def test_cancel_a_queued_task_not_a_running_one(nb, pipes):
     assert [queued[i].result(timeout=60) for i in (0, 1, 3, 4)] == \
         [math.modf(i) for i in (0, 1, 3, 4)]
     assert queued[0].cancel() is False  # finished
-    assert nb.fetch(queued[2].task_id).state == nb.State.CANCELLED
-    assert nb.group_counts("cancel").cancelled == 1
+    assert pooled.fetch(queued[2].task_id).state == pooled.State.CANCELLED
+    assert pooled.group_counts("cancel").cancelled == 1
     ex.shutdown()
 
 
@@ -182,11 +186,9 @@ def test_shutdown_waits_for_every_call(nb):
     ex.shutdown()  # again: nothing happens
 
 
-def test_shutdown_cancel_futures_without_wait(nb, pipes):
-    if _inline():
-        pytest.skip("inline: every call has finished when submit() returns")
-    ex = nb.Executor(group="shut-cancel")
-    paths, running = blocked(nb, ex, pipes)
+def test_shutdown_cancel_futures_without_wait(pooled, pipes):
+    ex = pooled.Executor(group="shut-cancel")
+    paths, running = blocked(pooled, ex, pipes)
     queued = [ex.submit(math.modf, i) for i in range(10)]
     ex.shutdown(wait=False, cancel_futures=True)
     assert all(f.cancelled() for f in queued)
@@ -194,7 +196,7 @@ def test_shutdown_cancel_futures_without_wait(nb, pipes):
     for p in paths:
         release(p)
     assert [f.result(timeout=60) for f in running] == ["go", "go"]
-    assert nb.group_counts("shut-cancel").cancelled == 10
+    assert pooled.group_counts("shut-cancel").cancelled == 10
 
 
 def test_context_manager_shuts_down_and_waits(nb):
@@ -228,10 +230,8 @@ def test_map_raises_the_first_failure_in_place(nb):
                 next(it)
 
 
-def test_map_timeout(nb, pipes):
-    if _inline():
-        pytest.skip("inline: every call has finished when map() returns")
-    ex = nb.Executor(group="map-timeout")
+def test_map_timeout(pooled, pipes):
+    ex = pooled.Executor(group="map-timeout")
     path = pipes()
     for chunksize in (None, 1):
         it = ex.map(wait_on_pipe, [path], timeout=0.05, chunksize=chunksize)
@@ -275,13 +275,11 @@ def test_as_completed_yields_every_record_once(nb):
     assert list(nb.as_completed("no-such-group")) == []
 
 
-def test_as_completed_while_running(nb, pipes):
-    if _inline():
-        pytest.skip("inline: every call has finished when submit() returns")
-    ex = nb.Executor(group="ac-live")
-    paths, running = blocked(nb, ex, pipes, n=1)
+def test_as_completed_while_running(pooled, pipes):
+    ex = pooled.Executor(group="ac-live")
+    paths, running = blocked(pooled, ex, pipes, n=1)
     quick = ex.submit(math.modf, 2.5)  # on the other worker
-    it = nb.as_completed("ac-live", timeout=60)
+    it = pooled.as_completed("ac-live", timeout=60)
     first = next(it)  # the quick one ends while the other is held
     assert first.id == quick.task_id and first.result == (0.5, 2.0)
     release(paths[0])
@@ -290,17 +288,15 @@ def test_as_completed_while_running(nb, pipes):
         next(it)
 
 
-def test_as_completed_timeout(nb, pipes):
-    if _inline():
-        pytest.skip("inline: every call has finished when submit() returns")
-    ex = nb.Executor(group="ac-timeout")
+def test_as_completed_timeout(pooled, pipes):
+    ex = pooled.Executor(group="ac-timeout")
     path = pipes()
     f = ex.submit(wait_on_pipe, path)
     with pytest.raises(cf.TimeoutError, match="1 \\(of 1\\) tasks did not finish"):
-        next(nb.as_completed([f], timeout=0.05))
+        next(pooled.as_completed([f], timeout=0.05))
 
     async def late():
-        async for _ in nb.as_completed([f], timeout=0.05):
+        async for _ in pooled.as_completed([f], timeout=0.05):
             pass
     with pytest.raises(cf.TimeoutError):
         run_async(late())
@@ -318,16 +314,14 @@ def test_as_completed_async_for(nb):
     assert sorted(r.result for r in records) == [i * i for i in range(30)]
 
 
-def test_as_completed_async_while_running(nb, pipes):
-    if _inline():
-        pytest.skip("inline: every call has finished when submit() returns")
-    ex = nb.Executor(group="ac-async-live")
-    paths, running = blocked(nb, ex, pipes, n=1)
+def test_as_completed_async_while_running(pooled, pipes):
+    ex = pooled.Executor(group="ac-async-live")
+    paths, running = blocked(pooled, ex, pipes, n=1)
 
     async def main():
         loop = asyncio.get_running_loop()
         got = []
-        async for rec in nb.as_completed([running[0]], timeout=60):
+        async for rec in pooled.as_completed([running[0]], timeout=60):
             got.append(rec)
         return got, loop
 

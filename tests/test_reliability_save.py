@@ -64,6 +64,7 @@ def test_save_false_keeps_the_outcome_not_the_result(nb, tmp_path, store_dir):
 
     assert api.runner().wait(lambda: bool(seen), 30)
     assert seen[0].result == 20  # the hook still gets the result
+    assert seen[0].saved is False  # and is told it was not kept
 
     # nothing to resume: the unsaved tasks finished, and each ran once
     assert nb.resume_group(G) == 0
