@@ -113,7 +113,8 @@ class _Registry:
         # WeakKeyDictionary must let a replaced runner go
         self._runner = weakref.ref(runner)
         self.lock = threading.Lock()
-        self.waiting: dict[str, Callable[[Any], None]] = {}
+        # a list per id: with reuse=True two submissions of one call share its id
+        self.waiting: dict[str, list[Callable[[Any], None]]] = {}
         self.busy = 0  # submissions under way
         self.unclaimed: dict[str, tuple[Job, tuple]] = {}  # ended while busy, not watched
         runner.add_finish_listener(self._finished)
@@ -133,14 +134,16 @@ class _Registry:
         with self.lock:
             busy = self.busy
             for job, o in pairs:
-                resolve = waiting.pop(job.id, None)
-                if resolve is not None:
-                    hits.append((resolve, job, o))
+                resolves = waiting.pop(job.id, None)
+                if resolves is not None:
+                    hits.append((resolves, job, o))
                 elif busy:
                     self.unclaimed[job.id] = (job, o)
         runner = self.runner
-        for resolve, job, o in hits:
-            resolve(_Ended(runner, job, o))
+        for resolves, job, o in hits:
+            ended = _Ended(runner, job, o)
+            for resolve in resolves:
+                resolve(ended)
 
     def begin(self) -> None:
         """A submission starts: then :meth:`watch` its id (which ends it), or
@@ -167,7 +170,7 @@ class _Registry:
         with self.lock:  # one lock turn: this runs once per submitted call
             pair = self.unclaimed.pop(task_id, None)
             if pair is None:
-                self.waiting[task_id] = resolve
+                self.waiting.setdefault(task_id, []).append(resolve)
             self._ended()
         if pair is not None:
             resolve(_Ended(self.runner, *pair))
@@ -180,9 +183,11 @@ class _Registry:
         if record is None or not record.state.final:
             return
         with self.lock:
-            resolve = self.waiting.pop(task_id, None)
-        if resolve is not None:
-            resolve(_Ended(self.runner, record=record))
+            resolves = self.waiting.pop(task_id, None)
+        if resolves is not None:
+            ended = _Ended(self.runner, record=record)
+            for resolve in resolves:
+                resolve(ended)
 
 
 _registries: weakref.WeakKeyDictionary[Runner, _Registry] = weakref.WeakKeyDictionary()

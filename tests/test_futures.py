@@ -393,6 +393,21 @@ def test_reuse_resolves_from_the_earlier_task(nb):
     assert nb.group_counts("reuse").submitted == 1
 
 
+def test_reuse_of_a_running_task_resolves_every_future(pooled, pipes):
+    # both submissions get the running task's id: each future must resolve, and
+    # shutdown(wait=True) must return (it waited forever on the first one)
+    go = pipes()
+    ex = pooled.Executor(group="reuse-running", reuse=True)
+    first = ex.submit(wait_on_pipe, go)
+    again = ex.submit(wait_on_pipe, go)
+    assert again.task_id == first.task_id
+    release(go)
+    assert first.result(timeout=60) == again.result(timeout=60) == "go"
+    ex.shutdown(wait=True)
+    assert pooled.group_counts("reuse-running").submitted == 1
+
+
+
 FEEDER = """
 import sys, nbgroups
 from tests.test_futures import wait_on_pipe
