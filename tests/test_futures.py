@@ -393,6 +393,7 @@ def test_reuse_resolves_from_the_earlier_task(nb):
     assert nb.group_counts("reuse").submitted == 1
 
 
+
 def test_reuse_of_a_running_task_resolves_every_future(pooled, pipes):
     # both submissions get the running task's id: each future must resolve, and
     # shutdown(wait=True) must return (it waited forever on the first one)
@@ -408,11 +409,65 @@ def test_reuse_of_a_running_task_resolves_every_future(pooled, pipes):
 
 
 
+def test_as_completed_raises_for_ids_nobody_knows(nb):
+    # an id neither stored nor running here would be waited on forever
+    with nb.Executor(group="known") as ex:
+        known = ex.submit(abs, -1)
+    with pytest.raises(nbgroups.UnknownTasks, match=r"0{32}") as info:
+        nb.as_completed([known, "0" * 32])
+    assert isinstance(info.value, LookupError) and known.task_id not in str(info.value)
+    assert [t.result for t in nb.as_completed([known], timeout=60)] == [1]
+
+
+def test_as_completed_raises_for_tasks_whose_kernel_is_gone(nb, tmp_path, store_dir):
+    from tests.test_api import waiter
+
+    backend = nb.settings().backend
+    go = tmp_path / "go"
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend="loky", workers=2, progress=False)
+    ids = [nbgroups.async_task(waiter(str(go)), i, group="orphans") for i in range(3)]
+    api.runner().flush()  # stored, none finished
+    api.reset()  # the kernel stops: its workers go, its tasks never finish
+    nbgroups.configure(store=str(store_dir), backend=backend, workers=2, progress=False)
+    for arg in ("orphans", ids, ids[:1]):
+        with pytest.raises(nbgroups.OrphanedTasks, match=r"resume_group\('orphans'\)"):
+            nbgroups.as_completed(arg)
+    go.touch()
+    assert nbgroups.resume_group("orphans") == 3
+    assert sorted(t.result for t in nbgroups.as_completed("orphans", timeout=60)) == [0, 1, 2]
+
+
+def test_as_completed_reads_the_store_once_per_poll(nb, store_dir):
+    # tasks this kernel does not run (stored by an earlier "kernel"): one flush and
+    # one store read for all of them, not one per task
+    backend = nb.settings().backend
+    ids = [nbgroups.async_task(abs, -i, group="polled") for i in range(20)]
+    assert nbgroups.result_group("polled", wait=-1) == list(range(20))
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend=backend, workers=2, progress=False)
+    runner = api.runner()
+    calls = {"flush": 0, "read": 0}
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    runner.flush = counted("flush", runner.flush)
+    runner.store.task_entries = counted("read", runner.store.task_entries)
+    runner.store.task = counted("read", runner.store.task)
+    got = nbgroups.as_completed(ids, timeout=60)
+    assert sorted(t.result for t in got) == list(range(20))
+    assert calls == {"flush": 1, "read": 1}
+
 FEEDER = """
 import sys, nbgroups
 from tests.test_futures import wait_on_pipe
 nbgroups.configure(store=sys.argv[1], backend='thread', workers=1, progress=False)
 tid = nbgroups.async_task(wait_on_pipe, sys.argv[2], group='fed')
+nbgroups.fetch(tid)  # a read writes the task's page: as_completed() knows ids once stored
 print(tid, flush=True)
 nbgroups.result(tid, wait=-1)
 """
@@ -431,7 +486,6 @@ def test_as_completed_reads_tasks_of_another_process(nb, pipes, store_dir):
     released = False
     try:
         tid = feeder.stdout.readline().strip()
-        # (its page may not be stored yet: the other kernel writes it when it likes)
         it = nb.as_completed([tid], timeout=60)
         assert len(it) == 1
         release(path)
