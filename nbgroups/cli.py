@@ -18,7 +18,7 @@ from . import api, display
 from .display import flush, load_failures, progress
 from .display.formatting import meter
 from .display.table import format_table, group_rows
-from .errors import NbgroupsError
+from .errors import NbgroupsError, StoreError
 from .records import TaskList
 
 DEMO_GROUP = "demo"
@@ -128,7 +128,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     path = args.store or api.settings().store
     try:
         reports = check_store(path)
-    except FileNotFoundError as exc:
+    except StoreError as exc:  # no store there
         print(f"nbgroups: {exc}", file=sys.stderr)
         return 1
     for report in reports:

@@ -38,7 +38,13 @@ from typing import Any
 from . import api
 from .arguments import build_options, check_group
 from .completed import read_record, remaining
-from .errors import ArgumentTypeError, ConfigurationError, TaskError
+from .errors import (
+    ArgumentTypeError,
+    ConfigurationError,
+    ExecutorShutdown,
+    RunnerClosed,
+    TaskError,
+)
 from .jobs import Job
 from .runner import Runner
 from .serialize import loads, loads_exception
@@ -123,7 +129,7 @@ class _Registry:
     def runner(self) -> Runner:
         runner = self._runner()
         if runner is None:  # only a live runner calls its listener or makes futures
-            raise ReferenceError("the runner of these futures is gone")
+            raise RunnerClosed("the runner of these futures is gone (nbgroups was reset)")
         return runner
 
     def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
@@ -325,10 +331,11 @@ class Executor(concurrent.futures.Executor):
 
         Every keyword goes to ``fn`` (the executor's options were given to it).
         """
-        self._check_open()
-        return self._submit(fn, args, kwargs)
+        self._check_open()  # before a task is made; _track checks again under the lock
+        return self._submit(fn, args, kwargs, check_open=True)
 
-    def _submit(self, fn: Callable | str, args: tuple, kwargs: dict) -> TaskFuture:
+    def _submit(self, fn: Callable | str, args: tuple, kwargs: dict,
+                check_open: bool = False) -> TaskFuture:
         runner = api.runner()
         reg = _registry(runner)
         reg.begin()
@@ -339,14 +346,25 @@ class Executor(concurrent.futures.Executor):
         except BaseException:
             reg.end()
             raise
-        return self._track(tid, runner, reg)
+        return self._track(tid, runner, reg, check_open=check_open)
 
-    def _track(self, tid: str, runner: Runner, reg: _Registry, as_record: bool = False
-               ) -> TaskFuture:
-        """The future of a task just submitted (ends the submission begun)."""
+    def _track(self, tid: str, runner: Runner, reg: _Registry, as_record: bool = False,
+               check_open: bool = False) -> TaskFuture:
+        """The future of a task just submitted (ends the submission begun).
+
+        ``check_open``: refuse it if ``shutdown()`` came first, checked under the
+        lock that adds it, so a ``shutdown(wait=True)`` running meanwhile either
+        refused it or waits for it; a refused task is cancelled if not started.
+        """
         fut = TaskFuture(tid, runner, self, as_record)
         with self._lock:
-            self._futures.add(fut)
+            refused = check_open and self._shutdown
+            if not refused:
+                self._futures.add(fut)
+        if refused:
+            reg.end()
+            runner.cancel(None, None, ids={tid})
+            self._raise_shutdown()
         reg.watch(tid, fut._resolve, reused=bool(self._options.get("reuse", api.settings().reuse)))
         return fut
 
@@ -354,9 +372,20 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._futures.discard(fut)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called (it takes no more calls)."""
+        return self._shutdown
+
     def _check_open(self) -> None:
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+        with self._lock:
+            shut = self._shutdown
+        if shut:
+            self._raise_shutdown()
+
+    @staticmethod
+    def _raise_shutdown() -> None:
+        raise ExecutorShutdown("cannot schedule new futures after shutdown")
 
     def _refill_allowed(self) -> bool:
         # map() reads its iterables as results are read: after shutdown() it goes

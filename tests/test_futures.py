@@ -178,12 +178,34 @@ def test_shutdown_waits_for_every_call(nb):
     ex = nb.Executor(group="shut")
     futures = [ex.submit(math.modf, i) for i in range(30)]
     ex.shutdown(wait=True)
-    assert all(f.done() for f in futures)
-    with pytest.raises(RuntimeError, match="after shutdown"):
+    assert all(f.done() for f in futures) and ex.closed
+    with pytest.raises(nbgroups.ExecutorShutdown, match="after shutdown") as info:
         ex.submit(math.modf, 1)
-    with pytest.raises(RuntimeError, match="after shutdown"):
+    assert isinstance(info.value, RuntimeError)
+    with pytest.raises(nbgroups.ExecutorShutdown, match="after shutdown"):
         ex.map(abs, [1])
     ex.shutdown()  # again: nothing happens
+
+
+def test_a_submit_racing_shutdown_is_refused(nb, monkeypatch):
+    # shutdown() lands while submit() is inside async_task (after its open check):
+    # before, the future joined the executor after shutdown(wait=True) had returned
+    ex = nb.Executor(group="shut-race")
+    submit = api.async_task
+
+    def shut_meanwhile(*args, **kwargs):
+        tid = submit(*args, **kwargs)
+        ex.shutdown(wait=True)
+        return tid
+
+    monkeypatch.setattr(api, "async_task", shut_meanwhile)
+    with pytest.raises(nbgroups.ExecutorShutdown):
+        ex.submit(abs, -1)
+    monkeypatch.undo()
+    # its task ran (inline, or it had started) or was cancelled: none is left waiting
+    nb.result_group("shut-race", wait=-1)
+    c = nb.group_counts("shut-race")
+    assert c.finished + c.cancelled == c.submitted == 1
 
 
 def test_shutdown_cancel_futures_without_wait(pooled, pipes):
