@@ -46,6 +46,7 @@ from .errors import (
     TaskError,
 )
 from .jobs import Job
+from .outcome import error_of, result_of, state_of, traceback_of
 from .runner import Runner
 from .serialize import loads, loads_exception
 
@@ -76,7 +77,7 @@ class _Ended:
     @property
     def state(self) -> str:
         """``'success'``, ``'failure'`` or ``'cancelled'``."""
-        return self._record.state.value if self._record is not None else self._outcome[1]
+        return self._record.state.value if self._record is not None else state_of(self._outcome)
 
     def record(self) -> Any:
         """The task's :class:`~nbgroups.Task` record."""
@@ -87,7 +88,7 @@ class _Ended:
     @property
     def traceback(self) -> str | None:
         """A failed task's traceback text, from the worker."""
-        return self._record.traceback if self._record is not None else self._outcome[7]
+        return self._record.traceback if self._record is not None else traceback_of(self._outcome)
 
     def value(self) -> Any:
         """The result, or the exception of a failed task."""
@@ -95,11 +96,11 @@ class _Ended:
         if self._record is None:
             # the common shapes straight from the worker's outcome (records.Outcome):
             # one pickled result, or one pickled exception; the rest via the record
-            blob = o[5]
-            if o[1] == "success" and (blob is None or type(blob) is bytes):
+            blob, state, error = result_of(o), state_of(o), error_of(o)
+            if state == "success" and (blob is None or type(blob) is bytes):
                 return None if blob is None else loads(blob)
-            if o[1] == "failure" and blob is None and o[6] is not None:
-                return loads_exception(o[6])
+            if state == "failure" and blob is None and error is not None:
+                return loads_exception(error)
         return self.record().result
 
 
@@ -469,9 +470,6 @@ class Executor(concurrent.futures.Executor):
                     fut = window.popleft()
                     more()
                     record = fut.result(remaining(end))
-                    if record.state.value == "cancelled":
-                        raise concurrent.futures.CancelledError(
-                            f"map chunk {record.id} was cancelled")
                     values = record.result
                     if record.success is False and not isinstance(values, list):
                         raise _exception_of(values, _Ended(api.runner(), record=record))
