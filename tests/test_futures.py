@@ -374,6 +374,23 @@ def test_awaitable_twins(nb):
     assert unknown is None and no_group is None
 
 
+def test_afetch_by_name_returns_the_task_it_waited_on(pooled, pipes):
+    # it read the task again by name after waiting: a newer task of that name,
+    # submitted meanwhile, came back instead of the one it waited on
+    started, go = pipes(), pipes()
+    waited = pooled.async_task(started_then_wait, started, go, group="named", task_name="dup")
+    assert wait_on_pipe(started) == "started"
+
+    async def main():
+        fetching = asyncio.ensure_future(pooled.afetch("dup", wait=-1))
+        await asyncio.sleep(0)  # one loop turn: afetch resolves the name to the running task
+        newer = pooled.async_task(abs, -1, group="named", task_name="dup")
+        assert pooled.result(newer, wait=-1) == 1
+        release(go)
+        return await fetching, newer
+    record, newer = run_async(main())
+    assert record.id == waited != newer and record.result == "go"
+
 def test_awaitables_check_arguments_at_the_call(nb):
     with pytest.raises(ArgumentTypeError):
         nb.aresult(42)
