@@ -372,10 +372,12 @@ def test_bad_arguments_are_400_and_unknown_names_404(small_app):
                           ("offset=x", "offset must be an integer"),
                           ("limit=0", "limit must be between 1 and 1000"),
                           ("limit=1001", "limit must be between 1 and 1000")]:
-        answer = c.get(f"/group?name=g&{query}")
-        assert answer.status == 400 and reason in answer.body, query
-        assert "Traceback" not in answer.body
+        for path in ("/group", "/api/group"):  # the page and its JSON: one parser
+            answer = c.get(f"{path}?name=g&{query}")
+            assert answer.status == 400 and reason in answer.body, (path, query)
+            assert "Traceback" not in answer.body
     assert c.get("/group?name=nope").status == 404
+    assert c.get("/api/group?name=nope").status == 404
     assert c.get(f"/task/{'0' * 32}").status == 404
     assert c.get("/task/not-an-id").status == 404
     assert c.get("/static/other.js").status == 404
