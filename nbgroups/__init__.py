@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, Any
 from .errors import (
     ArgumentTypeError,
     ConfigurationError,
+    ExecutorShutdown,
     NbgroupsError,
     NbgroupsWarning,
+    OrphanedTasks,
     ReuseWarning,
     SerializationError,
     SignatureError,
@@ -29,6 +31,7 @@ from .errors import (
     TaskCancelled,
     TaskError,
     TaskTimeout,
+    UnknownTasks,
     WorkerDied,
 )
 
@@ -166,9 +169,11 @@ __all__ = [
     # values and errors
     "ArgumentTypeError",
     "ConfigurationError",
+    "ExecutorShutdown",
     "GroupCounts",
     "NbgroupsError",
     "NbgroupsWarning",
+    "OrphanedTasks",
     "ReuseWarning",
     "SerializationError",
     "SignatureError",
@@ -177,6 +182,7 @@ __all__ = [
     "TaskCancelled",
     "TaskError",
     "TaskTimeout",
+    "UnknownTasks",
     "WorkerDied",
 ]
 

@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from . import api
+from .api.read import group_waiter, task_waiter
 from .arguments import check_bool, check_count, check_group, wait_seconds
 from .errors import ArgumentTypeError
 from .runner import POLL_SECONDS, Runner
@@ -68,21 +69,15 @@ def afetch(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, 
 
 
 async def _afetch(task_id: str, wait: Any, timeout: float | None, cached: Any):
-    if wait != 0:
-        r = api.runner()
-        box: list = [None]
-
-        def finished() -> bool:
-            # not running here first, then read (as fetch does): a re-run that
-            # ends between the two is read with its new outcome
-            tid = box[0].id if box[0] is not None else task_id
-            if r.pending(tid):
-                return False
-            box[0] = api.fetch(task_id if box[0] is None else tid, cached=cached)
-            return box[0] is not None and box[0].state.final
-
-        await _until(r, finished, timeout)
-    return api.fetch(task_id, cached=cached)
+    if wait == 0:
+        return api.fetch(task_id, cached=cached)
+    r = api.runner()
+    r.flush()
+    finished, box = task_waiter(r, task_id, api.SESSION.layer(cached))
+    if await _until(r, finished, timeout):
+        return box[0]  # the record waited on (by name: not a newer task of that name)
+    # not finished in time: its record as it stands
+    return api.fetch(box[0].id if box[0] is not None else task_id, cached=cached)
 
 
 def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
@@ -202,17 +197,10 @@ def _group_wait(group_id: str, failures: Any, wait: Any, count: Any, cached: Any
 
     async def waiting() -> None:
         r = api.runner()
-        nonlocal timeout
-        if count is not None:
-            if wait == 0:
-                timeout = None  # django-q: count without wait waits without limit
+        predicate, seconds = group_waiter(r, group_id, wait, count, ttl, timeout)
+        if predicate is not None:
             r.flush()
-            # r.counts: a task being re-run (retry_group) is not finished yet
-            await _until(r, lambda: r.counts(group_id, ttl).finished >= count, timeout)
-        elif wait != 0:
-            r.flush()
-            await _until(r, lambda: not r.busy(group_id, ttl) and
-                         r.store_for(ttl).counts(group_id).settled, timeout)
+            await _until(r, predicate, seconds)
     return waiting()
 
 

@@ -271,7 +271,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     path = str(store_path(args))
     try:
         reports = check_store(path)
-    except FileNotFoundError as exc:
+    except StoreError as exc:  # no store there
         print(f"nbgroups: {exc}", file=sys.stderr)
         return 1
     for report in reports:

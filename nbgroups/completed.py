@@ -27,8 +27,10 @@ from typing import Any
 
 from . import api, names
 from .arguments import check_group
-from .errors import ArgumentTypeError
+from .control import owner_alive
+from .errors import ArgumentTypeError, OrphanedTasks, UnknownTasks
 from .jobs import Job
+from .records import State
 from .runner import Runner
 
 __all__ = ["as_completed", "read_record", "remaining"]
@@ -69,6 +71,10 @@ def as_completed(group_or_ids: str | Iterable[str], timeout: float | None = None
     Raises:
         ArgumentTypeError: ``timeout`` is not ``None`` or seconds >= 0, or
             ``group_or_ids`` is neither a group name nor an iterable of ids.
+        UnknownTasks: ids the store does not know and this kernel is not running.
+        OrphanedTasks: unfinished tasks whose kernel is gone (not running here,
+            their owner process dead): ``nbgroups.resume_group(group)`` runs them
+            again, then call ``as_completed`` once more.
         TimeoutError: iterating, when the next record is not there in time.
 
     Example:
@@ -81,19 +87,19 @@ def as_completed(group_or_ids: str | Iterable[str], timeout: float | None = None
                                 not isinstance(timeout, int | float) or timeout < 0):
         raise ArgumentTypeError(f"timeout must be None or seconds >= 0, got {timeout!r}")
     runner = api.runner()
-    known: dict = {}
+    group: str | None = None
     if isinstance(group_or_ids, str):
         check_group(group_or_ids, "group_or_ids")
+        group = group_or_ids
         runner.flush()
-        records: list[Any] = list(runner.store.group_records(group_or_ids, api.Task) or [])
-        ids = [r.id for r in records]
-        known = {r.id: r for r in records if r.state.final}
+        ids = [names.task_id(p.prefix, c.index)
+               for p, c, _ in runner.store.group_entries(group) or ()]
     elif isinstance(group_or_ids, Iterable) and not isinstance(group_or_ids, bytes):
         ids = [_id_of(x) for x in group_or_ids]
     else:
         raise ArgumentTypeError(
             f"group_or_ids must be a group name or an iterable of task ids, got {group_or_ids!r}")
-    return _Completed(runner, ids, timeout, known)
+    return _Completed(runner, ids, timeout, group)
 
 
 def _id_of(x: Any) -> str:
@@ -107,8 +113,9 @@ class _Completed:
     """The iterator :func:`as_completed` returns, for ``for`` and ``async for``."""
 
     def __init__(self, runner: Runner, ids: list[str], timeout: float | None,
-                 known: dict) -> None:
+                 group: str | None) -> None:
         self._runner = runner
+        self._group = group  # group mode: polls read the group's entries
         self._end = None if timeout is None else time.monotonic() + timeout
         self._total = len(dict.fromkeys(ids))
         self._ready: collections.deque = collections.deque()
@@ -128,17 +135,62 @@ class _Completed:
                 me._finished(pairs)
         self._listener = listener
         runner.add_finish_listener(listener)
-        ended = []
-        for tid in list(self._waiting):  # after the listener: nothing slips between
-            if runner.pending(tid):
+        # after the listener: nothing slips between
+        self._foreign = [tid for tid in self._waiting if not runner.pending(tid)]
+        entries = self._read() if self._foreign else {}
+        try:
+            self._check_foreign(entries)
+        except BaseException:
+            self.close()
+            raise
+        self._poll(entries)
+
+    def _check_foreign(self, entries: dict) -> None:
+        """Raise for the tasks nobody will ever finish: unknown ids, orphans."""
+        if not self._foreign:
+            return
+        runner = self._runner
+        unknown = [t for t in self._foreign if t not in entries and not runner.pending(t)]
+        if unknown:
+            raise UnknownTasks(
+                f"as_completed(): {len(unknown)} task id(s) unknown to the store and not "
+                f"running in this kernel: {', '.join(unknown[:5])}"
+                + (" ..." if len(unknown) > 5 else ""))
+        alive: dict[str | None, bool] = {}
+        orphans: dict[str, str | None] = {}  # task id -> its group label
+        for tid in self._foreign:
+            page, _, label, o = entries[tid]
+            if o is not None and State(o.state).final:
                 continue
-            if tid in known:  # read already (a group's records), and not re-running here
-                ended.append(known[tid])
-            else:
-                self._foreign.append(tid)
-        if ended:
-            self._take(ended)
-        self._poll()
+            owner = page.options.get("owner")
+            if owner not in alive:
+                alive[owner] = owner != runner.owner and owner_alive(owner)
+            if not alive[owner] and not runner.pending(tid):
+                orphans[tid] = label
+        if orphans:
+            groups = sorted({g for g in orphans.values() if g is not None})
+            raise OrphanedTasks(
+                f"as_completed(): {len(orphans)} task(s) never finished and the kernel that "
+                f"ran them is gone ({', '.join(list(orphans)[:5])}"
+                + (" ..." if len(orphans) > 5 else "")
+                + "): run them again with "
+                + (", ".join(f"nbgroups.resume_group({g!r})" for g in groups)
+                   or "nbgroups.resume_group(<their group>)")
+                + ", then call as_completed() again")
+
+    def _read(self) -> dict:
+        """The stored entries of the polled tasks: one store read (flushed first)."""
+        store = self._runner.store
+        self._runner.flush()
+        if self._group is not None:
+            foreign = set(self._foreign)
+            out = {}
+            for p, c, o in store.group_entries(self._group) or ():
+                tid = names.task_id(p.prefix, c.index)
+                if tid in foreign:
+                    out[tid] = (p, c, self._group, o)
+            return out
+        return store.task_entries(self._foreign)
 
     # -- fed by the runner thread and by polling
     def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
@@ -158,18 +210,22 @@ class _Completed:
             loop, event = le
             loop.call_soon_threadsafe(event.set)
 
-    def _poll(self) -> None:
-        """Read the store for the tasks this kernel does not run."""
+    def _poll(self, entries: dict | None = None) -> None:
+        """Read the store for the tasks this kernel does not run (one read; none
+        when given the ``entries`` just read)."""
         self._polled = time.monotonic()
+        self._foreign = [t for t in self._foreign if t in self._waiting]
         if not self._foreign:
             return
+        if entries is None:
+            entries = self._read()
+        store = self._runner.store
         done, left = [], []
         for tid in self._foreign:
-            if tid not in self._waiting:
-                continue
-            rec = read_record(self._runner, tid)
-            if rec is not None and rec.state.final:
-                done.append(rec)
+            entry = entries.get(tid)
+            if entry is not None and entry[3] is not None and State(entry[3].state).final:
+                page, call, label, o = entry
+                done.append(store.entry_record(page, call, o, label, api.Task))
             elif self._runner.pending(tid):
                 continue  # resumed here meanwhile: the listener will see it
             else:

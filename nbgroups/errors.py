@@ -60,6 +60,19 @@ class RunnerClosed(NbgroupsError, RuntimeError):
     """A submission reached a runner that was closed."""
 
 
+class UnknownTasks(NbgroupsError, LookupError):
+    """Task ids were given that the store does not know (and no kernel here runs)."""
+
+
+class OrphanedTasks(NbgroupsError, RuntimeError):
+    """Unfinished tasks whose kernel is gone: nobody will finish them until
+    ``nbgroups.resume_group`` runs them again."""
+
+
+class ExecutorShutdown(NbgroupsError, RuntimeError):
+    """A call was submitted to an :class:`~nbgroups.Executor` after its ``shutdown()``."""
+
+
 class StoreError(NbgroupsError, OSError):
     """The store directory cannot be used (not writable, a file, a corrupt
     database, ...). Also an ``OSError``.

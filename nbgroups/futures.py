@@ -38,8 +38,15 @@ from typing import Any
 from . import api
 from .arguments import build_options, check_group
 from .completed import read_record, remaining
-from .errors import ArgumentTypeError, ConfigurationError, TaskError
+from .errors import (
+    ArgumentTypeError,
+    ConfigurationError,
+    ExecutorShutdown,
+    RunnerClosed,
+    TaskError,
+)
 from .jobs import Job
+from .outcome import error_of, result_of, state_of, traceback_of
 from .runner import Runner
 from .serialize import loads, loads_exception
 
@@ -70,7 +77,7 @@ class _Ended:
     @property
     def state(self) -> str:
         """``'success'``, ``'failure'`` or ``'cancelled'``."""
-        return self._record.state.value if self._record is not None else self._outcome[1]
+        return self._record.state.value if self._record is not None else state_of(self._outcome)
 
     def record(self) -> Any:
         """The task's :class:`~nbgroups.Task` record."""
@@ -81,7 +88,7 @@ class _Ended:
     @property
     def traceback(self) -> str | None:
         """A failed task's traceback text, from the worker."""
-        return self._record.traceback if self._record is not None else self._outcome[7]
+        return self._record.traceback if self._record is not None else traceback_of(self._outcome)
 
     def value(self) -> Any:
         """The result, or the exception of a failed task."""
@@ -89,11 +96,11 @@ class _Ended:
         if self._record is None:
             # the common shapes straight from the worker's outcome (records.Outcome):
             # one pickled result, or one pickled exception; the rest via the record
-            blob = o[5]
-            if o[1] == "success" and (blob is None or type(blob) is bytes):
+            blob, state, error = result_of(o), state_of(o), error_of(o)
+            if state == "success" and (blob is None or type(blob) is bytes):
                 return None if blob is None else loads(blob)
-            if o[1] == "failure" and blob is None and o[6] is not None:
-                return loads_exception(o[6])
+            if state == "failure" and blob is None and error is not None:
+                return loads_exception(error)
         return self.record().result
 
 
@@ -113,7 +120,8 @@ class _Registry:
         # WeakKeyDictionary must let a replaced runner go
         self._runner = weakref.ref(runner)
         self.lock = threading.Lock()
-        self.waiting: dict[str, Callable[[Any], None]] = {}
+        # a list per id: with reuse=True two submissions of one call share its id
+        self.waiting: dict[str, list[Callable[[Any], None]]] = {}
         self.busy = 0  # submissions under way
         self.unclaimed: dict[str, tuple[Job, tuple]] = {}  # ended while busy, not watched
         runner.add_finish_listener(self._finished)
@@ -122,7 +130,7 @@ class _Registry:
     def runner(self) -> Runner:
         runner = self._runner()
         if runner is None:  # only a live runner calls its listener or makes futures
-            raise ReferenceError("the runner of these futures is gone")
+            raise RunnerClosed("the runner of these futures is gone (nbgroups was reset)")
         return runner
 
     def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
@@ -133,14 +141,16 @@ class _Registry:
         with self.lock:
             busy = self.busy
             for job, o in pairs:
-                resolve = waiting.pop(job.id, None)
-                if resolve is not None:
-                    hits.append((resolve, job, o))
+                resolves = waiting.pop(job.id, None)
+                if resolves is not None:
+                    hits.append((resolves, job, o))
                 elif busy:
                     self.unclaimed[job.id] = (job, o)
         runner = self.runner
-        for resolve, job, o in hits:
-            resolve(_Ended(runner, job, o))
+        for resolves, job, o in hits:
+            ended = _Ended(runner, job, o)
+            for resolve in resolves:
+                resolve(ended)
 
     def begin(self) -> None:
         """A submission starts: then :meth:`watch` its id (which ends it), or
@@ -167,7 +177,7 @@ class _Registry:
         with self.lock:  # one lock turn: this runs once per submitted call
             pair = self.unclaimed.pop(task_id, None)
             if pair is None:
-                self.waiting[task_id] = resolve
+                self.waiting.setdefault(task_id, []).append(resolve)
             self._ended()
         if pair is not None:
             resolve(_Ended(self.runner, *pair))
@@ -180,9 +190,11 @@ class _Registry:
         if record is None or not record.state.final:
             return
         with self.lock:
-            resolve = self.waiting.pop(task_id, None)
-        if resolve is not None:
-            resolve(_Ended(self.runner, record=record))
+            resolves = self.waiting.pop(task_id, None)
+        if resolves is not None:
+            ended = _Ended(self.runner, record=record)
+            for resolve in resolves:
+                resolve(ended)
 
 
 _registries: weakref.WeakKeyDictionary[Runner, _Registry] = weakref.WeakKeyDictionary()
@@ -333,10 +345,11 @@ class Executor(concurrent.futures.Executor):
 
         Every keyword goes to ``fn`` (the executor's options were given to it).
         """
-        self._check_open()
-        return self._submit(fn, args, kwargs)
+        self._check_open()  # before a task is made; _track checks again under the lock
+        return self._submit(fn, args, kwargs, check_open=True)
 
-    def _submit(self, fn: Callable | str, args: tuple, kwargs: dict) -> TaskFuture:
+    def _submit(self, fn: Callable | str, args: tuple, kwargs: dict,
+                check_open: bool = False) -> TaskFuture:
         runner = api.runner()
         reg = _registry(runner)
         reg.begin()
@@ -347,14 +360,25 @@ class Executor(concurrent.futures.Executor):
         except BaseException:
             reg.end()
             raise
-        return self._track(tid, runner, reg)
+        return self._track(tid, runner, reg, check_open=check_open)
 
-    def _track(self, tid: str, runner: Runner, reg: _Registry, as_record: bool = False
-               ) -> TaskFuture:
-        """The future of a task just submitted (ends the submission begun)."""
+    def _track(self, tid: str, runner: Runner, reg: _Registry, as_record: bool = False,
+               check_open: bool = False) -> TaskFuture:
+        """The future of a task just submitted (ends the submission begun).
+
+        ``check_open``: refuse it if ``shutdown()`` came first, checked under the
+        lock that adds it, so a ``shutdown(wait=True)`` running meanwhile either
+        refused it or waits for it; a refused task is cancelled if not started.
+        """
         fut = TaskFuture(tid, runner, self, as_record)
         with self._lock:
-            self._futures.add(fut)
+            refused = check_open and self._shutdown
+            if not refused:
+                self._futures.add(fut)
+        if refused:
+            reg.end()
+            runner.cancel(None, None, ids={tid})
+            self._raise_shutdown()
         reg.watch(tid, fut._resolve, reused=bool(self._options.get("reuse", api.settings().reuse)))
         return fut
 
@@ -362,9 +386,20 @@ class Executor(concurrent.futures.Executor):
         with self._lock:
             self._futures.discard(fut)
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` was called (it takes no more calls)."""
+        return self._shutdown
+
     def _check_open(self) -> None:
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+        with self._lock:
+            shut = self._shutdown
+        if shut:
+            self._raise_shutdown()
+
+    @staticmethod
+    def _raise_shutdown() -> None:
+        raise ExecutorShutdown("cannot schedule new futures after shutdown")
 
     def _refill_allowed(self) -> bool:
         # map() reads its iterables as results are read: after shutdown() it goes
@@ -448,9 +483,6 @@ class Executor(concurrent.futures.Executor):
                     fut = window.popleft()
                     more()
                     record = fut.result(remaining(end))
-                    if record.state.value == "cancelled":
-                        raise concurrent.futures.CancelledError(
-                            f"map chunk {record.id} was cancelled")
                     values = record.result
                     if record.success is False and not isinstance(values, list):
                         raise _exception_of(values, _Ended(api.runner(), record=record))

@@ -30,6 +30,7 @@ import joblib
 from joblib._parallel_backends import AutoBatchingMixin, ParallelBackendBase, SequentialBackend
 
 from . import api
+from .errors import ConfigurationError
 from .futures import Executor, TaskFuture
 
 __all__ = ["NbgroupsBackend", "register"]
@@ -167,7 +168,8 @@ class NbgroupsBackend(AutoBatchingMixin, ParallelBackendBase):
     def effective_n_jobs(self, n_jobs: int | None) -> int:
         """``n_jobs`` as joblib counts it; negative counts from the configured workers."""
         if n_jobs == 0:
-            raise ValueError("n_jobs == 0 in Parallel has no meaning")
+            raise ConfigurationError("n_jobs == 0 in Parallel has no meaning: give n_jobs "
+                                     ">= 1, negative (counted from the workers) or None")
         workers = api.settings().workers
         if n_jobs is None:
             return workers
@@ -177,7 +179,7 @@ class NbgroupsBackend(AutoBatchingMixin, ParallelBackendBase):
 
     def configure(self, n_jobs: int = 1, parallel: Any = None, **backend_args: Any) -> int:
         self.parallel = parallel
-        if self._executor._shutdown:
+        if self._executor.closed:
             self._executor = Executor(self.group, **self.options)
         n = self.effective_n_jobs(n_jobs)
         # n_jobs=1 would make joblib run the calls itself, outside any group

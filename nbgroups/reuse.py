@@ -106,7 +106,7 @@ def _submit(
         mark = (opts.group, store.gen(opts.group))
         if _key_earlier_tasks(index, opts.group, mark):
             found = index.lookup(opts.group, wanted)
-    if any(page is None and state is None for _, state, page, _ in found.values()):
+    if any(page is None and state is None for _, state, page, *_ in found.values()):
         # A task submitted but not yet written (still in the runner's open
         # pages): write it now, then look again; still missing means its
         # kernel died before writing it, so it is submitted anew.
@@ -129,7 +129,13 @@ def _submit(
         if key is None or hit is None:
             new.append(i)
             continue
-        tid, state, page, call = hit
+        tid, state, page, call, saved = hit
+        if state == State.SUCCESS.value and not saved and opts.save and tid not in active:
+            # it succeeded with save=False: no result to give, and this submission
+            # wants one. A new task (the store's ``saved`` is its page's option, so
+            # running the old id again would still keep nothing); the key moves to it
+            new.append(i)
+            continue
         ids[i] = tid
         if tid in active:
             continue  # submitted earlier (this cell, or a run still going): on its way

@@ -114,6 +114,20 @@ def test_preview_is_bounded_text():
     assert views.preview(Broken()).startswith("<Broken instance at 0x")  # reprlib's fallback
 
 
+def test_full_text_of_a_huge_value_is_bounded_and_cheap():
+    # pprint formatted all of it before the cut: seconds and GBs per page view
+    import pprint
+
+    huge = list(range(10_000_000))
+    text = views.full_text(huge)
+    assert text.startswith("[0, 1, 2, 3") and "shortened" in text
+    assert len(text) <= views.FULL_TEXT + 100
+    nested = {"rows": [huge], "name": "x" * 10_000_000}
+    assert len(views.full_text(nested)) <= views.FULL_TEXT + 100
+    small = {"a": list(range(30)), "b": "text"}
+    assert views.full_text(small) == pprint.pformat(small, width=100)
+
+
 def test_views_of_a_group_with_failures(nb):
     g = nbgroups.sweep(html_result, "views", x=[0, 1, 2])
     nbgroups.async_task("math.sqrt", -1.0, group="views")
@@ -372,10 +386,12 @@ def test_bad_arguments_are_400_and_unknown_names_404(small_app):
                           ("offset=x", "offset must be an integer"),
                           ("limit=0", "limit must be between 1 and 1000"),
                           ("limit=1001", "limit must be between 1 and 1000")]:
-        answer = c.get(f"/group?name=g&{query}")
-        assert answer.status == 400 and reason in answer.body, query
-        assert "Traceback" not in answer.body
+        for path in ("/group", "/api/group"):  # the page and its JSON: one parser
+            answer = c.get(f"{path}?name=g&{query}")
+            assert answer.status == 400 and reason in answer.body, (path, query)
+            assert "Traceback" not in answer.body
     assert c.get("/group?name=nope").status == 404
+    assert c.get("/api/group?name=nope").status == 404
     assert c.get(f"/task/{'0' * 32}").status == 404
     assert c.get("/task/not-an-id").status == 404
     assert c.get("/static/other.js").status == 404

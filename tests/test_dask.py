@@ -33,39 +33,9 @@ pytestmark = [
 
 # ---------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def cluster():
-    # allowed-failures=1: the scheduler gives up on a task after its second
-    # worker death (default 3), which keeps the "kills every worker" test short.
-    # dashboard_address=":0": any free port (None means :8787, which a test run
-    # in another checkout on the same machine may hold: "Port 8787 is already in use").
-    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
-        lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      host="127.0.0.1", dashboard_address=":0")
-    _tolerate_double_removal(lc)
-    client = distributed.Client(lc, set_as_default=False)
-    client.wait_for_workers(2, timeout=60)
-    yield lc, client
-    client.close()
-    lc.close()
-
-
-def _tolerate_double_removal(lc) -> None:
-    """distributed's SpecCluster raises KeyError when the scheduler reports the
-    removal of a worker it has already dropped (dask/distributed#5407). The tests
-    here kill workers, so the report can race the cluster's close: the error then
-    ended the cluster's status watcher, close() raised it, and Cluster.__del__
-    raised again during a later test (one CI rehearsal in about twenty). A removal
-    of an unknown worker is nothing to update."""
-    update = lc._update_worker_status
-
-    def tolerant(op, msg):
-        try:
-            update(op, msg)
-        except KeyError:
-            if op != "remove":
-                raise
-
-    lc._update_worker_status = tolerant
+def cluster(dask_cluster):
+    """The module's LocalCluster (conftest's dask_cluster) and its client."""
+    return dask_cluster
 
 
 @pytest.fixture

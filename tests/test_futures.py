@@ -178,12 +178,34 @@ def test_shutdown_waits_for_every_call(nb):
     ex = nb.Executor(group="shut")
     futures = [ex.submit(math.modf, i) for i in range(30)]
     ex.shutdown(wait=True)
-    assert all(f.done() for f in futures)
-    with pytest.raises(RuntimeError, match="after shutdown"):
+    assert all(f.done() for f in futures) and ex.closed
+    with pytest.raises(nbgroups.ExecutorShutdown, match="after shutdown") as info:
         ex.submit(math.modf, 1)
-    with pytest.raises(RuntimeError, match="after shutdown"):
+    assert isinstance(info.value, RuntimeError)
+    with pytest.raises(nbgroups.ExecutorShutdown, match="after shutdown"):
         ex.map(abs, [1])
     ex.shutdown()  # again: nothing happens
+
+
+def test_a_submit_racing_shutdown_is_refused(nb, monkeypatch):
+    # shutdown() lands while submit() is inside async_task (after its open check):
+    # before, the future joined the executor after shutdown(wait=True) had returned
+    ex = nb.Executor(group="shut-race")
+    submit = api.async_task
+
+    def shut_meanwhile(*args, **kwargs):
+        tid = submit(*args, **kwargs)
+        ex.shutdown(wait=True)
+        return tid
+
+    monkeypatch.setattr(api, "async_task", shut_meanwhile)
+    with pytest.raises(nbgroups.ExecutorShutdown):
+        ex.submit(abs, -1)
+    monkeypatch.undo()
+    # its task ran (inline, or it had started) or was cancelled: none is left waiting
+    nb.result_group("shut-race", wait=-1)
+    c = nb.group_counts("shut-race")
+    assert c.finished + c.cancelled == c.submitted == 1
 
 
 def test_shutdown_cancel_futures_without_wait(pooled, pipes):
@@ -252,7 +274,7 @@ def test_map_reads_its_input_as_results_are_read(nb):
     it.close()  # what has not started is cancelled
     it = ex.map(abs, range(10**6), chunksize=1)
     assert next(it) == 0
-    assert len(ex._futures) <= 1_100
+    assert nb.group_counts("map-lazy").submitted <= 1_100  # ahead: one window, no more
     it.close()
     ex.shutdown(wait=True)
     c = nb.group_counts("map-lazy")
@@ -352,6 +374,23 @@ def test_awaitable_twins(nb):
     assert unknown is None and no_group is None
 
 
+def test_afetch_by_name_returns_the_task_it_waited_on(pooled, pipes):
+    # it read the task again by name after waiting: a newer task of that name,
+    # submitted meanwhile, came back instead of the one it waited on
+    started, go = pipes(), pipes()
+    waited = pooled.async_task(started_then_wait, started, go, group="named", task_name="dup")
+    assert wait_on_pipe(started) == "started"
+
+    async def main():
+        fetching = asyncio.ensure_future(pooled.afetch("dup", wait=-1))
+        await asyncio.sleep(0)  # one loop turn: afetch resolves the name to the running task
+        newer = pooled.async_task(abs, -1, group="named", task_name="dup")
+        assert pooled.result(newer, wait=-1) == 1
+        release(go)
+        return await fetching, newer
+    record, newer = run_async(main())
+    assert record.id == waited != newer and record.result == "go"
+
 def test_awaitables_check_arguments_at_the_call(nb):
     with pytest.raises(ArgumentTypeError):
         nb.aresult(42)
@@ -393,11 +432,81 @@ def test_reuse_resolves_from_the_earlier_task(nb):
     assert nb.group_counts("reuse").submitted == 1
 
 
+
+def test_reuse_of_a_running_task_resolves_every_future(pooled, pipes):
+    # both submissions get the running task's id: each future must resolve, and
+    # shutdown(wait=True) must return (it waited forever on the first one)
+    go = pipes()
+    ex = pooled.Executor(group="reuse-running", reuse=True)
+    first = ex.submit(wait_on_pipe, go)
+    again = ex.submit(wait_on_pipe, go)
+    assert again.task_id == first.task_id
+    release(go)
+    assert first.result(timeout=60) == again.result(timeout=60) == "go"
+    ex.shutdown(wait=True)
+    assert pooled.group_counts("reuse-running").submitted == 1
+
+
+
+def test_as_completed_raises_for_ids_nobody_knows(nb):
+    # an id neither stored nor running here would be waited on forever
+    with nb.Executor(group="known") as ex:
+        known = ex.submit(abs, -1)
+    with pytest.raises(nbgroups.UnknownTasks, match=r"0{32}") as info:
+        nb.as_completed([known, "0" * 32])
+    assert isinstance(info.value, LookupError) and known.task_id not in str(info.value)
+    assert [t.result for t in nb.as_completed([known], timeout=60)] == [1]
+
+
+def test_as_completed_raises_for_tasks_whose_kernel_is_gone(nb, tmp_path, store_dir):
+    from tests.test_api import waiter
+
+    backend = nb.settings().backend
+    go = tmp_path / "go"
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend="loky", workers=2, progress=False)
+    ids = [nbgroups.async_task(waiter(str(go)), i, group="orphans") for i in range(3)]
+    api.runner().flush()  # stored, none finished
+    api.reset()  # the kernel stops: its workers go, its tasks never finish
+    nbgroups.configure(store=str(store_dir), backend=backend, workers=2, progress=False)
+    for arg in ("orphans", ids, ids[:1]):
+        with pytest.raises(nbgroups.OrphanedTasks, match=r"resume_group\('orphans'\)"):
+            nbgroups.as_completed(arg)
+    go.touch()
+    assert nbgroups.resume_group("orphans") == 3
+    assert sorted(t.result for t in nbgroups.as_completed("orphans", timeout=60)) == [0, 1, 2]
+
+
+def test_as_completed_reads_the_store_once_per_poll(nb, store_dir):
+    # tasks this kernel does not run (stored by an earlier "kernel"): one flush and
+    # one store read for all of them, not one per task
+    backend = nb.settings().backend
+    ids = [nbgroups.async_task(abs, -i, group="polled") for i in range(20)]
+    assert nbgroups.result_group("polled", wait=-1) == list(range(20))
+    api.reset()
+    nbgroups.configure(store=str(store_dir), backend=backend, workers=2, progress=False)
+    runner = api.runner()
+    calls = {"flush": 0, "read": 0}
+
+    def counted(name, fn):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return call
+
+    runner.flush = counted("flush", runner.flush)
+    runner.store.task_entries = counted("read", runner.store.task_entries)
+    runner.store.task = counted("read", runner.store.task)
+    got = nbgroups.as_completed(ids, timeout=60)
+    assert sorted(t.result for t in got) == list(range(20))
+    assert calls == {"flush": 1, "read": 1}
+
 FEEDER = """
 import sys, nbgroups
 from tests.test_futures import wait_on_pipe
 nbgroups.configure(store=sys.argv[1], backend='thread', workers=1, progress=False)
 tid = nbgroups.async_task(wait_on_pipe, sys.argv[2], group='fed')
+nbgroups.fetch(tid)  # a read writes the task's page: as_completed() knows ids once stored
 print(tid, flush=True)
 nbgroups.result(tid, wait=-1)
 """
@@ -416,7 +525,6 @@ def test_as_completed_reads_tasks_of_another_process(nb, pipes, store_dir):
     released = False
     try:
         tid = feeder.stdout.readline().strip()
-        # (its page may not be stored yet: the other kernel writes it when it likes)
         it = nb.as_completed([tid], timeout=60)
         assert len(it) == 1
         release(path)

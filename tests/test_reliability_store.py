@@ -23,6 +23,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -129,9 +130,19 @@ def _results_written_while_full(disk: Path, tmp_path: Path, let_runner_retry: bo
     assert str(store) in str(info.value)
     filler.unlink()
     if let_runner_retry:
-        deadline = time.monotonic() + 30
-        while r.store_error is not None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # an event, not a poll: Runner.wait itself raises while store_error is set
+        cleared = threading.Event()
+
+        def check() -> None:  # on the runner's change notifications
+            if r.store_error is None:
+                cleared.set()
+
+        r.add_listener(check)
+        try:
+            check()
+            assert cleared.wait(30)
+        finally:
+            r.remove_listener(check)
     assert nbgroups.result_group("res", wait=60_000) == [i * i for i in range(6)]
     assert [t.success for t in nbgroups.fetch_group("res")] == [True] * 6
     assert nbgroups.fetch(ids[0]).result == 0

@@ -112,6 +112,33 @@ def test_sync_backend_reuses_too(nb, tmp_path):
     assert len(nbgroups.fetch_group("s")) == 10
 
 
+
+def test_a_success_whose_result_was_not_kept_runs_again_when_one_is_wanted(nb, tmp_path):
+    # save=False kept no result: reusing it would leave result_group short for good
+    log = tmp_path / "log"
+
+    def sq(x, path=str(log)):
+        with open(path, "a") as fh:
+            fh.write(f"{x}\n")
+        return x * x
+
+    def ran():
+        lines = log.read_text().split() if log.exists() else []
+        log.unlink(missing_ok=True)
+        return sorted(lines)
+
+    nbgroups.sweep(sq, "unsaved", x=[1, 2], save=False)
+    assert nbgroups.result_group("unsaved", wait=-1) == []
+    nbgroups.sweep(sq, "unsaved", x=[1, 2], save=False, reuse=True)  # reused, marked so
+    nbgroups.result_group("unsaved", wait=-1)
+    assert ran() == ["1", "2"]
+    nbgroups.sweep(sq, "unsaved", x=[1, 2, 3], reuse=True)
+    assert nbgroups.result_group("unsaved", wait=-1) == [1, 4, 9]
+    assert ran() == ["1", "2", "3"]
+    nbgroups.sweep(sq, "unsaved", x=[1, 2, 3], reuse=True)  # kept now: nothing runs
+    assert nbgroups.result_group("unsaved", wait=-1) == [1, 4, 9]
+    assert ran() == []
+
 def test_changing_the_body_reruns_exactly_that_functions_calls(ip):
     cell = """
     def double(x):

@@ -46,30 +46,6 @@ def nb(request, store_dir):
     api.reset()
 
 
-@pytest.fixture(scope="module")
-def dask_cluster():
-    """A 2-process LocalCluster on 127.0.0.1 for this module (as in test_dask.py,
-    whose module is not imported here: it imports other test modules' skips)."""
-    distributed = pytest.importorskip("distributed")
-    lc = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                  host="127.0.0.1", dashboard_address=":0")  # 8787 may be taken
-    update = lc._update_worker_status
-
-    def tolerant(op, msg):  # dask/distributed#5407, see test_dask._tolerate_double_removal
-        try:
-            update(op, msg)
-        except KeyError:
-            if op != "remove":
-                raise
-
-    lc._update_worker_status = tolerant
-    client = distributed.Client(lc, set_as_default=False)
-    client.wait_for_workers(2, timeout=60)
-    yield lc, client
-    client.close()
-    lc.close()
-
-
 def test_a_buffer_reused_in_a_loop(nb):
     """The issue's loop: every call saw the last value (19) before."""
     buf = np.zeros(10)
@@ -114,8 +90,6 @@ def test_lists_dicts_kwargs_sweep_values_and_iter_items(nb):
 def test_executor_submissions(nb):
     """concurrent.futures-style submit (nbgroups.Executor, issue 19) goes through
     the same submission path: each future ran with the buffer as it was."""
-    if not hasattr(nb, "Executor"):
-        pytest.skip("nbgroups.Executor is not on this branch yet")
     buf = np.zeros(3)
     futures = []
     with nb.Executor(group="ex") as ex:

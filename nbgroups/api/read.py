@@ -8,6 +8,7 @@ with what this kernel finished lately or still runs laid over it.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any
 
 from .. import names
@@ -120,20 +121,29 @@ def fetch(task_id: str, wait: int = 0, cached: bool | int = False) -> Task | Non
         task = _find(r, task_id, ttl)
         if wait == 0:
             return task
-    tid = task.id if task is not None else task_id
+    finished, box = task_waiter(r, task_id, ttl, task)
+    if not SESSION.wait(r, finished, timeout) and box[0] is None:
+        # not finished in time: its record as it stands
+        box[0] = _find(r, task.id if task is not None else task_id, ttl)
+    return box[0]
+
+
+def task_waiter(r: Runner, task_id: str, ttl: int | None, task: Task | None = None
+                ) -> tuple[Callable[[], bool], list[Task | None]]:
+    """What :func:`fetch` (and its awaitable twin) waits for: a predicate, true
+    once the task (id, or name: its newest task, then that one's id) has a final
+    state, and the box holding the record it read last (``task``: read already)."""
     box: list[Task | None] = [task]
 
     def finished() -> bool:
         # Not running here first, then read: a re-run (retry_group) that ends
         # between the two is then read with its new outcome, never the old one.
+        tid = box[0].id if box[0] is not None else task_id
         if r.pending(tid):
             return False
         found = box[0] = _find(r, tid, ttl)
         return found is not None and found.state.final
-
-    if not SESSION.wait(r, finished, timeout) and box[0] is None:
-        box[0] = _find(r, tid, ttl)  # not finished in time: its record as it stands
-    return box[0]
+    return finished, box
 
 
 def result(task_id: str, wait: int = 0, cached: bool | int = False) -> Any:
@@ -165,16 +175,26 @@ def result(task_id: str, wait: int = 0, cached: bool | int = False) -> Any:
 def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -> None:
     timeout = wait_seconds(wait)
     check_count(count)
+    predicate, timeout = group_waiter(r, group, wait, count, ttl, timeout)
+    if predicate is not None:
+        r.flush()
+        SESSION.wait(r, predicate, timeout)
+
+
+def group_waiter(r: Runner, group: str, wait: Any, count: int | None, ttl: int | None,
+                 timeout: float | None) -> tuple[Callable[[], bool] | None, float | None]:
+    """What a group read (and its awaitable twin) waits for: a predicate and its
+    timeout, or None when it does not wait (checked arguments: ``timeout`` is
+    ``wait`` in seconds)."""
     if count is not None:
-        if wait == 0:
-            timeout = None  # django-q: count without wait waits without limit
-        r.flush()
-        # r.counts: a task being re-run (retry_group) is not finished yet
-        SESSION.wait(r, lambda: r.counts(group, ttl).finished >= count, timeout)
-    elif wait != 0:
-        r.flush()
-        SESSION.wait(r, lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
-                     timeout)
+        # r.counts: a task being re-run (retry_group) is not finished yet; and
+        # django-q: count without wait waits without limit
+        return (lambda: r.counts(group, ttl).finished >= count), (
+            None if wait == 0 else timeout)
+    if wait != 0:
+        return (lambda: not r.busy(group, ttl) and
+                r.store_for(ttl).counts(group).settled), timeout
+    return None, timeout
 
 
 def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: Any) -> Store:

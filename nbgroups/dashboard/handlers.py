@@ -139,6 +139,23 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
                 raise tornado.web.HTTPError(404, "no nbgroups store here yet")
             return r
 
+        async def group_page(self, tasks: bool = True) -> tuple[str, Any, dict]:
+            """The group the query names, the runner, and the page of its tasks
+            the query's offset and limit ask for (``tasks=False``: its summary
+            only); 400 for bad arguments, 404 for an unknown group."""
+            group = self.group_arg()
+            offset = _int_arg(self, "offset", 0, 0)
+            limit = _int_arg(self, "limit", views.PAGE_SIZE, 1, views.MAX_PAGE_SIZE)
+            r = await self.runner_or_404()
+            if not tasks:
+                if not await self.dash.call(r.store.known, group):
+                    raise tornado.web.HTTPError(404, "no such group")
+                return group, r, {"summary": await self.dash.call(views.group_summary, r, group)}
+            data = await self.dash.call(views.group_page, r, group, offset, limit)
+            if data is None:
+                raise tornado.web.HTTPError(404, "no such group")
+            return group, r, data
+
         def group_arg(self) -> str:
             name = self.get_argument("name", "")
             if not name:
@@ -168,13 +185,7 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
     class GroupPage(Handler):
         @tornado.web.authenticated
         async def get(self) -> None:
-            group = self.group_arg()
-            offset = _int_arg(self, "offset", 0, 0)
-            limit = _int_arg(self, "limit", views.PAGE_SIZE, 1, views.MAX_PAGE_SIZE)
-            r = await self.runner_or_404()
-            data = await self.dash.call(views.group_page, r, group, offset, limit)
-            if data is None:
-                raise tornado.web.HTTPError(404, "no such group")
+            group, r, data = await self.group_page()
             kinds = None  # failures listed here for a group small enough to read whole
             if data["summary"]["failed"] and data["total"] <= views.INLINE_FAILURES:
                 kinds = await self.dash.call(views.failure_kinds, r, group,
@@ -184,20 +195,8 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
     class GroupJSON(Handler):
         @tornado.web.authenticated
         async def get(self) -> None:
-            group = self.group_arg()
-            offset = _int_arg(self, "offset", 0, 0)
-            limit = _int_arg(self, "limit", views.PAGE_SIZE, 1, views.MAX_PAGE_SIZE)
-            r = await self.runner_or_404()
-            if self.get_query_argument("tasks", "1") == "0":  # the counts only: key reads
-                known = await self.dash.call(r.store.known, group)
-                if not known:
-                    raise tornado.web.HTTPError(404, "no such group")
-                self.json({"summary": await self.dash.call(views.group_summary, r, group)})
-                return
-            data = await self.dash.call(views.group_page, r, group, offset, limit)
-            if data is None:
-                raise tornado.web.HTTPError(404, "no such group")
-            self.json(data)
+            # tasks=0: the counts only (key reads)
+            self.json((await self.group_page(self.get_query_argument("tasks", "1") != "0"))[2])
 
     class FailuresPage(Handler):
         @tornado.web.authenticated

@@ -9,6 +9,7 @@ a JSON endpoint sends. Values from the store are turned into *text* here
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import pprint
 import reprlib
@@ -46,10 +47,46 @@ def preview(value: Any, width: int = 120) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
+# A value larger than this (elements and string kilobytes, counted without reading
+# it all) is shown through _full, whose work is bounded: pprint formats the whole
+# value before it could be cut (a 10-million-element result took seconds and GBs).
+FULL_ITEMS = 20_000
+_full = reprlib.Repr()
+_full.maxlevel = 8
+_full.maxlist = _full.maxtuple = _full.maxset = _full.maxfrozenset = _full.maxdeque = 2_000
+_full.maxarray = 2_000
+_full.maxdict = 1_000
+_full.maxstring = _full.maxlong = _full.maxother = FULL_TEXT
+
+
+def _small(value: Any, budget: int = FULL_ITEMS) -> bool:
+    """Whether ``value`` holds at most ``budget`` elements (strings count per 100
+    characters); reads at most ``budget`` of them to say so."""
+    stack = [value]
+    seen = 0
+    while stack:
+        v = stack.pop()
+        seen += 1 + (len(v) // 100 if isinstance(v, str | bytes) else 0)
+        if seen > budget:
+            return False
+        if isinstance(v, dict):
+            stack.extend(itertools.islice(itertools.chain.from_iterable(v.items()),
+                                          budget - seen + 1))
+        elif isinstance(v, list | tuple | set | frozenset):
+            stack.extend(itertools.islice(v, budget - seen + 1))
+    return True
+
+
 def full_text(value: Any) -> str:
-    """A value as the task page shows it: pretty-printed, cut at FULL_TEXT characters."""
+    """A value as the task page shows it: pretty-printed (a large one as a bounded
+    one-line repr), cut at FULL_TEXT characters."""
     try:
-        text = value if isinstance(value, str) else pprint.pformat(value, width=100)
+        if isinstance(value, str):
+            text = value
+        elif _small(value):
+            text = pprint.pformat(value, width=100)
+        else:
+            text = _full.repr(value) + "\n… (too large to show whole: shortened)"
     except Exception as exc:
         text = f"<repr failed: {type(exc).__name__}: {exc}>"
     if len(text) > FULL_TEXT:

@@ -599,6 +599,40 @@ class Store:
                 runs += [o for o in self._outcome_rows(okey, value) if o[0] == task_id]
         return runs
 
+    def task_entries(self, task_ids: Iterable[str]
+                     ) -> dict[str, tuple[SpecPage, Call, str | None, Outcome | None]]:
+        """``task id -> (page, call, group label, latest outcome or None)`` for the
+        stored ones of ``task_ids`` (unknown ids are left out): each spec page and
+        outcome page involved is read once, whatever the id count."""
+        by_prefix: dict[str, list[str]] = {}
+        for tid in dict.fromkeys(task_ids):
+            if names.looks_like_id(tid):
+                by_prefix.setdefault(names.split_id(tid)[0], []).append(tid)
+        out: dict[str, tuple[SpecPage, Call, str | None, Outcome | None]] = {}
+        for prefix, tids in by_prefix.items():
+            page_key = self._get(page_index(prefix))
+            data = self._get(page_key) if isinstance(page_key, str) else None
+            if data is None:
+                continue
+            page: SpecPage = self._load(page_key, data)
+            calls = {c[0]: c for c in page.calls}
+            label = page.group if page.group and self.gen(page.group) == page.gen else None
+            latest = self._latest(
+                (okey, value) for _, okey in self._scan(f"q{SEP}{prefix}{SEP}")
+                if (value := self._get(okey)) is not None)
+            for tid in tids:
+                c = calls.get(names.split_id(tid)[1])
+                if c is not None:
+                    o = latest.get(tid)
+                    out[tid] = (page, Call._make(c), label,
+                                None if o is None else Outcome._make(o))
+        return out
+
+    def entry_record(self, page: SpecPage, call: Call, o: Outcome | None, label: str | None,
+                     cls: type = TaskRecord) -> TaskRecord:
+        """The record of one entry of :meth:`group_entries` or :meth:`task_entries`."""
+        return self._record(page, call, o, label, cls)
+
     def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The record of one task, by id: its page and its latest outcome."""
         found = self._locate(task_id)

@@ -21,7 +21,7 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import NbgroupsError
+from ..errors import NbgroupsError, StoreError
 from ..serialize import Signer, load_secret
 from .disk import read_value_file
 from .layout import SEP
@@ -68,11 +68,11 @@ class CheckReport:
 def check_store(directory: str | os.PathLike, signer: Signer | None = None) -> list[CheckReport]:
     """Check the store in ``directory`` and its cache layer; one report per database.
 
-    Raises ``FileNotFoundError`` if there is no store database there.
+    Raises :class:`~nbgroups.StoreError` if there is no store database there.
     """
     root = Path(directory).expanduser().resolve()
     if not (root / "cache.db").is_file():
-        raise FileNotFoundError(f"no nbgroups store in {str(root)!r} (no cache.db)")
+        raise StoreError(f"no nbgroups store in {str(root)!r} (no cache.db)")
     signer = signer or Signer(load_secret())
     reports = [_check_database(root, signer)]
     if (root / "cache" / "cache.db").is_file():

@@ -32,14 +32,17 @@ class ReuseIndex:
         self.keyed_upto: dict[tuple[str | None, int], int] = {}
 
     def lookup(self, group: str | None, keys: list[str]) -> dict[str, tuple]:
-        """The tasks recorded for call keys of ``group``: ``key -> (id, state, page, call)``.
+        """The tasks recorded for call keys of ``group``:
+        ``key -> (id, state, page, call, saved)``.
 
         ``state`` is the task's latest stored state (``'success'``,
         ``'failure'``, ``'cancelled'``) or None if it never finished; ``page``
         and ``call`` (its :class:`SpecPage` and :class:`Call`) are None for a
-        key already reused (known done) and for a task not written yet (its
-        id was recorded, its page not). Unrecorded keys are left out. Reads
-        each spec page and outcome page involved once, whatever the key count.
+        task not written yet (its id was recorded, its page not). ``saved`` is
+        the page's ``save`` option: a success submitted with ``save=False`` has
+        no result to give (True when the page is not written). Unrecorded keys
+        are left out. Reads each spec page and outcome page involved once,
+        whatever the key count.
         """
         st = self.store
         gen = st.gen(group)
@@ -51,13 +54,15 @@ class ReuseIndex:
             rows = [(k, v) for k in dict.fromkeys(keys) if (v := st._get(base + k)) is not None]
         found: dict[str, tuple] = {}
         by_prefix: dict[str, list[tuple[str, str]]] = {}
+        reused: set[str] = set()  # keys marked reused: known to have succeeded
         for key, value in rows:
             if not isinstance(value, str):
                 continue
             tid, _, mark = value.partition(SEP)
             if mark:
-                found[key] = (tid, "success", None, None)
-            elif names.looks_like_id(tid):
+                reused.add(key)
+            # reused ones too: their page says whether the success kept its result
+            if names.looks_like_id(tid):
                 by_prefix.setdefault(names.split_id(tid)[0], []).append((key, tid))
         outcome_pages: dict[str, dict[str, str]] = {}  # page key -> {task id: state}
         for prefix, items in by_prefix.items():
@@ -65,7 +70,7 @@ class ReuseIndex:
             data = st._get(page_key) if isinstance(page_key, str) else None
             if data is None:
                 for key, tid in items:
-                    found[key] = (tid, None, None, None)
+                    found[key] = (tid, "success" if key in reused else None, None, None, True)
                 continue
             page: SpecPage = st._load(page_key, data)
             calls = {c[0]: c for c in page.calls}
@@ -78,11 +83,14 @@ class ReuseIndex:
             for key, tid in items:
                 call = calls.get(names.split_id(tid)[1])
                 if call is None:
+                    if key in reused:
+                        found[key] = (tid, "success", None, None, True)
                     continue
-                state = None
+                state = "success" if key in reused else None
                 for okey in refs:  # in counter order: the latest run wins
                     state = outcome_pages[okey].get(tid, state)
-                found[key] = (tid, state, page, Call._make(call))
+                found[key] = (tid, state, page, Call._make(call),
+                              page.options.get("save", True))
         return found
 
     def keys(self, group: str | None) -> dict[str, str]:
