@@ -247,7 +247,7 @@ class Dispatcher:
         monitor = self.monitors.take(bid) if executor.monitored else None
         batch = Batch(bid, jobs, monitor, time.time())
         try:
-            payload = dumps((bid, funcs, calls))  # cloudpickle: args may be notebook objects
+            payload = dumps((bid, funcs, calls, self.settings.worker_options()))  # cloudpickle
         except Exception as exc:  # stored, but not sendable: fail them, not the runner
             err = SerializationError(f"this task's call cannot be pickled to be sent to a "
                                      f"worker ({type(exc).__name__}: {exc}); it was not run")

@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 from .outcome import Outcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: outcome rows carry output, worker, memory and traceback frames
 
 __all__ = ["Outcome"]  # re-exported: it lives with its builders, in nbgroups.outcome
 
@@ -44,6 +44,14 @@ class TaskRecord:
     ``success`` is ``True``/``False`` once the task finished, ``None`` while it
     is queued or running and for a cancelled task. ``result`` is the return
     value, or the exception for a failed task.
+
+    ``stdout`` and ``stderr`` are what the call printed (the last 64 K
+    characters of each, a line saying how much was cut first); logging
+    records and warnings are in ``stderr``, in order with what was written
+    there. ``worker`` is ``'host:pid'`` of the process that ran it, ``memory``
+    that process's peak resident memory in bytes when the call ended;
+    ``submitted``, ``started`` and ``stopped`` are Unix times. Tasks stored by
+    nbgroups before these were recorded have them None.
     """
 
     id: str
@@ -61,6 +69,10 @@ class TaskRecord:
     state: State = State.QUEUED
     submitted: float | None = None
     schema: int = field(default=SCHEMA_VERSION, repr=False)
+    stdout: str | None = field(default=None, repr=False)
+    stderr: str | None = field(default=None, repr=False)
+    worker: str | None = None
+    memory: int | None = field(default=None, repr=False)
 
     def time_taken(self) -> float | None:
         """Seconds the task ran (queue time excluded), or None if it has not finished."""
@@ -84,6 +96,9 @@ class TaskRecord:
         return str(exc)
 
 
+RUN_COLUMNS = ("stdout", "stderr", "worker", "memory", "submitted", "started", "stopped")
+
+
 class TaskList(list):
     """A list of tasks with django-queryset-like helpers."""
 
@@ -103,7 +118,9 @@ class TaskList(list):
     def to_dataframe(self):
         """A pandas DataFrame: one row per task, one column per keyword parameter,
         ``result`` (dict results expanded into columns), ``success``, ``error``,
-        ``time_taken``, ``attempt_count``.
+        ``time_taken``, ``attempt_count``, ``state``, then what was seen of its run:
+        ``stdout``, ``stderr``, ``worker``, ``memory``, ``submitted``,
+        ``started``, ``stopped`` (see :class:`TaskRecord`).
 
         Dict results are expanded when every successful result is a dict (one
         column per key, ``result.KEY`` where a key is also a parameter's name);
@@ -116,7 +133,7 @@ class TaskList(list):
             import pandas as pd
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
-        fixed = ("success", "error", "time_taken", "attempt_count")
+        fixed = ("success", "error", "time_taken", "attempt_count", *RUN_COLUMNS)
         done = [t.result for t in self if t.success]
         expand = bool(done) and all(isinstance(r, dict) for r in done)
         rows = []
@@ -141,9 +158,11 @@ class TaskList(list):
             row.update(success=t.success, error=t.error, time_taken=t.time_taken(),
                        attempt_count=t.attempt_count)
             row["state" if "state" not in row else "task.state"] = t.state.value
+            row.update((k, getattr(t, k)) for k in RUN_COLUMNS)
             rows.append(row)
         if not rows:
-            return pd.DataFrame(columns=["id", "name", "group", "result", *fixed, "state"])
+            return pd.DataFrame(columns=["id", "name", "group", "result", *fixed[:4], "state",
+                                         *RUN_COLUMNS])
         return pd.DataFrame(rows)
 
 

@@ -100,7 +100,8 @@ class Runner:
                                     self._faults, outbox, self._notify)
         self._control = Control(lock, self._live, self._dispatcher, self._completer,
                                 self._stores, self._writer, self._notify)
-        self._inline = InlineRunner(self._live, self._completer, self._control)
+        self._inline = InlineRunner(self._live, self._completer, self._control,
+                                    settings.worker_options())
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []

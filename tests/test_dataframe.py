@@ -26,7 +26,9 @@ def test_sweep_of_dict_results(nb):
     df = nbgroups.fetch_group(g).to_dataframe()
     assert len(df) == 4
     assert list(df.columns) == ["id", "name", "group", "lr", "depth", "loss", "depth_sq",
-                                "success", "error", "time_taken", "attempt_count", "state"]
+                                "success", "error", "time_taken", "attempt_count", "state",
+                                "stdout", "stderr", "worker", "memory", "submitted", "started",
+                                "stopped"]
     assert list(zip(df["lr"], df["depth"], strict=True)) == [
         (0.01, 2), (0.01, 3), (0.1, 2), (0.1, 3)]  # submission order
     assert list(df["success"]) == [True, True, True, False]

@@ -24,6 +24,7 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 RANK = {
     "errors": 0,
     "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
+    "capture": 1, "tracebacks": 1,  # worker side, standard library only
     "outcome": 2,
     "records": 3,
     "store": 4, "worker": 4, "jobs": 4,

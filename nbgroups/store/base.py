@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import names
 from ..errors import SignatureError, StoreError
+from ..outcome import view
 from ..records import (
     SCHEMA_VERSION,
     Call,
@@ -265,7 +266,7 @@ class Store:
         page, call, label = found
         runs = TaskList()
         for o in self._task_outcomes(task_id):
-            runs.append(self._record(page, call, Outcome._make(o), label, cls))
+            runs.append(self._record(page, call, view(o), label, cls))
         return runs
 
     # ----------------------------------------------------------------- reads
@@ -350,7 +351,7 @@ class Store:
         for p in pages:
             for c in p.calls:
                 o = latest.get(names.task_id(p.prefix, c[0]))
-                out.append((p, Call._make(c), None if o is None else Outcome._make(o)))
+                out.append((p, Call._make(c), None if o is None else view(o)))
         return out
 
     def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
@@ -378,9 +379,9 @@ class Store:
                 if state == "success":
                     blob = o[5]
                     append(loads(blob) if type(blob) is bytes
-                           else result_value(Outcome._make(o), self._blob))
+                           else result_value(view(o), self._blob))
                 elif failures and state == "failure":
-                    append(failure_value(Outcome._make(o), self._blob))
+                    append(failure_value(view(o), self._blob))
         return out
 
     def _locate(self, task_id: str) -> tuple[SpecPage, Call, str | None] | None:
@@ -415,7 +416,7 @@ class Store:
             return None
         page, call, label = found
         runs = self._task_outcomes(task_id)
-        return self._record(page, call, Outcome._make(runs[-1]) if runs else None, label, cls)
+        return self._record(page, call, view(runs[-1]) if runs else None, label, cls)
 
     def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""
