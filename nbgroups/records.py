@@ -81,6 +81,13 @@ class TaskRecord:
         return self.stopped - self.started
 
     @property
+    def call(self) -> str:
+        """The call as it was made, values shortened: ``'simulate(k=0.0, dt=0.01)'``."""
+        from .triage import call_text
+
+        return call_text(self.func, self.args, self.kwargs)
+
+    @property
     def error(self) -> str | None:
         """The exception line of a failed task (``'ValueError: bad x'``); for an
         ``async_iter`` task, of its first failed item."""
@@ -109,6 +116,29 @@ class TaskList(list):
     def exclude(self, **fields: Any) -> TaskList:
         """Tasks left after removing those matching every given value."""
         return TaskList(t for t in self if not all(getattr(t, k) == v for k, v in fields.items()))
+
+    def failures(self):
+        """The failed tasks grouped by cause: exception type and message with numbers
+        and quoted values folded (``ValueError: k must be > …  x 5``), largest group
+        first, each with its tasks and their calls (:class:`nbgroups.triage.Failures`;
+        in a notebook, an expandable list with tracebacks and output)."""
+        from .triage import group_failures
+
+        return group_failures(self)
+
+    def timeline(self):
+        """A Gantt of these tasks per worker over time, coloured by outcome: an
+        inline SVG a notebook displays (:class:`nbgroups.timeline.Timeline`)."""
+        from .timeline import Timeline
+
+        return Timeline(self)
+
+    def to_chrome_trace(self, path) -> str:
+        """Write these tasks' runs as a Chrome trace JSON file (open it in
+        https://ui.perfetto.dev or chrome://tracing); returns the path."""
+        from .timeline import chrome_trace
+
+        return chrome_trace(self, path)
 
     def values(self, *fields: str) -> list[dict[str, Any]]:
         """One dict per task with the named attributes (all record fields by default)."""

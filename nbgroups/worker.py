@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import capture, outcome
+from . import capture, outcome, reporting
 from . import monitor as monitor_file
 from .errors import ArgumentTypeError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
@@ -236,5 +236,9 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
             out += [outcome.cancelled(key, attempts, now, now)
                     for key, _, _, _, _, attempts in calls[i:]]
             break
-        out.append(run_one(call, funcs, loaded, passthrough, tee))
+        reporting.enter(fd, batch_id, i, call[0])  # where nbgroups.report() writes
+        try:
+            out.append(run_one(call, funcs, loaded, passthrough, tee))
+        finally:
+            reporting.leave()
     return out

@@ -10,13 +10,14 @@ import logging
 import os
 import socket
 import sys
+import time
 import types
 import warnings
 
 import pytest
 
 import nbgroups
-from nbgroups import api, capture, outcome
+from nbgroups import api, capture, display, outcome
 from nbgroups.records import SCHEMA_VERSION, State
 from nbgroups.store.layout import build_record
 
@@ -188,3 +189,113 @@ def test_chained_exceptions_keep_their_links():
 def test_bad_log_level_raises_at_configure(level):
     with pytest.raises(nbgroups.NbgroupsError, match="log_level"):
         nbgroups.configure(log_level=level)
+
+
+# ---------------------------------------------------------------- triage, debug, report
+def simulate(k, dt):
+    if k <= 0:
+        raise ValueError(f"k must be > 0, got k={k}")
+    if k * dt >= 2:
+        raise ValueError(f"unstable step {k * dt:.2f}")
+    return k * dt
+
+
+def test_failures_are_grouped_by_cause_with_their_calls(nb):
+    g = nbgroups.sweep(simulate, "tri", k=[-1.0, 0.0, 1.0, 30.0], dt=[0.01, 0.1])
+    groups = nbgroups.fetch_group(g, wait=-1).failures()
+    assert [len(x) for x in groups] == [4, 1]
+    first, second = groups
+    assert first.heading() == "ValueError: k must be > 0, got k=\u2026  \u00d7 4"
+    assert first.calls == ["simulate(k=-1.0, dt=0.01)", "simulate(k=-1.0, dt=0.1)",
+                           "simulate(k=0.0, dt=0.01)", "simulate(k=0.0, dt=0.1)"]
+    assert second.heading() == "ValueError: unstable step 3.00"  # a lone failure: its own
+    text = str(groups)
+    assert text.splitlines()[0] == first.heading() and "  simulate(k=30.0, dt=0.1)" in text
+    page = groups._repr_html_()
+    assert "simulate(k=0.0, dt=0.01)" in page and "nbgroups.debug(" in page
+    assert nbgroups.fetch_group(g).filter(success=True).failures() == []
+
+
+def test_debug_raises_the_original_exception_here(nb):
+    tid = nbgroups.async_task(simulate, k=0.0, dt=0.5, group="dbg")
+    task = nbgroups.fetch(tid, wait=-1)
+    with pytest.raises(ValueError, match=r"k must be > 0, got k=0\.0") as info:
+        nbgroups.debug(task)
+    assert info.tb.tb_next is not None  # raised by the call, in this process
+    ok = nbgroups.async_task(simulate, k=1.0, dt=0.5, group="dbg")
+    nbgroups.result(ok, wait=-1)
+    assert nbgroups.debug(ok) == 0.5  # by id; a successful call just runs again
+    with pytest.raises(nbgroups.ConfigurationError, match="names no stored task"):
+        nbgroups.debug("no-such-task")
+    with pytest.raises(nbgroups.ArgumentTypeError, match="task_or_id"):
+        nbgroups.debug(42)
+
+
+def test_debug_shows_cell_sources_to_pdb(nb):
+    source = ("def simulate(k, dt):\n"
+              "    if k <= 0:\n"
+              "        raise ValueError('k must be > 0')\n")
+    cell = _cell_function(source, "/nonexistent/ipykernel_0/cell_9.py")
+    tid = nbgroups.async_task(cell, k=0, dt=1, group="dbg-src")
+    nbgroups.result(tid, wait=-1)
+    with pytest.raises(ValueError) as info:
+        nbgroups.debug(tid)
+    frame = info.traceback[-1]
+    assert str(frame.path) == "/nonexistent/ipykernel_0/cell_9.py"  # not <dynamic-code>
+    assert "raise ValueError('k must be > 0')" in str(frame.statement)
+
+
+def reporter(n, release):
+    for i in range(n):
+        nbgroups.report(i + 1, n, note=f"step {i + 1}")
+    while not os.path.exists(release):
+        nbgroups.report(n, n, note="holding")
+        time.sleep(0.01)
+    return n
+
+
+def test_report_reaches_the_view_of_a_running_task(nb_loky, tmp_path):
+    release = str(tmp_path / "go")
+    tid = nbgroups.async_task(reporter, 1000, release, group="rep")
+    r = api.runner()
+    assert r.wait(lambda: any(p[2] == 1000 for p in r.task_progress("rep")), 60)
+    (got,) = r.task_progress("rep")
+    assert got[0] == tid and got[2:] == (1000.0, 1000.0, "holding")
+    assert got[1].startswith("reporter(1000, ")
+    view = display.progress("rep", mode="widget", display=False)
+    view.refresh(force=True)
+    assert "100%" in view.adapter.tasks_html.value and "holding" in view.adapter.tasks_html.value
+    open(release, "w").close()
+    assert nbgroups.result(tid, wait=-1) == 1000
+    assert r.task_progress("rep") == []
+
+
+def test_report_outside_a_task_does_nothing():
+    assert nbgroups.report(1, 2, note="x") is None
+    from nbgroups import reporting
+
+    reporting.enter(None, 0, 0, "t")
+    try:
+        with pytest.raises(nbgroups.ArgumentTypeError, match="done"):
+            nbgroups.report("half")
+    finally:
+        reporting.leave()
+
+
+def test_timeline_and_chrome_trace(nb_loky, tmp_path):
+    g = nbgroups.sweep(simulate, "tl", k=[0.0, 1.0, 2.0, 3.0], dt=[0.1])
+    tasks = nbgroups.fetch_group(g, wait=-1)
+    svg = tasks.timeline()._repr_svg_()
+    assert svg.startswith("<svg") and svg.count("<rect") == 4
+    assert svg.count("#e53935") == 1 and svg.count("#4caf50") == 3
+    for wk in {t.worker for t in tasks}:
+        assert wk in svg
+    path = tasks.to_chrome_trace(tmp_path / "trace.json")
+    import json
+    from pathlib import Path
+
+    events = json.loads(Path(path).read_text())["traceEvents"]
+    runs = [e for e in events if e["ph"] == "X"]
+    assert len(runs) == 4 and {e["tid"] for e in runs} <= set(api.runner().executor.worker_pids())
+    assert all(e["dur"] >= 0 for e in runs)
+    assert sorted(e["cat"] for e in runs) == ["failure", "success", "success", "success"]

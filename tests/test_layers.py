@@ -25,7 +25,8 @@ RANK = {
     "errors": 0,
     "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
     "capture": 1, "tracebacks": 1,  # worker side, standard library only
-    "outcome": 2,
+    "triage": 1,  # failures by cause: duck-typed records
+    "outcome": 2, "reporting": 2, "timeline": 2,
     "records": 3,
     "store": 4, "worker": 4, "jobs": 4,
     "executors": 5, "shutdown": 5, "arguments": 5, "live": 5, "stores": 5,
@@ -40,6 +41,7 @@ RANK = {
     "api.submit": 14, "api.manage": 14,
     "api.read": 15,  # Task's group helpers use manage
     "api.handle": 16,  # AsyncTask: submit, read and manage
+    "api.debug": 16,  # a stored call run again here: read
     "api": 17,  # the package: gathers the names
     "display": 18, "magics": 18, "cli": 18, "__init__": 18, "__main__": 18,
 }

@@ -8,7 +8,8 @@ Split by concern, one module each, imports going down the list:
 - :mod:`.manage`: ``delete_group``, ``cancel_group``, ``retry_group``, ``resume_group``;
 - :mod:`.read`: ``Task``, ``fetch``, ``result``, ``result_group``, ``fetch_group``,
   ``count_group``, ``group_counts``, ``list_groups``;
-- :mod:`.handle`: ``AsyncTask``.
+- :mod:`.handle`: ``AsyncTask``;
+- :mod:`.debug`: ``debug`` (a stored call run again in the kernel).
 
 Everything validates its arguments at the call (before anything is stored),
 then talks to the kernel's :class:`~nbgroups.runner.Runner` (to submit and to
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
+from .debug import debug
 from .handle import AsyncTask
 from .manage import cancel_group, delete_group, resume_group, retry_group
 from .read import (
@@ -38,7 +40,8 @@ from .submit import async_iter, async_task, sweep
 
 __all__ = [
     "SESSION", "AsyncTask", "Session", "Task", "async_iter", "async_task", "cancel_group",
-    "configure", "count_group", "default_group", "delete_group", "failed_tasks", "fetch",
+    "configure", "count_group", "debug", "default_group", "delete_group", "failed_tasks",
+    "fetch",
     "fetch_group", "group_counts", "list_groups", "reset", "result", "result_group",
     "resume_group", "retry_group", "runner", "settings", "sweep",
 ]

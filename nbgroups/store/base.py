@@ -409,6 +409,16 @@ class Store:
                 runs += [o for o in self._outcome_rows(okey, value) if o[0] == task_id]
         return runs
 
+    def call_of(self, task_id: str) -> tuple | None:
+        """What a task called: ``(function's display name, the pickled callable or
+        None for a dotted path, args, kwargs, iterable)``; None if the id is unknown."""
+        found = self._locate(task_id)
+        if found is None:
+            return None
+        page, call, _ = found
+        name, blob = page.funcs[call.func]
+        return name, blob, call.args, call.kwargs, call.iterable
+
     def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The record of one task, by id: its page and its latest outcome."""
         found = self._locate(task_id)
