@@ -25,23 +25,26 @@ from . import monitor
 from .errors import ArgumentTypeError
 
 EVERY = 0.25  # seconds between two reports a call writes
-_local = threading.local()  # .where: (fd or None, batch id, call index, task id); .last
+current = threading.local()  # .where: (fd or None, batch id, calls); .index: the call's; .last
 local: dict[str, tuple] = {}  # in-process calls: task id -> (done, total, note, time)
 
 
-def enter(fd: int | None, batch: int, index: int, task_id: str) -> None:
-    """This thread now runs call ``index`` of ``batch`` (the worker, before each call)."""
-    _local.where = (fd, batch, index, task_id)
-    _local.last = 0.0
+def enter(fd: int | None, batch: int, calls: list) -> None:
+    """This thread now runs ``batch`` (the worker, once per batch; then
+    ``current.index = i`` before each call: one attribute store per call)."""
+    current.where = (fd, batch, calls)
+    current.index = -1
+    current.last = 0.0
 
 
 def leave() -> None:
-    """This thread runs no call now; an in-process call's last report is dropped."""
-    where = getattr(_local, "where", None)
+    """This thread runs no batch now; in-process calls' reports are dropped."""
+    where = getattr(current, "where", None)
     if where is not None:
-        _local.where = None
-        if where[0] is None:
-            local.pop(where[3], None)
+        current.where = None
+        if where[0] is None and local:
+            for call in where[2]:
+                local.pop(call[0], None)
 
 
 def report(done: float, total: float | None = None, note: str | None = None) -> None:
@@ -51,12 +54,12 @@ def report(done: float, total: float | None = None, note: str | None = None) -> 
     Cheap in a tight loop (rate-limited to one write per quarter second); a
     no-op when not called from inside a task.
     """
-    where = getattr(_local, "where", None)
+    where = getattr(current, "where", None)
     if where is None:
         return
     now = time.monotonic()
     final = total is not None and done >= total
-    if now - _local.last < EVERY and not final:
+    if now - current.last < EVERY and not final:
         return
     if isinstance(done, bool) or not isinstance(done, int | float):
         raise ArgumentTypeError(f"report(): done must be a number, got {done!r}")
@@ -64,11 +67,14 @@ def report(done: float, total: float | None = None, note: str | None = None) -> 
         raise ArgumentTypeError(f"report(): total must be a number or None, got {total!r}")
     if note is not None and not isinstance(note, str):
         raise ArgumentTypeError(f"report(): note must be a str or None, got {note!r}")
-    _local.last = now
-    fd, batch, index, task_id = where
+    current.last = now
+    fd, batch, calls = where
+    index = current.index
+    if index < 0:
+        return
     if fd is None:
-        local[task_id] = (float(done), None if total is None else float(total), note,
-                          time.time())
+        local[calls[index][0]] = (float(done), None if total is None else float(total), note,
+                                  time.time())
     else:
         monitor.write_progress(fd, batch, index, float(done),
                                math.nan if total is None else float(total), note or "")

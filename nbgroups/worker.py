@@ -226,9 +226,21 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
     passthrough = (KeyboardInterrupt,) if inline else ()
     batch_id, funcs, calls, *options = loads(payload)
     tee = start_capture(options[0] if options else None, inline)
-    loaded: dict[int, Any] = {}
-    out = []
+    out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
+    reporting.enter(fd, batch_id, calls)
+    try:
+        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out)
+    finally:
+        reporting.leave()
+    return out
+
+
+def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthrough: tuple,
+               tee: bool | None, out: list) -> None:
+    """:func:`run_batch`'s loop: each call stamped, then run, its row appended to ``out``."""
+    loaded: dict[int, Any] = {}
+    where = reporting.current
     pid = os.getpid()
     for i, call in enumerate(calls):
         if fd is not None and monitor_file.stamp_and_check(fd, batch_id, i, pid):
@@ -236,9 +248,5 @@ def run_batch(payload: bytes, monitor: str | None = None, inline: bool = False) 
             out += [outcome.cancelled(key, attempts, now, now)
                     for key, _, _, _, _, attempts in calls[i:]]
             break
-        reporting.enter(fd, batch_id, i, call[0])  # where nbgroups.report() writes
-        try:
-            out.append(run_one(call, funcs, loaded, passthrough, tee))
-        finally:
-            reporting.leave()
-    return out
+        where.index = i  # the call nbgroups.report() speaks for
+        out.append(run_one(call, funcs, loaded, passthrough, tee))

@@ -274,7 +274,8 @@ def test_report_outside_a_task_does_nothing():
     assert nbgroups.report(1, 2, note="x") is None
     from nbgroups import reporting
 
-    reporting.enter(None, 0, 0, "t")
+    reporting.enter(None, 0, [("t",)])
+    reporting.current.index = 0
     try:
         with pytest.raises(nbgroups.ArgumentTypeError, match="done"):
             nbgroups.report("half")
