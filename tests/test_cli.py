@@ -144,3 +144,24 @@ def test_show_says_how_many_were_reused(tmp_path):
                          capture_output=True, text=True, env=env, timeout=110)
     assert out.returncode == 0, out.stderr
     assert "submitted: 3" in out.stdout and "reused:    2" in out.stdout
+
+
+def test_show_prints_each_failures_call_and_output(tmp_path):
+    store = tmp_path / "s" / "store"
+    script = (
+        "import nbgroups, sys\n"
+        "def f(k):\n"
+        "    print('computing', k)\n"
+        "    print('careful', file=sys.stderr)\n"
+        "    raise ValueError(f'bad k={k}')\n"
+        f"nbgroups.configure(store={str(store)!r}, workers=1, progress=False)\n"
+        "nbgroups.async_task(f, k=3, group='outg')\n"
+        "nbgroups.result_group('outg', count=1, failures=True, wait=-1)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NBGROUPS_")}
+    env.update(PYTHONPATH=str(REPO), XDG_CONFIG_HOME=str(tmp_path / "xdg-config"))
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=110, env=env)
+    out = cli("show", "outg", "--output", store=store)
+    assert out.returncode == 0, out.stderr
+    assert "ValueError: bad k=3" in out.stdout
+    assert "    call: f(k=3)\n    stdout:\n      computing 3\n    stderr:\n      careful\n" \
+        in out.stdout
