@@ -22,6 +22,7 @@ import time
 from operator import itemgetter
 from typing import Any, NamedTuple
 
+from . import capture
 from .serialize import dumps_exception
 from .tracebacks import render, summarize
 
@@ -83,6 +84,7 @@ result_of = itemgetter(_F.index("result"))
 error_of = itemgetter(_F.index("error"))
 traceback_of = itemgetter(_F.index("traceback"))
 info_of = itemgetter(_F.index("info"))
+frames_of = itemgetter(_F.index("frames"))
 
 
 def view(row: Row) -> Outcome:
@@ -97,10 +99,27 @@ def view(row: Row) -> Outcome:
 
 def row(task_id: str, state: str, attempt: int, started: float | None,
         stopped: float | None, result: Any = None, error: bytes | None = None,
-        traceback: str | None = None, info: tuple | None = NO_INFO) -> Row:
+        traceback: str | None = None, info: tuple | None = NO_INFO,
+        frames: tuple | None = None) -> Row:
     """A row from its fields (the one place that knows their order); ``info``:
     ``(stdout, stderr, worker, memory)``."""
-    return (task_id, state, attempt, started, stopped, result, error, traceback, info, None)
+    return (task_id, state, attempt, started, stopped, result, error, traceback, info, frames)
+
+
+def merged_info(infos: list) -> tuple | None:
+    """The info of an ``async_iter`` task from its chunks' (in input order): their
+    output joined (bounded again), the last chunk's worker, the largest peak memory."""
+    infos = [i for i in infos if i is not None]
+    if not infos:
+        return None
+    out, err = capture._Buffer(), capture._Buffer()
+    for i in infos:
+        if i[0]:
+            out.write(i[0])
+        if i[1]:
+            err.write(i[1])
+    memory = max((i[3] for i in infos if i[3] is not None), default=None)
+    return (out.text(), err.text(), infos[-1][2], memory)
 
 
 def success(task_id: str, attempt: int, started: float, result: Any,

@@ -300,3 +300,19 @@ def test_timeline_and_chrome_trace(nb_loky, tmp_path):
     assert len(runs) == 4 and {e["tid"] for e in runs} <= set(api.runner().executor.worker_pids())
     assert all(e["dur"] >= 0 for e in runs)
     assert sorted(e["cat"] for e in runs) == ["failure", "success", "success", "success"]
+
+
+def shout(x):
+    print(f"item {x}")
+    if x == 3:
+        raise KeyError(x)
+    return x
+
+
+def test_async_iter_output_joins_its_chunks_in_input_order(nb):
+    n = 5000  # cut into several chunks on a pool (~50 KB of output: under the bound)
+    tid = nbgroups.async_iter(shout, list(range(n)), group="iter-out")
+    t = nbgroups.fetch(tid, wait=-1)
+    assert t.success is False
+    assert t.stdout == "".join(f"item {x}\n" for x in range(n))
+    assert t.worker is not None and "KeyError: 3" in t.traceback
