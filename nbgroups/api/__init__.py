@@ -62,7 +62,9 @@ def configure(**changes: Any) -> Settings:
     ``'thread'``, ``'sync'``, ``'dask'``), ``progress`` (``'auto'``,
     ``'widget'``, ``'text'``, ``False``), defaults for ``timeout``,
     ``retries``, ``cached``, ``reuse``, and ``cache_ttl``, ``address``,
-    ``client`` (Dask). Each has an environment variable ``NBGROUPS_<NAME>``.
+    ``client`` (Dask), ``capture`` (each task's output kept, default True) and
+    ``log_level`` (the lowest logging level captured, ``'INFO'``). Each has an
+    environment variable ``NBGROUPS_<NAME>``.
     Tasks already running finish on the previous runner.
 
     >>> configure(backend="sync", store=str(tmp_store)).backend
