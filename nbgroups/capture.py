@@ -14,8 +14,12 @@ Where things go: ``print`` and ``sys.stdout`` to the task's *stdout*;
 ``log_level`` setting up, formatted ``LEVEL name: message``) and warnings
 (``path:line: Category: message``) to its *stderr*, in the order they
 happened. Each is bounded: the last :data:`LIMIT` characters are kept, and a
-line saying how much was cut starts what is left. Output written straight to
-the file descriptors (C extensions, subprocesses) is not captured.
+line saying how much was cut starts what is left. Not captured: output
+written straight to the file descriptors (C extensions, subprocesses) or to
+``sys.stdout.buffer``, and what threads a task starts itself write (they go
+to the worker's own streams). In the kernel (``thread`` and ``sync``
+backends) the root logger's level is left as it is, so records below it are
+not captured there; ``sync`` runs also show their output in the cell as usual.
 
 Cost when nothing is printed: two thread-local stores per call and a check
 of one counter (see ``benchmarks/run.py --only throughput``).
