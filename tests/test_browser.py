@@ -232,3 +232,40 @@ def test_sweep_progress_live_in_jupyterlab(lab_notebook, browser_page):
     assert "ValueError: k must be > 0" in trace.first.inner_text()
     shot = save_screenshot(page, "sweep-browser-2-final")
     assert shot.stat().st_size > 10_000
+
+
+def test_running_tasks_own_progress_and_grouped_failures(lab_notebook, browser_page, tmp_path):
+    """Issue 14 in JupyterLab: a running task's nbgroups.report() shows under its
+    group's bar; once released, its failures appear grouped by cause."""
+    page = browser_page
+    release = tmp_path / "release"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(src) for src in [
+        "%load_ext nbgroups\nimport os, time\nimport nbgroups\n"
+        "nbgroups.configure(store='.nbgroups-report', workers=2)",
+        "def crunch(k, release):\n"
+        "    for i in range(100):\n"
+        "        nbgroups.report(i + 1, 100, note=f'step {i + 1}')\n"
+        "    while not os.path.exists(release):\n"
+        "        nbgroups.report(100, 100, note='holding')\n"
+        "        time.sleep(0.05)\n"
+        "    if k < 0:\n"
+        "        raise ValueError(f'k must be >= 0, got k={k}')\n"
+        "    return k",
+        f"g = nbgroups.sweep(crunch, 'live', k=[-2, -1, 3], release=[{str(release)!r}])",
+    ]]
+    lab_notebook(nb, stem="report-browser")
+    run_from_menu(page, "%load_ext nbgroups", "Run Selected Cell and All Below")
+    view = page.locator(".nbgroups-progress").filter(
+        has=page.locator(".widget-hprogress .widget-label", has_text=re.compile(r"^live$")))
+    lines = view.locator(".nbgroups-task-progress")
+    lines.filter(has_text="holding").first.wait_for(timeout=90_000)
+    text = lines.first.inner_text()
+    assert "crunch(k=" in text and "100%" in text and "holding" in text, text
+    save_screenshot(page, "report-browser-1-running")
+    release.touch()
+    # the failures land one by one: wait for both under one cause
+    view.first.locator(HEADER, has_text="\u00d7 2").wait_for(timeout=90_000)
+    titles = failure_titles(view.first, 1)
+    # (shown as HTML: the two spaces before the count read as one)
+    assert titles[0] == "ValueError: k must be >= 0, got k=\u2026 \u00d7 2", titles
