@@ -4,6 +4,9 @@ Submit calls from a notebook (``async_task``, ``async_iter``, ``sweep``), let a
 loky process pool run them, find every result again in a durable store keyed
 by group (``result_group``, ``fetch_group``, ``count_group``...), and watch each
 group's progress live in the cell. ``%load_ext nbgroups`` adds magics.
+``Executor`` and ``as_completed`` serve code written for ``concurrent.futures``,
+``aresult_group`` and its twins are awaitable, and ``import nbgroups.joblib_backend``
+registers the joblib backend ``'nbgroups'`` (docs/futures.md).
 
 ``import nbgroups`` stays light: IPython and ipywidgets load only when a
 progress view or the extension is used.
@@ -30,6 +33,7 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # what the names below resolve to, for editors and type checkers
+    from .aio import afetch, afetch_group, aresult, aresult_group
     from .api import (
         AsyncTask,
         Task,
@@ -51,6 +55,8 @@ if TYPE_CHECKING:  # what the names below resolve to, for editors and type check
         settings,
         sweep,
     )
+    from .completed import as_completed
+    from .futures import Executor
     from .records import GroupCounts, State, TaskList
     from .reporting import report
 
@@ -65,6 +71,9 @@ _LAZY = {
          "settings", "sweep"], "api"),
     **dict.fromkeys(["GroupCounts", "State", "TaskList"], "records"),
     "report": "reporting",
+    "Executor": "futures",
+    "as_completed": "completed",
+    **dict.fromkeys(["afetch", "afetch_group", "aresult", "aresult_group"], "aio"),
 }
 
 
@@ -102,6 +111,13 @@ __all__ = [
     # looking inside
     "debug",
     "report",
+    # concurrent.futures and asyncio
+    "Executor",
+    "afetch",
+    "afetch_group",
+    "aresult",
+    "aresult_group",
+    "as_completed",
     # managing
     "cancel_group",
     "delete_group",

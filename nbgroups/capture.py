@@ -163,9 +163,9 @@ def install(level: int | None = None, own_process: bool = False) -> None:
         return
     with _install_lock:
         if not isinstance(sys.stdout, _Router):
-            sys.stdout = _Router(sys.stdout, "out")  # type: ignore[assignment]
+            sys.stdout = _Router(sys.stdout, "out")
         if not isinstance(sys.stderr, _Router):
-            sys.stderr = _Router(sys.stderr, "err")  # type: ignore[assignment]
+            sys.stderr = _Router(sys.stderr, "err")
         handler = _installed.get("handler")
         root = logging.getLogger()
         if handler is None:

@@ -1,4 +1,5 @@
-"""``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, run the demo.
+"""``python -m nbgroups`` / ``nbgroups``: list groups, show one, delete one, check a store,
+run the demo, serve the dashboard (:mod:`nbgroups.dashboard`).
 
 The store is ``--store PATH``, else ``NBGROUPS_STORE``, else ``./.nbgroups``
 (the notebook's default), so the command line sees what a notebook in the
@@ -125,6 +126,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    """Check a store without opening it for use (a damaged one would not open)."""
+    from .store.check import check_store
+
+    path = args.store or api.settings().store
+    try:
+        reports = check_store(path)
+    except FileNotFoundError as exc:
+        print(f"nbgroups: {exc}", file=sys.stderr)
+        return 1
+    for report in reports:
+        print("\n".join(report.lines()))
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard.server import serve  # tornado only for this command
+
+    api.configure(progress=False)
+    return serve(api, host=args.host, port=args.port, read_only=args.read_only)
+
+
 def _store_path() -> str:
     return str(getattr(api.runner().store, "directory", api.settings().store))
 
@@ -148,10 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("group")
     p.add_argument("--tasks", action="store_true", help="delete the tasks too")
     p.set_defaults(run=cmd_delete)
+    p = sub.add_parser("check", help="check a store: database integrity, signatures, files "
+                                     "(exit code 1 if anything is wrong)")
+    p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
+                   help="store directory (as the global --store)")
+    p.set_defaults(run=cmd_check, configure=False)
     p = sub.add_parser("demo", help="run a 200-task demo sweep with live progress")
     p.add_argument("--group", default=DEMO_GROUP, help=f"group name (default {DEMO_GROUP!r})")
     p.add_argument("--workers", type=int, default=None, help="worker processes")
     p.set_defaults(run=cmd_demo)
+    p = sub.add_parser("dashboard", help="serve a live web dashboard of every group in the store")
+    p.add_argument("--store", metavar="PATH", default=argparse.SUPPRESS,
+                   help="store directory (as the --store before the command)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    p.add_argument("--read-only", action="store_true",
+                   help="serve no action (cancel, retry, delete)")
+    p.set_defaults(run=cmd_dashboard)
     return parser
 
 
@@ -166,7 +203,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes = {"progress": "text"}
         if args.store:
             changes["store"] = args.store
-        api.configure(**changes)
+        if getattr(args, "configure", True):
+            api.configure(**changes)
         return args.run(args)
     except (NbgroupsError, OSError) as exc:  # a bad store or key directory, bad NBGROUPS_*
         print(f"nbgroups: {exc}", file=sys.stderr)

@@ -20,8 +20,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import names
 from .dispatch import Dispatcher
@@ -55,6 +54,13 @@ RECENT_MAX = 1024  # finished jobs kept with their outcome: result(id) without a
 Finished = tuple[Job, Row]  # a run that ended, with its outcome row
 
 
+class Notify(Protocol):
+    """:meth:`Runner._notify`: wake waiters and listeners; ``finished``: the runs
+    that just took a final state (stored already), for the finish listeners."""
+
+    def __call__(self, finished: list[Finished] | None = None, /) -> None: ...
+
+
 def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
     """The record of a finished job from its outcome row, without a store read."""
     return build_record(
@@ -62,7 +68,7 @@ def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
         None if job.items is not None or job.options.ttl is not None else job.args,
         None if job.options.ttl is not None else job.kwargs,
         None if o is None else view(o), job.options.group, job.submitted, cls,
-        items=job.items,
+        items=job.items, saved=job.options.save,
     )
 
 
@@ -71,7 +77,7 @@ class Completer:
 
     def __init__(self, lock: threading.RLock, live: LiveTasks, stores: Stores,
                  dispatcher: Dispatcher, faults: FaultHandler, outbox: Outbox,
-                 notify: Callable[[], None]) -> None:
+                 notify: Notify) -> None:
         self.lock = lock
         self.live = live
         self.stores = stores
@@ -250,7 +256,7 @@ class Completer:
                     hooks.append((job, o))
             while len(recent) > RECENT_MAX:
                 recent.popitem(last=False)
-        self.notify()
+        self.notify(final)
         for job, o in hooks:
             self._call_hook(job, o)
         return release

@@ -14,10 +14,10 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Collection
 
 from . import monitor, names, outcome
-from .completion import Completer
+from .completion import Completer, Finished, Notify
 from .dispatch import Dispatcher
 from .errors import TaskError
 from .jobs import FINAL, Batch, Job, Options, failed
@@ -68,7 +68,7 @@ class Control:
 
     def __init__(self, lock: threading.RLock, live: LiveTasks, dispatcher: Dispatcher,
                  completer: Completer, stores: Stores, writer: PageWriter,
-                 notify: Callable[[], None]) -> None:
+                 notify: Notify) -> None:
         self.lock = lock
         self.live = live
         self.dispatcher = dispatcher
@@ -77,21 +77,28 @@ class Control:
         self.writer = writer
         self.notify = notify
 
-    def cancel(self, group: str | None, cached: bool) -> int:
+    def cancel(self, group: str | None, cached: bool, ids: Collection[str] | None = None) -> int:
         """Cancel this process's tasks of ``group`` that have not started: those
         waiting here, and batches the pool has not yet passed to a worker.
-        (The caller flushed first.)"""
+        ``ids``: instead, the tasks of these ids, whatever their group (the
+        futures' ``cancel()``); a batch already handed to the pool is then taken
+        back only if it holds nothing else. (The caller flushed first.)"""
         now = time.time()
+
+        def wanted(j: Job) -> bool:
+            if ids is not None:
+                return j.id in ids
+            return j.options.group == group and j.options.cached == cached
+
         with self.lock:
-            found = {id(j): j for j in self.dispatcher.take_queued(group, cached)}
+            found = {id(j): j for j in self.dispatcher.take_queued(wanted)}
             # Batches handed to the pool but not begun: cancelled if the pool
             # has not passed them to a worker yet (loky's queue holds a few).
             executor = self.dispatcher.executor
             takes_back = executor is not None and executor.cancels_queued
             for batch in self.dispatcher.in_flight() if takes_back else ():
                 if batch.future is None or any(
-                        j.parent is not None or j.options.group != group or
-                        j.options.cached != cached or j.state is not State.RUNNING
+                        j.parent is not None or j.state is not State.RUNNING or not wanted(j)
                         for j in batch.jobs):
                     continue
                 if batch.future.cancel():
@@ -104,8 +111,7 @@ class Control:
             cancelled = list(found.values())
             self.live.settle([(job, State.CANCELLED) for job in cancelled])
         if cancelled:
-            self.record_cancelled(cancelled, now)
-            self.notify()
+            self.notify(self.record_cancelled(cancelled, now))
         return len(cancelled)
 
     @staticmethod
@@ -121,19 +127,24 @@ class Control:
         first = stamp.call + 1 if stamp is not None and stamp.batch == batch.id else 0
         return [j for j in batch.jobs[first:] if j.state not in FINAL]
 
-    def record_cancelled(self, jobs: list[Job], now: float) -> None:
-        """Write 'cancelled' outcomes, each with its own layer and TTL."""
+    def record_cancelled(self, jobs: list[Job], now: float) -> list[Finished]:
+        """Write 'cancelled' outcomes, each with its own layer and TTL; returns
+        the ``(job, outcome)`` pairs written."""
         layers: dict[int | None, dict[tuple, tuple[list, list]]] = {}
+        pairs: list[Finished] = []
         for j in jobs:
             rows, prevs = layers.setdefault(j.options.ttl, {}).setdefault(
                 (j.options.group, j.gen), ([], []))
-            rows.append(outcome.cancelled(j.id, 0, None, now))
+            row = outcome.cancelled(j.id, 0, None, now)
+            rows.append(row)
+            pairs.append((j, row))
             if j.prev:
                 prevs.append(j.prev)
         for ttl, groups in layers.items():
             self.stores.layer(ttl).write_outcomes(
                 [(group, gen, rows, prevs) for (group, gen), (rows, prevs) in groups.items()],
                 ttl=ttl)
+        return pairs
 
     def rerun_jobs(self, entries: list, options: Options | None = None) -> list[Job]:
         """Jobs for stored tasks to run again, same ids: ``(SpecPage, Call,
@@ -179,5 +190,4 @@ class Control:
         self.completer.finish([(job, failed(job, err, now))])
         if rest:
             self.live.settle([(j, State.CANCELLED) for j in rest])
-            self.record_cancelled(rest, now)
-            self.notify()
+            self.notify(self.record_cancelled(rest, now))

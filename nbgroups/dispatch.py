@@ -22,7 +22,7 @@ import math
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 from . import outcome, shutdown
@@ -147,15 +147,15 @@ class Dispatcher:
             self.outbox.finished([(job, outcome.row(job.id, outcome.SUCCESS, runs_of(job),
                                                     now, now, dumps_plain([])))])
 
-    def take_queued(self, group: str | None, cached: bool) -> list[Job]:
-        """Remove the queued tasks of ``group`` (chunks by their task); the tasks."""
+    def take_queued(self, wanted: Callable[[Job], bool]) -> list[Job]:
+        """Remove the queued tasks ``wanted(task)`` picks (chunks by their task);
+        the tasks."""
         found: dict[int, Job] = {}  # by id(): a list membership test made this O(n^2)
         with self.lock:
             keep: collections.deque[Job] = collections.deque()
             for job in self._ready:
                 top = job.parent[0] if job.parent else job
-                if top.options.group == group and top.options.cached == cached and \
-                        top.state is QUEUED:
+                if top.state is QUEUED and wanted(top):
                     found.setdefault(id(top), top)
                     continue
                 keep.append(job)

@@ -43,7 +43,10 @@ class TaskRecord:
 
     ``success`` is ``True``/``False`` once the task finished, ``None`` while it
     is queued or running and for a cancelled task. ``result`` is the return
-    value, or the exception for a failed task.
+    value, or the exception for a failed task. ``saved`` is False for a task
+    submitted with ``save=False``: its outcome is kept (state, times, the
+    exception of a failure), its return value is not, so ``result`` is None
+    without meaning that the call returned None.
 
     ``stdout`` and ``stderr`` are what the call printed (the last 64 K
     characters of each, a line saying how much was cut first); logging
@@ -68,6 +71,7 @@ class TaskRecord:
     traceback: str | None
     state: State = State.QUEUED
     submitted: float | None = None
+    saved: bool = True
     schema: int = field(default=SCHEMA_VERSION, repr=False)
     stdout: str | None = field(default=None, repr=False)
     stderr: str | None = field(default=None, repr=False)

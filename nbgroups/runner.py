@@ -40,11 +40,11 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import monitor, names, reporting, shutdown
+from . import monitor, names, reporting, shutdown, snapshot
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -111,6 +111,7 @@ class Runner:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
+        self._finish_listeners: list[Callable[[list[Finished]], None]] = []
         self.page_error: BaseException | None = None  # the last flush failed: pages kept
 
     # ------------------------------------------------------------------ stores
@@ -136,9 +137,9 @@ class Runner:
                     out.append((job.id, job_call(job), p.done, p.total, p.note))
             else:  # in this process: the thread backend
                 for job in batch.jobs:
-                    p = reporting.local.get(job.id)
-                    if p is not None and job.options.group == group:
-                        out.append((job.id, job_call(job), p[0], p[1], p[2] or ""))
+                    mine = reporting.local.get(job.id)
+                    if mine is not None and job.options.group == group:
+                        out.append((job.id, job_call(job), mine[0], mine[1], mine[2] or ""))
         return out
 
     def store_for(self, ttl: int | None) -> Store:
@@ -183,6 +184,7 @@ class Runner:
         if self._closed:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
+        calls = snapshot.take(calls, iterable)  # the arguments as they are now (issue 20)
         with self._lock:
             jobs = self._pages.add(func, calls, options, iterable)
             if inline:
@@ -238,11 +240,14 @@ class Runner:
             self._completer.finish(written.failed)
 
     # ------------------------------------------------------------------ control
-    def cancel(self, group: str | None, ttl: int | None = None) -> int:
+    def cancel(self, group: str | None, ttl: int | None = None,
+               ids: Collection[str] | None = None) -> int:
         """Cancel this process's tasks of ``group`` that have not started: those
-        waiting here, and batches the pool has not yet passed to a worker."""
+        waiting here, and batches the pool has not yet passed to a worker.
+        ``ids``: instead, the tasks of these ids, whatever their group (a
+        future's ``cancel()``)."""
         self.flush()
-        return self._control.cancel(group, ttl is not None)
+        return self._control.cancel(group, ttl is not None, ids)
 
     def resubmit(self, entries: list, ttl: int | None = None,
                  options: Options | None = None) -> int:
@@ -405,10 +410,18 @@ class Runner:
                 if self._version == seen:
                     self._changed.wait(poll if remaining is None else min(poll, remaining))
 
-    def _notify(self) -> None:
+    def _notify(self, finished: list[Finished] | None = None) -> None:
+        """Wake waiters and listeners; ``finished``: the ``(job, outcome)`` pairs
+        that just took a final state, already in the store, for the finish listeners."""
         with self._changed:
             self._version += 1
             self._changed.notify_all()
+        if finished:
+            for on_finish in list(self._finish_listeners):
+                try:
+                    on_finish(finished)
+                except BaseException:
+                    log.exception("nbgroups: finish listener failed")
         for listener in list(self._listeners):
             try:
                 listener()
@@ -423,6 +436,22 @@ class Runner:
         """Stop calling ``listener``."""
         with contextlib.suppress(ValueError):
             self._listeners.remove(listener)
+
+    def add_finish_listener(self, listener: Callable[[list[Finished]], None]) -> None:
+        """Call ``listener(pairs)`` whenever tasks take a final state (success,
+        failure, cancelled), once their outcome is in the store: ``pairs`` are
+        ``(job, outcome row)`` (:meth:`record_of` makes the record). Called from
+        the thread that finished them (the runner thread; the caller's, inline),
+        so it must be quick and must not keep ``pairs`` (large results are
+        released after). The futures and asyncio adapters (:mod:`nbgroups.futures`,
+        :mod:`nbgroups.completed`) learn of finished tasks here without reading
+        the store."""
+        self._finish_listeners.append(listener)
+
+    def remove_finish_listener(self, listener: Callable[[list[Finished]], None]) -> None:
+        """Stop calling ``listener``."""
+        with contextlib.suppress(ValueError):
+            self._finish_listeners.remove(listener)
 
     # ------------------------------------------------------------------ close
     @property

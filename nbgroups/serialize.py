@@ -16,7 +16,7 @@ import io
 import os
 import pickle
 import traceback as tb_module
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -131,6 +131,70 @@ def loads(data: bytes | memoryview) -> Any:
     return pickle.loads(data)
 
 
+class _CopyPickler(pickle.Pickler):
+    """The C pickler with a per-copy ``persistent_id`` hook (see :func:`dumps_copy`)."""
+
+    def __init__(self, file: io.BytesIO, hook: Callable[[Any], Any], **kw: Any) -> None:
+        super().__init__(file, PROTOCOL, **kw)
+        self._hook = hook
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._hook(obj)
+
+
+class _CopyCloudPickler(cloudpickle.Pickler):
+    """cloudpickle's pickler with the same hook, for what pickles only by value."""
+
+    def __init__(self, file: io.BytesIO, hook: Callable[[Any], Any], **kw: Any) -> None:
+        super().__init__(file, PROTOCOL, **kw)
+        self._hook = hook
+
+    def persistent_id(self, obj: Any) -> Any:
+        return self._hook(obj)
+
+
+def dumps_copy(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
+               persistent_id: Callable[[Any], Any] | None = None) -> bytes:
+    """Pickle ``obj`` to copy it inside this process (:mod:`nbgroups.snapshot`).
+
+    The C pickler first (a notebook function or class is then referred to by
+    name, which this process resolves to itself); cloudpickle for what has no
+    importable name (lambdas, local functions). ``buffer_callback`` and
+    ``persistent_id`` are :class:`pickle.Pickler`'s. Raises what pickling raises.
+    """
+    if persistent_id is None:
+        try:
+            return pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
+        except Exception:
+            return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=buffer_callback)
+    f = io.BytesIO()
+    try:
+        _CopyPickler(f, persistent_id, buffer_callback=buffer_callback).dump(obj)
+    except Exception:  # the hook may be called again for the same objects: it must allow that
+        f = io.BytesIO()
+        _CopyCloudPickler(f, persistent_id, buffer_callback=buffer_callback).dump(obj)
+    return f.getvalue()
+
+
+def loads_copy(data: bytes, buffers: list | None = None, persistent: list | None = None) -> Any:
+    """Rebuild what :func:`dumps_copy` pickled: ``buffers`` are its out-of-band
+    buffers, ``persistent[i]`` the object its ``persistent_id`` named ``i``."""
+    if persistent is None:
+        return pickle.loads(data, buffers=buffers)
+    return _ListUnpickler(io.BytesIO(data), persistent, buffers).load()
+
+
+class _ListUnpickler(pickle.Unpickler):
+    """An unpickler whose persistent ids are indexes into a list of objects."""
+
+    def __init__(self, file: io.BytesIO, persistent: list, buffers: list | None) -> None:
+        super().__init__(file, buffers=buffers)
+        self._persistent = persistent
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._persistent[pid]
+
+
 def dumps_result(value: Any) -> bytes:
     """Pickle a task's result; raises :class:`TaskError` with a clear message if impossible."""
     try:
@@ -168,6 +232,19 @@ def loads_exception(data: bytes | memoryview) -> BaseException:
         return pickle.loads(data)
     except Exception as exc:
         return TaskError("UnloadableException", f"the task's exception could not be loaded: {exc}")
+
+
+def unloadable_result(exc: BaseException) -> TaskError:
+    """What a read gives for a stored result this process cannot unpickle (its
+    class is in a module not importable here, ...): an error object in the
+    result's place, so the rest of the group reads normally. The stored data
+    is untouched: once the cause is fixed, the same read gives the value."""
+    return TaskError(
+        "UnloadableResult",
+        f"the task succeeded but its result cannot be loaded in this process: "
+        f"{type(exc).__name__}: {exc} (make the module that defines it importable here, "
+        "e.g. with sys.path, then read it again)",
+    )
 
 
 def format_exception(exc: BaseException) -> str:
@@ -214,11 +291,14 @@ __all__ = [
     "Signer",
     "callable_name",
     "dumps",
+    "dumps_copy",
     "dumps_exception",
     "dumps_result",
     "format_exception",
     "join_chunks",
     "load_secret",
     "loads",
+    "loads_copy",
     "loads_exception",
+    "unloadable_result",
 ]

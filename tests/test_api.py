@@ -28,10 +28,15 @@ NAME = re.compile(r"^[a-z]+-[a-z]+-[a-z]+-[a-z]+$")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def waiter(path: str):
-    """A callable that blocks until ``path`` exists (a cross-process event), then returns x."""
+def waiter(path: str, started: str | None = None):
+    """A callable that blocks until ``path`` exists (a cross-process event), then returns x.
+
+    With ``started`` (a directory) each call first leaves a file there: a worker began it."""
 
     def wait_then(x):
+        if started is not None:
+            with open(os.path.join(started, f"{x}.start"), "w"):
+                pass
         deadline = time.time() + 60
         while not os.path.exists(path):
             if time.time() > deadline:
@@ -348,13 +353,15 @@ def test_tasklist_filter_exclude_values_dataframe(nb):
 def test_cancel_group(nb, tmp_path):
     release = tmp_path / "go"
     if nb.settings().backend == "sync":
-        release.touch()  # inline: each call runs (and must end) inside async_task
-    if nb.settings().backend == "sync":
         release.touch()  # inline tasks run at submission: they must not wait
-    w = waiter(str(release))
+    started = tmp_path / "started"
+    started.mkdir()
+    w = waiter(str(release), str(started))
     ids = [nb.async_task(w, i, group="cx") for i in range(20)]
-    if nb.settings().backend != "sync":  # let the pool start on the first ones
-        assert api.runner().wait(lambda: nb.group_counts("cx").running >= 1, 60)
+    if nb.settings().backend != "sync":
+        # A worker has begun a call (sent to the pool is not enough: a batch loky
+        # has not handed to a worker yet is taken back by the cancel).
+        assert api.runner().wait(lambda: any(started.iterdir()), 60, poll=0.01)
     cancelled = nb.cancel_group("cx")
     release.touch()
     assert type(cancelled) is int

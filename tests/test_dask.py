@@ -2,7 +2,8 @@
 
 One cluster serves the whole module (it takes seconds to start). The core API
 suite of ``tests/test_api.py`` runs here again on this backend (its ``nb``
-fixture is overridden below), then the Dask-specific behaviour: batching,
+fixture is overridden below), and so do the Executor/as_completed/awaitable tests of
+``tests/test_futures.py`` and the joblib backend's, then the Dask-specific behaviour: batching,
 timeouts (the worker is restarted), retries, a worker killed mid-task, a task
 that kills every worker it runs on, the progress view's counts in an IPython
 shell, and the clear error when ``distributed`` is missing.
@@ -116,6 +117,28 @@ for _name in dir(_core):
     if _name.startswith("test_") and callable(_f) and _name not in _NOT_ON_DASK:
         globals()[_name] = _f
 del _name, _f
+
+# ---------------------------------------------------------------- futures, asyncio, joblib on dask
+from tests import test_futures as _futures  # noqa: E402
+from tests import test_joblib_backend as _joblib  # noqa: E402
+from tests.test_futures import pipes  # noqa: E402, F401 - fixture of the futures tests
+
+
+@pytest.fixture
+def pooled(nb):
+    """The futures tests' pool-only fixture: on this module, the cluster."""
+    return nb
+
+from tests.test_joblib_backend import data  # noqa: E402, F401 - fixture of the joblib tests
+
+for _module, _names in (
+    (_futures, [n for n in dir(_futures) if n.startswith("test_")]),
+    (_joblib, ["test_parallel_calls_are_tasks_of_the_group", "test_gridsearch_scores_equal_lokys",
+               "test_a_failure_raises_and_cancels_the_rest"]),
+):
+    for _name in _names:
+        globals()[f"{_name}_on_dask" if _name in globals() else _name] = getattr(_module, _name)
+del _module, _names, _name
 
 
 # ---------------------------------------------------------------- configuration

@@ -29,3 +29,29 @@ def test_api_docstring_examples(tmp_path):
 def test_package_docstrings_exist():
     missing = [n for n in nbgroups.__all__ if not getattr(nbgroups, n).__doc__]
     assert missing == []
+
+
+def test_futures_and_aio_docstring_examples(tmp_path):
+    import asyncio
+    import concurrent.futures
+
+    from nbgroups import aio, completed, futures
+
+    def run(module):
+        globs = {**vars(module), "nbgroups": nbgroups, "asyncio": asyncio}
+        return doctest.testmod(module, globs=globs, report=True, optionflags=doctest.ELLIPSIS)
+
+    api.reset()
+    api.configure(backend="sync", store=str(tmp_path / "store"), progress=False)
+    try:
+        tried_all = 0
+        for module in (futures, completed, aio):
+            # on a thread of its own: asyncio.run() refuses a thread where a loop is
+            # marked running (Playwright's sync API does that, in the browser tests)
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                failures, tried = pool.submit(run, module).result()
+            assert failures == 0, module.__name__
+            tried_all += tried
+    finally:
+        api.reset()
+    assert tried_all >= 4, "the futures lost their examples"

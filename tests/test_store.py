@@ -188,11 +188,14 @@ def test_ttl_expiry_removes_entries_and_membership(make_store, fake_clock):
 def test_write_ttl_per_call(make_store, fake_clock):
     clock = fake_clock
     s = make_store(clock=clock)
-    s.write_pages([draft("short", [0.5])], ttl=1)
+    (p,) = s.write_pages([draft("short", [0.5])], ttl=1)
     s.write_pages([draft("long", [0.5])])
+    s.write_pages([draft("waiting", [0.5])], ttl=1)  # no result yet: the TTL has not begun
+    s.write_outcomes([(p.group, p.gen, [success(ids_of(p)[0], 0)], [])], ttl=1)
     clock.advance(1.1)
     assert s.group_entries("short") is None
     assert s.group_entries("long") is not None
+    assert s.group_entries("waiting") is not None
 
 
 def test_disk_store_directory_created_0700(tmp_path):

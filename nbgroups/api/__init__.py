@@ -9,7 +9,7 @@ Split by concern, one module each, imports going down the list:
 - :mod:`.read`: ``Task``, ``fetch``, ``result``, ``result_group``, ``fetch_group``,
   ``count_group``, ``group_counts``, ``list_groups``;
 - :mod:`.handle`: ``AsyncTask``;
-- :mod:`.debug`: ``debug`` (a stored call run again in the kernel).
+- :mod:`.rerun`: ``debug`` (a stored call run again in the kernel).
 
 Everything validates its arguments at the call (before anything is stored),
 then talks to the kernel's :class:`~nbgroups.runner.Runner` (to submit and to
@@ -21,7 +21,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings
-from .debug import debug
 from .handle import AsyncTask
 from .manage import cancel_group, delete_group, resume_group, retry_group
 from .read import (
@@ -35,6 +34,7 @@ from .read import (
     result,
     result_group,
 )
+from .rerun import debug
 from .session import SESSION, Session
 from .submit import async_iter, async_task, sweep
 

@@ -35,7 +35,7 @@ class AsyncTask:
 
     def __init__(self, func: Callable | str, *args: Any, **kwargs: Any) -> None:
         check_func(func)
-        raw, fkwargs = split_kwargs(kwargs)
+        raw, fkwargs = split_kwargs(kwargs, func)
         SESSION.options(raw)  # fail now on a bad option
         self.func = func
         self.args = args

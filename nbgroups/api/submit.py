@@ -12,7 +12,7 @@ import itertools
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..arguments import OPTION_NAMES, check_func, check_group, split_kwargs
+from ..arguments import OPTION_NAMES, check_func, check_group, check_keywords, split_kwargs
 from ..errors import ArgumentTypeError, ConfigurationError
 from .session import SESSION
 
@@ -33,7 +33,7 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
     (0.5, 2.0)
     """
     check_func(func)
-    raw, fkwargs = split_kwargs(kwargs)
+    raw, fkwargs = split_kwargs(kwargs, func)
     opts, flags = _S.options(raw)
     if flags["reuse"]:
         ids = _S.reuser().submit(_S.runner(), func, [(args, fkwargs)], opts,
@@ -85,6 +85,7 @@ def sweep(func: Callable | str, group: str, **grid: Any) -> str:
     check_group(group)
     raw = {k: grid.pop(k) for k in list(grid) if k in OPTION_NAMES}
     raw["group"] = group
+    check_keywords(func, grid)  # an axis func cannot take: a misspelt option, most likely
     axes = {}
     for name, values in grid.items():
         if isinstance(values, str | bytes) or not isinstance(values, Iterable):

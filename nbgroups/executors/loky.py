@@ -8,7 +8,7 @@ import os
 import signal
 from typing import Any
 
-from .. import worker
+from .. import pool_compat, worker
 from .base import Executor
 
 
@@ -25,13 +25,10 @@ class LokyExecutor(Executor):
         self._deaths: dict[int, dict[int, int]] = {}
 
     def _new_pool(self) -> Any:
-        from loky import ProcessPoolExecutor
-
-        _start_resource_trackers()
-        return ProcessPoolExecutor(max_workers=self.workers, initializer=worker.init_worker)
+        return pool_compat.new_pool(self.workers, worker.init_worker)
 
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
-        from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
+        BrokenProcessPool, ShutdownExecutorError = pool_compat.pool_errors()
 
         pool, gen = self._pool, self.generation
         try:
@@ -51,7 +48,7 @@ class LokyExecutor(Executor):
         return future
 
     def _note_deaths(self, future: cf.Future, pool: Any, gen: int) -> None:
-        from loky.process_executor import BrokenProcessPool
+        BrokenProcessPool = pool_compat.pool_errors()[0]
 
         if gen in self._deaths or future.cancelled():
             return
@@ -71,9 +68,7 @@ class LokyExecutor(Executor):
         return self._deaths.get(generation)
 
     def is_broken(self, exc: BaseException) -> bool:
-        from loky.process_executor import BrokenProcessPool, ShutdownExecutorError
-
-        return isinstance(exc, BrokenProcessPool | ShutdownExecutorError)
+        return isinstance(exc, pool_compat.pool_errors())
 
     def restart(self) -> None:
         old = self._pool
@@ -93,19 +88,3 @@ class LokyExecutor(Executor):
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, kill_workers=True)
 
-
-def _start_resource_trackers() -> None:
-    """Start loky's and multiprocessing's resource trackers now, in the runner thread,
-    before it blocks SIGINT and submits (see ``dispatch._block_sigint``).
-
-    Started lazily inside the first ``submit``, CPython's tracker unblocks SIGINT in
-    the calling thread once it has spawned, and the workers that same ``submit``
-    spawns next inherit that mask: a Jupyter interrupt then killed a worker still
-    importing, with a traceback (the interrupt test failed 5 times in 8).
-    """
-    import multiprocessing.resource_tracker as mp_tracker
-
-    from loky.backend import resource_tracker as loky_tracker
-
-    loky_tracker.ensure_running()
-    mp_tracker.ensure_running()

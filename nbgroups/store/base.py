@@ -4,14 +4,16 @@ seven primitives a backend implements (see the package docstring)."""
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from operator import itemgetter
 from typing import Any
 
 from .. import names
-from ..errors import SignatureError, StoreError
+from ..errors import ConfigurationError, SignatureError, StoreError
 from ..outcome import view
 from ..records import (
     SCHEMA_VERSION,
@@ -28,11 +30,13 @@ from ..serialize import (
     dumps_plain,
     join_stream,
     loads,
+    unloadable_result,
 )
 from .layout import (
     CHUNKED,
     COUNTERS,
     LARGE_RESULT,
+    PENDING_GRACE,
     SEP,
     STATE_COUNTER,
     build_record,
@@ -45,6 +49,15 @@ from .layout import (
 )
 
 _ID = itemgetter(0)  # an outcome row's task id
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be part of a key (UTF-8: no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Store:
@@ -63,6 +76,10 @@ class Store:
         self.keep_args = keep_args
         self.clock = clock
         self._seen: set[tuple[str | None, int]] = set()
+        # Expiring layer: spec page prefix -> [indices of calls without an outcome,
+        # keys written for the page], for the pages this store wrote (see _hold).
+        self._open: dict[str, list] = {}
+        self._open_lock = threading.Lock()
 
     # ----------------------------------------------------------------- primitives
     # What a backend implements. Keys are str; values only str, int, float and
@@ -110,8 +127,20 @@ class Store:
         for key, value in items:
             self._set(key, value, expire)
 
+    def _touch(self, keys: Iterable[str], expire: float) -> None:
+        """Make the live ``keys`` among ``keys`` expire ``expire`` s from now (by
+        :attr:`clock`), inside a transaction; a backend may do it in one statement."""
+        for key in keys:
+            value = self._get(key)
+            if value is not None:
+                self._set(key, value, expire)
+
     def close(self) -> None:
         """Release the store's resources."""
+
+    def lost(self) -> bool:
+        """Whether the store's storage went away under it (its database deleted)."""
+        return False
 
     # ----------------------------------------------------------------- helpers
     def _signed(self, key: str, obj: Any) -> bytes:
@@ -167,8 +196,15 @@ class Store:
         A draft is a dict with ``prefix, group, created, funcs, calls, options``;
         the store assigns the label generation and the submission sequence.
         """
-        expire = self._expire(ttl)
+        # An expiring layer's TTL counts from when a result is written: until
+        # then a page and its keys are held (see _hold), so a task that runs
+        # longer than its TTL is still readable when it finishes.
+        expire = self._hold(self._expire(ttl))
         pages = []
+        # Remembered only once committed: a write that failed (disk full) and is
+        # retried must write the group's label again, or the group would be
+        # missing from groups() for good.
+        labelled: set[tuple[str | None, int]] = set()
         with self._transaction():
             sets: list[tuple[str, Any]] = []
             for d in drafts:
@@ -176,12 +212,11 @@ class Store:
                 gen = self.gen(group)
                 base = gkey("c", group, gen)
                 seq = self._incr(base + "n", len(d["calls"]), expire) - len(d["calls"])
-                if (group, gen) not in self._seen:  # once per label generation
-                    if group:
+                if (group, gen) not in self._seen and (group, gen) not in labelled:
+                    if group:  # once per label generation
                         self._add(f"g{SEP}{group}", gen, expire)
                     self._add(base + "t0", d["created"], expire)
-                    if expire is None:
-                        self._seen.add((group, gen))
+                    labelled.add((group, gen))
                 calls: Iterable[Any] = d["calls"] if self.keep_args else tuple(
                     (c[0], c[1], None, None, *c[4:]) for c in d["calls"]
                 )
@@ -197,7 +232,19 @@ class Store:
                         sets.append((f"N{SEP}{c[4]}{SEP}{time.time_ns():020d}", tid))
                 pages.append(page)
             self._set_many(sets, expire)
+        if expire is None:
+            self._seen |= labelled
+        else:
+            with self._open_lock:
+                for page in pages:
+                    self._open[page.prefix] = [{c[0] for c in page.calls}, []]
         return pages
+
+    @staticmethod
+    def _hold(expire: float | None) -> float | None:
+        """How long an expiring layer keeps what waits for a result: the TTL
+        plus PENDING_GRACE (so a kernel killed mid-run leaves nothing forever)."""
+        return None if expire is None else expire + PENDING_GRACE
 
     def write_outcomes(
         self, groups: list[tuple[str | None, int, list[tuple], list[str]]],
@@ -211,30 +258,101 @@ class Store:
         that re-runs of a retried or re-submitted task replace).
         """
         expire = self._expire(ttl)
+        if expire is not None:
+            return self._write_expiring_outcomes(groups, expire)
         now = self.clock()
         with self._transaction():
             sets: list[tuple[str, Any]] = []
             for group, gen, rows, prevs in groups:
                 base = gkey("c", group, gen)
-                ctr = outcome_ctr()
-                key = gkey("o", group, gen) + ctr
-                large = [i for i, o in enumerate(rows)
-                         if o[5] is not None and result_size(o[5]) >= LARGE_RESULT]
-                if large:
-                    rows = list(rows)
-                    for i in large:
-                        rows[i] = self._put_large(group, gen, ctr, rows[i], expire)
-                sets.append((key, self._signed_plain(key, (SCHEMA_VERSION, rows))))
-                sets += ((f"q{SEP}{prefix}{SEP}{ctr}", key)
-                         for prefix in {o[0][:names.PREFIX_LEN] for o in rows})
+                sets += self._outcome_entries(group, gen, rows, expire)[0]
                 sets.append((base + "t1", now))
-                deltas = Counter(map(itemgetter(1), rows))
-                deltas.subtract(prevs)
-                for state, delta in deltas.items():
-                    name = STATE_COUNTER.get(state)
-                    if name and delta:
-                        self._incr(base + name, delta, expire)
+                self._count_outcomes(base, rows, prevs, expire)
             self._set_many(sets, expire)
+
+    def _outcome_entries(self, group: str | None, gen: int, rows: list[tuple],
+                         expire: float | None) -> tuple[list[tuple[str, Any]], list[str]]:
+        """The entries recording ``rows``: one signed outcome page and its index
+        entries, to be set; and the keys of large results, written here to
+        entries of their own."""
+        ctr = outcome_ctr()
+        key = gkey("o", group, gen) + ctr
+        large = [i for i, o in enumerate(rows)
+                 if o[5] is not None and result_size(o[5]) >= LARGE_RESULT]
+        if large:
+            rows = list(rows)
+            for i in large:
+                rows[i] = self._put_large(group, gen, ctr, rows[i], expire)
+        sets: list[tuple[str, Any]] = [(key, self._signed_plain(key, (SCHEMA_VERSION, rows)))]
+        sets += ((f"q{SEP}{prefix}{SEP}{ctr}", key)
+                 for prefix in {o[0][:names.PREFIX_LEN] for o in rows})
+        return sets, [rows[i][5] for i in large]
+
+    def _count_outcomes(self, base: str, rows: list[tuple], prevs: list[str],
+                        expire: float | None) -> None:
+        deltas = Counter(map(itemgetter(1), rows))
+        deltas.subtract(prevs)
+        for state, delta in deltas.items():
+            name = STATE_COUNTER.get(state)
+            if name and delta:
+                self._incr(base + name, delta, expire)
+
+    def _write_expiring_outcomes(self, groups: list[tuple], expire: float) -> None:
+        """:meth:`write_outcomes` in an expiring layer: the TTL counts from the write.
+
+        Outcomes are written per spec page. While a page has calls without an
+        outcome, what was written for it is held (:meth:`_hold`): a finished
+        task must not expire, nor look queued again, while its page waits for
+        a slower one. When its last call ends, the page, its index entries and
+        every outcome of it are set to expire ``expire`` seconds from then: the
+        calls submitted together expire together, at least TTL after each
+        result was written. A page this store did not write (another kernel,
+        or a re-run after it was closed) is treated as closing now.
+        """
+        now = self.clock()
+        hold = self._hold(expire)
+        with self._transaction():
+            closing: list[str] = []
+            for group, gen, rows, prevs in groups:
+                base = gkey("c", group, gen)
+                by_page: dict[str, list[tuple]] = {}
+                for o in rows:
+                    by_page.setdefault(o[0][:names.PREFIX_LEN], []).append(o)
+                for prefix, page_rows in by_page.items():
+                    with self._open_lock:
+                        entry = self._open.get(prefix)
+                        if entry is not None:
+                            entry[0].difference_update(names.split_id(o[0])[1]
+                                                       for o in page_rows)
+                    held = entry is not None and bool(entry[0])
+                    sets, blobs = self._outcome_entries(group, gen, page_rows,
+                                                        hold if held else expire)
+                    if entry is not None and held:
+                        entry[1] += [k for k, _ in sets] + blobs
+                    else:
+                        if entry is not None:
+                            with self._open_lock:
+                                self._open.pop(prefix, None)
+                            closing += entry[1]
+                        closing += self._page_keys(prefix)
+                    self._set_many(sets, hold if held else expire)
+                self._set_many([(base + "t1", now)], hold)
+                self._count_outcomes(base, rows, prevs, hold)
+            if closing:
+                self._touch(dict.fromkeys(closing), expire)
+
+    def _page_keys(self, prefix: str) -> list[str]:
+        """The stored keys of a spec page: its entry, its index entry, its outcome
+        index entries and the outcome pages they name."""
+        keys = [page_index(prefix)]
+        page_key = self._get(keys[0])
+        if isinstance(page_key, str):
+            keys.append(page_key)
+        for qkey, okey in self._scan(f"q{SEP}{prefix}{SEP}"):
+            keys.append(qkey)
+            if isinstance(okey, str):
+                keys.append(okey)
+        return keys
 
     def _put_large(self, group: str | None, gen: int, ctr: str, o: tuple,
                    expire: float | None) -> tuple:
@@ -287,6 +405,28 @@ class Store:
             first_submitted=values.get("t0"), last_finished=values.get("t1"),
         )
 
+    def all_counts(self) -> list[GroupCounts]:
+        """:meth:`counts` of every group with tasks under its current label, in name
+        order: two range reads (labels, counters) whatever the number of groups,
+        where a :meth:`counts` per group of :meth:`groups` costs three reads each.
+        ``running`` and ``queued`` are left 0: the store does not know them."""
+        if self.ttl is not None:  # counts come from the entries: group by group
+            return [self.counts(g) for g in self.groups()]
+        gens = {key[2:]: gen for key, gen in self._scan(f"g{SEP}")}
+        values: dict[str, dict[str, Any]] = {}
+        for key, value in self._scan(f"c{SEP}"):
+            group, gen, name = key[2:].rsplit(SEP, 2)
+            if group and gens.get(group) == int(gen):
+                values.setdefault(group, {})[name] = value
+        out = []
+        for group, v in values.items():
+            n, ok, fail, cancel, reused = (v.get(k) or 0 for k in COUNTERS)
+            if n:
+                out.append(GroupCounts(
+                    group=group, submitted=n, done=ok, failed=fail, cancelled=cancel,
+                    reused=reused, first_submitted=v.get("t0"), last_finished=v.get("t1")))
+        return out
+
     def _live_counts(self, group: str) -> GroupCounts:
         found = self._group_pages(group)
         if found is None:
@@ -311,14 +451,20 @@ class Store:
 
     def known(self, group: str) -> bool:
         """Whether ``group`` has tasks under its current label."""
-        return bool(self._get(gkey("c", group, self.gen(group)) + "n"))
+        gen = self.gen(group)
+        if self.ttl is not None:  # counters outlive expired pages there (_hold)
+            return bool(self._scan(gkey("s", group, gen)))
+        return bool(self._get(gkey("c", group, gen) + "n"))
 
     def groups(self) -> list[str]:
         """Names of the groups that have tasks under their current label."""
         out = []
         for key, gen in self._scan(f"g{SEP}"):
             group = key[2:]
-            if self._get(gkey("c", group, gen) + "n"):
+            if self.ttl is not None:
+                if self._scan(gkey("s", group, gen)):
+                    out.append(group)
+            elif self._get(gkey("c", group, gen) + "n"):
                 out.append(group)
         return out
 
@@ -354,6 +500,45 @@ class Store:
                 out.append((p, Call._make(c), None if o is None else view(o)))
         return out
 
+    def group_slice(self, group: str, start: int, stop: int,
+                    cls: type = TaskRecord) -> TaskList:
+        """The records of tasks ``start`` to ``stop - 1`` of ``group`` (positions in
+        submission order, as :meth:`group_records` lists them; past the end: fewer).
+
+        Reads only the spec pages the slice covers (found from their keys, which
+        hold each page's first position) and those pages' outcome pages, so a page
+        of a group of a million tasks costs a page, not the group.
+        """
+        if not (isinstance(start, int) and isinstance(stop, int)) or not 0 <= start <= stop:
+            raise ConfigurationError(f"group_slice needs integers 0 <= start <= stop, got "
+                                     f"start={start!r}, stop={stop!r}")
+        base = gkey("s", group, self.gen(group))
+        cut = len(base)
+        keys = self._scan_keys(base)
+        firsts = [int(k[cut:]) for k in keys]  # fixed-width numbers: key order is position order
+        out = TaskList()
+        for i in range(max(0, bisect_right(firsts, start) - 1), len(keys)):
+            if firsts[i] >= stop:
+                break
+            data = self._get(keys[i])
+            if data is None:
+                continue
+            page: SpecPage = self._load(keys[i], data)
+            lo, hi = max(0, start - page.seq), min(len(page.calls), stop - page.seq)
+            if lo >= hi:
+                continue
+            latest: dict[str, tuple] = {}
+            for _, okey in self._scan(f"q{SEP}{page.prefix}{SEP}"):  # counter order: latest wins
+                value = self._get(okey)
+                if value is not None:
+                    latest.update((o[0], o) for o in self._outcome_rows(okey, value)
+                                  if o[0].startswith(page.prefix))
+            for c in page.calls[lo:hi]:
+                o = latest.get(names.task_id(page.prefix, c[0]))
+                out.append(self._record(page, Call._make(c), None if o is None
+                                        else view(o), group, cls))
+        return out
+
     def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
         """The group's task records in submission order; None if unknown."""
         entries = self.group_entries(group)
@@ -372,14 +557,20 @@ class Store:
         get = latest.get
         for p in pages:
             prefix = p.prefix
+            saved = p.options.get("save", True)  # save=False: no result to give
             for o in map(get, [f"{prefix}{c[0]:08x}" for c in p.calls]):
                 if o is None:
                     continue
                 state = o[1]
-                if state == "success":
+                if state == "success" and saved:
                     blob = o[5]
-                    append(loads(blob) if type(blob) is bytes
-                           else result_value(view(o), self._blob))
+                    if type(blob) is bytes:
+                        try:
+                            append(loads(blob))
+                        except Exception as exc:  # e.g. its class's module is not importable
+                            append(unloadable_result(exc))
+                    else:
+                        append(result_value(view(o), self._blob))
                 elif failures and state == "failure":
                     append(failure_value(view(o), self._blob))
         return out
@@ -430,6 +621,8 @@ class Store:
 
     def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""
+        if not name.isascii() and not _encodable(name):
+            return None  # a lone surrogate: no task can be stored under that name
         candidates: list[tuple[float, str]] = [
             (float(key.rsplit(SEP, 1)[1]) / 1e9, tid)
             for key, tid in self._scan(f"N{SEP}{name}{SEP}")
@@ -457,6 +650,7 @@ class Store:
             tid, call.task_name or names.name_of(tid), page.funcs[call.func][0],
             None if call.iterable else call.args, call.kwargs, o, label, page.created, cls,
             items=call.args if call.iterable else None, blobs=self._blob,
+            saved=page.options.get("save", True),
         )
 
     # ----------------------------------------------------------------- deletes

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import SignatureError, StoreError
+from ..errors import NbgroupsError, SignatureError, StoreError
 from ..serialize import (
     Signer,
     load_secret,
@@ -103,7 +105,6 @@ class DiskStore(Store):
                 "it may be corrupt. Move it aside or choose another store directory."
             ) from None
         self._modes = diskcache.core
-        self._fetch = self._cache._disk.fetch
         self._db_path = str(self.directory / "cache.db")
         st = os.stat(self._db_path)
         self._db_identity = (st.st_dev, st.st_ino)
@@ -111,27 +112,39 @@ class DiskStore(Store):
     def _sql(self, query: str, params: tuple = ()) -> sqlite3.Cursor:
         return self._cache._sql(query, params)
 
-    def _row_value(self, key: str, mode: int, filename: str | None, value: Any) -> Any:
+    def _query(self, query: str, params: tuple = ()) -> list[tuple]:
+        """The rows of a read; a database error is a :class:`StoreError` naming the store."""
+        try:
+            return self._cache._sql(query, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed("reading", exc) from None
+
+    def _failed(self, doing: str, exc: BaseException) -> StoreError:
+        """A :class:`StoreError` for a failed database or file operation: which
+        store, the cause, and what to do about it."""
+        return StoreError(f"store {str(self.directory)!r}: {doing} failed: "
+                          f"{_cause(exc)}. {_remedy(exc, self.directory)}")
+
+    def _row_value(self, key: str, mode: int, filename: str | None, value: Any,
+                   size: Any = None) -> Any:
         if mode not in (self._modes.MODE_RAW, self._modes.MODE_BINARY) or (
                 mode == self._modes.MODE_BINARY and not isinstance(filename, str)):
             raise SignatureError(
                 f"store entry {key.replace(SEP, '/')!r} has a storage mode nbgroups never "
                 "writes (a pickle for diskcache to load); it was refused, not loaded"
             )
-        try:
-            return self._fetch(mode, filename, value, False)
-        except OSError as exc:
-            raise StoreError(
-                f"store entry {key.replace(SEP, '/')!r} cannot be read from "
-                f"{str(self.directory)!r}: {exc.strerror or exc} (a value file is missing "
-                "or unreadable: the store was modified outside nbgroups)"
-            ) from None
+        if mode == self._modes.MODE_RAW or filename is None:
+            return bytes(value) if type(value) is memoryview else value
+        return self._read_value_file(key, filename, size)
+
+    def _read_value_file(self, key: str, filename: str, size: Any) -> bytes:
+        return read_value_file(self.directory, key, filename, size)
 
     def _get(self, key):
-        rows = self._sql(
-            "SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1"
+        rows = self._query(
+            "SELECT mode, filename, value, size FROM Cache WHERE key = ? AND raw = 1"
             " AND (expire_time IS NULL OR expire_time > ?)", (key, self.clock()),
-        ).fetchall()
+        )
         if not rows:
             return None
         return self._row_value(key, *rows[0])
@@ -144,7 +157,10 @@ class DiskStore(Store):
         return expire + (self.clock() - time.time())
 
     def _set(self, key, value, expire=None):
-        self._cache.set(key, value, expire=self._ttl(expire), retry=True)
+        try:
+            self._cache.set(key, value, expire=self._ttl(expire), retry=True)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failed("writing", exc) from None
 
     def _set_many(self, items, expire=None):
         # One statement for all of them: diskcache's set is a SELECT and an
@@ -161,12 +177,28 @@ class DiskStore(Store):
                 rows.append((key, now, deadline, now, value))
             else:
                 rest.append((key, value))
-        self._cache._con.executemany(_UPSERT, rows)
+        try:
+            self._cache._con.executemany(_UPSERT, rows)
+        except sqlite3.Error as exc:
+            raise self._failed("writing", exc) from None
         for key, value in rest:
             self._set(key, value, expire)
 
+    def _touch(self, keys, expire):
+        # One statement for all of them (diskcache's touch: a transaction per key).
+        deadline = self.clock() + expire
+        try:
+            self._cache._con.executemany(
+                "UPDATE Cache SET expire_time = ? WHERE key = ? AND raw = 1",
+                [(deadline, key) for key in keys])
+        except sqlite3.Error as exc:
+            raise self._failed("writing", exc) from None
+
     def _add(self, key, value, expire=None):
-        self._cache.add(key, value, expire=self._ttl(expire), retry=True)
+        try:
+            self._cache.add(key, value, expire=self._ttl(expire), retry=True)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failed("writing", exc) from None
 
     def _incr(self, key, delta, expire=None):
         # One statement (diskcache's incr: a SELECT then an UPDATE or INSERT). An
@@ -174,8 +206,11 @@ class DiskStore(Store):
         if not _RETURNING_OK:
             return self._incr_diskcache(key, delta, expire)
         now = self.clock()
-        rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
-                                 delta)).fetchall()
+        try:
+            rows = self._sql(_INCR, (key, now, None if expire is None else now + expire, now,
+                                     delta)).fetchall()
+        except sqlite3.Error as exc:
+            raise self._failed("writing", exc) from None
         if not rows:
             raise _not_a_number(key)
         return rows[0][0]
@@ -187,35 +222,44 @@ class DiskStore(Store):
                 return self._cache.incr(key, delta, retry=True)
             except TypeError:  # diskcache adds to a value that is not a number
                 raise _not_a_number(key) from None
+            except sqlite3.Error as exc:
+                raise self._failed("writing", exc) from None
         with self._transaction():
             value = (self._get(key) or 0) + delta
-            self._cache.set(key, value, expire=self._ttl(expire), retry=True)
+            self._set(key, value, expire)
             return value
 
     def _scan(self, prefix):
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        rows = self._sql(
-            "SELECT key, mode, filename, value FROM Cache WHERE key >= ? AND key < ? AND raw = 1"
-            " AND (expire_time IS NULL OR expire_time > ?) ORDER BY key",
+        rows = self._query(
+            "SELECT key, mode, filename, value, size FROM Cache WHERE key >= ? AND key < ?"
+            " AND raw = 1 AND (expire_time IS NULL OR expire_time > ?) ORDER BY key",
             (prefix, end, self.clock()),
-        ).fetchall()
-        return [(k, self._row_value(k, m, f, v)) for k, m, f, v in rows if isinstance(k, str)]
+        )
+        return [(k, self._row_value(k, m, f, v, n)) for k, m, f, v, n in rows
+                if isinstance(k, str)]
 
     def _delete(self, keys):
-        for key in keys:
-            self._cache.delete(key, retry=True)
+        try:
+            for key in keys:
+                self._cache.delete(key, retry=True)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failed("deleting", exc) from None
 
     def _scan_keys(self, prefix):
         end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-        rows = self._sql("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
-                         (prefix, end)).fetchall()
+        rows = self._query("SELECT key FROM Cache WHERE key >= ? AND key < ? AND raw = 1",
+                           (prefix, end))
         return [k for (k,) in rows if isinstance(k, str)]
 
     def _put_stream(self, key, parts, expire):
         # diskcache copies a file-like object to its file chunk by chunk
         # (read=True): MAC then the parts, without building MAC + payload.
-        self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
-                        expire=self._ttl(expire), read=True, retry=True)
+        try:
+            self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
+                            expire=self._ttl(expire), read=True, retry=True)
+        except (sqlite3.Error, OSError) as exc:
+            raise self._failed("writing a result file", exc) from None
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:
@@ -234,27 +278,40 @@ class DiskStore(Store):
             try:
                 sql("BEGIN IMMEDIATE")
                 break
-            except sqlite3.OperationalError:  # busy beyond the 60 s timeout
-                continue
+            except sqlite3.OperationalError as exc:
+                if _busy(exc):  # busy beyond the 60 s timeout: another process writes
+                    continue
+                raise self._failed("starting a write", exc) from None
         cache._txn_id = tid
         try:
             yield
         except BaseException:
             cache._txn_id = None
-            sql("ROLLBACK")
+            _rollback(sql)
             raise
         cache._txn_id = None
-        sql("COMMIT")
+        try:
+            sql("COMMIT")
+        except sqlite3.Error as exc:
+            # A failed COMMIT (disk full) may leave the transaction open: every
+            # later BEGIN would then fail. Nothing of it was written.
+            _rollback(sql)
+            raise self._failed("writing", exc) from None
+
+    def lost(self) -> bool:
+        """Whether the database file was removed or replaced since it was opened
+        (then nothing more can be stored through this object; open the
+        directory again to get a fresh database there)."""
+        try:
+            st = os.stat(self._db_path)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self._db_identity
 
     def _check_same_database(self) -> None:
         """SQLite goes on writing to a database file that was deleted: results would
         vanish. Every write transaction first checks the file is still the one opened."""
-        try:
-            st = os.stat(self._db_path)
-            same = (st.st_dev, st.st_ino) == self._db_identity
-        except OSError:
-            same = False
-        if not same:
+        if self.lost():
             raise StoreError(
                 f"the store database {self._db_path!r} was removed or replaced while in use; "
                 "nothing more can be stored there. Configure a store again "
@@ -263,6 +320,91 @@ class DiskStore(Store):
 
     def close(self) -> None:
         self._cache.close()
+
+
+def read_value_file(directory: Path, key: str, filename: str, size: Any) -> bytes:
+    """A value kept in its own file: only a regular file inside the store
+    ``directory``, and only as many bytes as its row records (a planted row
+    naming a FIFO or /dev/zero would otherwise hang or fill memory)."""
+    where = key.replace(SEP, "/")
+    root = str(directory)
+    path = os.path.realpath(os.path.join(root, filename))
+    if os.path.isabs(filename) or path == root or os.path.commonpath([path, root]) != root:
+        raise SignatureError(f"store entry {where!r} names a value file outside the store "
+                             f"directory ({filename!r}); it was refused, not read")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise StoreError(
+            f"store entry {where!r} cannot be read from {root!r}: {exc.strerror or exc} (a "
+            "value file is missing or unreadable: the store was modified outside nbgroups)"
+        ) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise SignatureError(f"store entry {where!r} names {filename!r}, which is not a "
+                                 "regular file; it was refused, not read")
+        if type(size) is not int or st.st_size != size:
+            raise SignatureError(
+                f"store entry {where!r}: its value file {filename!r} holds {st.st_size} "
+                f"bytes where the store recorded {size!r} (modified outside nbgroups, or "
+                "damaged); it was refused, not loaded")
+        with open(fd, "rb", closefd=False) as f:
+            return f.read(size)
+    except OSError as exc:
+        if isinstance(exc, NbgroupsError):
+            raise
+        raise StoreError(f"store entry {where!r} cannot be read from {root!r}: "
+                         f"{exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def _rollback(sql) -> None:
+    """End a failed transaction; SQLite may already have rolled it back itself
+    (it does on a full disk), and that second error must not hide the first."""
+    with contextlib.suppress(sqlite3.Error):
+        sql("ROLLBACK")
+
+
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 5, 6, 11, 13, 26
+
+
+def _busy(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _full(exc: BaseException) -> bool:
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (code & 0xFF == _SQLITE_FULL) if code is not None else "is full" in str(exc)
+
+
+def _damaged(exc: BaseException) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+    return "malformed" in str(exc) or "not a database" in str(exc)
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
+
+
+def _remedy(exc: BaseException, directory: Path) -> str:
+    if _full(exc):
+        return ("The disk is full: free some space. Finished results and submitted "
+                "tasks not yet stored are kept in memory and written when there is room")
+    if _damaged(exc):
+        return (f"The database is damaged: `nbgroups check --store {directory}` reports what "
+                "can still be read; move the directory aside or choose another store")
+    return "Check the store directory (permissions, free space, other processes)"
 
 
 def _not_a_number(key: str) -> SignatureError:

@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from .. import names
+from ..errors import NbgroupsError
 from ..records import (
     Outcome,
     State,
@@ -18,6 +19,7 @@ from ..serialize import (
     join_chunks,
     loads,
     loads_exception,
+    unloadable_result,
 )
 from ..tracebacks import render
 
@@ -26,6 +28,9 @@ LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
 CHUNKED = f"{SEP}c"  # ends the key of such an entry holding async_iter chunks
 COUNTERS = ("n", "ok", "fail", "cancel", "reused")
 STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
+# In an expiring layer, how much longer than the TTL a task's entries are kept
+# while it waits for its result (a task of a killed kernel vanishes after that).
+PENDING_GRACE = 7 * 86400
 
 
 def gkey(kind: str, group: str | None, gen: int) -> str:
@@ -45,7 +50,9 @@ def result_size(blob: Any) -> int:
     """Bytes of a stored result: pickled bytes, or an ``async_iter``'s list of chunks."""
     if type(blob) is bytes:
         return len(blob)
-    return sum(map(len, blob)) if type(blob) is list else 0
+    if type(blob) is list:  # a chunk that failed as a whole (its callable did not load) is None
+        return sum(len(chunk) for chunk in blob if chunk is not None)
+    return 0
 
 
 def outcome_ctr() -> str:
@@ -60,10 +67,12 @@ def outcome_ctr() -> str:
 def build_record(
     tid: str, name: str, func: str, args, kwargs, o: Outcome | None, label: str | None,
     submitted: float | None, cls: type = TaskRecord, items=None, blobs=None,
+    saved: bool = True,
 ) -> TaskRecord:
     """A task record from what was submitted and its latest outcome (or None).
 
-    ``blobs(key)`` loads a large result kept in its own store entry.
+    ``blobs(key)`` loads a large result kept in its own store entry; ``saved``
+    is False for a task submitted with ``save=False``.
     """
     state = State(o.state) if o else State.QUEUED
     if o is None or state is State.CANCELLED:
@@ -80,7 +89,7 @@ def build_record(
         success=None if o is None or state is State.CANCELLED else state is State.SUCCESS,
         attempt_count=o.attempt if o else 0,
         traceback=_traceback(o) if o and state is State.FAILURE else None,
-        state=state, submitted=submitted,
+        state=state, submitted=submitted, saved=saved,
         stdout=o.stdout if o else None, stderr=o.stderr if o else None,
         worker=o.worker if o else None, memory=o.memory if o else None,
     )
@@ -98,18 +107,32 @@ def _traceback(o: Outcome) -> str | None:
 
 
 def result_value(o: Outcome, blobs: Any = None) -> Any:
+    """A success's result; a :func:`~nbgroups.serialize.unloadable_result` error
+    in its place if this process cannot unpickle it."""
     if o.result is None:
         return None
-    if isinstance(o.result, list):
-        return join_chunks(o.result)
-    if isinstance(o.result, str):  # a large result in its own entry
-        return blobs(o.result)
-    return loads(o.result)
+    try:
+        if isinstance(o.result, list):
+            return join_chunks(o.result)
+        if isinstance(o.result, str):  # a large result in its own entry
+            return blobs(o.result)
+        return loads(o.result)
+    except NbgroupsError:  # a missing or tampered entry: refused, never skipped
+        raise
+    except Exception as exc:
+        return unloadable_result(exc)
 
 
 def failure_value(o: Outcome, blobs: Any = None) -> Any:
-    if isinstance(o.result, list):  # async_iter: the items' results and exceptions
-        return join_chunks(o.result)
-    if isinstance(o.result, str) and o.result.endswith(CHUNKED):  # the same, in its own entry
-        return blobs(o.result)
+    try:
+        if isinstance(o.result, list):  # async_iter: the items' results and exceptions
+            if None in o.result:  # a chunk failed as a whole: no per-item results
+                return loads_exception(o.error) if o.error is not None else None
+            return join_chunks(o.result)
+        if isinstance(o.result, str) and o.result.endswith(CHUNKED):  # the same, own entry
+            return blobs(o.result)
+    except NbgroupsError:
+        raise
+    except Exception as exc:
+        return unloadable_result(exc)
     return loads_exception(o.error) if o.error is not None else None

@@ -49,6 +49,13 @@ class MemoryStore(Store):
             self._set(key, value, expire)
             return value
 
+    def _touch(self, keys, expire):
+        with self._lock:
+            deadline = self.clock() + expire
+            for key in keys:
+                if self._live(key) is not None:
+                    self._data[key] = (self._data[key][0], deadline)
+
     def _scan(self, prefix):
         with self._lock:
             keys = sorted(k for k in self._data if k.startswith(prefix))

@@ -1,0 +1,157 @@
+"""Awaitable twins of the waits: ``aresult``, ``afetch``, ``aresult_group``, ``afetch_group``.
+
+Named as Django names its async methods, with the same arguments as
+:func:`nbgroups.result` and friends. In a notebook, ``await`` them at the top
+level of a cell::
+
+    results = await nbgroups.aresult_group('grid', wait=-1)
+
+A blocking wait (``result_group(..., wait=-1)``) holds the kernel's event loop,
+so messages from widgets queue behind the cell: the progress view's Cancel and
+Retry buttons do nothing until it returns. An awaited wait leaves the loop
+free: ipykernel (>= 7) hands widget messages to their handlers while an async
+cell awaits, so the buttons work (docs/futures.md).
+
+Arguments are checked at the call, before anything is awaited. The wait itself
+sleeps on the runner's change notifications (:meth:`Runner.add_listener`,
+called from the runner thread, passed to the loop with
+``call_soon_threadsafe``), with the same slow poll as the blocking waits for
+tasks fed by another process; every check goes through :meth:`Runner.wait`
+with no time left, so a store failure raises here as it does there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from . import api
+from .arguments import check_bool, check_count, check_group, wait_seconds
+from .errors import ArgumentTypeError
+from .runner import POLL_SECONDS, Runner
+
+__all__ = ["afetch", "afetch_group", "aresult", "aresult_group"]
+
+
+def afetch(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
+    """Awaitable :func:`nbgroups.fetch`: the task record, waiting without holding the loop."""
+    if not isinstance(task_id, str):
+        raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
+    timeout = wait_seconds(wait)
+    api.SESSION.layer(cached)
+    return _afetch(task_id, wait, timeout, cached)
+
+
+async def _afetch(task_id: str, wait: Any, timeout: float | None, cached: Any):
+    if wait != 0:
+        r = api.runner()
+        box: list = [None]
+
+        def finished() -> bool:
+            # not running here first, then read (as fetch does): a re-run that
+            # ends between the two is read with its new outcome
+            tid = box[0].id if box[0] is not None else task_id
+            if r.pending(tid):
+                return False
+            box[0] = api.fetch(task_id if box[0] is None else tid, cached=cached)
+            return box[0] is not None and box[0].state.final
+
+        await _until(r, finished, timeout)
+    return api.fetch(task_id, cached=cached)
+
+
+def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
+    """Awaitable :func:`nbgroups.result`: the result, or None if unknown or not finished.
+
+    >>> tid = nbgroups.async_task(pow, 2, 5, group='doc-aio')
+    >>> asyncio.run(aresult(tid, wait=-1))
+    32
+    """
+    fetching = afetch(task_id, wait=wait, cached=cached)
+
+    async def value() -> Any:
+        task = await fetching
+        return task.result if task is not None and task.state.finished else None
+    return value()
+
+
+def aresult_group(group_id: str, failures: bool = False, wait: int = 0,
+                  count: int | None = None, cached: bool = False
+                  ) -> Coroutine[Any, Any, list | None]:
+    """Awaitable :func:`nbgroups.result_group`: the group's results in submission order.
+
+    While it waits, the kernel keeps serving widget messages (the progress
+    view's Cancel and Retry buttons work).
+    """
+    waiting = _group_wait(group_id, failures, wait, count, cached)
+
+    async def read() -> list | None:
+        await waiting
+        return api.result_group(group_id, failures=failures, cached=cached)
+    return read()
+
+
+def afetch_group(group_id: str, failures: bool = True, wait: int = 0,
+                 count: int | None = None, cached: bool = False) -> Coroutine[Any, Any, Any]:
+    """Awaitable :func:`nbgroups.fetch_group`: the group's records in submission order."""
+    waiting = _group_wait(group_id, failures, wait, count, cached)
+
+    async def read() -> Any:
+        await waiting
+        return api.fetch_group(group_id, failures=failures, cached=cached)
+    return read()
+
+
+def _group_wait(group_id: str, failures: Any, wait: Any, count: Any, cached: Any
+                ) -> Coroutine[Any, Any, None]:
+    """Check a group read's arguments now; the wait it asks for, as a coroutine."""
+    check_group(group_id, "group_id")
+    check_bool("failures", failures)
+    timeout = wait_seconds(wait)
+    check_count(count)
+    ttl = api.SESSION.layer(cached)
+
+    async def waiting() -> None:
+        r = api.runner()
+        nonlocal timeout
+        if count is not None:
+            if wait == 0:
+                timeout = None  # django-q: count without wait waits without limit
+            r.flush()
+            # r.counts: a task being re-run (retry_group) is not finished yet
+            await _until(r, lambda: r.counts(group_id, ttl).finished >= count, timeout)
+        elif wait != 0:
+            r.flush()
+            await _until(r, lambda: not r.busy(group_id, ttl) and
+                         r.store_for(ttl).counts(group_id).settled, timeout)
+    return waiting()
+
+
+async def _until(r: Runner, predicate: Callable[[], bool], timeout: float | None) -> bool:
+    """``Runner.wait`` for a coroutine: True once ``predicate()`` holds, False when
+    ``timeout`` seconds passed; the loop runs other work meanwhile."""
+    loop = asyncio.get_running_loop()
+    changed = asyncio.Event()
+
+    def wake() -> None:  # runner thread
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+            loop.call_soon_threadsafe(changed.set)
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    r.add_listener(wake)
+    try:
+        while True:
+            changed.clear()
+            if r.wait(predicate, 0):  # one check, raising a store failure as every wait does
+                return True
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(changed.wait(),
+                                       POLL_SECONDS if left is None else min(POLL_SECONDS, left))
+    finally:
+        r.remove_listener(wake)

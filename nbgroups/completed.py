@@ -1,0 +1,233 @@
+"""``as_completed``: a group's (or some tasks') records as they end, for ``for`` and ``async for``.
+
+::
+
+    runner ──finish listener (runner thread)──▶ ready records ──▶ __next__ / __anext__
+    store  ──read every POLL_SECONDS──────────▶ (tasks this kernel does not run)
+
+The records of tasks this kernel runs come from the runner's finish listener
+(:meth:`~nbgroups.runner.Runner.add_finish_listener`) as they end, with no
+store read; tasks fed by another process (another kernel on the same store, or
+orphaned ones) are read from the store every :data:`POLL_SECONDS`. A ``for``
+waits on a condition, an ``async for`` on an :class:`asyncio.Event` set from
+the runner thread with ``call_soon_threadsafe``: the event loop stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import threading
+import time
+import weakref
+from collections.abc import Iterable
+from typing import Any
+
+from . import api, names
+from .arguments import check_group
+from .errors import ArgumentTypeError
+from .jobs import Job
+from .runner import Runner
+
+__all__ = ["as_completed", "read_record", "remaining"]
+
+POLL_SECONDS = 0.25  # tasks this kernel does not run: read from the store this often
+
+
+def read_record(runner: Runner, task_id: str):
+    """The task's record: this runner's recent memory, else the durable store."""
+    hit = runner.recent(task_id, None, api.Task)
+    if hit is not None:
+        return hit
+    runner.flush()
+    return runner.store.task(task_id, api.Task)
+
+
+def remaining(end: float | None) -> float | None:
+    """Seconds left until the monotonic time ``end`` (None: no limit), at least 0."""
+    return None if end is None else max(0.0, end - time.monotonic())
+
+
+def as_completed(group_or_ids: str | Iterable[str], timeout: float | None = None
+                 ) -> _Completed:
+    """The :class:`~nbgroups.Task` records of a group (or of task ids), as they finish.
+
+    ``group_or_ids``: a group name (its tasks submitted so far) or an iterable
+    of task ids (or of objects with a ``task_id``/``id``: futures, records).
+    Successes, failures and cancelled tasks are all yielded, each once, in the
+    order they end (those already ended first). Works with ``for`` and
+    ``async for``. ``timeout`` (seconds, from this call) raises ``TimeoutError``
+    when the next record is not there in time.
+
+    >>> g = nbgroups.sweep(pow, 'doc-completed', base=[2, 3], exp=[2])
+    >>> sorted(t.result for t in as_completed(g))
+    [4, 9]
+    """
+    if timeout is not None and (isinstance(timeout, bool) or
+                                not isinstance(timeout, int | float) or timeout < 0):
+        raise ArgumentTypeError(f"timeout must be None or seconds >= 0, got {timeout!r}")
+    runner = api.runner()
+    known: dict = {}
+    if isinstance(group_or_ids, str):
+        check_group(group_or_ids, "group_or_ids")
+        runner.flush()
+        records: list[Any] = list(runner.store.group_records(group_or_ids, api.Task) or [])
+        ids = [r.id for r in records]
+        known = {r.id: r for r in records if r.state.final}
+    elif isinstance(group_or_ids, Iterable) and not isinstance(group_or_ids, bytes):
+        ids = [_id_of(x) for x in group_or_ids]
+    else:
+        raise ArgumentTypeError(
+            f"group_or_ids must be a group name or an iterable of task ids, got {group_or_ids!r}")
+    return _Completed(runner, ids, timeout, known)
+
+
+def _id_of(x: Any) -> str:
+    tid = x if isinstance(x, str) else getattr(x, "task_id", None) or getattr(x, "id", None)
+    if not isinstance(tid, str) or not names.looks_like_id(tid):
+        raise ArgumentTypeError(f"as_completed() takes task ids (32 hex digits), got {x!r}")
+    return tid
+
+
+class _Completed:
+    """The iterator :func:`as_completed` returns, for ``for`` and ``async for``."""
+
+    def __init__(self, runner: Runner, ids: list[str], timeout: float | None,
+                 known: dict) -> None:
+        self._runner = runner
+        self._end = None if timeout is None else time.monotonic() + timeout
+        self._total = len(dict.fromkeys(ids))
+        self._ready: collections.deque = collections.deque()
+        self._cond = threading.Condition()
+        self._loop_event: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
+        self._waiting = dict.fromkeys(ids)  # not yet yielded, in order
+        self._foreign: list[str] = []  # not run by this kernel: polled
+        self._polled = 0.0
+        self._closed = False
+        ref = weakref.ref(self)
+
+        def listener(pairs, ref=ref, runner=runner):
+            me = ref()
+            if me is None:
+                runner.remove_finish_listener(listener)
+            else:
+                me._finished(pairs)
+        self._listener = listener
+        runner.add_finish_listener(listener)
+        ended = []
+        for tid in list(self._waiting):  # after the listener: nothing slips between
+            if runner.pending(tid):
+                continue
+            if tid in known:  # read already (a group's records), and not re-running here
+                ended.append(known[tid])
+            else:
+                self._foreign.append(tid)
+        if ended:
+            self._take(ended)
+        self._poll()
+
+    # -- fed by the runner thread and by polling
+    def _finished(self, pairs: list[tuple[Job, tuple]]) -> None:
+        waiting = self._waiting
+        got = [(job, o) for job, o in pairs if job.id in waiting]
+        if got:
+            self._take([self._runner.record_of(job, o, api.Task) for job, o in got])
+
+    def _take(self, records: list) -> None:
+        with self._cond:
+            for rec in records:
+                if self._waiting.pop(rec.id, 0) is None:  # once each
+                    self._ready.append(rec)
+            self._cond.notify_all()
+        le = self._loop_event
+        if le is not None:
+            loop, event = le
+            loop.call_soon_threadsafe(event.set)
+
+    def _poll(self) -> None:
+        """Read the store for the tasks this kernel does not run."""
+        self._polled = time.monotonic()
+        if not self._foreign:
+            return
+        done, left = [], []
+        for tid in self._foreign:
+            if tid not in self._waiting:
+                continue
+            rec = read_record(self._runner, tid)
+            if rec is not None and rec.state.final:
+                done.append(rec)
+            elif self._runner.pending(tid):
+                continue  # resumed here meanwhile: the listener will see it
+            else:
+                left.append(tid)
+        self._foreign = left
+        if done:
+            self._take(done)
+
+    def _next_ready(self):
+        """A record, None to wait more, or StopIteration when all were yielded."""
+        if self._ready:
+            return self._ready.popleft()
+        if not self._waiting:
+            self.close()
+            raise StopIteration
+        if self._foreign and time.monotonic() - self._polled >= POLL_SECONDS:
+            self._poll()
+            if self._ready:
+                return self._ready.popleft()
+        return None
+
+    def _wait_time(self) -> float | None:
+        left = remaining(self._end)
+        if left is not None and left <= 0:
+            self.close()
+            raise concurrent.futures.TimeoutError(
+                f"{len(self._waiting)} (of {self._total}) tasks did not finish in time")
+        if self._foreign:
+            return POLL_SECONDS if left is None else min(POLL_SECONDS, left)
+        return left
+
+    # -- for
+    def __iter__(self) -> _Completed:
+        return self
+
+    def __next__(self):
+        while True:
+            with self._cond:
+                rec = self._next_ready()
+                if rec is not None:
+                    return rec
+                self._cond.wait(self._wait_time())
+
+    # -- async for
+    def __aiter__(self) -> _Completed:
+        return self
+
+    async def __anext__(self):
+        if self._loop_event is None:
+            self._loop_event = (asyncio.get_running_loop(), asyncio.Event())
+        event = self._loop_event[1]
+        while True:
+            with self._cond:
+                event.clear()
+                try:
+                    rec = self._next_ready()
+                except StopIteration:
+                    raise StopAsyncIteration from None
+                if rec is not None:
+                    return rec
+                wait = self._wait_time()
+            with contextlib.suppress(asyncio.TimeoutError):  # poll, or time out next turn
+                await asyncio.wait_for(event.wait(), wait)
+
+    def close(self) -> None:
+        """Stop listening (done by itself at the end, on timeout, or when dropped)."""
+        if not self._closed:
+            self._closed = True
+            self._runner.remove_finish_listener(self._listener)
+
+    def __len__(self) -> int:
+        """How many records are still to come."""
+        return len(self._waiting) + len(self._ready)
