@@ -6,7 +6,7 @@ by group (``result_group``, ``fetch_group``, ``count_group``...), and watch each
 group's progress live in the cell. ``%load_ext nbgroups`` adds magics.
 ``Executor`` and ``as_completed`` serve code written for ``concurrent.futures``,
 ``aresult_group`` and its twins are awaitable, and ``import nbgroups.joblib_backend``
-registers the joblib backend ``'nbgroups'`` (docs/futures.md).
+registers the joblib backend ``'nbgroups'`` (docs/guide/futures.md).
 
 ``import nbgroups`` stays light: IPython and ipywidgets load only when a
 progress view or the extension is used.
@@ -81,9 +81,51 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'nbgroups' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    loaded = importlib.import_module(f".{module}", __name__)
+    if module == "api":
+        loaded.SESSION.on_submit(_script_progress)  # once: on_submit ignores a repeat
+    value = getattr(loaded, name)
     globals()[name] = value  # once: later lookups are plain module attributes
     return value
+
+
+_script_decided = False  # _script_progress looked at this process once
+
+
+def _script_progress(group: str | None, ttl: int | None) -> None:
+    """A script whose stderr is a terminal shows the text progress of each group it
+    submits to, as ``%load_ext nbgroups`` does in a notebook (the README's "a text
+    line on stderr where there is no widget frontend"). Not in an interactive
+    session (its prompt would be drawn over), nor where IPython runs (the extension
+    decides there), nor on a log file or pipe unless ``progress='text'``."""
+    import sys
+
+    from . import api
+
+    global _script_decided
+    if _script_decided:
+        return
+    _script_decided = True
+
+    api.SESSION.off_submit(_script_progress)  # decided once, at the first submission
+    mode = api.settings().progress
+    if mode not in ("auto", "text") or hasattr(sys, "ps1") or sys.flags.interactive:
+        return
+    ipython = sys.modules.get("IPython")
+    if ipython is not None and ipython.get_ipython() is not None:
+        return
+    stderr = sys.stderr
+    try:
+        tty = stderr is not None and stderr.isatty()
+    except ValueError:  # closed
+        tty = False
+    if not tty and mode != "text":
+        return
+    from .display import state
+
+    auto = state().auto
+    auto.enable(None)
+    auto(group, ttl)
 
 
 def __dir__() -> list[str]:
@@ -146,7 +188,35 @@ __all__ = [
 
 
 def progress(group_id: str, **kwargs: Any):
-    """Display (or return) the live progress view of a group."""
+    """Show the live progress view of a group in the cell, or return it.
+
+    The view is an ipywidgets widget in a notebook (a bar, done/failed/running/
+    queued counts, elapsed time and ETA, the failures with their tracebacks,
+    Cancel and Retry-failed buttons), a text line on stderr elsewhere.
+
+    Args:
+        group_id: the group.
+        display: ``False`` returns the view instead of displaying it; a returned
+            view displays itself when it is a cell's value.
+        mode: ``'widget'``, ``'text'`` or ``'auto'`` (default: the ``progress``
+            setting).
+        cached: the group of the cache layer.
+        stream: the text view's stream (default ``sys.stderr``).
+
+    Returns:
+        ``None``, or the view with ``display=False``.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> import io
+        >>> import nbgroups
+        >>> view = nbgroups.progress('doc-progress', display=False, mode='text',
+        ...                          stream=io.StringIO())
+        >>> view.group
+        'doc-progress'
+    """
     from .display import progress as _progress
 
     return _progress(group_id, **kwargs)

@@ -10,7 +10,7 @@ A blocking wait (``result_group(..., wait=-1)``) holds the kernel's event loop,
 so messages from widgets queue behind the cell: the progress view's Cancel and
 Retry buttons do nothing until it returns. An awaited wait leaves the loop
 free: ipykernel (>= 7) hands widget messages to their handlers while an async
-cell awaits, so the buttons work (docs/futures.md).
+cell awaits, so the buttons work (docs/guide/futures.md).
 
 Arguments are checked at the call, before anything is awaited. The wait itself
 sleeps on the runner's change notifications (:meth:`Runner.add_listener`,
@@ -37,7 +37,29 @@ __all__ = ["afetch", "afetch_group", "aresult", "aresult_group"]
 
 
 def afetch(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
-    """Awaitable :func:`nbgroups.fetch`: the task record, waiting without holding the loop."""
+    """Awaitable :func:`fetch`: the task record, waiting without holding the event loop.
+
+    Args:
+        task_id: a task id, or a task's name.
+        wait: milliseconds to wait for the task to finish (``-1``: no limit).
+        cached: read the cache layer instead of the task store.
+
+    Returns:
+        A coroutine whose value is the :class:`Task`, or ``None`` for an
+        unknown id or name.
+
+    Raises:
+        ArgumentTypeError: ``task_id`` is not a string, ``wait`` not a number.
+        ConfigurationError: ``wait`` below ``-1``.
+
+    Example:
+        >>> import asyncio
+        >>> from nbgroups import afetch, async_task
+        >>> tid = async_task('math.floor', 2.5, group='doc-afetch')
+        >>> task = asyncio.run(afetch(tid, wait=-1))
+        >>> task.result, task.success
+        (2, True)
+    """
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
     timeout = wait_seconds(wait)
@@ -64,11 +86,30 @@ async def _afetch(task_id: str, wait: Any, timeout: float | None, cached: Any):
 
 
 def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
-    """Awaitable :func:`nbgroups.result`: the result, or None if unknown or not finished.
+    """Awaitable :func:`result`: the result, waiting without holding the event loop.
 
-    >>> tid = nbgroups.async_task(pow, 2, 5, group='doc-aio')
-    >>> asyncio.run(aresult(tid, wait=-1))
-    32
+    The arguments are checked at the call, before anything is awaited. In a
+    notebook cell, ``await aresult(tid, wait=-1)``.
+
+    Args:
+        task_id: a task id, or a task's name.
+        wait: milliseconds to wait for the task to finish (``-1``: no limit).
+        cached: read the cache layer instead of the task store.
+
+    Returns:
+        A coroutine whose value is the result (a failed task's: its exception),
+        or ``None`` when the task is unknown or not finished within ``wait``.
+
+    Raises:
+        ArgumentTypeError: ``task_id`` is not a string, ``wait`` not a number.
+        ConfigurationError: ``wait`` below ``-1``.
+
+    Example:
+        >>> import asyncio
+        >>> from nbgroups import aresult, async_task
+        >>> tid = async_task(divmod, 7, 2, group='doc-aresult')
+        >>> asyncio.run(aresult(tid, wait=-1))
+        (3, 1)
     """
     fetching = afetch(task_id, wait=wait, cached=cached)
 
@@ -81,10 +122,32 @@ def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any,
 def aresult_group(group_id: str, failures: bool = False, wait: int = 0,
                   count: int | None = None, cached: bool = False
                   ) -> Coroutine[Any, Any, list | None]:
-    """Awaitable :func:`nbgroups.result_group`: the group's results in submission order.
+    """Awaitable :func:`result_group`: the group's results in submission order.
 
-    While it waits, the kernel keeps serving widget messages (the progress
-    view's Cancel and Retry buttons work).
+    While it waits, the kernel keeps serving widget messages: the progress
+    view's Cancel and Retry buttons work.
+
+    Args:
+        group_id: the group.
+        failures: include failed tasks (their entry is their exception).
+        wait: milliseconds to wait (``-1``: no limit).
+        count: wait for at least this many finished tasks.
+        cached: read the group of the cache layer.
+
+    Returns:
+        A coroutine whose value is the list of results, or ``None`` if the
+        group is unknown.
+
+    Raises:
+        ArgumentTypeError: as :func:`result_group`, at the call.
+        ConfigurationError: as :func:`result_group`, at the call.
+
+    Example:
+        >>> import asyncio
+        >>> from nbgroups import aresult_group, sweep
+        >>> asyncio.run(aresult_group(sweep(pow, 'doc-aresult-group', base=[2], exp=[3, 4]),
+        ...                           wait=-1))
+        [8, 16]
     """
     waiting = _group_wait(group_id, failures, wait, count, cached)
 
@@ -96,7 +159,30 @@ def aresult_group(group_id: str, failures: bool = False, wait: int = 0,
 
 def afetch_group(group_id: str, failures: bool = True, wait: int = 0,
                  count: int | None = None, cached: bool = False) -> Coroutine[Any, Any, Any]:
-    """Awaitable :func:`nbgroups.fetch_group`: the group's records in submission order."""
+    """Awaitable :func:`fetch_group`: the group's task records in submission order.
+
+    Args:
+        group_id: the group.
+        failures: include failed tasks (``False`` leaves them out).
+        wait: milliseconds to wait (``-1``: no limit).
+        count: wait for at least this many finished tasks.
+        cached: read the group of the cache layer.
+
+    Returns:
+        A coroutine whose value is a :class:`TaskList`, or ``None`` if the group
+        is unknown.
+
+    Raises:
+        ArgumentTypeError: as :func:`fetch_group`, at the call.
+        ConfigurationError: as :func:`fetch_group`, at the call.
+
+    Example:
+        >>> import asyncio
+        >>> from nbgroups import afetch_group, sweep
+        >>> group = sweep(pow, 'doc-afetch-group', base=[-1, 2], exp=[2])
+        >>> [t.result for t in asyncio.run(afetch_group(group, wait=-1))]
+        [1, 4]
+    """
     waiting = _group_wait(group_id, failures, wait, count, cached)
 
     async def read() -> Any:

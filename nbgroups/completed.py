@@ -52,18 +52,30 @@ def remaining(end: float | None) -> float | None:
 
 def as_completed(group_or_ids: str | Iterable[str], timeout: float | None = None
                  ) -> _Completed:
-    """The :class:`~nbgroups.Task` records of a group (or of task ids), as they finish.
+    """The :class:`Task` records of a group (or of task ids), as they finish.
 
-    ``group_or_ids``: a group name (its tasks submitted so far) or an iterable
-    of task ids (or of objects with a ``task_id``/``id``: futures, records).
     Successes, failures and cancelled tasks are all yielded, each once, in the
     order they end (those already ended first). Works with ``for`` and
-    ``async for``. ``timeout`` (seconds, from this call) raises ``TimeoutError``
-    when the next record is not there in time.
+    ``async for``.
 
-    >>> g = nbgroups.sweep(pow, 'doc-completed', base=[2, 3], exp=[2])
-    >>> sorted(t.result for t in as_completed(g))
-    [4, 9]
+    Args:
+        group_or_ids: a group name (its tasks submitted so far) or an iterable of
+            task ids (or of objects with a ``task_id``/``id``: futures, records).
+        timeout: seconds from this call; ``None``: no limit.
+
+    Returns:
+        An iterator (and async iterator) of :class:`Task`.
+
+    Raises:
+        ArgumentTypeError: ``timeout`` is not ``None`` or seconds >= 0, or
+            ``group_or_ids`` is neither a group name nor an iterable of ids.
+        TimeoutError: iterating, when the next record is not there in time.
+
+    Example:
+        >>> from nbgroups import as_completed, sweep
+        >>> group = sweep(pow, 'doc-completed', base=[2, 3], exp=[2])
+        >>> sorted(t.result for t in as_completed(group))
+        [4, 9]
     """
     if timeout is not None and (isinstance(timeout, bool) or
                                 not isinstance(timeout, int | float) or timeout < 0):

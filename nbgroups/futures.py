@@ -285,17 +285,30 @@ def _exception_of(exc: Any, ended: _Ended) -> BaseException:
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` whose every call is an nbgroups task.
 
-    ``group`` and ``options`` are the submission options of :func:`nbgroups.async_task`
-    (``timeout``, ``retries``, ``cached``, ``hook``, ``save``, ``task_name``, ``reuse``).
     The backend is the kernel's (``configure(backend=...)``: loky, thread, sync,
     dask); the executor owns no pool, so ``shutdown()`` only stops it taking
-    calls (and waits for, or cancels, its own).
+    calls (and waits for, or cancels, its own). ``submit`` returns a real
+    ``concurrent.futures.Future`` (a failed task raises its exception from
+    ``result()``); ``map`` yields results in input order, sending the calls in
+    chunks.
 
-    >>> with Executor(group='doc-executor') as ex:
-    ...     ex.submit(pow, 2, 10).result()
-    ...     list(ex.map(abs, [-1, -2, 3]))
-    1024
-    [1, 2, 3]
+    Args:
+        group: the group of every call (``None``: no group).
+        **options: the submission options of :func:`async_task` (``timeout``,
+            ``retries``, ``cached``, ``hook``, ``save``, ``task_name``,
+            ``reuse``); not ``sync``.
+
+    Raises:
+        ArgumentTypeError: an option of the wrong type.
+        ConfigurationError: an option out of range, or ``sync=True``.
+
+    Example:
+        >>> from nbgroups import Executor
+        >>> with Executor(group='doc-executor') as ex:
+        ...     ex.submit(pow, 2, 10).result()
+        ...     list(ex.map(abs, [-1, -2, 3]))
+        1024
+        [1, 2, 3]
     """
 
     def __init__(self, group: str | None = None, **options: Any) -> None:
@@ -360,7 +373,7 @@ class Executor(concurrent.futures.Executor):
 
     def map(self, fn: Callable | str, *iterables: Iterable, timeout: float | None = None,
             chunksize: int | None = None) -> Iterator:
-        """``fn`` over the iterables' items (``zip``ped), results in input order.
+        """``fn`` over the iterables' items (zipped), results in input order.
 
         The calls go in chunks, each one ``async_iter`` task of the group:
         ``chunksize=None`` grows them from 4 calls per worker to ~16k;

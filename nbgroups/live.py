@@ -18,7 +18,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 
-from .jobs import QUEUED, RUNNING, STORED_STATES, Job, Options
+from . import monitor
+from .jobs import QUEUED, RUNNING, STORED_STATES, Batch, Job, Options
 from .records import State
 
 Where = tuple[bool, str | None]  # (in the cache layer, group)
@@ -129,3 +130,34 @@ class LiveTasks:
 
     def __bool__(self) -> bool:
         return bool(self._jobs)
+
+
+def running_now(batches: Iterable[Batch], where: Where) -> int | None:
+    """How many of ``where``'s tasks a worker runs now, or None if it cannot be told
+    (a batch in flight without a monitor file: thread backend).
+
+    Calls go to workers in batches, several per worker. A worker stamps its batch's
+    monitor file before each call, so the newest stamp of each worker names the call
+    it runs; an older batch's stamp still names its last call until the batch is
+    collected, and the rest of a batch is sent, not begun."""
+    cached, group = where
+    newest: dict[int, tuple[float, Job]] = {}  # worker pid -> its newest stamp's call
+    for batch in batches:
+        if batch.monitor is None:
+            return None
+        stamp = monitor.read(batch.monitor)
+        if stamp is not None and stamp.batch == batch.id and stamp.call < len(batch.jobs):
+            seen = newest.get(stamp.pid)
+            if seen is None or stamp.started > seen[0]:
+                newest[stamp.pid] = (stamp.started, batch.jobs[stamp.call])
+    return len({id(u) for u in (_counted(j) for _, j in newest.values())
+                if _of(u, cached, group)})
+
+
+def _counted(job: Job) -> Job:
+    """The job :meth:`LiveTasks.start` counted for ``job`` (an async_iter chunk's parent)."""
+    return job if job.parent is None else job.parent[0]
+
+
+def _of(job: Job, cached: bool, group: str | None) -> bool:
+    return job.state is RUNNING and job.options.cached == cached and job.options.group == group

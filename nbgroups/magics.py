@@ -54,7 +54,12 @@ def _known_group(args: list[str], usage: str, flags: tuple[str, ...] = ()
 
 
 def _show_after(group: str, n: int, cached: bool = False) -> None:
-    if n and api.settings().progress is not False:
+    """Show the group's view after a re-submission, unless this cell shows it already
+    (the api's re-submission shows it, as a submission does)."""
+    key = (group, api.SESSION.layer(cached))
+    shown = display.state().auto.shown
+    if n and api.settings().progress is not False and key not in shown:
+        shown.add(key)
         display.progress(group, cached=cached)
 
 

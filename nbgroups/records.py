@@ -8,6 +8,7 @@ the ten thousand); the classes here are what the store hands back.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -20,7 +21,17 @@ __all__ = ["Outcome"]  # re-exported: it lives with its builders, in nbgroups.ou
 
 class State(str, enum.Enum):
     """Where a task is: queued, running, or one of the final states (success,
-    failure, cancelled)."""
+    failure, cancelled). A ``str`` enum: ``State.SUCCESS == 'success'``.
+
+    ``finished`` is true for success and failure; ``final`` also for cancelled.
+
+    Example:
+        >>> from nbgroups import State
+        >>> State.SUCCESS.finished, State.CANCELLED.finished, State.CANCELLED.final
+        (True, False, True)
+        >>> State('queued') is State.QUEUED
+        True
+    """
 
     QUEUED = "queued"
     RUNNING = "running"
@@ -30,10 +41,12 @@ class State(str, enum.Enum):
 
     @property
     def finished(self) -> bool:
+        """Success or failure: the task ran to an outcome."""
         return self in (State.SUCCESS, State.FAILURE)
 
     @property
     def final(self) -> bool:
+        """Success, failure or cancelled: the task will not change by itself."""
         return self in (State.SUCCESS, State.FAILURE, State.CANCELLED)
 
 
@@ -111,7 +124,17 @@ RUN_COLUMNS = ("stdout", "stderr", "worker", "memory", "submitted", "started", "
 
 
 class TaskList(list):
-    """A list of tasks with django-queryset-like helpers."""
+    """A list of tasks with django-queryset-like helpers: :meth:`filter`,
+    :meth:`exclude`, :meth:`values`, :meth:`to_dataframe`.
+
+    Example:
+        >>> from nbgroups import fetch_group, sweep
+        >>> tasks = fetch_group(sweep(pow, 'doc-list-of-tasks', base=[2, 0], exp=[-1]), wait=-1)
+        >>> [t.kwargs for t in tasks.filter(success=True)]
+        [{'base': 2, 'exp': -1}]
+        >>> tasks.exclude(success=True)[0].error
+        'ZeroDivisionError: 0.0 cannot be raised to a negative power'
+    """
 
     def filter(self, **fields: Any) -> TaskList:
         """Tasks whose attributes equal every given value: ``filter(success=True)``."""
@@ -150,10 +173,11 @@ class TaskList(list):
         return [{n: getattr(t, n) for n in names if n != "schema"} for t in self]
 
     def to_dataframe(self):
-        """A pandas DataFrame: one row per task, one column per keyword parameter,
-        ``result`` (dict results expanded into columns), ``success``, ``error``,
-        ``time_taken``, ``attempt_count``, ``state``, then what was seen of its run:
-        ``stdout``, ``stderr``, ``worker``, ``memory``, ``submitted``,
+        """A pandas DataFrame: one row per task. The columns a reader looks at come
+        first: one per keyword parameter, then ``result`` (dict results expanded into
+        columns), ``success``, ``error``, ``time_taken``, ``attempt_count``,
+        ``state``; the task's ``id``, ``name`` and ``group``; last, what was seen of
+        its run: ``stdout``, ``stderr``, ``worker``, ``memory``, ``submitted``,
         ``started``, ``stopped`` (see :class:`TaskRecord`).
 
         Dict results are expanded when every successful result is a dict (one
@@ -167,7 +191,8 @@ class TaskList(list):
             import pandas as pd
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
-        fixed = ("success", "error", "time_taken", "attempt_count", *RUN_COLUMNS)
+        fixed = ("success", "error", "time_taken", "attempt_count")
+        task_columns = ("state", "id", "name", "group", *RUN_COLUMNS)
         done = [t.result for t in self if t.success]
         expand = bool(done) and all(isinstance(r, dict) for r in done)
         rows = []
@@ -178,31 +203,43 @@ class TaskList(list):
             elif t.args:
                 params["args"] = t.args
             params.update(t.kwargs or {})
-            row: dict[str, Any] = {}
-            for k, v in (("id", t.id), ("name", t.name), ("group", t.group)):
-                row[k if k not in params else f"task.{k}"] = v
-            row.update({k if k not in fixed else f"param.{k}": v for k, v in params.items()})
+            row: dict[str, Any] = {k if k not in fixed else f"param.{k}": v
+                                   for k, v in params.items()}
             if expand:
                 for k, v in (t.result.items() if t.success else ()):
-                    row[k if k not in row and k not in fixed and k != "state"
+                    row[k if k not in row and k not in fixed and k not in task_columns
                         else f"result.{k}"] = v
             else:
                 row["result" if "result" not in row else "result.value"] = (
                     t.result if t.success else None)
             row.update(success=t.success, error=t.error, time_taken=t.time_taken(),
                        attempt_count=t.attempt_count)
-            row["state" if "state" not in row else "task.state"] = t.state.value
-            row.update((k, getattr(t, k)) for k in RUN_COLUMNS)
+            for k, v in (("state", t.state.value), ("id", t.id), ("name", t.name),
+                         ("group", t.group), *((k, getattr(t, k)) for k in RUN_COLUMNS)):
+                row[k if k not in params else f"task.{k}"] = v
             rows.append(row)
         if not rows:
-            return pd.DataFrame(columns=["id", "name", "group", "result", *fixed[:4], "state",
-                                         *RUN_COLUMNS])
+            return pd.DataFrame(columns=["result", *fixed, *task_columns])
         return pd.DataFrame(rows)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class GroupCounts:
-    """Counts of one group. ``done`` counts successes."""
+    """Counts of one group, from :func:`group_counts`. ``done`` counts successes.
+
+    Fields: ``group``, ``submitted``, ``done``, ``failed``, ``cancelled``,
+    ``running``, ``queued``, ``reused`` (calls of ``reuse=True`` submissions
+    that found a task already done), ``first_submitted``, ``last_finished``
+    (Unix times or ``None``; the repr shows them as local date and time and
+    the run's length). ``finished`` is ``done + failed``; ``settled``
+    says every submitted task finished or was cancelled.
+
+    Example:
+        >>> from nbgroups import GroupCounts
+        >>> c = GroupCounts('g', submitted=3, done=1, failed=1, running=1)
+        >>> c.finished, c.settled
+        (2, False)
+    """
 
     group: str
     submitted: int = 0
@@ -217,12 +254,29 @@ class GroupCounts:
 
     @property
     def finished(self) -> int:
+        """Successes plus failures (what ``count=`` waits for)."""
         return self.done + self.failed
 
     @property
     def settled(self) -> bool:
         """Every submitted task finished or was cancelled."""
         return self.finished + self.cancelled >= self.submitted
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={getattr(self, name)}" for name in (
+            "submitted", "done", "failed", "cancelled", "running", "queued", "reused"))
+        first, last = self.first_submitted, self.last_finished
+        times = f"first_submitted={_local_time(first)}, last_finished={_local_time(last)}"
+        if first is not None and last is not None:
+            times += f" ({last - first:.1f} s after)"
+        return f"GroupCounts({self.group!r}, {counts}, {times})"
+
+
+def _local_time(t: float | None) -> str:
+    """A ``time.time()`` reading as ``2026-11-29 23:12:57.717`` (local time), or None."""
+    if t is None:
+        return "None"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
 class Call(NamedTuple):

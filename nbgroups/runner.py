@@ -53,7 +53,7 @@ from .errors import RunnerClosed, StoreError
 from .executors import Executor
 from .inline import InlineRunner
 from .jobs import QUEUED, Job, Options, Outbox
-from .live import LiveTasks
+from .live import LiveTasks, running_now
 from .outcome import Row
 from .pages import PageBuffer, PageWriter, Written
 from .records import GroupCounts, State, TaskRecord
@@ -333,6 +333,10 @@ class Runner:
         self.flush()
         c = self.store_for(ttl).counts(group)
         queued, running = self.live_counts(group, ttl)
+        # running: the calls workers run now, not every call sent in a batch
+        now = running_now(self._dispatcher.in_flight(), (ttl is not None, group))
+        if now is not None and now < running:
+            queued, running = queued + running - now, now
         # re-runs (retry_group, reuse) count as unfinished until they end
         again = self._live.reruns((ttl is not None, group))
         c = replace(c, done=max(0, c.done - again["success"]),

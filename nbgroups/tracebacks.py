@@ -144,8 +144,8 @@ def _cell_label(filename: str) -> str | None:
 def render(chain: tuple[Segment, ...]) -> str:
     """The traceback text of :func:`summarize`'s data, with this process's sources."""
     out: list[str] = []
-    for frames, line, link in chain:
-        if frames:
+    for n, (frames, line, link) in enumerate(chain):
+        if frames or n == len(chain) - 1:  # the raised one always reads as a traceback
             out.append("Traceback (most recent call last):\n")
         for filename, lineno, name, source, *ident in frames:
             filename = origin(filename, ident[0] if ident else None)

@@ -45,8 +45,9 @@ from nbgroups import (
     result_group,
 )
 
-# Results live in this directory (relative to the notebook) and survive kernel restarts.
-nbgroups.configure(store='.nbgroups-quickstart')
+# Results live in ./.nbgroups beside the notebook (the default store, which git here
+# ignores) and survive kernel restarts.
+nbgroups.configure(store='.nbgroups')
 
 # Results add up across runs unless the groups are deleted first.
 for group, cached in (('modf', False), ('math', True)):
@@ -95,7 +96,7 @@ print(failure_count, 'failures;', successes)
 Every task has a human name (four words derived from its id); `fetch` finds a task
 by id or by name, and the task record knows its group. Deleting the group's label
 keeps the tasks (fetchable by id, with `group=None`), so the group is empty
-afterwards, and its progress view above says so.
+afterwards; its progress view above keeps what it showed and says "group deleted".
 """),
     code("""
 name = fetch_group('modf')[0].name
@@ -151,26 +152,28 @@ end we fix what can be fixed and retry only the failed points.
 %load_ext nbgroups
 import json
 import os
+import tempfile
 
 import numpy as np
 
 import nbgroups
 
-nbgroups.configure(store='.nbgroups-sweep')  # results are kept here, beside the notebook
+nbgroups.configure(store='.nbgroups')  # results are kept here, beside the notebook (the default)
 
 N_PATHS = 2_000  # Monte Carlo paths per point: more paths, smaller error bars, longer runs
 """),
     md("""
 ## The model
 
-The solver settings are read from `solver.json` **when a task runs**, not captured when
-it is submitted. That matters for retrying: `retry_group` re-runs the *same* callable
+The solver settings are read from a small JSON file **when a task runs**, not captured
+when it is submitted. That matters for retrying: `retry_group` re-runs the *same* callable
 with the same arguments, and a notebook function is shipped to the workers with the
 values of the globals it uses at submission time, so changing a notebook variable
 afterwards would not reach the retried tasks. A file the function reads does.
 """),
     code("""
-SOLVER_FILE = os.path.abspath('solver.json')
+# in a temporary directory, so that running the notebook leaves nothing beside it
+SOLVER_FILE = os.path.join(tempfile.mkdtemp(prefix='nbgroups-sweep-'), 'solver.json')
 
 
 def write_solver_settings(**settings):
@@ -190,7 +193,7 @@ def simulate(k, dt, sigma=1.0, t_end=20.0, paths=N_PATHS, seed=0):
     h = dt / substeps
     if k * h >= 2:
         raise ValueError(f'unstable step: k*h = {k * h:.2f} >= 2 with {substeps} substep(s); '
-                         'raise substeps in solver.json')
+                         'raise substeps in the solver settings')
     rng = np.random.default_rng(seed)
     x = np.zeros(paths)
     for _ in range(round(t_end / h)):
@@ -247,12 +250,12 @@ failed[['k', 'dt', 'error']]
 ## Retrying the failures
 
 The unstable points need substeps. Write the new setting where the function reads it,
-then re-run only the failed points. The `k = 0` points are invalid and fail again.
+then re-run only the failed points (the retry shows its own progress view; the one
+above keeps the first run's end). The `k = 0` points are invalid and fail again.
 """),
     code("""
 write_solver_settings(substeps=20)
 print('re-submitted', nbgroups.retry_group('grid'), 'failed points')
-nbgroups.progress('grid')
 """),
     code("""
 nbgroups.result_group('grid', wait=-1)

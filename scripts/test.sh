@@ -3,9 +3,16 @@
 #
 # Needs python3 >= 3.10 (with venv).  As root on Debian it also installs the
 # `chromium` package for the browser tests (Playwright cannot download a browser
-# here).  Phases: venv -> pip install -e '.[test,dask]' -> chromium -> pytest.
-# Idempotent: the pip phase is skipped while pyproject.toml is unchanged.
-# Before pytest, `ruff check nbgroups tests` and `mypy nbgroups` must pass.
+# here).  Phases: venv -> pip install -e '.[test,dask,docs]' -> chromium -> tmux
+# (terminal tests) -> ruff -> mypy -> docs -> pytest.  Idempotent: the pip phase is skipped while
+# pyproject.toml is unchanged.  Before pytest, `ruff check nbgroups tests` and
+# `mypy nbgroups` must pass.
+#
+# The docs phase builds the documentation site (Sphinx, warnings as errors,
+# nitpicky: a link or reference that does not resolve fails; the notebooks are
+# executed) into docs/_build/html. It runs for the whole suite (no pytest
+# arguments, as CI runs it) and is skipped when pytest arguments pick a subset,
+# unless NBGROUPS_DOCS=1; NBGROUPS_DOCS=0 skips it always.
 #
 # Environment:
 #   PYTHON=python3.12        interpreter used to create .venv (default python3)
@@ -14,8 +21,9 @@
 #   NBGROUPS_FORCE_INSTALL=1 re-run pip install even if nothing changed
 #   NBGROUPS_CHROMIUM=path   Chromium binary (default /usr/lib/chromium/chromium)
 #   NBGROUPS_SKIP_LINT=1     skip ruff and mypy (a quick local rerun of some tests)
-# Exit status: 1 if ruff or mypy fails, else pytest's; "no tests collected" (5)
-# is reported as a failure.
+#   NBGROUPS_DOCS=0|1        skip / force the docs build (default: only without args)
+# Exit status: 1 if ruff, mypy or the docs build fails, else pytest's; "no tests
+# collected" (5) is reported as a failure.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -91,15 +99,15 @@ else
     rm -f "$STAMP"
     pip_log="$(mktemp)"
     # Output kept for failures only: setuptools' build warnings are noise here.
-    if ! "$VPY" -m pip install -q --disable-pip-version-check -e '.[test,dask]' >"$pip_log" 2>&1; then
+    if ! "$VPY" -m pip install -q --disable-pip-version-check -e '.[test,dask,docs]' >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
         rm -f "$pip_log"
-        die "pip install -e '.[test,dask]' failed"
+        die "pip install -e '.[test,dask,docs]' failed"
     fi
     rm -f "$pip_log"
     installed_here || die "nbgroups is not importable from $ROOT after pip install -e"
     echo "$want_stamp" >"$STAMP"
-    echo "    installed -e '.[test,dask]'"
+    echo "    installed -e '.[test,dask,docs]'"
 fi
 
 # ------------------------------------------------------------------ chromium
@@ -132,6 +140,32 @@ if is_ci; then
     export NBGROUPS_REQUIRE_BROWSER=1 # a browser test must run, not skip
 fi
 
+# ------------------------------------------------------------------ tmux
+# tests/test_terminal.py runs terminal IPython in tmux: a real terminal whose
+# screen can be read back (a pty alone gives the bytes, not what they draw).
+phase tmux
+if command -v tmux >/dev/null; then
+    echo "    $(tmux -V) present"
+elif [[ "$(id -u)" == "0" ]] && command -v apt-get >/dev/null; then
+    export DEBIAN_FRONTEND=noninteractive
+    if apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux >/dev/null 2>&1 \
+        || { apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null 2>&1 \
+             && apt-get -o DPkg::Lock::Timeout=600 install -y -qq tmux >/dev/null 2>&1; }; then
+        echo "    installed $(tmux -V)"
+    elif is_ci; then
+        die "could not install tmux (CI=true): terminal tests cannot run"
+    else
+        echo "    WARNING: tmux install failed; terminal IPython tests will be skipped" >&2
+    fi
+elif is_ci; then
+    die "tmux missing and cannot apt-get install it (not root or no apt-get)"
+else
+    echo "    WARNING: tmux missing (run as root to install it); terminal IPython tests will be skipped" >&2
+fi
+if is_ci; then
+    export NBGROUPS_REQUIRE_TMUX=1 # a terminal test must run, not skip
+fi
+
 # ------------------------------------------------------------------ lint
 # Static checks first: they take seconds, and a type or lint error fails the run
 # before minutes of tests. NBGROUPS_SKIP_LINT=1 skips them (a quick local rerun).
@@ -140,6 +174,22 @@ if [[ "${NBGROUPS_SKIP_LINT:-0}" != "1" ]]; then
     "$VPY" -m ruff check nbgroups tests || { summary; die "ruff check failed"; }
     phase mypy
     "$VPY" -m mypy nbgroups || { summary; die "mypy failed"; }
+fi
+
+# ------------------------------------------------------------------ docs
+if [[ "${NBGROUPS_DOCS:-}" == "1" || ( -z "${NBGROUPS_DOCS:-}" && $# -eq 0 ) ]]; then
+    phase docs
+    docs_log="$(mktemp)"
+    # -W: warnings are errors; -n: nitpicky (unresolved references warn);
+    # --keep-going: report every warning, not only the first.
+    if ! "$VPY" -m sphinx -W --keep-going -n -q -b html docs docs/_build/html >"$docs_log" 2>&1; then
+        grep -v 'IPKernelApp\] WARNING | Kernel is running over TCP' "$docs_log" >&2 || true
+        rm -f "$docs_log"
+        summary
+        die "the documentation build failed (python -m sphinx -W --keep-going -n -b html docs docs/_build/html)"
+    fi
+    rm -f "$docs_log"
+    echo "    built docs/_build/html"
 fi
 
 # ------------------------------------------------------------------ pytest

@@ -16,6 +16,8 @@ on a slow machine.
 from __future__ import annotations
 
 import re
+import time
+import urllib.error
 from typing import Any
 
 import nbformat
@@ -24,7 +26,9 @@ import pytest
 from tests.jupyter_env import (
     REPO_ROOT,
     cell_error_outputs,
+    run_all_cells,
     save_screenshot,
+    wait_for_all_cells_run,
     wait_for_kernel_idle,
 )
 
@@ -218,11 +222,14 @@ def test_sweep_progress_live_in_jupyterlab(lab_notebook, browser_page):
     final = wait_for_bars(page, count=2)
     blocked = [e for e in events(page)[mark:] if e["busy"] and FIRST_WAIT in e["busy"]]
     assert len(intermediate(blocked)) >= 2, f"no live updates while blocked: {events(page)}"
-    # the invalid k = 0 points fail again: both views end full, in the failure style
+    # both views end full, in the failure style; each lists its own run's failures:
+    # the sweep's view keeps the first run's nine, the retry's view the invalid k = 0
+    # points that fail again
     assert final == [{"width": "100%", "danger": True}] * 2, final
-    for v in (view.first, view.last):
-        titles = failure_titles(v, 1)
-        assert "ValueError: k must be > 0" in titles[0] and titles[0].endswith("\u00d7 5"), titles
+    titles = failure_titles(view.first, 2)  # one entry per cause
+    assert any("ValueError: unstable step" in t and t.endswith("\u00d7 4") for t in titles), titles
+    titles = failure_titles(view.last, 1)
+    assert "ValueError: k must be > 0" in titles[0] and titles[0].endswith("\u00d7 5"), titles
 
     # the full traceback on demand: open the first failure of the last view
     header = view.last.locator(HEADER).first
@@ -269,3 +276,53 @@ def test_running_tasks_own_progress_and_grouped_failures(lab_notebook, browser_p
     titles = failure_titles(view.first, 1)
     # (shown as HTML: the two spaces before the count read as one)
     assert titles[0] == "ValueError: k must be >= 0, got k=\u2026 \u00d7 2", titles
+
+
+def _saved_outputs(server: Any, relpath: str, group: str) -> list[str]:
+    """text/plain of the saved notebook's views of ``group`` (what GitHub shows)."""
+    try:
+        nb = server.api("GET", f"/api/contents/{relpath}?content=1")["content"]
+    except urllib.error.HTTPError as e:  # read while JupyterLab writes it: not yet
+        if e.code != 400:
+            raise
+        return []
+    return [out["data"]["text/plain"] for cell in nb["cells"] if cell["cell_type"] == "code"
+            for out in cell.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})
+            and out["data"].get("text/plain", "").startswith(group + " ")]
+
+
+def test_saved_notebook_holds_the_final_state_of_views(lab_notebook, browser_page,
+                                                       jupyterlab_server):
+    """JupyterLab saves no widget state by default: a reader without a kernel sees the
+    static rendering beside the widget, which must be the final one, also for a group
+    that settled while the kernel was idle (its cell long finished)."""
+    page = browser_page
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell(
+            "%load_ext nbgroups\nimport time, nbgroups\n"
+            "nbgroups.configure(store='.nbgroups-saved', workers=2)\n"
+            "for g in ('idle', 'waited'):\n"
+            "    nbgroups.delete_group(g, tasks=True)"),
+        nbformat.v4.new_code_cell(
+            "nbgroups.sweep(lambda x: (time.sleep(0.4), x)[1], 'idle', x=range(8))"),
+        nbformat.v4.new_code_cell(
+            "nbgroups.sweep(lambda x: x, 'waited', x=range(5))\n"
+            "len(nbgroups.result_group('waited', wait=-1))"),
+    ])
+    relpath = lab_notebook(nb, stem="saved-static")
+    run_all_cells(page)
+    wait_for_all_cells_run(page)
+    wait_for_bars(page, count=1, group="idle")
+    wait_for_bars(page, count=1, group="waited")
+    page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Cell").first.click()
+    page.keyboard.press("Control+s")
+    deadline = time.monotonic() + 30
+    while not (_saved_outputs(jupyterlab_server, relpath, "idle")
+               and _saved_outputs(jupyterlab_server, relpath, "waited")):
+        assert time.monotonic() < deadline, "the notebook was not saved"
+        time.sleep(0.2)
+    (idle,) = _saved_outputs(jupyterlab_server, relpath, "idle")
+    (waited,) = _saved_outputs(jupyterlab_server, relpath, "waited")
+    assert waited.startswith("waited 100%|") and "5/5 [done 5," in waited, waited
+    assert idle.startswith("idle 100%|") and "8/8 [done 8," in idle, idle

@@ -25,8 +25,9 @@ def test_sweep_of_dict_results(nb):
     nbgroups.result_group(g, wait=-1)
     df = nbgroups.fetch_group(g).to_dataframe()
     assert len(df) == 4
-    assert list(df.columns) == ["id", "name", "group", "lr", "depth", "loss", "depth_sq",
-                                "success", "error", "time_taken", "attempt_count", "state",
+    # what a reader compares first (parameters, results), the task's identity last
+    assert list(df.columns) == ["lr", "depth", "loss", "depth_sq", "success", "error",
+                                "time_taken", "attempt_count", "state", "id", "name", "group",
                                 "stdout", "stderr", "worker", "memory", "submitted", "started",
                                 "stopped"]
     assert list(zip(df["lr"], df["depth"], strict=True)) == [
@@ -50,6 +51,7 @@ def test_plain_results_and_positional_arguments(nb):
     nbgroups.async_task(halve, "text", group="df-plain")
     nbgroups.result_group("df-plain", wait=-1)
     df = nbgroups.fetch_group("df-plain").to_dataframe()
+    assert list(df.columns)[:2] == ["arg", "result"]
     assert df["arg"].tolist() == [2, 4, 6, "text"]
     assert df["result"].iloc[:3].tolist() == [1.0, 2.0, 3.0]
     assert pd.isna(df["result"].iloc[3])
@@ -95,4 +97,6 @@ def test_parameter_and_result_names_never_clobber_task_columns(nb):
 def test_empty_list_has_the_documented_columns():
     df = TaskList().to_dataframe()
     assert len(df) == 0
-    assert {"result", "success", "error", "time_taken", "attempt_count"} <= set(df.columns)
+    assert list(df.columns) == ["result", "success", "error", "time_taken", "attempt_count",
+                                "state", "id", "name", "group", "stdout", "stderr", "worker",
+                                "memory", "submitted", "started", "stopped"]

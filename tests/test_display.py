@@ -13,7 +13,7 @@ import pytest
 import nbgroups
 from nbgroups import api, display
 from nbgroups.display import formatting
-from nbgroups.display.formatting import format_line, meter
+from nbgroups.display.formatting import Failure, format_line, meter
 from nbgroups.errors import ConfigurationError
 from nbgroups.records import GroupCounts
 
@@ -285,8 +285,12 @@ def _counts(group, done, submitted=6, failed=0):
 
 
 @pytest.mark.parametrize("tty", [True, False])
-def test_two_text_views_on_one_stream_keep_their_own_lines(tty):
+def test_two_text_views_on_one_stream_keep_their_own_lines(tty, monkeypatch):
     from nbgroups.display.text import TextView
+
+    monkeypatch.setenv("COLUMNS", "200")  # wide enough for the unshortened lines
+    monkeypatch.delenv("TERM", raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
 
     out = _Terminal() if tty else io.StringIO()
     a, b = TextView(out), TextView(out)
@@ -351,7 +355,7 @@ def test_rerun_sweep_says_how_many_were_reused(nb):
     rows = group_rows([c])
     assert rows[0]["reused"] == 4
     header, row = format_table(rows).splitlines()
-    assert header.split()[6] == "reused" and row.split()[6] == "4"
+    assert header.split()[7] == "reused" and row.split()[7] == "4"
 
 
 def test_formatting_and_table_doctests():
@@ -417,3 +421,93 @@ def test_ten_thousand_tasks_bounded_widget_updates(nb_loky):
     finally:
         ip.run_line_magic("unload_ext", "nbgroups")
         InteractiveShell.clear_instance()
+
+
+def test_group_counts_repr_reads_times_not_epoch_floats():
+    import time as clock
+
+    from nbgroups.records import GroupCounts
+
+    t0 = clock.mktime((2026, 11, 29, 23, 12, 57, 0, 0, -1)) + 0.717
+    text = repr(GroupCounts("g", submitted=200, done=180, failed=20,
+                            first_submitted=t0, last_finished=t0 + 2.141))
+    assert text == ("GroupCounts('g', submitted=200, done=180, failed=20, cancelled=0, "
+                    "running=0, queued=0, reused=0, first_submitted=2026-11-29 23:12:57.717, "
+                    "last_finished=2026-11-29 23:12:59.858 (2.1 s after))")
+    assert str(t0)[:6] not in text
+    empty = repr(GroupCounts("g"))
+    assert empty.endswith("first_submitted=None, last_finished=None)")
+
+
+def _terminal_view(monkeypatch, columns=200, term="xterm-256color", no_color=None):
+    from nbgroups.display.text import TextView
+
+    monkeypatch.setenv("COLUMNS", str(columns))
+    monkeypatch.setenv("TERM", term)
+    if no_color is None:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    else:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    out = _Terminal()
+    return out, TextView(out)
+
+
+def _failing(now=5.0):
+    return meter(GroupCounts("a-long-group-name", submitted=200, done=150, failed=10,
+                             running=2, queued=38, first_submitted=0.0), now=now)
+
+
+def test_text_lines_fit_the_terminal_width(monkeypatch):
+    out, view = _terminal_view(monkeypatch, columns=60, no_color="1")
+    view.update(_failing(), None)
+    settled = meter(GroupCounts("a-long-group-name", submitted=200, done=190, failed=10,
+                                first_submitted=0.0, last_finished=9.0), now=9.0)
+    failures = [Failure(f"task-{i}", "ValueError: " + "x" * 120, "tb") for i in range(10)]
+    view.update(settled, failures)
+    lines = [ln for ln in _screen(out.getvalue()) if ln]
+    assert len(lines) == 7 and all(len(ln) <= 59 for ln in lines), lines
+    assert lines[0] == "a-long-group-name 100% 200/200 [done 190, failed 10] 0:09"
+    assert lines[1].startswith("  failed task-0: ValueError: xxx") and lines[1].endswith("…")
+    monkeypatch.setenv("COLUMNS", "120")  # the window was widened: lines use it
+    view.update(_failing(now=6.0), None)
+    assert len(_screen(out.getvalue())[-1]) > 60
+
+
+def test_colour_only_where_the_terminal_takes_it(monkeypatch):
+    out, view = _terminal_view(monkeypatch)
+    view.update(_failing(), None)
+    assert "\x1b[31mfailed 10\x1b[0m" in out.getvalue()
+    out, view = _terminal_view(monkeypatch, no_color="1")
+    view.update(_failing(), None)
+    assert "\x1b[31m" not in out.getvalue() and "\x1b[" not in out.getvalue().replace(
+        "\x1b[J", "")
+    out, view = _terminal_view(monkeypatch, term="dumb")  # no colour, no cursor movement
+    view.update(_failing(), None)
+    view.update(_failing(now=7.0), None)
+    assert "\x1b" not in out.getvalue()
+    assert out.getvalue().count("\r") == 2
+
+
+def test_held_boards_write_nothing_until_released(monkeypatch):
+    from nbgroups.display import text
+
+    out, view = _terminal_view(monkeypatch, no_color="1")
+    try:
+        text.hold()
+        view.update(_failing(), None)
+        assert out.getvalue() == ""
+        text.release()  # a wait began: the current line is drawn
+        assert _screen(out.getvalue()) == [format_line(_failing(), 199)]
+        text.end_lines()  # the wait returned: the line stays, the cursor goes below it
+        assert out.getvalue().endswith("\n")
+        text.hold()
+        done = meter(GroupCounts("a-long-group-name", submitted=200, done=200,
+                                 first_submitted=0.0, last_finished=9.0), now=9.0)
+        view.update(done, None)
+        written = out.getvalue()
+        assert "100%" not in written
+        text.write_pending()  # a new cell: the final line, on a line of its own
+        assert out.getvalue()[len(written):] == format_line(done, 199) + "\n"
+        assert text.held()
+    finally:
+        text.release()

@@ -54,8 +54,8 @@ def test_table_of_groups(ip):
         {"submitted": 6, "done": 5, "failed": 1, "running": 0, "queued": 0}
     assert rows["tb"]["done"] == 1 and ":" in rows["tb"]["elapsed"]
     text = repr(table)
-    assert text.splitlines()[0].split() == ["group", "submitted", "done", "failed", "running",
-                                            "queued", "reused", "elapsed"]
+    assert text.splitlines()[0].split() == ["group", "submitted", "done", "failed", "cancelled",
+                                            "running", "queued", "reused", "elapsed"]
     assert "<td>ta</td>" in table._repr_html_()
 
 
@@ -216,3 +216,59 @@ def test_unload_stops_auto_views(ip):
     run(ip, "nbgroups.async_task(f, 1, group='after-unload')")
     assert display.views("after-unload") == []
     ip.run_line_magic("load_ext", "nbgroups")
+
+
+def test_retry_and_cancel_from_python_show_the_view_as_a_submission_does(ip):
+    run(ip, "nbgroups.sweep(f, 'py', x=range(5)); nbgroups.result_group('py', wait=60000)")
+    shown = len(display.views("py"))
+    run(ip, "nbgroups.retry_group('py')")  # f(3) fails: one task re-submitted
+    assert len(display.views("py")) == shown + 1
+    run(ip, "nbgroups.result_group('py', wait=60000)")
+    view = display.view_of("py")
+    assert (view.adapter.bar.value, view.adapter.bar.max) == (5, 5)
+    assert view.adapter.bar.bar_style == "danger"  # f(3) failed again
+    run(ip, "nbgroups.resume_group('py'); nbgroups.cancel_group('py')")  # nothing to do
+    assert len(display.views("py")) == shown + 1  # nothing re-submitted: no new view
+    ip.run_line_magic("nbgroups", "retry py")  # the magic, in the same cell: one view
+    run(ip, "nbgroups.result_group('py', wait=60000)")  # f(3) has failed again
+    run(ip, "nbgroups.retry_group('py'); nbgroups.result_group('py', wait=60000)")
+    assert len(display.views("py")) == shown + 3
+    if api.settings().backend == "sync":
+        return  # inline: nothing is ever queued, so nothing can be cancelled
+    run(ip, "import time\n"
+            "nbgroups.sweep(lambda x: time.sleep(0.2), 'slow', x=range(40))")
+    assert len(display.views("slow")) == 1
+    run(ip, "n = nbgroups.cancel_group('slow')")  # another cell: the view shows the cancel
+    assert ip.user_ns["n"] > 0 and len(display.views("slow")) == 2
+    run(ip, "nbgroups.result_group('slow', wait=60000)")
+    view = display.view_of("slow")
+    assert view.meter.cancelled == ip.user_ns["n"] and view.meter.settled
+    assert view.adapter.bar.bar_style == "warning"
+
+
+def test_a_view_keeps_its_run_when_the_group_runs_again_or_is_deleted(ip):
+    run(ip, "nbgroups.sweep(f, 'keep', x=[0, 1]); nbgroups.result_group('keep', wait=60000)")
+    first = display.view_of("keep")
+    assert (first.adapter.bar.value, first.meter.done) == (2, 2)
+    run(ip, "nbgroups.sweep(f, 'keep', x=[2, 3, 4]); nbgroups.result_group('keep', wait=60000)")
+    second = display.view_of("keep")
+    assert second is not first and (second.meter.submitted, second.meter.done) == (5, 4)
+    assert (first.meter.submitted, first.meter.done, first.adapter.bar.max) == (2, 2, 2)
+    assert first.frozen and not first.active
+    # Retry failed, clicked on the second view: it follows its own re-run
+    second.adapter.retry_button.click()
+    run(ip, "nbgroups.result_group('keep', wait=60000)")
+    assert (second.meter.done, second.meter.failed) == (4, 1)  # f(3) fails again
+    assert first.meter.submitted == 2
+    # the label deleted in a later cell: each view keeps what it showed, and says so
+    run(ip, "nbgroups.delete_group('keep')")
+    for view, done in ((first, 2), (second, 4)):
+        assert view.meter.deleted and view.meter.done == done, view
+        assert view.adapter.bar.value > 0
+        assert "group deleted" in view.adapter.counts.value
+    assert second.adapter.retry_button.disabled and second.adapter.cancel_button.disabled
+    # a view made while its group runs follows it to the end, after its cell ended
+    run(ip, "nbgroups.sweep(f, 'later', x=range(6))")
+    run(ip, "nbgroups.result_group('later', wait=60000)")
+    view = display.view_of("later")
+    assert (view.meter.done, view.meter.failed, view.meter.settled) == (5, 1, True)

@@ -195,7 +195,8 @@ def test_quickstart_prints_the_documented_results(quickstart):
                            "Deleted group modf"]
     cached = outputs_text(cell_with(nb, "a.result_group(count=10)"))
     assert cached.strip() == str(list(range(10)))
-    assert (workdir / ".nbgroups-quickstart").is_dir()  # the store is beside the notebook
+    # the store is beside the notebook, where git ignores it; nothing else is left there
+    assert sorted(p.name for p in workdir.iterdir()) == [".nbgroups", "quickstart.ipynb"]
 
 
 def test_quickstart_progress_views_are_final(quickstart):
@@ -207,11 +208,12 @@ def test_quickstart_progress_views_are_final(quickstart):
     assert math["value"] == math["max"] == 10, math
     assert math["counts"] == {"done": 10, "failed": 0, "running": 0, "queued": 0}, math
     assert math["bar_style"] == "success", math
-    # 'modf' had its label deleted by task.group_delete(): the view follows the group
-    # to its final state, which is empty (not left at some earlier count)
+    # 'modf' had its label deleted by task.group_delete() in a later cell: the view
+    # keeps the run it showed (its four results, printed under it) and says so
     modf = views["modf"]
-    assert modf["value"] == 0, modf
-    assert modf["counts"] == {"done": 0, "failed": 0, "running": 0, "queued": 0}, modf
+    assert modf["value"] == modf["max"] == 4, modf
+    assert modf["counts"] == {"done": 4, "failed": 0, "running": 0, "queued": 0}, modf
+    assert any("group deleted" in t for t in modf["texts"]), modf["texts"]
 
 
 def test_quickstart_rerun_gives_the_same_output(quickstart, tmp_path_factory):
@@ -276,15 +278,21 @@ def test_sweep_retry_fixes_the_unstable_points(sweep):
     assert "unstable" not in left, left
 
 
+def _runs(sweep) -> list[tuple[int, int]]:
+    """(done, failed) at the end of the first run and of the retry."""
+    n, invalid, unstable = (len(sweep[k]) for k in ("points", "invalid", "unstable"))
+    return [(n - invalid - unstable, invalid + unstable), (n - invalid, invalid)]
+
+
 def test_sweep_progress_views_show_the_final_counts(sweep):
     views = [v for v in progress_views(sweep["nb"]) if v["group"] == "grid"]
-    # one shown by the sweep cell, one by nbgroups.progress('grid') after the retry
+    # one shown by the sweep cell, one by retry_group('grid'): each keeps its own run
     assert len(views) == 2, progress_views(sweep["nb"])
-    n, invalid = len(sweep["points"]), len(sweep["invalid"])
-    for view in views:
+    n = len(sweep["points"])
+    for view, (done, failed) in zip(views, _runs(sweep), strict=True):
         assert view["value"] == view["max"] == n, view
-        assert view["counts"]["done"] == n - invalid, view
-        assert view["counts"]["failed"] == invalid, view
+        assert view["counts"]["done"] == done, view
+        assert view["counts"]["failed"] == failed, view
         assert view["counts"].get("running", 0) == view["counts"].get("queued", 0) == 0, view
         assert view["bar_style"] == "danger", view
         # the failure list names the failing tasks' exception
@@ -295,12 +303,20 @@ def test_sweep_progress_views_show_the_final_counts(sweep):
 def test_sweep_final_cell_reports_settled_counts(sweep):
     out = outputs_text(sweep["nb"].cells[-1]).splitlines()
     n, invalid = len(sweep["points"]), len(sweep["invalid"])
-    grid = [line for line in out if "group='grid'" in line]
+    grid = [line for line in out if line.startswith("GroupCounts('grid', ")]
     assert len(grid) == 1, out
+    # times as a reader reads them, not epoch floats
+    assert re.search(r"first_submitted=\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}, ", grid[0]), grid
     assert f"submitted={n}," in grid[0] and f"done={n - invalid}," in grid[0], grid
     assert f"failed={invalid}," in grid[0], grid
     for line in out:
         assert "running=0," in line and "queued=0," in line, line
+
+
+def test_sweep_leaves_only_its_store_beside_it(sweep):
+    # the solver settings file is in a temporary directory; the store is ./.nbgroups,
+    # which git ignores
+    assert sorted(p.name for p in sweep["workdir"].iterdir()) == [".nbgroups", "sweep.ipynb"]
 
 
 def test_sweep_reuse_runs_only_the_new_points(sweep):
@@ -309,8 +325,65 @@ def test_sweep_reuse_runs_only_the_new_points(sweep):
     again = outputs_text(cell_with(nb, "dt=[0.05, 0.1, 0.2], paths=[200], reuse=True"))
     assert first.splitlines()[0] == "4 tasks, 4 done, 0 reused", first
     assert again.splitlines()[0] == "6 tasks, 6 done, 4 reused", again
+    # each view shows its cell's run, as printed under it
     views = [v for v in progress_views(nb) if v["group"] == "fine"]
-    assert views, progress_views(nb)
-    for view in views:
-        assert view["value"] == view["max"] == 6 and view["counts"]["done"] == 6, view
-        assert view["bar_style"] == "success", view
+    assert [(v["value"], v["max"], v["counts"]["done"]) for v in views] == [
+        (4, 4, 4), (6, 6, 6)], views
+    assert [any("reused 4" in t for t in v["texts"]) for v in views] == [False, True]
+    assert all(view["bar_style"] == "success" for view in views), views
+
+
+# ------------------------------------------------------------------ read without a kernel
+
+
+def _view_outputs(nb: Any) -> list[dict]:
+    return [out for cell in nb.cells if cell.cell_type == "code"
+            for out in cell.get("outputs", [])
+            if "application/vnd.jupyter.widget-view+json" in out.get("data", {})]
+
+
+def _without_widget_state(nb: Any) -> Any:
+    """The notebook as JupyterLab saves it by default (widget state not saved)."""
+    import copy
+
+    saved = copy.deepcopy(nb)
+    saved.metadata.pop("widgets", None)
+    return saved
+
+
+def test_saved_sweep_carries_a_static_rendering_of_each_view(sweep):
+    n, invalid = len(sweep["points"]), len(sweep["invalid"])
+    outputs = _view_outputs(sweep["nb"])
+    grid = [o for o in outputs if o["data"]["text/plain"].startswith("grid ")]
+    assert len(grid) == 2, [o["data"]["text/plain"] for o in outputs]
+    for out, (done, failed) in zip(grid, _runs(sweep), strict=True):
+        text = out["data"]["text/plain"]  # replaced when its run ended: not the first state
+        assert text.splitlines()[0].startswith("grid 100%|") and \
+            f"{n}/{n} [done {done}, failed {failed}," in text, text
+        assert "HBox(" not in text
+        assert text.count("ValueError: k must be > 0") == invalid, text
+        page = out["data"]["text/html"]
+        assert f'<progress value="{n}" max="{n}">' in page and f"done <b>{done}</b>" in page
+        assert "<details><summary>" in page and "Traceback" in page
+
+
+def test_saved_sweep_converted_to_html_shows_the_final_counts(sweep):
+    from nbconvert import HTMLExporter
+
+    n = len(sweep["points"])
+    page, _ = HTMLExporter().from_notebook_node(_without_widget_state(sweep["nb"]))
+    assert "HBox(children" not in page
+    statics = re.findall(r'<div class="nbgroups-static">.*?</div>\s*(?=<|$)', page, re.S)
+    grid = [s for s in statics if s.startswith('<div class="nbgroups-static"><b>grid</b>')]
+    assert len(grid) == 2, statics
+    for block, (done, failed) in zip(grid, _runs(sweep), strict=True):
+        assert f"<b>100%</b> {n}/{n}" in block and f"done <b>{done}</b>" in block
+        assert f"failed <b>{failed}</b>" in block and "ValueError: k must be &gt; 0" in block
+    fine = [s for s in statics if s.startswith('<div class="nbgroups-static"><b>fine</b>')]
+    assert len(fine) == 2 and "done <b>4</b>" in fine[0] and "reused" not in fine[0], fine
+    assert "done <b>6</b>" in fine[1] and "reused <b>4</b>" in fine[1], fine
+    # Markdown (previews, nbconvert --to markdown) takes the same HTML
+    from nbconvert import MarkdownExporter
+
+    text, _ = MarkdownExporter().from_notebook_node(_without_widget_state(sweep["nb"]))
+    assert '<div class="nbgroups-static"><b>grid</b>' in text and "HBox(" not in text

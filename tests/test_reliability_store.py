@@ -146,7 +146,7 @@ def test_disk_full_while_results_are_written_then_space_back(small_disk, tmp_pat
 @pytest.mark.xfail(strict=True, raises=StoreError, reason=(
     "runner: Runner.wait raises the last failed write's error before the runner thread "
     "retried it, so the first wait after space is back still fails (runner files are "
-    "being refactored; the fix is described in docs/reliability.md)"))
+    "being refactored; the fix is described in docs/guide/reliability.md)"))
 def test_first_wait_after_space_is_back_succeeds(small_disk, tmp_path):
     _results_written_while_full(small_disk, tmp_path, let_runner_retry=False)
 

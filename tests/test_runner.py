@@ -448,3 +448,26 @@ def test_a_task_not_yet_written_is_pending_and_waited_for(nb_loky):
         assert not r.pending("f" * len(tid))
     assert nbgroups.result(tid, wait=-1) == 3
     assert not r.pending(tid)
+
+
+def _nap(x):
+    time.sleep(0.03)
+    return x
+
+
+def test_running_counts_the_calls_workers_have_begun(nb_loky):
+    """Calls are sent to workers in batches, several per worker; only the call a
+    worker has begun (its monitor file's newest stamp) is running, the rest queued."""
+    nb = nb_loky
+    nb.sweep(_nap, "begun", x=range(120))
+    seen = []
+
+    def settled():
+        c = nb.group_counts("begun")
+        seen.append((c.running, c.queued, c.submitted - c.finished - c.cancelled))
+        return c.settled
+
+    assert api.runner().wait(settled, 60)
+    assert max(running for running, _, _ in seen) <= 2, seen  # 2 workers
+    assert any(running for running, _, _ in seen), seen
+    assert all(running + queued == left for running, queued, left in seen), seen

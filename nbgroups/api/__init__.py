@@ -1,4 +1,4 @@
-"""The public face: django-q's task-group API, with DESIGN.md's fixes.
+"""The public face: django-q's task-group API, with the fixes of docs/contract.md.
 
 Split by concern, one module each, imports going down the list:
 
@@ -58,16 +58,44 @@ reset = SESSION.reset
 def configure(**changes: Any) -> Settings:
     """Change this kernel's settings; returns the settings now in force.
 
-    Keywords: ``store`` (directory), ``workers``, ``backend`` (``'loky'``,
-    ``'thread'``, ``'sync'``, ``'dask'``), ``progress`` (``'auto'``,
-    ``'widget'``, ``'text'``, ``False``), defaults for ``timeout``,
-    ``retries``, ``cached``, ``reuse``, and ``cache_ttl``, ``address``,
-    ``client`` (Dask), ``capture`` (each task's output kept, default True) and
-    ``log_level`` (the lowest logging level captured, ``'INFO'``). Each has an
-    environment variable ``NBGROUPS_<NAME>``.
-    Tasks already running finish on the previous runner.
+    Tasks already running finish on the previous runner. A setting not given
+    keeps its value; each has an environment variable ``NBGROUPS_<NAME>``,
+    read once, when the first settings of the process are made.
 
-    >>> configure(backend="sync", store=str(tmp_store)).backend
-    'sync'
+    Args:
+        store: directory of the durable store (default ``./.nbgroups``).
+        workers: worker processes (or threads); default: the number of CPUs.
+        backend: ``'loky'`` (processes, the default), ``'thread'``, ``'sync'``
+            (inline) or ``'dask'``.
+        progress: ``'auto'`` (a widget in a notebook, a text line elsewhere),
+            ``'widget'``, ``'text'`` or ``False``.
+        timeout: default per-task timeout in seconds (``None``: no limit).
+        retries: default number of re-runs of a failed task.
+        cached: default of the ``cached`` option.
+        cache_ttl: seconds a ``cached=True`` result lives (default 3600).
+        reuse: default of the ``reuse`` option.
+        address: the Dask scheduler's address (``backend='dask'``).
+        client: a ``distributed.Client`` to use instead of ``address``.
+        capture: keep each task's stdout, stderr, logging and warnings
+            (``Task.stdout``, ``Task.stderr``; default True).
+        log_level: the lowest logging level captured (default ``'INFO'``).
+
+    Returns:
+        The new settings (a frozen dataclass; :func:`settings` returns it too).
+
+    Raises:
+        ArgumentTypeError: an unknown setting, or a value of the wrong type.
+        ConfigurationError: a value out of range, ``backend='dask'`` without
+            distributed installed, or a scheduler that cannot be reached.
+        StoreError: the store directory cannot be used.
+
+    Example:
+        >>> import nbgroups
+        >>> nbgroups.configure(workers=2).workers
+        2
+        >>> nbgroups.configure(backend='threads')
+        Traceback (most recent call last):
+        ...
+        nbgroups.errors.ConfigurationError: backend must be one of [...], got 'threads'
     """
     return SESSION.configure(**changes)

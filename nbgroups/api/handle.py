@@ -13,13 +13,31 @@ from .submit import async_task
 
 
 class AsyncTask:
-    """Builder for one task: options as attributes, ``run()`` submits.
+    """A builder for one task: options as attributes, :meth:`run` submits.
 
-    >>> a = AsyncTask('math.floor', 2.5, group='doc-math', sync=True)
-    >>> a.run() == a.id
-    True
-    >>> a.result()
-    2
+    Args:
+        func: a callable or a dotted path, as for :func:`async_task`.
+        *args: positional arguments of the call.
+        **kwargs: keyword arguments of the call, and submission options, which
+            become attributes (``group``, ``cached``, ``timeout``, ...).
+
+    Raises:
+        ArgumentTypeError: as :func:`async_task`, at construction.
+        ConfigurationError: as :func:`async_task`, at construction.
+
+    Before :meth:`run`, ``id`` is ``None``, ``started`` is ``False`` and the
+    readers return ``None``.
+
+    Example:
+        >>> from nbgroups import AsyncTask
+        >>> a = AsyncTask('math.floor', 2.5, group='doc-builder')
+        >>> a.timeout = 30
+        >>> a.run() == a.id
+        True
+        >>> a.result(wait=-1)
+        2
+        >>> a.result_group(wait=-1), a.group_count()
+        ([2], 1)
     """
 
     # option attributes (set from the call, changeable before run())

@@ -8,8 +8,31 @@ from .session import SESSION
 
 
 def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False) -> int:
-    """Remove the group label (tasks stay, ``group=None``), or with ``tasks=True``
-    the tasks too, cancelling those not started. Returns how many tasks."""
+    """Delete a group: its label, or with ``tasks=True`` its tasks too.
+
+    Args:
+        group_id: the group.
+        tasks: ``False``: remove the label only; the tasks stay fetchable by id,
+            with ``group=None``. ``True``: delete the tasks too, cancelling
+            those not started.
+        cached: the group of the cache layer.
+
+    Returns:
+        The number of tasks affected, always an ``int`` (``0`` for an unknown
+        group).
+
+    Raises:
+        ArgumentTypeError: ``group_id`` not a string, ``tasks`` not a bool.
+
+    Example:
+        >>> from nbgroups import async_task, delete_group, fetch, result_group
+        >>> tid = async_task('math.floor', 1.5, group='doc-delete')
+        >>> _ = result_group('doc-delete', wait=-1)
+        >>> delete_group('doc-delete')
+        1
+        >>> result_group('doc-delete') is None, fetch(tid).group
+        (True, None)
+    """
     check_group(group_id, "group_id")
     check_bool("tasks", tasks)
     ttl = SESSION.layer(cached)
@@ -21,15 +44,60 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False)
 
 
 def cancel_group(group_id: str, cached: bool | int = False) -> int:
-    """Cancel the group's tasks not yet started; returns how many were cancelled."""
+    """Cancel the group's tasks not yet started.
+
+    They are recorded as cancelled: listed by :func:`fetch_group`, counted in
+    :attr:`GroupCounts.cancelled`, neither successes nor failures, never run.
+    Tasks already running finish.
+
+    Args:
+        group_id: the group.
+        cached: the group of the cache layer.
+
+    Returns:
+        How many tasks were cancelled.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, cancel_group, result_group
+        >>> _ = async_task('math.floor', 1.5, group='doc-cancel')
+        >>> _ = result_group('doc-cancel', wait=-1)
+        >>> cancel_group('doc-cancel')  # nothing left to cancel
+        0
+    """
     check_group(group_id, "group_id")
-    return SESSION.runner().cancel(group_id, SESSION.layer(cached))
+    ttl = SESSION.layer(cached)
+    n = SESSION.runner().cancel(group_id, ttl)
+    if n:
+        SESSION.submitted(group_id, ttl)  # the cell's view (``%load_ext``) shows what ended
+    return n
 
 
 def retry_group(group_id: str, cached: bool | int = False) -> int:
-    """Re-submit the group's failed tasks (same callable and arguments); returns how many.
+    """Re-run the group's failed tasks, with the same callable and arguments.
 
-    Each keeps its id; its ``attempt_count`` goes on from the failed runs.
+    Each keeps its id; its ``attempt_count`` goes on from the failed runs. A
+    notebook function runs with the values it captured when first submitted.
+
+    Args:
+        group_id: the group.
+        cached: the group of the cache layer.
+
+    Returns:
+        How many tasks were re-submitted.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, result_group, retry_group
+        >>> _ = async_task('math.sqrt', -1, group='doc-retry')
+        >>> result_group('doc-retry', wait=-1)
+        []
+        >>> retry_group('doc-retry')
+        1
     """
     check_group(group_id, "group_id")
     ttl = SESSION.layer(cached)
@@ -38,14 +106,33 @@ def retry_group(group_id: str, cached: bool | int = False) -> int:
     entries = r.store_for(ttl).group_entries(group_id) or []
     todo = [(p, c, "failure", o.attempt) for p, c, o in entries
             if o is not None and o.state == "failure"]
-    return r.resubmit(todo, ttl)
+    n = r.resubmit(todo, ttl)
+    if n:
+        SESSION.submitted(group_id, ttl)  # a re-submission shows its view, as a submission does
+    return n
 
 
 def resume_group(group_id: str) -> int:
-    """Re-submit the group's tasks that never finished (e.g. after a kernel restart).
+    """Run the group's tasks that never finished, e.g. after a kernel restart.
 
     Each runs once: tasks this kernel is still running are left alone, and so
     are those of another kernel on this machine that is still running.
+
+    Args:
+        group_id: the group.
+
+    Returns:
+        How many tasks were re-submitted.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, result_group, resume_group
+        >>> _ = async_task('math.floor', 1.5, group='doc-resume')
+        >>> _ = result_group('doc-resume', wait=-1)
+        >>> resume_group('doc-resume')  # everything finished: nothing to resume
+        0
     """
     check_group(group_id, "group_id")
     r = SESSION.runner()
@@ -59,4 +146,7 @@ def resume_group(group_id: str) -> int:
             alive[owner] = owner != r.owner and owner_alive(owner)
         if o is None and not alive[owner]:
             todo.append((p, c, None))
-    return r.resubmit(todo, None)
+    n = r.resubmit(todo, None)
+    if n:
+        SESSION.submitted(group_id, None)  # a re-submission shows its view, as a submission does
+    return n

@@ -21,7 +21,29 @@ from .session import SESSION
 
 
 class Task(TaskRecord):
-    """A task record with django-q's group helpers."""
+    """A task record, with django-q's group helpers.
+
+    Attributes: ``id``, ``name`` (four words, or ``task_name``), ``func`` (dotted
+    name or repr), ``args`` and ``kwargs`` (``None`` in the cache layer),
+    ``result`` (the return value, or a failed task's exception), ``group``,
+    ``submitted``, ``started`` and ``stopped`` (Unix times), ``success``
+    (``True``/``False`` once finished; ``None`` while queued or running, and
+    for a cancelled task), ``state`` (a :class:`State`), ``attempt_count``,
+    ``traceback`` (text, failures only), ``error`` (the exception line of a
+    failure) and ``saved`` (``False`` for a task submitted with ``save=False``:
+    its outcome is kept, its return value is not). Records are frozen: a later
+    read gives a new one.
+
+    Example:
+        >>> from nbgroups import async_task, fetch
+        >>> task = fetch(async_task('math.floor', 2.5, group='doc-record'), wait=-1)
+        >>> task.result, task.success, task.state.value, task.group
+        (2, True, 'success', 'doc-record')
+        >>> task.time_taken() >= 0
+        True
+        >>> task.group_count()
+        1
+    """
 
     def group_result(self, failures: bool = False) -> list | None:
         """Results of this task's group (:func:`result_group`); None if it has none."""
@@ -54,9 +76,33 @@ def _find(r: Runner, task_id: str, ttl: int | None) -> Task | None:
 
 
 def fetch(task_id: str, wait: int = 0, cached: bool | int = False) -> Task | None:
-    """The task record for an id or a name (newest of that name), or None.
+    """The task record for an id or a name (the newest task of that name).
 
-    With ``wait`` (ms; -1 without limit) waits for the task to finish.
+    Args:
+        task_id: a task id, or a task's name.
+        wait: milliseconds to wait for the task to finish: ``0`` looks once,
+            ``-1`` waits without limit.
+        cached: read the cache layer (``cached=True`` tasks) instead of the
+            task store.
+
+    Returns:
+        The :class:`Task`, or ``None`` for an unknown id or name. When ``wait``
+        runs out first, the record as it stands (``state`` queued or running).
+
+    Raises:
+        ArgumentTypeError: ``task_id`` is not a string, ``wait`` not a number.
+        ConfigurationError: ``wait`` below ``-1``.
+        StoreError: the store cannot be read, or the task could not be written.
+
+    Example:
+        >>> from nbgroups import async_task, fetch
+        >>> task = fetch(async_task('math.sqrt', -1, group='doc-fetch'), wait=-1)
+        >>> task.success, task.error
+        (False, 'ValueError: math domain error')
+        >>> fetch(task.name).id == task.id
+        True
+        >>> fetch('no-such-task') is None
+        True
     """
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
@@ -85,15 +131,32 @@ def fetch(task_id: str, wait: int = 0, cached: bool | int = False) -> Task | Non
         found = box[0] = _find(r, tid, ttl)
         return found is not None and found.state.final
 
-    if not r.wait(finished, timeout) and box[0] is None:
+    if not SESSION.wait(r, finished, timeout) and box[0] is None:
         box[0] = _find(r, tid, ttl)  # not finished in time: its record as it stands
     return box[0]
 
 
 def result(task_id: str, wait: int = 0, cached: bool | int = False) -> Any:
-    """The result of a task (id or name), or None if unknown or not finished within ``wait`` ms.
+    """The result of a task, by id or name.
 
-    A failed task's result is its exception.
+    Args:
+        task_id: a task id, or a task's name.
+        wait: milliseconds to wait for the task to finish (``-1``: no limit).
+        cached: read the cache layer instead of the task store.
+
+    Returns:
+        The return value; a failed task's exception; ``None`` when the task is
+        unknown, not finished within ``wait``, or was submitted with
+        ``save=False``.
+
+    Raises:
+        ArgumentTypeError: ``task_id`` is not a string, ``wait`` not a number.
+        ConfigurationError: ``wait`` below ``-1``.
+
+    Example:
+        >>> from nbgroups import async_task, result
+        >>> result(async_task(divmod, 7, 2, group='doc-result'), wait=-1)
+        (3, 1)
     """
     task = fetch(task_id, wait=wait, cached=cached)
     return task.result if task is not None and task.state.finished else None
@@ -107,11 +170,11 @@ def _wait_group(r: Runner, group: str, wait: Any, count: Any, ttl: int | None) -
             timeout = None  # django-q: count without wait waits without limit
         r.flush()
         # r.counts: a task being re-run (retry_group) is not finished yet
-        r.wait(lambda: r.counts(group, ttl).finished >= count, timeout)
+        SESSION.wait(r, lambda: r.counts(group, ttl).finished >= count, timeout)
     elif wait != 0:
         r.flush()
-        r.wait(lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
-               timeout)
+        SESSION.wait(r, lambda: not r.busy(group, ttl) and r.store_for(ttl).counts(group).settled,
+                     timeout)
 
 
 def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: Any) -> Store:
@@ -127,12 +190,37 @@ def _waited_store(group_id: str, failures: Any, wait: Any, count: Any, cached: A
 
 def result_group(group_id: str, failures: bool = False, wait: int = 0,
                  count: int | None = None, cached: bool | int = False) -> list | None:
-    """Results of the group in submission order; None if the group is unknown.
+    """Results of the group, in submission order.
 
-    Failures are left out unless ``failures=True`` (then their result is the
-    exception). ``count=N`` waits until at least N tasks finished (failures
-    count too); ``wait`` (ms, -1 without limit) alone waits until every task
-    submitted so far finished or was cancelled.
+    ``count=N`` waits until at least N tasks finished (failures count too), or
+    ``wait`` ran out; ``count`` with ``wait=0`` waits without limit, as in
+    django-q. ``wait`` alone waits until every task submitted so far finished
+    or was cancelled. When the wait runs out, what is there is returned.
+
+    Args:
+        group_id: the group.
+        failures: include failed tasks (their entry is their exception).
+        wait: milliseconds to wait (``-1``: no limit).
+        count: wait for at least this many finished tasks.
+        cached: read the group of the cache layer.
+
+    Returns:
+        The list of results, or ``None`` if the group is unknown.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` not a string, ``failures`` not a bool,
+            ``wait`` or ``count`` not an int.
+        ConfigurationError: ``wait`` below ``-1``, ``count`` below 1, an empty
+            group name.
+
+    Example:
+        >>> from nbgroups import async_task, result_group
+        >>> for i in range(4):
+        ...     _ = async_task('math.modf', i, group='doc-modf')
+        >>> result_group('doc-modf', count=4)
+        [(0.0, 0.0), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0)]
+        >>> result_group('no-such-group') is None
+        True
     """
     return _waited_store(group_id, failures, wait, count, cached).group_results(
         group_id, failures)
@@ -140,7 +228,39 @@ def result_group(group_id: str, failures: bool = False, wait: int = 0,
 
 def fetch_group(group_id: str, failures: bool = True, wait: int = 0,
                 count: int | None = None, cached: bool | int = False) -> TaskList | None:
-    """The group's :class:`Task` records in submission order; None if unknown."""
+    """The group's task records, in submission order.
+
+
+    ``None`` if the store has no group of that name (as django-q returns): a
+    misspelt group then fails one step later, ``'NoneType' object has no attribute
+    'to_dataframe'``. ``nbgroups.list_groups()`` (or ``%nbgroups``, ``nbgroups
+    list``) shows the names; ``fetch_group(g) or []`` reads an unknown group as empty.
+
+    Args:
+        group_id: the group.
+        failures: include failed tasks (``False`` leaves them out).
+        wait: milliseconds to wait, as for :func:`result_group`.
+        count: wait for at least this many finished tasks.
+        cached: read the group of the cache layer.
+
+    Returns:
+        A :class:`TaskList` of :class:`Task` (cancelled and unfinished tasks
+        included), or ``None`` if the group is unknown.
+
+    Raises:
+        ArgumentTypeError: as :func:`result_group`.
+        ConfigurationError: as :func:`result_group`.
+
+    Example:
+        >>> from nbgroups import async_task, fetch_group
+        >>> for x in (4, -1, 9):
+        ...     _ = async_task('math.sqrt', x, group='doc-fetch-group')
+        >>> tasks = fetch_group('doc-fetch-group', wait=-1)
+        >>> [t.result for t in tasks.exclude(success=False)]
+        [2.0, 3.0]
+        >>> tasks.values('args', 'success')[1]
+        {'args': (-1,), 'success': False}
+    """
     tasks = _waited_store(group_id, failures, wait, count, cached).group_records(group_id, Task)
     if tasks is None:
         return None
@@ -185,7 +305,29 @@ def failed_tasks(group_id: str, cached: bool | int = False, limit: int | None = 
 
 
 def count_group(group_id: str, failures: bool = False, cached: bool | int = False) -> int:
-    """Successes (or failures, with ``failures=True``) of the group; 0 if unknown."""
+    """How many tasks of the group succeeded (or failed). Constant time,
+    whatever the group's size.
+
+    Args:
+        group_id: the group.
+        failures: count failures instead of successes.
+        cached: count the group of the cache layer.
+
+    Returns:
+        The count; ``0`` for an unknown group. Cancelled and unfinished tasks
+        are in neither count.
+
+    Raises:
+        ArgumentTypeError: ``group_id`` not a string, ``failures`` not a bool.
+
+    Example:
+        >>> from nbgroups import async_task, count_group, result_group
+        >>> for x in (1, 0, 2):
+        ...     _ = async_task('operator.truediv', 1, x, group='doc-count')
+        >>> _ = result_group('doc-count', wait=-1)
+        >>> count_group('doc-count'), count_group('doc-count', failures=True)
+        (2, 1)
+    """
     check_group(group_id, "group_id")
     check_bool("failures", failures)
     r = SESSION.runner()
@@ -195,13 +337,43 @@ def count_group(group_id: str, failures: bool = False, cached: bool | int = Fals
 
 
 def group_counts(group_id: str, cached: bool | int = False) -> GroupCounts:
-    """A :class:`~nbgroups.records.GroupCounts` snapshot (stored + this kernel's live)."""
+    """A snapshot of the group's counts: the store's, plus what this kernel is
+    running now.
+
+    Args:
+        group_id: the group.
+        cached: the group of the cache layer.
+
+    Returns:
+        A :class:`GroupCounts` (all zero for an unknown group).
+
+    Raises:
+        ArgumentTypeError: ``group_id`` is not a string.
+
+    Example:
+        >>> from nbgroups import async_task, group_counts, result_group
+        >>> _ = async_task('math.floor', 1.5, group='doc-counts')
+        >>> _ = result_group('doc-counts', wait=-1)
+        >>> c = group_counts('doc-counts')
+        >>> c.submitted, c.done, c.failed, c.settled
+        (1, 1, 0, True)
+    """
     check_group(group_id, "group_id")
     return SESSION.runner().counts(group_id, SESSION.layer(cached))
 
 
 def list_groups() -> list[str]:
-    """Names of the groups in the store."""
+    """Names of the groups in the task store (not the cache layer).
+
+    Returns:
+        A list of group names.
+
+    Example:
+        >>> from nbgroups import async_task, list_groups
+        >>> _ = async_task('math.floor', 1.5, group='doc-list')
+        >>> 'doc-list' in list_groups()
+        True
+    """
     r = SESSION.runner()
     r.flush()
     return r.store.groups()

@@ -55,12 +55,23 @@ class Session:
         self._options_memo: dict[Any, tuple[Options, dict, dict, Settings]] = {}
         self._submit_listeners: list[SubmitListener] = []
         self._change_listeners: list[Callable[[], None]] = []
+        self._wait_listeners: list[Callable[[bool], None]] = []
         self._reuser: Reuser | None = None
         self._parts: dict[str, Any] = {}
 
     # ------------------------------------------------------------ settings and runner
     def settings(self) -> Settings:
-        """The settings in force (defaults overridden by ``NBGROUPS_*`` variables)."""
+        """The settings in force: defaults, overridden by ``NBGROUPS_*`` environment
+        variables, then by :func:`configure`.
+
+        Returns:
+            A frozen dataclass with one field per setting of :func:`configure`.
+
+        Example:
+            >>> import nbgroups
+            >>> nbgroups.settings().backend in ('loky', 'thread', 'sync', 'dask')
+            True
+        """
         current = self._settings
         if current is not None:  # the hot path: no lock
             return current
@@ -206,6 +217,30 @@ class Session:
             for listener in list(self._submit_listeners):
                 listener(group, ttl)
 
+    def on_wait(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(True)`` when a wait (``result_group(wait=...)``, ...) begins
+        to block and ``listener(False)`` when it returns: a text view draws while a
+        wait blocks, and has drawn its last line when the wait returns."""
+        with self._lock:
+            if listener not in self._wait_listeners:
+                self._wait_listeners.append(listener)
+
+    def off_wait(self, listener: Callable[[bool], None]) -> None:
+        """Stop telling ``listener`` about waits."""
+        with self._lock, contextlib.suppress(ValueError):
+            self._wait_listeners.remove(listener)
+
+    def wait(self, r: Runner, predicate: Callable[[], bool], timeout: float | None) -> bool:
+        """``r.wait(predicate, timeout)``, the wait listeners told when it begins and ends."""
+        listeners = list(self._wait_listeners)
+        for listener in listeners:
+            listener(True)
+        try:
+            return r.wait(predicate, timeout)
+        finally:
+            for listener in listeners:
+                listener(False)
+
     def on_change(self, listener: Callable[[], None]) -> None:
         """Call ``listener()`` (from the runner thread) after every state change of
         the runner in force, and of every runner that replaces it. Never draws:
@@ -268,6 +303,7 @@ class Session:
             self._settings = None
             self._submit_listeners.clear()
             self._change_listeners.clear()
+            self._wait_listeners.clear()
             self._options_memo.clear()
             self._reuser = None
 

@@ -20,17 +20,40 @@ _S = SESSION  # one global lookup on the hot path, as before the split
 
 
 def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
-    """Submit one call of ``func``; returns the task id (32 hex digits).
+    """Submit one call of ``func``; returns the task id at once.
 
-    ``func`` is a callable (lambdas and notebook functions work) or a dotted
-    path (``'math.modf'``) resolved in the worker. The keywords ``group``,
-    ``cached``, ``timeout``, ``retries``, ``hook``, ``sync``, ``save``,
-    ``task_name``, ``reuse`` are options; the others go to ``func``. Pass
-    ``q_options={...}`` when ``func`` itself takes one of those keywords.
+    Option keywords are taken out of ``kwargs``; every other keyword goes to
+    ``func``. Pass ``q_options={...}`` (as in django-q) when ``func`` itself
+    takes a keyword named like an option: then every plain keyword goes to
+    ``func``.
 
-    >>> tid = async_task('math.modf', 2.5, group='doc', sync=True)
-    >>> result(tid)
-    (0.5, 2.0)
+    Args:
+        func: a callable (functions, lambdas and closures defined in the
+            notebook work: they travel by value) or a dotted path such as
+            ``'math.modf'``, imported in the worker.
+        *args: positional arguments of the call.
+        **kwargs: keyword arguments of the call, and the options ``group``,
+            ``cached``, ``timeout``, ``retries``, ``hook``, ``sync``, ``save``,
+            ``task_name``, ``reuse`` (see the user guide's table).
+
+    Returns:
+        The task id: 32 lowercase hex digits.
+
+    Raises:
+        ArgumentTypeError: ``func`` is neither callable nor a string, an option
+            has the wrong type, or a keyword is neither an option nor accepted by
+            ``func``'s signature (a misspelt option: the message names the
+            nearest one).
+        ConfigurationError: a malformed dotted path or an option out of range.
+        SerializationError: ``func`` cannot be pickled.
+
+    Example:
+        >>> from nbgroups import async_task, result
+        >>> tid = async_task('math.modf', 2.5, group='doc-task')
+        >>> len(tid)
+        32
+        >>> result(tid, wait=-1)
+        (0.5, 2.0)
     """
     check_func(func)
     raw, fkwargs = split_kwargs(kwargs, func)
@@ -48,12 +71,30 @@ def async_task(func: Callable | str, *args: Any, **kwargs: Any) -> str:
 def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str:
     """Submit ``func`` over every item of ``args_iter`` as one task; returns its id.
 
-    Tuples are unpacked into positional arguments. ``result(id)`` is the list
-    of results in input order; the task succeeded only if every item did.
-    Items go to the workers in batches: much faster than one task per item.
+    A tuple item is unpacked into positional arguments; anything else is one
+    argument. Items go to the workers in batches: much faster than one task
+    per item.
 
-    >>> result(async_iter('math.floor', [1.5, 2.5], sync=True))
-    [1, 2]
+    Args:
+        func: a callable or a dotted path, as for :func:`async_task`.
+        args_iter: any iterable of items (generators included; no ``len()``
+            needed). Not a string.
+        **options: the submission options of :func:`async_task`.
+
+    Returns:
+        The task id. Its result is the list of the results **in input order**;
+        the task succeeded only if every item did.
+
+    Raises:
+        ArgumentTypeError: ``args_iter`` is not an iterable, or ``func`` or an
+            option has the wrong type.
+        ConfigurationError: an option out of range.
+
+    Example:
+        >>> from nbgroups import async_iter, result
+        >>> tid = async_iter(pow, [(2, 3), (3, 2), (10, 0)])
+        >>> result(tid, wait=-1)
+        [8, 9, 1]
     """
     check_func(func)
     if not isinstance(args_iter, Iterable) or isinstance(args_iter, str | bytes):
@@ -71,15 +112,35 @@ def async_iter(func: Callable | str, args_iter: Iterable, **options: Any) -> str
 
 
 def sweep(func: Callable | str, group: str, **grid: Any) -> str:
-    """One task per point of the Cartesian product of the keyword lists; returns ``group``.
+    """Submit one task per point of the Cartesian product of the keyword lists.
 
-    Option keywords (``reuse``, ``timeout``, ...) are options, not grid axes.
-    With ``reuse=True`` a point already done successfully in the group is not
-    run again, so a sweep cell can be re-run after extending a list.
+    Each task calls ``func`` with one value of every axis as keyword arguments;
+    the tasks are in the order of the product (the last axis varies fastest).
+    Option keywords (``reuse``, ``timeout``, ...) are options of every task, not
+    axes. With ``reuse=True`` a point already done successfully in the group is
+    not run again, so a sweep cell can be re-run after extending a list.
 
-    >>> g = sweep(pow, 'doc-sweep', base=[2, 3], exp=[2], sync=True)
-    >>> result_group(g)
-    [4, 9]
+    Args:
+        func: a callable or a dotted path, as for :func:`async_task`.
+        group: the group of the tasks.
+        **grid: axis name -> a list (or any iterable but a string) of values;
+            and submission options.
+
+    Returns:
+        ``group``.
+
+    Raises:
+        ArgumentTypeError: an axis that is not a list of values, a group that
+            is not a string.
+        ConfigurationError: no axis at all, an empty group name, an option out
+            of range.
+
+    Example:
+        >>> from nbgroups import sweep, result_group
+        >>> sweep(pow, 'doc-sweep', base=[2, 3], exp=[1, 2])
+        'doc-sweep'
+        >>> result_group('doc-sweep', wait=-1)
+        [2, 4, 3, 9]
     """
     check_func(func)
     check_group(group)

@@ -11,6 +11,16 @@ One module per concept:
   :mod:`.widget` and :mod:`.text` only lay it out; :mod:`.table` is
   ``%nbgroups``' table of groups.
 
+Each view's output also carries a static rendering of its state (text/html,
+text/plain), replaced when the group settles, for readers without a kernel.
+A view shows the run it was made for: the submissions of its cell (and what
+its own buttons re-run). Once its cell ended and it showed the group settled,
+it keeps that state when another cell runs the group again (that cell gets a
+view of its own); when the group's label is deleted, it keeps its last state
+and says "group deleted" instead of falling back to zero. In terminal IPython
+the text views draw only while a wait blocks (:mod:`.text`), never over the
+prompt.
+
 The renderer and the auto-show are the session's display part
 (:func:`state`): :func:`nbgroups.api.reset` forgets them with the rest. A
 refresh that would show the same thing sends nothing, and a widget refresh is
@@ -27,7 +37,7 @@ from .. import api, arguments
 from .autoshow import AutoShow
 from .formatting import Failure, Meter, format_line, meter
 from .renderer import Renderer
-from .view import ProgressView, choose_mode, load_failures, shell
+from .view import ProgressView, choose_mode, is_terminal, load_failures, shell
 
 __all__ = ["AutoShow", "Failure", "Meter", "ProgressView", "Renderer", "choose_mode", "flush",
            "format_line", "hook_shell", "load_failures", "meter", "progress", "reset",
@@ -40,7 +50,7 @@ class Display:
     def __init__(self, session: api.Session) -> None:
         self.renderer = Renderer(session)
         self.auto = AutoShow(session, _auto_show)
-        atexit.register(self.renderer.flush)  # the final state of every view, at exit
+        atexit.register(self.renderer.at_exit)  # the final state of every view, at exit
 
     def reset(self) -> None:
         """Forget every view (called by the session's reset)."""
@@ -72,11 +82,15 @@ def progress(group_id: str, *, display: bool = True, mode: str | None = None,
     api.runner()  # a view of a stored group in a fresh kernel: open the store to read it
     renderer = state().renderer
     renderer.hook_shell(shell())
+    key = (group_id, ttl)
+    view.on_own_rerun = lambda: state().auto.shown.add(key)  # its own view shows it
     renderer.add(view)
-    if display and view.widget is not None:
-        from IPython.display import display as show
+    if view.mode == "text" and is_terminal(shell()):
+        from . import text
 
-        show(view.widget)
+        text.snapshot()  # asked for now: shown now, on lines of its own
+    if display and view.widget is not None:
+        view.show()
     return None if display else view
 
 

@@ -22,13 +22,16 @@ A re-run sweep (``reuse=True``) also says how many calls it found done:
 
 from __future__ import annotations
 
+import html
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..records import GroupCounts
 
 BAR_WIDTH = 20
+MAX_FAILURES_STATIC = 20  # failures listed by the static rendering (saved notebooks)
 
 
 class Failure(NamedTuple):
@@ -62,6 +65,7 @@ class Meter:
     eta: float | None  # seconds left at the current rate; None if unknown
     state: str  # 'empty', 'running', 'done', 'failed', 'cancelled'
     bar_style: str  # ipywidgets: '', 'success', 'danger', 'warning'
+    deleted: bool = False  # the group's label was deleted since: this is its last state
 
     @property
     def settled(self) -> bool:
@@ -85,10 +89,19 @@ class Meter:
             parts.append(f"reused {self.reused}")
         return ", ".join(parts)
 
+    @property
+    def short_counts_text(self) -> str:
+        """:attr:`counts_text` without the counts that are zero (``done`` always)."""
+        parts = [f"done {self.done}"] + [
+            f"{label} {n}" for label, n in (
+                ("failed", self.failed), ("running", self.running), ("queued", self.queued),
+                ("cancelled", self.cancelled), ("reused", self.reused)) if n]
+        return ", ".join(parts)
+
     def key(self) -> tuple:
         """What, when unchanged, means nothing on screen needs redrawing."""
         return (self.submitted, self.done, self.failed, self.cancelled, self.running,
-                self.queued, self.reused, self.elapsed_text, self.eta_text)
+                self.queued, self.reused, self.elapsed_text, self.eta_text, self.deleted)
 
 
 def format_duration(seconds: float) -> str:
@@ -157,9 +170,108 @@ def format_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     return ("█" * full + partial).ljust(width)
 
 
-def format_line(m: Meter) -> str:
-    """The one-line text view (tqdm-like)."""
+GOOD_BAR_WIDTH = 10
+MIN_BAR_WIDTH = 5
+
+
+def format_line(m: Meter, width: int | None = None) -> str:
+    """The one-line text view (tqdm-like), at most ``width`` characters if given.
+
+    A narrow terminal first gets a shorter bar, then only the counts that are not
+    zero, then a still shorter bar, then no bar, and at last the line cut with an
+    ellipsis:
+
+    >>> from nbgroups.records import GroupCounts
+    >>> m = meter(GroupCounts("sweep", submitted=200, done=150, failed=10, running=2,
+    ...                       queued=38, first_submitted=1000.0), now=1016.0)
+    >>> len(format_line(m))
+    94
+    >>> format_line(m, 88)
+    'sweep  80%|███████████▎  | 160/200 [done 150, failed 10, running 2, queued 38] 0:16<0:04'
+    >>> m = meter(GroupCounts("sweep", submitted=200, done=150, running=2, queued=48,
+    ...                       first_submitted=1000.0), now=1016.0)
+    >>> format_line(m, 79)
+    'sweep  75%|████████████    | 150/200 [done 150, running 2, queued 48] 0:16<0:05'
+    >>> format_line(m, 40)
+    'sweep  75% 150/200 [done 150, running 2…'
+    """
     fraction = m.value / m.max if m.max else 0.0
     times = m.elapsed_text if m.settled else f"{m.elapsed_text}<{m.eta_text}"
-    return (f"{m.group} {m.percent:3d}%|{format_bar(fraction)}| {m.value}/{m.max} "
-            f"[{m.counts_text}] {times}")
+    if m.deleted:
+        times += " (group deleted)"
+    head = f"{m.group} {m.percent:3d}%"
+    tail = f" {m.value}/{m.max} [{m.counts_text}] {times}"
+    full = f"{head}|{format_bar(fraction)}|{tail}"
+    if width is None or len(full) <= width:
+        return full
+    short = f" {m.value}/{m.max} [{m.short_counts_text}] {times}"
+    for least in (GOOD_BAR_WIDTH, MIN_BAR_WIDTH):  # a readable bar before every count
+        for rest in (tail, short):
+            room = width - len(head) - len(rest) - 2  # the bar's two edges
+            if room >= least:
+                return f"{head}|{format_bar(fraction, min(room, BAR_WIDTH))}|{rest}"
+    line = head + short
+    return line if len(line) <= width else line[:max(width - 1, 0)] + "…"
+
+
+def format_text(m: Meter, failures: Sequence[Failure] = (),
+                limit: int = MAX_FAILURES_STATIC) -> str:
+    """The view as plain text: its line, then the first ``limit`` failures.
+
+    This is what a saved notebook shows where widgets cannot be drawn (and no
+    HTML either), so it carries the whole state:
+
+    >>> from nbgroups.records import GroupCounts
+    >>> m = meter(GroupCounts("g", submitted=3, done=2, failed=1, first_submitted=0.0,
+    ...                       last_finished=2.0), now=5.0)
+    >>> print(format_text(m, [Failure("red-fox-tall-tree", "ValueError: bad", "tb")]))
+    g 100%|████████████████████| 3/3 [done 2, failed 1, running 0, queued 0] 0:02
+      failed red-fox-tall-tree: ValueError: bad
+    """
+    lines = [format_line(m)]
+    lines += [f"  failed {f.name}: {f.error}" for f in failures[:limit]]
+    if m.failed > min(len(failures), limit):
+        more = m.failed - min(len(failures), limit)
+        lines.append(f"  ... {more} more failure{'s' if more > 1 else ''}")
+    return "\n".join(lines)
+
+
+def format_html(m: Meter, failures: Sequence[Failure] = (),
+                limit: int = MAX_FAILURES_STATIC) -> str:
+    """The view as static HTML (no script, no widget): title, bar, counts, times, and
+    the first ``limit`` failures with their tracebacks folded. Saved notebooks carry
+    it beside the widget, so GitHub, nbviewer and ``nbconvert`` show the state the
+    view ended in.
+
+    >>> from nbgroups.records import GroupCounts
+    >>> m = meter(GroupCounts("g<1>", submitted=4, done=4, first_submitted=0.0,
+    ...                       last_finished=2.0), now=5.0)
+    >>> print(format_html(m))
+    <div class="nbgroups-static"><b>g&lt;1&gt;</b> <progress value="4" max="4"></progress> <b>100%</b> 4/4 &nbsp; done <b>4</b> · failed <b>0</b> · running <b>0</b> · queued <b>0</b> &nbsp; <span>elapsed 0:02</span></div>
+    """  # noqa: E501
+    counts = [("done", m.done), ("failed", m.failed), ("running", m.running),
+              ("queued", m.queued)]
+    counts += [(label, n) for label, n in (("cancelled", m.cancelled), ("reused", m.reused))
+               if n]
+    times = f"elapsed {m.elapsed_text}" + ("" if m.settled else f" · ETA {m.eta_text}")
+    if m.deleted:
+        times += " · <i>group deleted</i>"
+    parts = [
+        f"<b>{html.escape(m.group)}</b>",
+        f'<progress value="{m.value}" max="{max(m.max, 1)}"></progress>',
+        f"<b>{m.percent}%</b> {m.value}/{m.max} &nbsp;",
+        " · ".join(f"{label} <b>{n}</b>" for label, n in counts),
+        f"&nbsp; <span>{times}</span>",
+    ]
+    out = " ".join(parts)
+    if failures:
+        shown = failures[:limit]
+        title = f"{m.failed} failed" + (f" (first {len(shown)} shown)"
+                                        if m.failed > len(shown) else "")
+        items = "".join(
+            f"<li><code>{html.escape(f.name)}</code>: {html.escape(f.error)}"
+            + (f"<details><summary>traceback</summary><pre>{html.escape(f.traceback)}</pre>"
+               "</details>" if f.traceback else "") + "</li>"
+            for f in shown)
+        out += f"<details><summary>{title}</summary><ul>{items}</ul></details>"
+    return f'<div class="nbgroups-static">{out}</div>'

@@ -26,7 +26,8 @@ import time
 from typing import Any
 
 from ..api import Session
-from .view import MIN_INTERVAL, ProgressView
+from . import text
+from .view import MIN_INTERVAL, ProgressView, is_terminal, shell
 
 log = logging.getLogger("nbgroups")
 
@@ -53,12 +54,15 @@ class Renderer:
         self.cell_running = False
         self.loop: Any = None
         self._loop_pending = 0.0  # monotonic time a loop callback was posted, 0 if none
+        self._waits = 0  # waits blocking now, in any thread
+        self._wait_lock = threading.Lock()
 
     # ---------------------------------------------------------------- views
     def add(self, view: ProgressView) -> None:
         """Draw ``view`` from now on (the oldest settled view goes past MAX_VIEWS)."""
         if not self._listening:
             self.session.on_change(self.poke)
+            self.session.on_wait(self.waiting)
             self._listening = True
         view.renderer = self
         with self._lock:
@@ -91,6 +95,8 @@ class Renderer:
         self.cell_running = True  # hooked from inside a cell
         kernel = getattr(shell, "kernel", None)
         self.loop = getattr(kernel, "io_loop", None)
+        if is_terminal(shell):
+            text.hold()  # the terminal's prompt: drawn over by nothing (text.py)
 
     def unhook_shell(self, shell: Any) -> None:
         """Stop following ``shell``'s cells."""
@@ -102,13 +108,41 @@ class Renderer:
             with contextlib.suppress(ValueError):
                 shell.events.unregister(name, cb)
         self.loop = None
+        if is_terminal(shell):
+            text.release()
 
     def _pre_run_cell(self, info: Any = None) -> None:
         self.cell_running = True
+        if is_terminal(shell()):
+            text.write_pending()  # groups that ended while the prompt was idle
 
     def _post_run_cell(self, result: Any = None) -> None:
         self.draw(force=True)
         self.cell_running = False
+        for v in self.snapshot():  # from now on, another cell's run is not theirs
+            v.cell_ended = True
+
+    def waiting(self, started: bool) -> None:
+        """A wait begins or ends (:meth:`Session.on_wait`). Text views draw while it
+        blocks; before it returns their last state is drawn and the lines ended, so
+        the final 100 % line is on screen before the result, and what is printed
+        next (``Out[n]:``, the prompt) starts on a line of its own."""
+        terminal = is_terminal(shell())
+        with self._wait_lock:
+            self._waits += 1 if started else -1
+            first, last = started and self._waits == 1, not started and self._waits == 0
+        try:
+            if first and terminal:
+                text.release()
+            if last:
+                for v in self.snapshot():
+                    if v.mode == "text":
+                        v.refresh(force=True)
+                text.end_lines()
+                if terminal:
+                    text.hold()
+        except Exception:  # drawing must never break a wait
+            log.debug("nbgroups: drawing at a wait's end failed", exc_info=True)
 
     # ---------------------------------------------------------------- drawing
     def poke(self) -> None:
@@ -165,6 +199,12 @@ class Renderer:
         """Draw every view now (interpreter exit, tests)."""
         self.draw(force=True)
 
+    def at_exit(self) -> None:
+        """Draw every view's last state, and end the text lines left open, so that
+        the shell's prompt after a script starts on a line of its own."""
+        self.flush()
+        text.end_lines()
+
     def reset(self) -> None:
         """Forget every view and stop listening to the runner."""
         with self._lock:
@@ -174,4 +214,5 @@ class Renderer:
                 v.adapter.close()
         if self._listening:
             self.session.off_change(self.poke)
+            self.session.off_wait(self.waiting)
             self._listening = False

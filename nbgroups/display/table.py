@@ -1,4 +1,5 @@
-"""The table of groups shown by ``%nbgroups`` and ``nbgroups list``."""
+"""The table of groups shown by ``%nbgroups`` and ``nbgroups list``: every state a
+task can end in has its column (cancelled tasks are neither done nor failed)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from collections.abc import Iterable
 from ..records import GroupCounts
 from .formatting import meter
 
-COLUMNS = ("group", "submitted", "done", "failed", "running", "queued", "reused",
-           "elapsed")
+COLUMNS = ("group", "submitted", "done", "failed", "cancelled", "running", "queued",
+           "reused", "elapsed")
 
 
 def group_rows(counts: Iterable[GroupCounts], now: float | None = None) -> list[dict]:
@@ -20,7 +21,8 @@ def group_rows(counts: Iterable[GroupCounts], now: float | None = None) -> list[
     for c in counts:
         m = meter(c, now)
         rows.append({"group": c.group, "submitted": c.submitted, "done": c.done,
-                     "failed": c.failed, "running": c.running, "queued": c.queued,
+                     "failed": c.failed, "cancelled": c.cancelled, "running": c.running,
+                     "queued": c.queued,
                      "reused": c.reused, "elapsed": m.elapsed_text})
     return rows
 
@@ -28,10 +30,11 @@ def group_rows(counts: Iterable[GroupCounts], now: float | None = None) -> list[
 def format_table(rows: list[dict]) -> str:
     """A plain-text table, columns aligned (numbers to the right).
 
-    >>> print(format_table([{"group": "g", "submitted": 10, "done": 9, "failed": 1,
-    ...                      "running": 0, "queued": 0, "reused": 4, "elapsed": "0:03"}]))
-    group  submitted  done  failed  running  queued  reused  elapsed
-    g             10     9       1        0       0       4     0:03
+    >>> print(format_table([{"group": "g", "submitted": 10, "done": 7, "failed": 1,
+    ...                      "cancelled": 2, "running": 0, "queued": 0, "reused": 4,
+    ...                      "elapsed": "0:03"}]))
+    group  submitted  done  failed  cancelled  running  queued  reused  elapsed
+    g             10     7       1          2        0       0       4     0:03
     """
     if not rows:
         return "no groups"

@@ -8,6 +8,7 @@ shown, and an adapter (:mod:`.widget` or :mod:`.text`) lays it out.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from .. import api, arguments
 from ..errors import ConfigurationError
 from ..records import GroupCounts
-from .formatting import Failure, Meter, format_line, meter
+from .formatting import Failure, Meter, format_html, format_line, format_text, meter
 
 if TYPE_CHECKING:
     from .renderer import Renderer
@@ -64,6 +65,18 @@ def shell() -> Any:
 def kernel() -> Any:
     """The Jupyter kernel of the running shell, or None (a terminal IPython, a script)."""
     return getattr(shell(), "kernel", None)
+
+
+def _generation(group: str, ttl: int | None) -> int | None:
+    """The group's label generation (``delete_group`` bumps it); None while no runner
+    was started (reading never starts one)."""
+    r = api.SESSION.current_runner()
+    return None if r is None else r.store_for(ttl).gen(group)
+
+
+def is_terminal(ip: Any) -> bool:
+    """Whether ``ip`` is terminal IPython (a prompt on the terminal text views use)."""
+    return ip is not None and type(ip).__name__ == "TerminalInteractiveShell"
 
 
 def load_failures(group: str, ttl: int | None = None,
@@ -114,6 +127,17 @@ class ProgressView:
         self._drawn_at = 0.0
         self._failures_for: tuple | None = None
         self._failures_at = 0.0
+        self._handle: Any = None  # the output showing the widget (display_id), once shown
+        self._static_for: tuple | None = None  # the state its static rendering shows
+        # A view shows the run it was made for (:mod:`nbgroups.display`): the label
+        # generation it follows, whether the cell that made it ended, and whether
+        # it stopped following the group (``frozen``).
+        self.gen: int | None = None
+        self.cell_ended = False
+        self.frozen = False
+        self._following = False  # its own button re-ran tasks: follow them
+        self.on_own_rerun: Callable[[], None] | None = None  # set by the display: no
+        # second view for a re-run this view's buttons made
 
     @property
     def widget(self) -> Any:
@@ -126,8 +150,8 @@ class ProgressView:
 
     @property
     def active(self) -> bool:
-        """Worth refreshing: running here, or not yet seen settled."""
-        return self.busy or self.meter is None or not self.meter.settled
+        """Worth refreshing: running here, or not yet seen settled (and not frozen)."""
+        return not self.frozen and (self.busy or self.meter is None or not self.meter.settled)
 
     def refresh(self, force: bool = False) -> bool:
         """Redraw if the group changed (``force``: also within the rate limit).
@@ -138,11 +162,29 @@ class ProgressView:
             now = time.monotonic()
             if not force and now - self._drawn_at < self.min_interval:
                 return False
+            if self.meter is not None and self.meter.deleted:
+                return False
+            gen = _generation(self.group, self.ttl)
+            if gen is None:  # no runner yet: nothing to draw
+                return False
+            if self.gen is None:
+                self.gen = gen
+            elif gen != self.gen:  # the label was deleted: what was shown stays, marked
+                return self._freeze_deleted()
+            if self.frozen:
+                return False
             live = self.source(self.group, self.ttl)
             if live is None:  # no runner yet: nothing to draw
                 return False
-            counts, self.busy = live
+            counts, busy = live
             m = meter(counts, self.clock())
+            if self.cell_ended and not self._following and self.meter is not None \
+                    and self.meter.settled and m.key() != self._key:
+                self.frozen = True  # another cell ran the group again: keep this run's end
+                return False
+            self.busy = busy
+            if m.settled and not busy:
+                self._following = False
             failures = self._failures_if_changed(m, now, force)
             # each running task's own report (nbgroups.report), under the bar
             tasks = tuple(api.SESSION.task_progress(self.group)) \
@@ -160,7 +202,21 @@ class ProgressView:
             if tasks != self.tasks and hasattr(self.adapter, "show_tasks"):
                 self.tasks = tasks
                 self.adapter.show_tasks(tasks)
+            if self._handle is not None and m.settled and self._static_for != self._static_key():
+                self._handle.update(self._bundle(), raw=True)  # the output's final state
             return True
+
+    def _freeze_deleted(self) -> bool:
+        """Stop following a group whose label was deleted; say so beside the last state."""
+        self.frozen = True
+        last = self.meter or meter(GroupCounts(self.group), self.clock())
+        m = self.meter = dataclasses.replace(last, deleted=True)
+        self._key = m.key()
+        self.draws += 1
+        self.adapter.update(m, None)
+        if self._handle is not None:
+            self._handle.update(self._bundle(), raw=True)
+        return True
 
     def _failures_if_changed(self, m: Meter, now: float, force: bool
                              ) -> tuple[Failure, ...] | None:
@@ -176,14 +232,24 @@ class ProgressView:
         self.failures = tuple(load_failures(self.group, self.ttl)) if m.failed else ()
         return self.failures
 
+    def _own_rerun(self) -> None:
+        """This view's button re-runs or cancels: it follows that, and no second view
+        of the group is shown for it."""
+        self._following = True
+        self.frozen = bool(self.meter and self.meter.deleted)
+        if self.on_own_rerun is not None:
+            self.on_own_rerun()
+
     def cancel(self) -> int:
         """Cancel the group's tasks not yet started (the Cancel button)."""
+        self._own_rerun()
         n = api.cancel_group(self.group, cached=self._cached)
         self.refresh(force=True)
         return n
 
     def retry(self) -> int:
         """Re-submit the group's failed tasks (the Retry-failed button)."""
+        self._own_rerun()
         n = api.retry_group(self.group, cached=self._cached)
         self.busy = self.busy or n > 0
         self.refresh(force=True)
@@ -197,13 +263,32 @@ class ProgressView:
             self.renderer.remove(self)
         self.adapter.close()
 
-    def _ipython_display_(self) -> None:
-        if self.widget is not None:
-            from IPython.display import display
-
-            display(self.widget)
-        else:
+    def show(self) -> None:
+        """Display the view in the cell: the widget, and in the same output a static
+        rendering of its state (text/html, text/plain) for readers without a live
+        kernel (GitHub, nbviewer, nbconvert), replaced when the group settles."""
+        if self.widget is None:
             self.refresh(force=True)
+            return
+        from IPython.display import display
+
+        self._handle = display(self._bundle(), raw=True, display_id=True)
+
+    def _static_key(self) -> tuple:
+        return (self.meter.key() if self.meter else None, self.failures)
+
+    def _bundle(self) -> dict:
+        """The widget's mimebundle, its text/plain (the widget's repr) replaced, and
+        text/html added, by the view's state."""
+        data = dict(self.widget._repr_mimebundle_() or {})
+        self._static_for = self._static_key()
+        if self.meter is not None:
+            data["text/plain"] = format_text(self.meter, self.failures)
+            data["text/html"] = format_html(self.meter, self.failures)
+        return data
+
+    def _ipython_display_(self) -> None:
+        self.show()
 
     def _repr_pretty_(self, p: Any, cycle: bool) -> None:
         p.text(format_line(self.meter) if self.meter else f"<progress of {self.group!r}>")

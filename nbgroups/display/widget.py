@@ -66,15 +66,18 @@ class WidgetView:
             if bar.bar_style != m.bar_style:
                 bar.bar_style = m.bar_style
         times = f"elapsed {m.elapsed_text}" + ("" if m.settled else f" · ETA {m.eta_text}")
+        if m.deleted:
+            times += " · <i>group deleted</i>"
         _set(self.counts, f"<b>{m.percent}%</b> &nbsp; {_counts_html(m)} &nbsp; "
                           f"<span style='opacity:.75'>{times}</span>")
-        cancel_disabled = m.running + m.queued == 0
+        cancel_disabled = m.running + m.queued == 0 or m.deleted
         if self.cancel_button.disabled != cancel_disabled:
             self.cancel_button.disabled = cancel_disabled
         if failures is not None and (m.failed or self.failure_box is not None):
             self._show_failures(m.failed, tuple(failures))
-        if self.retry_button is not None and self.retry_button.disabled != (m.failed == 0):
-            self.retry_button.disabled = m.failed == 0
+        retry_disabled = m.failed == 0 or m.deleted
+        if self.retry_button is not None and self.retry_button.disabled != retry_disabled:
+            self.retry_button.disabled = retry_disabled
 
     def show_tasks(self, tasks: Sequence[tuple]) -> None:
         """Under the bar, each running task's own report (:func:`nbgroups.report`):

@@ -87,7 +87,8 @@ class DiskStore(Store):
                 (exc.strerror or str(exc))
             raise StoreError(
                 f"cannot use store directory {str(self.directory)!r}: {reason}. "
-                "Choose a writable directory with configure(store=...) or NBGROUPS_STORE."
+                "Choose a writable directory: configure(store=...) in Python, --store PATH "
+                "on the command line, or NBGROUPS_STORE."
             ) from None
         try:
             self._cache = diskcache.Cache(
