@@ -53,6 +53,10 @@ def report(done: float, total: float | None = None, note: str | None = None) -> 
 
     Cheap in a tight loop (rate-limited to one write per quarter second); a
     no-op when not called from inside a task.
+
+    >>> import nbgroups
+    >>> nbgroups.report(3, 10, note="outside a task: nothing happens") is None
+    True
     """
     where = getattr(current, "where", None)
     if where is None:

@@ -25,6 +25,13 @@ def debug(task_or_id: TaskRecord | str, cached: bool | int = False) -> Any:
     ``pdb.runcall``) to step through it, with the source of functions defined
     in the notebook's cells. Returns what the call returns (for an
     ``async_iter`` task, the list of its items' results).
+
+    >>> import nbgroups
+    >>> try:
+    ...     nbgroups.debug(42)  # not a task: the error names what is accepted
+    ... except TypeError as exc:
+    ...     print(type(exc).__name__)
+    ArgumentTypeError
     """
     if isinstance(task_or_id, TaskRecord):
         tid = task_or_id.id
