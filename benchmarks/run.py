@@ -473,6 +473,53 @@ def bench_display(tmp: str, n: int = 10_000, n_rounds: int = 21) -> None:
     target("7", worst < 0.02, f"display costs < 2 % of the run's time (is {worst * 100:.2f} %)")
 
 
+def flood(lines: int) -> int:
+    """~1 KB per line printed: a task that prints far past the capture bound."""
+    for i in range(lines):
+        print(f"line {i:07d} " + "x" * 1000)
+    return lines
+
+
+def bench_capture(tmp: str, n: int = 10_000, n_rounds: int = 9) -> None:
+    print(f"\n[14] output capture: {n:,} tiny tasks with capture on vs off; a task printing 10 MB")
+    from nbgroups import capture
+
+    groups: dict[bool, Iterator[str]] = {}
+
+    def run(on: bool):
+        def go():
+            g = next(groups[on])
+            for i in range(n):
+                nbgroups.async_task("math.modf", i, group=g)
+            assert len(nbgroups.result_group(g, count=n)) == n
+        return go
+
+    times: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(n_rounds):  # a runner per setting: each round makes both afresh, warm
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            groups[on] = fresh(tmp, f"cap{int(on)}r{r}", capture=on)
+            gc.collect()
+            t = time.perf_counter()
+            run(on)()
+            times["on" if on else "off"].append(time.perf_counter() - t)
+    cost = ratio(times, "on", "off") - 1
+    row("10,000 x math.modf, capture on", f"{statistics.median(times['on']):.3f} s")
+    row("10,000 x math.modf, capture off", f"{statistics.median(times['off']):.3f} s",
+        f"capture costs {cost * 100:+.1f} % (median of {n_rounds} paired rounds)")
+    target("14a", cost <= 0.03,
+           f"capture on, nothing printed: <= 3 % added (is {cost * 100:+.1f} %)")
+    g = next(fresh(tmp, "flood"))
+    t = time.perf_counter()
+    big = nbgroups.async_task(flood, 10_000, group=g)
+    for i in range(100):
+        nbgroups.async_task("math.modf", i, group=g)
+    nbgroups.result_group(g, count=101, wait=-1)
+    took = time.perf_counter() - t
+    kept = len(nbgroups.fetch(big).stdout or "")
+    row("a task printing 10 MB + 100 tiny tasks, one group", f"{took:.3f} s",
+        f"stdout kept: {kept:,} characters")
+    target("14b", kept <= capture.LIMIT + 200, f"10 MB printed, <= {capture.LIMIT:,} kept "
+           f"(is {kept:,})")
 def bench_snapshot(tmp: str) -> None:
     """What taking a call's arguments at the call costs the caller (issue 20)."""
     import numpy as np
@@ -657,6 +704,7 @@ BENCHES = {
     "memory": bench_memory,
     "latency": bench_latency,
     "display": bench_display,
+    "capture": bench_capture,
     "joblib_beside": bench_joblib_beside,
     "snapshot": bench_snapshot,
     "executor": bench_executor,

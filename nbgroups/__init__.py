@@ -45,6 +45,7 @@ if TYPE_CHECKING:  # what the names below resolve to, for editors and type check
         cancel_group,
         configure,
         count_group,
+        debug,
         delete_group,
         fetch,
         fetch_group,
@@ -60,6 +61,7 @@ if TYPE_CHECKING:  # what the names below resolve to, for editors and type check
     from .completed import as_completed
     from .futures import Executor
     from .records import GroupCounts, State, TaskList
+    from .reporting import report
 
 # The API loads on first use, not with the package: every pool worker imports
 # ``nbgroups.worker``, hence this file, and a worker needs none of the API
@@ -67,10 +69,11 @@ if TYPE_CHECKING:  # what the names below resolve to, for editors and type check
 _LAZY = {
     **dict.fromkeys(
         ["AsyncTask", "Task", "async_iter", "async_task", "cancel_group", "configure",
-         "count_group", "delete_group", "fetch", "fetch_group", "group_counts",
+         "count_group", "debug", "delete_group", "fetch", "fetch_group", "group_counts",
          "list_groups", "result", "result_group", "resume_group", "retry_group",
          "settings", "sweep"], "api"),
     **dict.fromkeys(["GroupCounts", "State", "TaskList"], "records"),
+    "report": "reporting",
     "Executor": "futures",
     "as_completed": "completed",
     **dict.fromkeys(["afetch", "afetch_group", "aresult", "aresult_group"], "aio"),
@@ -150,6 +153,9 @@ __all__ = [
     "list_groups",
     "result",
     "result_group",
+    # looking inside
+    "debug",
+    "report",
     # concurrent.futures and asyncio
     "Executor",
     "afetch",

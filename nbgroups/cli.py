@@ -176,6 +176,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"  {f.name}: {f.error}")
         if args.tracebacks and f.traceback:
             print("    " + f.traceback.rstrip().replace("\n", "\n    "))
+        if args.output:
+            print(f"    call: {f.call}")
+            for label, text in (("stdout", f.stdout), ("stderr", f.stderr)):
+                if text:
+                    print(f"    {label}:\n      " + text.rstrip().replace("\n", "\n      "))
     return 0
 
 
@@ -311,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("show", cmd_show, "one group's counts and failures")
     p.add_argument("group")
     p.add_argument("--tracebacks", action="store_true", help="print each failure's traceback")
+    p.add_argument("--output", action="store_true",
+                   help="print each failure's call, stdout and stderr (logging, warnings)")
     p.add_argument("--limit", type=int, default=20, help="failures to list (default 20)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p = command("watch", cmd_watch,

@@ -31,6 +31,9 @@ from .outcome import (
     SUCCESS,
     Row,
     error_of,
+    frames_of,
+    info_of,
+    merged_info,
     result_of,
     row,
     started_of,
@@ -222,12 +225,15 @@ class Completer:
         it.started = started if it.started is None else min(it.started, started)
         if state_of(out) == FAILURE and not it.failed:
             it.failed, it.error, it.traceback = True, error_of(out), traceback_of(out)
+            it.frames = frames_of(out)
+        it.infos[ci] = info_of(out)
         it.remaining -= 1
         top.attempt = max(top.attempt, job.attempt)
         if it.remaining:
             return None
         return top, row(top.id, FAILURE if it.failed else SUCCESS, runs_of(top), it.started,
-                        time.time(), it.results, it.error, it.traceback)
+                        time.time(), it.results, it.error, it.traceback,
+                        merged_info([it.infos[i] for i in sorted(it.infos)]), it.frames)
 
     def _settle(self, final: list[Finished]) -> bool:
         """Stored: the jobs take their final state, waiters and hooks are told.

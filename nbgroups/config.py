@@ -9,6 +9,7 @@ when the first settings object of the process is made.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -37,6 +38,9 @@ class Settings:
     reuse:     default for the ``reuse`` option.
     address:   Dask scheduler address (backend ``'dask'``).
     client:    a ``distributed.Client`` to use instead of ``address``.
+    capture:   capture each task's stdout, stderr, logging and warnings
+               (``Task.stdout``, ``Task.stderr``; see :mod:`nbgroups.capture`).
+    log_level: the lowest logging level captured (``'INFO'``, a level name or number).
     """
 
     store: str = ".nbgroups"
@@ -50,6 +54,8 @@ class Settings:
     reuse: bool = False
     address: str | None = None
     client: Any = None
+    capture: bool = True
+    log_level: str | int = "INFO"
 
     def __post_init__(self) -> None:
         check = _Checker()
@@ -64,6 +70,12 @@ class Settings:
         check.boolean("reuse", self.reuse)
         if self.address is not None:
             check.text("address", self.address)
+        check.boolean("capture", self.capture)
+        check.log_level("log_level", self.log_level)
+
+    def worker_options(self) -> tuple[bool, int]:
+        """What a batch tells its worker: ``(capture, log level number)``."""
+        return (self.capture, level_number(self.log_level))
 
     def replace(self, **changes: Any) -> Settings:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -116,6 +128,19 @@ class _Checker:
         if not isinstance(value, bool):
             raise ArgumentTypeError(f"{name} must be True or False, got {value!r}")
 
+    def log_level(self, name: str, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, str | int):
+            raise ArgumentTypeError(
+                f"{name} must be a logging level name ('INFO', 'DEBUG'...) or number, "
+                f"got {value!r}")
+        if isinstance(value, str) and not isinstance(
+                logging.getLevelName(value.upper()), int):
+            raise ConfigurationError(
+                f"{name} must be a logging level name (DEBUG, INFO, WARNING, ERROR, "
+                f"CRITICAL) or number, got {value!r}")
+        if isinstance(value, int) and value < 0:
+            raise ConfigurationError(f"{name} as a number must be >= 0, got {value!r}")
+
     def choice(self, name: str, value: Any, choices: tuple) -> None:
         # identity for False: 0 == False, but progress=0 is not progress=False
         if not any(value is c if isinstance(c, bool) else (type(value) is str and value == c)
@@ -124,6 +149,11 @@ class _Checker:
 
 
 CHECK = _Checker()
+
+
+def level_number(level: str | int) -> int:
+    """A logging level as its number (``'INFO'`` -> 20)."""
+    return level if isinstance(level, int) else logging.getLevelName(level.upper())
 
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
@@ -150,6 +180,8 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "cache_ttl": int,
     "reuse": lambda s: _flag(s),
     "address": str,
+    "capture": lambda s: _flag(s),
+    "log_level": lambda s: int(s) if s.strip().isdigit() else s.strip(),
 }
 
 

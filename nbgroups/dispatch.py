@@ -261,9 +261,10 @@ class Dispatcher:
         monitor = self.monitors.take(bid) if executor.monitored else None
         batch = Batch(bid, jobs, monitor, time.time(), split=split)
         try:
+            options = self.settings.worker_options()  # output capture, log level
             # cloudpickle: args may be notebook objects
-            payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], True)) \
-                if split else dumps((bid, funcs, calls))
+            payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], options,
+                             True)) if split else dumps((bid, funcs, calls, options))
         except Exception as exc:  # stored, but not sendable: fail them, not the runner
             err = SerializationError(f"this task's call cannot be pickled to be sent to a "
                                      f"worker ({type(exc).__name__}: {exc}); it was not run")

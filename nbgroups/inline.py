@@ -21,7 +21,9 @@ from .serialize import dumps, loads_exception
 class InlineRunner:
     """Runs jobs here and now, retries included, and records them."""
 
-    def __init__(self, live: LiveTasks, completer: Completer, control: Control) -> None:
+    def __init__(self, live: LiveTasks, completer: Completer, control: Control,
+                 options: tuple | None = None) -> None:
+        self.options = options  # the worker options of a batch (capture, log level)
         self.live = live
         self.completer = completer
         self.control = control
@@ -42,7 +44,7 @@ class InlineRunner:
                     job.attempt += 1
                     call = (job.id, 0, job.items if job.items is not None else job.args,
                             job.kwargs, job.items is not None, job.attempt + job.runs_before)
-                    payload = dumps((0, [job.func], [call]))
+                    payload = dumps((0, [job.func], [call], self.options))
                     (out,) = self._executor.submit(payload, None).result()
                     if state_of(out) == FAILURE and job.attempt <= job.options.retries:
                         continue

@@ -109,6 +109,8 @@ class IterState:
     error: bytes | None = None
     traceback: str | None = None
     started: float | None = None
+    frames: tuple | None = None  # the first failure's traceback as data
+    infos: dict = field(default_factory=dict)  # chunk index -> its outcome's info
 
 
 @dataclass

@@ -36,8 +36,23 @@ from typing import NamedTuple
 STAMP = struct.Struct("<qqqd")  # batch id, call index, pid, start time
 CANCEL_AT = STAMP.size  # the flag's offset: a byte after the stamp
 FLAG = b"\x01"
+PROGRESS_AT = 64  # a task's own report (nbgroups.report), after the flag
+# batch id, call index, done, total (NaN: none), time, the note's length in bytes
+PROGRESS = struct.Struct("<qqdddH")
+NOTE_MAX = 160  # bytes of a report's note kept
 OPEN_MAX = 64  # monitor files a worker keeps open
 PREFIX = "nbgroups-monitor-"
+
+
+class Progress(NamedTuple):
+    """A task's own last report (:func:`nbgroups.report`), for call ``call`` of ``batch``."""
+
+    batch: int
+    call: int
+    done: float
+    total: float | None
+    at: float
+    note: str
 
 
 class Stamp(NamedTuple):
@@ -74,7 +89,30 @@ def stamp_and_check(fd: int, batch: int, index: int, pid: int) -> bool:
     return os.pread(fd, 1, CANCEL_AT) == FLAG
 
 
+def write_progress(fd: int, batch: int, index: int, done: float, total: float,
+                   note: str) -> None:
+    """Write a call's report (``total`` NaN: none) after the flag, in one write."""
+    data = note.encode("utf-8", "replace")[:NOTE_MAX]
+    os.pwrite(fd, PROGRESS.pack(batch, index, done, total, time.time(), len(data)) + data,
+              PROGRESS_AT)
+
+
 # ---------------------------------------------------------------- runner side
+def read_progress(path: str) -> Progress | None:
+    """The last report written to ``path``, or None (none, or the file is gone)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(PROGRESS_AT)
+            data = f.read(PROGRESS.size + NOTE_MAX)
+    except OSError:
+        return None
+    if len(data) < PROGRESS.size:
+        return None
+    batch, call, done, total, at, n = PROGRESS.unpack_from(data)
+    note = data[PROGRESS.size:PROGRESS.size + n].decode("utf-8", "replace")
+    return Progress(batch, call, done, None if total != total else total, at, note)
+
+
 def read(path: str) -> Stamp | None:
     """The stamp last written to ``path``, or None (not stamped yet, or gone)."""
     try:

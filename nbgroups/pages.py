@@ -24,6 +24,7 @@ from .outcome import Row
 from .records import Call
 from .serialize import callable_name, dumps
 from .stores import Stores
+from .tracebacks import remember
 
 LINGER_SECONDS = 0.02
 LINGER_CALLS = 4096
@@ -98,6 +99,7 @@ class PageBuffer:
         page = self._open.get(id(options))
         if page is not None and id(func) in page.func_index:
             return None
+        remember(func)  # where its code came from: tracebacks name the cell (tracebacks)
         try:
             return dumps(func)
         except Exception as exc:

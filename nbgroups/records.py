@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 from .outcome import Outcome
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: outcome rows carry output, worker, memory and traceback frames
 
 __all__ = ["Outcome"]  # re-exported: it lives with its builders, in nbgroups.outcome
 
@@ -60,6 +60,14 @@ class TaskRecord:
     submitted with ``save=False``: its outcome is kept (state, times, the
     exception of a failure), its return value is not, so ``result`` is None
     without meaning that the call returned None.
+
+    ``stdout`` and ``stderr`` are what the call printed (the last 64 K
+    characters of each, a line saying how much was cut first); logging
+    records and warnings are in ``stderr``, in order with what was written
+    there. ``worker`` is ``'host:pid'`` of the process that ran it, ``memory``
+    that process's peak resident memory in bytes when the call ended;
+    ``submitted``, ``started`` and ``stopped`` are Unix times. Tasks stored by
+    nbgroups before these were recorded have them None.
     """
 
     id: str
@@ -78,12 +86,23 @@ class TaskRecord:
     submitted: float | None = None
     saved: bool = True
     schema: int = field(default=SCHEMA_VERSION, repr=False)
+    stdout: str | None = field(default=None, repr=False)
+    stderr: str | None = field(default=None, repr=False)
+    worker: str | None = None
+    memory: int | None = field(default=None, repr=False)
 
     def time_taken(self) -> float | None:
         """Seconds the task ran (queue time excluded), or None if it has not finished."""
         if self.started is None or self.stopped is None:
             return None
         return self.stopped - self.started
+
+    @property
+    def call(self) -> str:
+        """The call as it was made, values shortened: ``'simulate(k=0.0, dt=0.01)'``."""
+        from .triage import call_text
+
+        return call_text(self.func, self.args, self.kwargs)
 
     @property
     def error(self) -> str | None:
@@ -99,6 +118,9 @@ class TaskRecord:
             message = getattr(exc, "message", None) if hasattr(exc, "type_name") else str(exc)
             return f"{type_name}: {message}" if message else type_name
         return str(exc)
+
+
+RUN_COLUMNS = ("stdout", "stderr", "worker", "memory", "submitted", "started", "stopped")
 
 
 class TaskList(list):
@@ -122,6 +144,29 @@ class TaskList(list):
         """Tasks left after removing those matching every given value."""
         return TaskList(t for t in self if not all(getattr(t, k) == v for k, v in fields.items()))
 
+    def failures(self):
+        """The failed tasks grouped by cause: exception type and message with numbers
+        and quoted values folded (``ValueError: k must be > …  x 5``), largest group
+        first, each with its tasks and their calls (:class:`nbgroups.triage.Failures`;
+        in a notebook, an expandable list with tracebacks and output)."""
+        from .triage import group_failures
+
+        return group_failures(self)
+
+    def timeline(self):
+        """A Gantt of these tasks per worker over time, coloured by outcome: an
+        inline SVG a notebook displays (:class:`nbgroups.timeline.Timeline`)."""
+        from .timeline import Timeline
+
+        return Timeline(self)
+
+    def to_chrome_trace(self, path) -> str:
+        """Write these tasks' runs as a Chrome trace JSON file (open it in
+        https://ui.perfetto.dev or chrome://tracing); returns the path."""
+        from .timeline import chrome_trace
+
+        return chrome_trace(self, path)
+
     def values(self, *fields: str) -> list[dict[str, Any]]:
         """One dict per task with the named attributes (all record fields by default)."""
         names = fields or tuple(TaskRecord.__dataclass_fields__)
@@ -131,7 +176,9 @@ class TaskList(list):
         """A pandas DataFrame: one row per task. The columns a reader looks at come
         first: one per keyword parameter, then ``result`` (dict results expanded into
         columns), ``success``, ``error``, ``time_taken``, ``attempt_count``,
-        ``state``; the task's ``id``, ``name`` and ``group`` come last.
+        ``state``; the task's ``id``, ``name`` and ``group``; last, what was seen of
+        its run: ``stdout``, ``stderr``, ``worker``, ``memory``, ``submitted``,
+        ``started``, ``stopped`` (see :class:`TaskRecord`).
 
         Dict results are expanded when every successful result is a dict (one
         column per key, ``result.KEY`` where a key is also a parameter's name);
@@ -145,7 +192,7 @@ class TaskList(list):
         except ImportError:
             raise ImportError("to_dataframe() needs pandas: pip install pandas") from None
         fixed = ("success", "error", "time_taken", "attempt_count")
-        task_columns = ("state", "id", "name", "group")
+        task_columns = ("state", "id", "name", "group", *RUN_COLUMNS)
         done = [t.result for t in self if t.success]
         expand = bool(done) and all(isinstance(r, dict) for r in done)
         rows = []
@@ -168,7 +215,7 @@ class TaskList(list):
             row.update(success=t.success, error=t.error, time_taken=t.time_taken(),
                        attempt_count=t.attempt_count)
             for k, v in (("state", t.state.value), ("id", t.id), ("name", t.name),
-                         ("group", t.group)):
+                         ("group", t.group), *((k, getattr(t, k)) for k in RUN_COLUMNS)):
                 row[k if k not in params else f"task.{k}"] = v
             rows.append(row)
         if not rows:

@@ -12,6 +12,7 @@ and puts the rest of the batch back in the queue.
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 
@@ -19,7 +20,7 @@ from . import monitor
 from .dispatch import Dispatcher
 from .errors import TaskTimeout, WorkerDied
 from .jobs import FINAL, Batch, Job, failed
-from .outcome import Row
+from .outcome import Row, with_info
 
 
 class FaultHandler:
@@ -71,7 +72,11 @@ class FaultHandler:
                 if job.state in FINAL:  # cancelled meanwhile: nothing to salvage
                     continue
                 if i == running and cause is not None and stamp is not None:
-                    lost.append((job, failed(job, cause, stamp.started)))
+                    died = failed(job, cause, stamp.started)
+                    if executor is not None and executor.name != "dask":  # a pid, not a token
+                        died = with_info(died, (None, None,
+                                                f"{socket.gethostname()}:{stamp.pid}", None))
+                    lost.append((job, died))
                     continue
                 job.attempt -= 1  # this run was cut short: it does not count
                 job.suspect = job.suspect or (i == running and not dead)

@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import names, shutdown, snapshot
+from . import monitor, names, reporting, shutdown, snapshot
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -60,10 +60,16 @@ from .records import GroupCounts, TaskRecord
 from .recovery import FaultHandler
 from .store import DiskStore, Store
 from .stores import Stores
+from .triage import call_text
 
 log = logging.getLogger("nbgroups")
 
 POLL_SECONDS = 0.25
+
+
+def job_call(job: Job) -> str:
+    """A running job's call as the views show it: ``simulate(k=0.5, dt=0.01)``."""
+    return call_text(job.func[0], job.args if job.items is None else (job.items,), job.kwargs)
 
 
 class RunnerStats(NamedTuple):
@@ -100,7 +106,8 @@ class Runner:
                                     self._faults, outbox, self._notify)
         self._control = Control(lock, self._live, self._dispatcher, self._completer,
                                 self._stores, self._writer, self._notify)
-        self._inline = InlineRunner(self._live, self._completer, self._control)
+        self._inline = InlineRunner(self._live, self._completer, self._control,
+                                    settings.worker_options())
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
@@ -116,6 +123,28 @@ class Runner:
     def store(self) -> Store:
         """The durable store."""
         return self._stores.store
+
+    def task_progress(self, group: str) -> list[tuple[str, str, float, float | None, str]]:
+        """What the running tasks of ``group`` last reported of themselves
+        (:func:`nbgroups.report`): ``(task id, its call, done, total, note)``."""
+        out = []
+        for batch in self._dispatcher.in_flight():
+            if batch.monitor is not None:
+                stamp = monitor.read(batch.monitor)
+                if stamp is None or stamp.batch != batch.id or stamp.call >= len(batch.jobs):
+                    continue
+                job = batch.jobs[stamp.call]
+                if job.options.group != group:
+                    continue
+                p = monitor.read_progress(batch.monitor)
+                if p is not None and p.batch == batch.id and p.call == stamp.call:
+                    out.append((job.id, job_call(job), p.done, p.total, p.note))
+            else:  # in this process: the thread backend
+                for job in batch.jobs:
+                    mine = reporting.local.get(job.id)
+                    if mine is not None and job.options.group == group:
+                        out.append((job.id, job_call(job), mine[0], mine[1], mine[2] or ""))
+        return out
 
     def store_for(self, ttl: int | None) -> Store:
         """The store of a layer: the durable one (``ttl`` None) or the cache layer."""

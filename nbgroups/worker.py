@@ -1,13 +1,15 @@
 """Worker side: run a batch of calls and report how each one ended. Never raises.
 
-A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls)``:
+A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls[, options])``:
 
 * ``funcs``: ``[(display name, pickled callable or None)]`` — None means the
   name is a dotted path resolved here (``'math.modf'``);
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
-  items; ``attempts`` is the run's number, echoed back. A *split* batch
-  ``(batch_id, funcs, calls, True)`` holds ``(task id, pickled call,
+  items; ``attempts`` is the run's number, echoed back;
+* ``options`` (optional): ``(capture, log level)``: whether each call's
+  output is captured (:mod:`nbgroups.capture`) and from which logging level;
+* ``split`` (optional): when true, ``calls`` holds ``(task id, pickled call,
   attempts)`` instead: each call is unpickled on its own (see :func:`run_batch`).
 
 It returns one row per call, in order, already in the store's outcome layout
@@ -28,17 +30,27 @@ from __future__ import annotations
 import importlib
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from . import capture, outcome, reporting
 from . import monitor as monitor_file
-from . import outcome
 from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
 
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
+_pool_worker = False  # this process is a pool worker (init_worker ran): its logging is ours
+_whoami: list = [None, ""]  # (pid, 'host:pid'): computed again in a forked child
+
+try:
+    from resource import RUSAGE_SELF, getrusage
+except ImportError:  # not on Windows: no peak memory there
+    getrusage = None  # type: ignore[assignment]
+# ru_maxrss is in kilobytes on Linux, in bytes on macOS
+_RSS_UNIT = 1 if os.uname().sysname == "Darwin" else 1024
 
 
 _parent = 0  # the pid of the kernel that started this pool worker (0: not a pool worker)
@@ -58,8 +70,9 @@ def init_worker() -> None:
     thread ends the process within ORPHAN_CHECK_SECONDS even inside a call (its
     task stays unfinished in the store: ``resume_group`` runs it).
     """
-    global _parent
+    global _parent, _pool_worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _pool_worker = True  # its logging is ours (see start_capture)
     _parent = os.getppid()
     threading.Thread(target=_watch_parent, name="nbgroups-orphan-watch", daemon=True).start()
 
@@ -69,6 +82,49 @@ def _watch_parent() -> None:
         time.sleep(ORPHAN_CHECK_SECONDS)  # no event tells a child its parent died
         if os.getppid() != _parent:
             os._exit(0)
+
+
+def worker_name() -> str:
+    """``'host:pid'`` of this process."""
+    pid = os.getpid()
+    if _whoami[0] != pid:
+        _whoami[0], _whoami[1] = pid, f"{socket.gethostname()}:{pid}"
+    return _whoami[1]
+
+
+RSS_EVERY = 0.005  # seconds: calls ending closer together share one reading of ru_maxrss
+_last: list = [0.0, None, None]  # when ru_maxrss was read, its value, the quiet info tuple
+
+
+def _info(cap: capture.Capture | None) -> tuple:
+    """``(stdout, stderr, worker, peak memory)`` of the call that just ended.
+
+    Tiny calls cost ~1 us each here, not ~5: ru_maxrss is read again only after
+    RSS_EVERY seconds (a peak cannot drop, and a few ms of tiny calls barely
+    move it), and calls that printed nothing share one tuple (pickled once).
+    """
+    out, err = capture.take(cap) if cap is not None else (None, None)
+    last = _last
+    now = time.monotonic()
+    if now - last[0] >= RSS_EVERY or last[2] is None:
+        rss = getrusage(RUSAGE_SELF).ru_maxrss * _RSS_UNIT if getrusage is not None else None
+        last[0] = now
+        if rss != last[1] or last[2] is None or last[2][2] != worker_name():
+            last[1], last[2] = rss, (None, None, worker_name(), rss)
+    if out is None and err is None:
+        return last[2]
+    return (out, err, last[2][2], last[1])
+
+
+def start_capture(options: tuple | None, inline: bool = False, own_process: bool = False
+                  ) -> bool | None:
+    """Install the capture a batch's ``options`` ask for: its ``tee`` flag for
+    :func:`run_one` (None: capture off). Inline runs also show output as usual."""
+    if options is not None and not options[0]:
+        return None
+    capture.install(options[1] if options is not None else None,
+                    own_process=own_process or _pool_worker)
+    return inline
 
 
 def resolve(path: str) -> Any:
@@ -110,39 +166,46 @@ def _load_func(name: str, blob: bytes | None) -> Any:
     return func
 
 
-def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = ()) -> tuple:
-    """One call of a batch (``loaded``: the batch's callables loaded so far)."""
+def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
+            tee: bool | None = None) -> tuple:
+    """One call of a batch (``loaded``: the batch's callables loaded so far);
+    ``tee``: from :func:`start_capture` (None: output not captured)."""
     key, fidx, args, kwargs, iterable, attempts = call
+    cap = None if tee is None else capture.start(tee)
     try:
         func = loaded.get(fidx)
         if func is None:
             func = loaded[fidx] = _load_func(*funcs[fidx])
     except BaseException as exc:
-        return outcome.failure(key, attempts, None, exc)
+        return outcome.failure(key, attempts, None, exc, info=_info(cap))
     if iterable:
-        return run_items(key, attempts, func, args, passthrough)
-    return run_call(key, attempts, func, args, kwargs, passthrough)
+        return run_items(key, attempts, func, args, passthrough, cap)
+    return run_call(key, attempts, func, args, kwargs, passthrough, cap)
 
 
 def run_call(key: str, attempts: int, func: Callable[..., Any], args: tuple,
-             kwargs: dict | None, passthrough: tuple = ()) -> tuple:
+             kwargs: dict | None, passthrough: tuple = (),
+             cap: capture.Capture | None = None) -> tuple:
     """One call: its outcome tuple (the result pickled, or the failure)."""
     started = time.time()
     try:
         value = func(*args, **(kwargs or {}))
     except passthrough:
+        if cap is not None:
+            capture.take(cap)
         raise
     except BaseException as exc:  # a task's own SystemExit is a failure too
-        return outcome.failure(key, attempts, started, exc)
+        return outcome.failure(key, attempts, started, exc, info=_info(cap))
+    info = _info(cap)
     try:
         blob = dumps_result(value)
     except BaseException as exc:  # whatever pickling the result raises
-        return outcome.failure(key, attempts, started, exc)
-    return outcome.success(key, attempts, started, blob)
+        return outcome.failure(key, attempts, started, exc, info=info)
+    return outcome.success(key, attempts, started, blob, info)
 
 
 def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
-              passthrough: tuple = ()) -> tuple:
+              passthrough: tuple = (), cap: capture.Capture | None = None) -> tuple:
     """An ``async_iter`` chunk: results in input order, exceptions in place."""
     started = time.time()
     results: list = []
@@ -151,6 +214,8 @@ def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
         try:
             results.append(func(*item) if isinstance(item, tuple) else func(item))
         except passthrough:
+            if cap is not None:
+                capture.take(cap)
             raise
         except BaseException as exc:
             if first is None:
@@ -158,6 +223,7 @@ def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
             else:
                 exc.__traceback__ = None
             results.append(exc)
+    info = _info(cap)
     try:
         blob = dumps_result(results)  # the C pickler, else cloudpickle (notebook classes)
     except TaskError:  # some item's result cannot be pickled at all: fail just those
@@ -172,8 +238,8 @@ def run_items(key: str, attempts: int, func: Callable[..., Any], items: list,
                 fixed.append(exc)
         blob = dumps_result(fixed)
     if first is None:
-        return outcome.success(key, attempts, started, blob)
-    return outcome.failure(key, attempts, started, first, result=blob)
+        return outcome.success(key, attempts, started, blob, info)
+    return outcome.failure(key, attempts, started, first, result=blob, info=info)
 
 
 def run_batch(payload: bytes, monitor: str | None = None,
@@ -195,10 +261,24 @@ def run_batch(payload: bytes, monitor: str | None = None,
     except BaseException as exc:  # e.g. an argument's class from a module not importable here
         return f"{type(exc).__name__}: {exc}"
     batch_id, funcs, calls = batch[:3]
-    split = len(batch) > 3  # each call pickled on its own: (id, pickled call, attempts)
-    loaded: dict[int, Any] = {}
-    out = []
+    options = batch[3] if len(batch) > 3 else None
+    split = len(batch) > 4 and batch[4]  # each call pickled alone: (id, pickled call, attempts)
+    tee = start_capture(options, inline)
+    out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
+    reporting.enter(fd, batch_id, calls)
+    try:
+        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split)
+    finally:
+        reporting.leave()
+    return out
+
+
+def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthrough: tuple,
+               tee: bool | None, out: list, split: bool = False) -> None:
+    """:func:`run_batch`'s loop: each call stamped, then run, its row appended to ``out``."""
+    loaded: dict[int, Any] = {}
+    where = reporting.current
     pid = os.getpid()
     parent = _parent
     for i, call in enumerate(calls):
@@ -214,8 +294,8 @@ def run_batch(payload: bytes, monitor: str | None = None,
             except BaseException as exc:
                 out.append(outcome.failure(call[0], call[-1], None, unloadable(exc)))
                 continue
-        out.append(run_one(call, funcs, loaded, passthrough))
-    return out
+        where.index = i  # the call nbgroups.report() speaks for
+        out.append(run_one(call, funcs, loaded, passthrough, tee))
 
 
 def unloadable(exc: BaseException) -> SerializationError:

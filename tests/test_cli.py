@@ -382,3 +382,22 @@ def test_delete_label_keeps_tasks(demo_store):  # last: it changes the shared st
     assert f"from store {str(store)!r}" in out.stdout
     assert cli("list", store=store).stdout.strip() == f"no groups in store {str(store)!r}"
     assert cli("delete", "demo", store=store).returncode == 1
+
+
+def test_show_prints_each_failures_call_and_output(tmp_path):
+    store = tmp_path / "s" / "store"
+    script = (
+        "import nbgroups, sys\n"
+        "def f(k):\n"
+        "    print('computing', k)\n"
+        "    print('careful', file=sys.stderr)\n"
+        "    raise ValueError(f'bad k={k}')\n"
+        f"nbgroups.configure(store={str(store)!r}, workers=1, progress=False)\n"
+        "nbgroups.async_task(f, k=3, group='outg')\n"
+        "nbgroups.result_group('outg', count=1, failures=True, wait=-1)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=110, env=_env())
+    out = cli("show", "outg", "--output", store=store)
+    assert out.returncode == 0, out.stderr
+    assert "ValueError: bad k=3" in out.stdout
+    assert "    call: f(k=3)\n    stdout:\n      computing 3\n    stderr:\n      careful\n" \
+        in out.stdout

@@ -27,7 +27,9 @@ def test_sweep_of_dict_results(nb):
     assert len(df) == 4
     # what a reader compares first (parameters, results), the task's identity last
     assert list(df.columns) == ["lr", "depth", "loss", "depth_sq", "success", "error",
-                                "time_taken", "attempt_count", "state", "id", "name", "group"]
+                                "time_taken", "attempt_count", "state", "id", "name", "group",
+                                "stdout", "stderr", "worker", "memory", "submitted", "started",
+                                "stopped"]
     assert list(zip(df["lr"], df["depth"], strict=True)) == [
         (0.01, 2), (0.01, 3), (0.1, 2), (0.1, 3)]  # submission order
     assert list(df["success"]) == [True, True, True, False]
@@ -96,4 +98,5 @@ def test_empty_list_has_the_documented_columns():
     df = TaskList().to_dataframe()
     assert len(df) == 0
     assert list(df.columns) == ["result", "success", "error", "time_taken", "attempt_count",
-                                "state", "id", "name", "group"]
+                                "state", "id", "name", "group", "stdout", "stderr", "worker",
+                                "memory", "submitted", "started", "stopped"]

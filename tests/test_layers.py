@@ -25,7 +25,9 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 RANK = {
     "errors": 0,
     "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
-    "outcome": 2, "snapshot": 2, "pool_compat": 2,
+    "capture": 1, "tracebacks": 1,  # worker side, standard library only
+    "triage": 1,  # failures by cause: duck-typed records
+    "outcome": 2, "reporting": 2, "timeline": 2, "snapshot": 2, "pool_compat": 2,
     "records": 3,
     "store": 4, "worker": 4, "jobs": 4,
     "executors": 5, "shutdown": 5, "arguments": 5, "live": 5, "stores": 5,
@@ -40,6 +42,7 @@ RANK = {
     "api.submit": 14, "api.manage": 14,
     "api.read": 15,  # Task's group helpers use manage
     "api.handle": 16,  # AsyncTask: submit, read and manage
+    "api.rerun": 16,  # debug(): a stored call run again here; uses read
     "api": 17,  # the package: gathers the names
     "completed": 18,  # the adapters for concurrent.futures, asyncio, joblib, on the api
     "futures": 19, "aio": 19,

@@ -8,7 +8,8 @@ Split by concern, one module each, imports going down the list:
 - :mod:`.manage`: ``delete_group``, ``cancel_group``, ``retry_group``, ``resume_group``;
 - :mod:`.read`: ``Task``, ``fetch``, ``result``, ``result_group``, ``fetch_group``,
   ``count_group``, ``group_counts``, ``list_groups``;
-- :mod:`.handle`: ``AsyncTask``.
+- :mod:`.handle`: ``AsyncTask``;
+- :mod:`.rerun`: ``debug`` (a stored call run again in the kernel).
 
 Everything validates its arguments at the call (before anything is stored),
 then talks to the kernel's :class:`~nbgroups.runner.Runner` (to submit and to
@@ -33,12 +34,14 @@ from .read import (
     result,
     result_group,
 )
+from .rerun import debug
 from .session import SESSION, Session
 from .submit import async_iter, async_task, sweep
 
 __all__ = [
     "SESSION", "AsyncTask", "Session", "Task", "async_iter", "async_task", "cancel_group",
-    "configure", "count_group", "default_group", "delete_group", "failed_tasks", "fetch",
+    "configure", "count_group", "debug", "default_group", "delete_group", "failed_tasks",
+    "fetch",
     "fetch_group", "group_counts", "list_groups", "reset", "result", "result_group",
     "resume_group", "retry_group", "runner", "settings", "sweep",
 ]
@@ -73,6 +76,9 @@ def configure(**changes: Any) -> Settings:
         reuse: default of the ``reuse`` option.
         address: the Dask scheduler's address (``backend='dask'``).
         client: a ``distributed.Client`` to use instead of ``address``.
+        capture: keep each task's stdout, stderr, logging and warnings
+            (``Task.stdout``, ``Task.stderr``; default True).
+        log_level: the lowest logging level captured (default ``'INFO'``).
 
     Returns:
         The new settings (a frozen dataclass; :func:`settings` returns it too).

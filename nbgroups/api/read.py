@@ -315,8 +315,10 @@ def failed_tasks(group_id: str, cached: bool | int = False, limit: int | None = 
             continue
         tid = names.task_id(page.prefix, call.index)
         out.append(build_record(tid, call.task_name or names.name_of(tid),
-                                page.funcs[call.func][0], None, None, o, group_id,
-                                page.created, Task, saved=page.options.get("save", True)))
+                                page.funcs[call.func][0], None if call.iterable else call.args,
+                                call.kwargs, o, group_id, page.created, Task,
+                                items=call.args if call.iterable else None,
+                                saved=page.options.get("save", True)))
         if limit is not None and len(out) >= limit:
             break
     return out

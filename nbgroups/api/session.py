@@ -282,6 +282,12 @@ class Session:
             return None
         return r.counts(group, ttl), r.busy(group, ttl)
 
+    def task_progress(self, group: str) -> list[tuple]:
+        """The running tasks of ``group`` and what they last reported of themselves
+        (:meth:`nbgroups.runner.Runner.task_progress`); empty without a runner."""
+        r = self._runner
+        return [] if r is None else r.task_progress(group)
+
     def part(self, name: str, factory: Callable[[], Any]) -> Any:
         """The session's ``name`` component (the display's renderer, ...), made by
         ``factory()`` on first use; :meth:`reset` calls its ``reset()``."""

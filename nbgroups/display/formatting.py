@@ -40,6 +40,10 @@ class Failure(NamedTuple):
     name: str
     error: str  # the exception line, e.g. "ValueError: bad x"
     traceback: str
+    call: str = ""  # the call with its arguments, e.g. "simulate(k=0.0, dt=0.01)"
+    id: str = ""
+    stdout: str | None = None
+    stderr: str | None = None
 
 
 @dataclass(frozen=True)

@@ -81,8 +81,10 @@ def is_terminal(ip: Any) -> bool:
 
 def load_failures(group: str, ttl: int | None = None,
                   limit: int = MAX_FAILURES_LOADED) -> list[Failure]:
-    """The first ``limit`` failed tasks of ``group``: name, exception line, traceback."""
-    return [Failure(t.name, t.error or "failed", t.traceback or "")
+    """The first ``limit`` failed tasks of ``group``: name, exception line, traceback,
+    the call with its arguments, id and output."""
+    return [Failure(t.name, t.error or "failed", t.traceback or "", t.call, t.id,
+                    t.stdout, t.stderr)
             for t in api.failed_tasks(group, cached=ttl if ttl is not None else False,
                                       limit=limit)]
 
@@ -117,6 +119,7 @@ class ProgressView:
         self.min_interval = MIN_INTERVAL
         self.meter: Meter | None = None
         self.failures: tuple[Failure, ...] = ()
+        self.tasks: tuple = ()  # running tasks' reports: (id, call, done, total, note)
         self.draws = 0  # refreshes that changed what is shown
         self.busy = False  # this process had tasks of the group queued or running
         self._lock = threading.RLock()
@@ -183,7 +186,10 @@ class ProgressView:
             if m.settled and not busy:
                 self._following = False
             failures = self._failures_if_changed(m, now, force)
-            if m.key() == self._key and failures is None:
+            # each running task's own report (nbgroups.report), under the bar
+            tasks = tuple(api.SESSION.task_progress(self.group)) \
+                if m.running and self.mode == "widget" else ()
+            if m.key() == self._key and failures is None and tasks == self.tasks:
                 return False
             if not force and not m.settled and self.mode == "text" and \
                     now - self._drawn_at < self.adapter.min_interval:
@@ -193,6 +199,9 @@ class ProgressView:
             self._drawn_at = now
             self.draws += 1
             self.adapter.update(m, failures)
+            if tasks != self.tasks and hasattr(self.adapter, "show_tasks"):
+                self.tasks = tasks
+                self.adapter.show_tasks(tasks)
             if self._handle is not None and m.settled and self._static_for != self._static_key():
                 self._handle.update(self._bundle(), raw=True)  # the output's final state
             return True

@@ -14,9 +14,11 @@ import ipywidgets as w
 from ipywidgets.widgets.widget_int import ProgressStyle  # not exported by ipywidgets 8
 from ipywidgets.widgets.widget_string import HTMLStyle
 
+from ..triage import TIMES, common, fold
 from .formatting import Failure, Meter
 
 MAX_FAILURES_SHOWN = 20
+MAX_TASK_LINES = 8  # running tasks whose own progress is shown
 
 
 class WidgetView:
@@ -51,6 +53,7 @@ class WidgetView:
         self.box = w.HBox([self.bar, self.counts, self.cancel_button], layout=look["line"])
         self.box.add_class("nbgroups-progress")
         self.failures: tuple[Failure, ...] = ()
+        self.tasks_html: w.HTML | None = None  # running tasks' own progress, when reported
 
     def update(self, m: Meter, failures: Sequence[Failure] | None) -> None:
         """Show ``m``; ``failures`` (None: unchanged) is the failure list."""
@@ -76,6 +79,19 @@ class WidgetView:
         if self.retry_button is not None and self.retry_button.disabled != retry_disabled:
             self.retry_button.disabled = retry_disabled
 
+    def show_tasks(self, tasks: Sequence[tuple]) -> None:
+        """Under the bar, each running task's own report (:func:`nbgroups.report`):
+        ``(task id, call, done, total, note)``; an empty list hides the lines."""
+        if self.tasks_html is None:
+            if not tasks:
+                return
+            self.tasks_html = w.HTML("", layout=w.Layout(width="100%"))
+            self.tasks_html.add_class("nbgroups-task-progress")
+            children = list(self.box.children)
+            children.insert(3, self.tasks_html)  # after Cancel, before the failures
+            self.box.children = tuple(children)
+        _set(self.tasks_html, "".join(_task_line(*t) for t in tasks[:MAX_TASK_LINES]))
+
     def _show_failures(self, failed: int, failures: tuple[Failure, ...]) -> None:
         if self.failure_box is None:
             self.failures_title = w.HTML("")
@@ -92,15 +108,14 @@ class WidgetView:
             self.box.children = (*self.box.children, self.failure_box)
         if failures != self.failures:
             self.failures = failures
-            shown = failures[:MAX_FAILURES_SHOWN]
+            shown = by_cause(failures)[:MAX_FAILURES_SHOWN]
             # A new Accordion per change, swapped into the box, never an edit of the
             # shown one: setting ``children`` and ``titles`` of a live Accordion (with a
             # failure inserted mid-list, as the list is in submission order) leaves the
             # browser showing some tasks twice and missing others.
-            children = [w.HTML(f"<pre style='font-size:85%;white-space:pre-wrap'>"
-                               f"{html.escape(f.traceback or f.error)}</pre>") for f in shown]
-            new = w.Accordion(children=children,
-                              titles=tuple(f"{f.name}: {f.error}" for f in shown))
+            children = [w.HTML("".join(_failure_html(f, len(fs) > 1) for f in fs))
+                        for _, fs in shown]
+            new = w.Accordion(children=children, titles=tuple(t for t, _ in shown))
             old = self.failure_list
             self.failure_list = new
             self.failure_box.children = (self.failure_box.children[0], new)
@@ -117,6 +132,46 @@ class WidgetView:
         if self.failure_list is not None:
             _close_accordion(self.failure_list)
         self.box.close()
+
+
+def by_cause(failures: Sequence[Failure]) -> list[tuple[str, list[Failure]]]:
+    """Failures grouped by folded error line (:func:`nbgroups.triage.fold`), largest
+    first: ``(title, failures)``; a lone failure is titled by its call and error."""
+    groups: dict[str, list[Failure]] = {}
+    for f in failures:
+        groups.setdefault(fold(f.error), []).append(f)
+    out = []
+    for fs in sorted(groups.values(), key=len, reverse=True):
+        one = fs[0]
+        out.append((f"{one.call or one.name}: {one.error}" if len(fs) == 1
+                    else f"{common([f.error for f in fs])}  {TIMES} {len(fs)}", fs))
+    return out
+
+
+def _task_line(tid: str, call: str, done: float, total: float | None, note: str) -> str:
+    if total:
+        frac = max(0.0, min(1.0, done / total))
+        amount = (f"<progress value='{frac:.3f}' max='1' style='width:8em'></progress> "
+                  f"{100 * frac:.0f}%")
+    else:
+        amount = f"{done:g}"
+    note = f" &middot; {html.escape(note)}" if note else ""
+    return (f"<div style='font-size:90%;margin-left:1em'>&#9656; <code>{html.escape(call)}"
+            f"</code> {amount}{note}</div>")
+
+
+def _failure_html(f: Failure, with_call: bool) -> str:
+    pre = "<pre style='font-size:85%;white-space:pre-wrap;margin:0.2em 0'>"
+    parts = [f"<div><b><code>{html.escape(f.call or f.name)}</code></b></div>"
+             if with_call else "",
+             f"{pre}{html.escape(f.traceback or f.error)}</pre>"]
+    for label, text in (("stdout", f.stdout), ("stderr", f.stderr)):
+        if text:
+            parts.append(f"<div><i>{label}</i></div>{pre}{html.escape(text)}</pre>")
+    if f.id:
+        parts.append(f"<div style='opacity:.75'>Debug: <code>nbgroups.debug({f.id!r})</code>"
+                     " re-runs this call in the kernel; then <code>%debug</code></div>")
+    return "".join(parts)
 
 
 _LOOK: dict[str, w.Widget] = {}

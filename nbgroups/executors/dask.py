@@ -125,7 +125,8 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
     event, just before the last call, is all its timeout clock needs (an event
     per call would cost more than the tiny calls themselves).
     """
-    batch_id, funcs, calls = loads(payload)
+    batch_id, funcs, calls, *options = loads(payload)
+    tee = worker.start_capture(options[0] if options else None, own_process=True)
     loaded: dict[int, Any] = {}
     out = []
     last = len(calls) - 1
@@ -134,7 +135,7 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
             _say_started(topic, token, batch_id, i)
             if confirm:  # fault recovery only: let the event leave before a crash
                 time.sleep(CONFIRM_SECONDS)
-        out.append(worker.run_one(call, funcs, loaded))
+        out.append(worker.run_one(call, funcs, loaded, tee=tee))
     return out
 
 
@@ -152,7 +153,7 @@ def _say_started(topic: str, token: int, batch_id: int, index: int) -> None:
 # ---------------------------------------------------------------- client side
 def _failed_outcomes(payload: bytes, err: BaseException) -> list[tuple]:
     """Every call of the batch failed with ``err`` (outcome tuples as from run_batch)."""
-    _, _, calls = loads(payload)
+    _, _, calls, *_ = loads(payload)
     failed = outcome.failure("", 0, None, err)  # pickled once, for every call
     return [outcome.with_id(failed, key, attempts) for key, _, _, _, _, attempts in calls]
 
@@ -282,7 +283,7 @@ class DaskExecutor(Executor):
         from distributed.scheduler import KilledWorker
 
         if isinstance(exc, KilledWorker):
-            _, funcs, calls = loads(batch.payload)
+            _, funcs, calls, *_ = loads(batch.payload)
             self._split(batch, funcs, calls)
             return
         self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))

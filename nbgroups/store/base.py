@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import names
 from ..errors import ConfigurationError, SignatureError, StoreError
+from ..outcome import view
 from ..records import (
     SCHEMA_VERSION,
     Call,
@@ -383,7 +384,7 @@ class Store:
         page, call, label = found
         runs = TaskList()
         for o in self._task_outcomes(task_id):
-            runs.append(self._record(page, call, Outcome._make(o), label, cls))
+            runs.append(self._record(page, call, view(o), label, cls))
         return runs
 
     # ----------------------------------------------------------------- reads
@@ -496,7 +497,7 @@ class Store:
         for p in pages:
             for c in p.calls:
                 o = latest.get(names.task_id(p.prefix, c[0]))
-                out.append((p, Call._make(c), None if o is None else Outcome._make(o)))
+                out.append((p, Call._make(c), None if o is None else view(o)))
         return out
 
     def group_slice(self, group: str, start: int, stop: int,
@@ -535,7 +536,7 @@ class Store:
             for c in page.calls[lo:hi]:
                 o = latest.get(names.task_id(page.prefix, c[0]))
                 out.append(self._record(page, Call._make(c), None if o is None
-                                        else Outcome._make(o), group, cls))
+                                        else view(o), group, cls))
         return out
 
     def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
@@ -569,9 +570,9 @@ class Store:
                         except Exception as exc:  # e.g. its class's module is not importable
                             append(unloadable_result(exc))
                     else:
-                        append(result_value(Outcome._make(o), self._blob))
+                        append(result_value(view(o), self._blob))
                 elif failures and state == "failure":
-                    append(failure_value(Outcome._make(o), self._blob))
+                    append(failure_value(view(o), self._blob))
         return out
 
     def _locate(self, task_id: str) -> tuple[SpecPage, Call, str | None] | None:
@@ -633,6 +634,16 @@ class Store:
         """The record of one entry of :meth:`group_entries` or :meth:`task_entries`."""
         return self._record(page, call, o, label, cls)
 
+    def call_of(self, task_id: str) -> tuple | None:
+        """What a task called: ``(function's display name, the pickled callable or
+        None for a dotted path, args, kwargs, iterable)``; None if the id is unknown."""
+        found = self._locate(task_id)
+        if found is None:
+            return None
+        page, call, _ = found
+        name, blob = page.funcs[call.func]
+        return name, blob, call.args, call.kwargs, call.iterable
+
     def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The record of one task, by id: its page and its latest outcome."""
         found = self._locate(task_id)
@@ -640,7 +651,7 @@ class Store:
             return None
         page, call, label = found
         runs = self._task_outcomes(task_id)
-        return self._record(page, call, Outcome._make(runs[-1]) if runs else None, label, cls)
+        return self._record(page, call, view(runs[-1]) if runs else None, label, cls)
 
     def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""

@@ -21,6 +21,7 @@ from ..serialize import (
     loads_exception,
     unloadable_result,
 )
+from ..tracebacks import render
 
 SEP = "\x00"
 LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
@@ -87,9 +88,22 @@ def build_record(
         started=o.started if o else None, stopped=o.stopped if o else None,
         success=None if o is None or state is State.CANCELLED else state is State.SUCCESS,
         attempt_count=o.attempt if o else 0,
-        traceback=o.traceback if o and state is State.FAILURE else None,
+        traceback=_traceback(o) if o and state is State.FAILURE else None,
         state=state, submitted=submitted, saved=saved,
+        stdout=o.stdout if o else None, stderr=o.stderr if o else None,
+        worker=o.worker if o else None, memory=o.memory if o else None,
     )
+
+
+def _traceback(o: Outcome) -> str | None:
+    """The traceback rendered here, from its frames (this kernel knows its cells'
+    sources), or the text the worker made (rows of schema 1)."""
+    if o.frames:
+        try:
+            return render(o.frames)
+        except Exception:  # malformed frames: the worker's text is still there
+            pass
+    return o.traceback
 
 
 def result_value(o: Outcome, blobs: Any = None) -> Any:
