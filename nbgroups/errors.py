@@ -61,16 +61,44 @@ class RunnerClosed(NbgroupsError, RuntimeError):
 
 
 class UnknownTasks(NbgroupsError, LookupError):
-    """Task ids were given that the store does not know (and no kernel here runs)."""
+    """Task ids were given that the store does not know (and no kernel here runs).
+    Also a ``LookupError``.
+
+    Example:
+        >>> from nbgroups import UnknownTasks, as_completed
+        >>> try:
+        ...     as_completed(['0' * 32])
+        ... except UnknownTasks:
+        ...     print('unknown')
+        unknown
+    """
 
 
 class OrphanedTasks(NbgroupsError, RuntimeError):
     """Unfinished tasks whose kernel is gone: nobody will finish them until
-    ``nbgroups.resume_group`` runs them again."""
+    ``nbgroups.resume_group`` runs them again. Also a ``RuntimeError``.
+
+    Example:
+        >>> from nbgroups import OrphanedTasks, NbgroupsError
+        >>> issubclass(OrphanedTasks, NbgroupsError) and issubclass(OrphanedTasks, RuntimeError)
+        True
+    """
 
 
 class ExecutorShutdown(NbgroupsError, RuntimeError):
-    """A call was submitted to an :class:`~nbgroups.Executor` after its ``shutdown()``."""
+    """A call was submitted to an :class:`~nbgroups.Executor` after its ``shutdown()``.
+    Also a ``RuntimeError``, as ``concurrent.futures`` raises there.
+
+    Example:
+        >>> from nbgroups import Executor, ExecutorShutdown
+        >>> ex = Executor(group='doc-shutdown')
+        >>> ex.shutdown()
+        >>> try:
+        ...     ex.submit(abs, -1)
+        ... except ExecutorShutdown:
+        ...     print('refused')
+        refused
+    """
 
 
 class StoreError(NbgroupsError, OSError):

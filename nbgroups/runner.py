@@ -447,7 +447,15 @@ class Runner:
         c = replace(c, done=max(0, c.done - again["success"]),
                     failed=max(0, c.failed - again["failure"]),
                     cancelled=max(0, c.cancelled - again["cancelled"]))
-        unseen = max(0, c.submitted - c.finished - c.cancelled - queued - running)
+        left = max(0, c.submitted - c.finished - c.cancelled)
+        # The store is read before the live counts: a call whose outcome was
+        # stored in between is still counted live until the runner settles it.
+        # It has finished: it is neither queued nor running.
+        over = queued + running - left
+        if over > 0:
+            cut = min(queued, over)
+            queued, running = queued - cut, running - (over - cut)
+        unseen = left - queued - running
         # Unfinished tasks this process does not hold: queued elsewhere (another
         # kernel) or orphaned by a dead one; both show as queued.
         return replace(c, queued=queued + unseen, running=running)
