@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 import threading
 
@@ -29,7 +30,8 @@ def _examples(module_name: str) -> list[doctest.DocTest]:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:  # an optional extra (dask...) not installed
-        if exc.name and exc.name.split(".")[0] != "nbgroups":
+        if exc.name and exc.name.split(".")[0] != "nbgroups" and \
+                os.environ.get("CI") not in ("true", "1"):  # CI installs every extra
             pytest.skip(f"{module_name} needs {exc.name}")
         raise
     tests = doctest.DocTestFinder(exclude_empty=True).find(module, module_name)

@@ -7,10 +7,7 @@ once each, and waits succeed: no stale error (issue 13, item 7, runner side).
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,33 +15,9 @@ import pytest
 import nbgroups
 from nbgroups import api
 from nbgroups.errors import StoreError
+from tests.disks import fill, small_disk
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
-
-
-@contextlib.contextmanager
-def small_disk(where: Path, size: str = "8m"):
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                   check=True)
-    try:
-        yield where
-    finally:
-        api.reset()  # nothing may hold the store open
-        subprocess.run(["umount", "-l", str(where)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Fill the disk up (a file grown until the device is full)."""
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError as exc:
-            assert exc.errno == errno.ENOSPC
-    return filler
 
 
 def mark(x, marks):

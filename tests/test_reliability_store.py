@@ -18,7 +18,6 @@ run of a task leaves a marker file.
 
 from __future__ import annotations
 
-import gc
 import os
 import sqlite3
 import subprocess
@@ -32,6 +31,7 @@ import pytest
 import nbgroups
 from nbgroups import SignatureError, StoreError, api
 from nbgroups.cli import main as cli_main
+from tests import disks
 
 
 def _mark(marks: str, x: int) -> int:
@@ -48,35 +48,8 @@ def _runs(marks: Path) -> list[int]:
 @pytest.fixture
 def small_disk(tmp_path):
     """A real 2 MiB tmpfs; unmounted whatever the test did."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
-    try:
+    with disks.small_disk(tmp_path / "disk", "2m") as mount:
         yield mount
-    finally:
-        api.reset()  # close the store's database before the unmount
-        gc.collect()  # and the connections of threads that ended (diskcache: one per thread)
-        if subprocess.run(["umount", str(mount)], capture_output=True).returncode:
-            # Still open: a connection kept alive by a logged traceback (pytest keeps the
-            # log records of the test). Detached now, freed when the last file closes.
-            subprocess.run(["umount", "-l", str(mount)], check=True)
-
-
-def _fill(disk: Path) -> Path:
-    filler = disk / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
-    return filler
 
 
 def test_disk_full_at_submission_then_space_back(small_disk, tmp_path):
@@ -87,7 +60,7 @@ def test_disk_full_at_submission_then_space_back(small_disk, tmp_path):
     nbgroups.configure(store=str(store), backend="loky", workers=2, progress=False)
     assert nbgroups.result(nbgroups.async_task(_mark, str(marks), 1, group="other"),
                            wait=60_000) == 1
-    filler = _fill(small_disk)
+    filler = disks.fill(small_disk)
     ids = [nbgroups.async_task(_mark, str(marks), i, group="full") for i in range(40)]
     for read in (lambda: nbgroups.result_group("other"), nbgroups.list_groups,
                  lambda: nbgroups.result_group("full", wait=500)):
@@ -120,7 +93,7 @@ def _results_written_while_full(disk: Path, tmp_path: Path, let_runner_retry: bo
     r = api.runner()
     r.flush()
     assert nbgroups.list_groups() == ["res"]  # the tasks are stored before the disk fills
-    filler = _fill(disk)
+    filler = disks.fill(disk)
     go.touch()
     deadline = time.monotonic() + 60
     while len(os.listdir(marks)) < 6 and time.monotonic() < deadline:
