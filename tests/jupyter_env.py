@@ -45,6 +45,7 @@ __all__ = [
     "REPO_ROOT",
     "LabServer",
     "cell_error_outputs",
+    "no_running_loop",
     "copy_notebook",
     "open_notebook_in_lab",
     "read_progress_bars",
@@ -158,6 +159,23 @@ def jupyter_dirs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterDi
         yield dirs
 
 
+def no_running_loop() -> None:
+    """Fail fast if this thread has a running asyncio loop.
+
+    jupyter_client's sync API would then send every call to jupyter_core's one
+    background runner thread, shared by all later tests: one abandoned call there
+    hangs them all. A sync Playwright left running is the usual cause.
+    """
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeError(f"a running asyncio loop in the test thread ({loop!r}): "
+                       "is a sync Playwright session still open?")
+
+
 def _check_python3_kernelspec() -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -199,6 +217,7 @@ def run_notebook(
     else:
         nb = nbformat.from_dict(json.loads(json.dumps(path)))
     _check_python3_kernelspec()
+    no_running_loop()
     client = NotebookClient(
         nb,
         timeout=timeout,
@@ -418,8 +437,16 @@ def jupyterlab_server(
 # --------------------------------------------------------------------------- browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def _chromium_browser() -> Iterator[Any]:
+    """Headless Chromium under Playwright's sync API, for one test.
+
+    Not shared across tests: while a sync Playwright runs, the test thread has a
+    running asyncio loop (Playwright's, in a greenlet), so jupyter_client's sync
+    calls in every later test would go through jupyter_core's one background
+    runner thread; a call abandoned there (a test timing out) blocks every
+    kernel test after it (seen in CI: 28 kernel tests timed out in a row).
+    """
     if not os.path.exists(CHROMIUM):
         reason = (
             f"Chromium not found at {CHROMIUM}: install Debian's `chromium` package "
@@ -446,8 +473,9 @@ def browser_page(_chromium_browser: Any, request: pytest.FixtureRequest) -> Iter
     """A Playwright (sync API) page in headless Debian Chromium, viewport 1280x1700.
 
     Skips only when the Chromium binary is absent (fails instead when
-    NBGROUPS_REQUIRE_BROWSER=1, as in CI).  One browser per session, one context per
-    test.  On test failure a screenshot ``FAILED-<test>.png`` goes to test-artifacts/.
+    NBGROUPS_REQUIRE_BROWSER=1, as in CI).  One browser per test (see
+    ``_chromium_browser``).  On test failure a screenshot ``FAILED-<test>.png`` goes
+    to test-artifacts/.
     """
     context = _chromium_browser.new_context(viewport=VIEWPORT)
     page = context.new_page()

@@ -20,6 +20,8 @@ from pathlib import Path
 
 from jupyter_client import KernelManager
 
+from tests.jupyter_env import no_running_loop
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Put in a kernel's namespace by Kernel.setup: a call that leaves one marker
@@ -114,6 +116,7 @@ MARKS = {str(marks)!r}
 @contextlib.contextmanager
 def kernel(cwd: Path) -> Iterator[Kernel]:
     """A fresh ``python3`` kernel in ``cwd``, shut down (or found dead) after."""
+    no_running_loop()
     km = KernelManager(kernel_name="python3")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
