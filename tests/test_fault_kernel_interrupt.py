@@ -11,7 +11,12 @@ import json
 import random
 import time
 
+import pytest
+
 from tests.kernels import kernel, runs
+
+# its waits inside the kernel (up to 120 s) must fail before pytest-timeout does
+pytestmark = pytest.mark.timeout(300)
 
 LOOP = """
 try:

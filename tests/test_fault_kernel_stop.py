@@ -20,9 +20,14 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
+
 import nbgroups
 from nbgroups import State, api
 from tests.kernels import alive, kernel, runs
+
+# its waits inside the kernel (up to 120 s) must fail before pytest-timeout does
+pytestmark = pytest.mark.timeout(300)
 
 N = 24
 

@@ -16,6 +16,9 @@ import pytest
 
 from tests.jupyter_env import run_notebook
 
+# its waits inside the kernel (up to 120 s) must fail before pytest-timeout does
+pytestmark = pytest.mark.timeout(300)
+
 CELLS = [
     """\
 import asyncio, json, math, time
