@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import monitor, names, reporting, shutdown, snapshot
+from . import monitor, names, reporting, shutdown, snapshot, values
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -108,6 +108,9 @@ class Runner:
                                 self._stores, self._writer, self._notify)
         self._inline = InlineRunner(self._live, self._completer, self._control,
                                     settings.worker_options())
+        # where workers read stored values from (large_value): the durable store's
+        self._dispatcher.value_dir = self._inline.value_dir = self.value_dir
+        self._writer_memo: tuple[Any, int | None, values.Writer | None] = (None, None, None)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
@@ -146,6 +149,28 @@ class Runner:
                         out.append((job.id, job_call(job), mine[0], mine[1], mine[2] or ""))
         return out
 
+    def value_dir(self) -> str | None:
+        """The directory of the durable store's values, or None (it keeps none)."""
+        files = self._stores.store.values
+        return None if files is None else files.directory
+
+    def take(self, calls: Sequence[tuple[Any, dict | None]], options: Options,
+             iterable: bool = False) -> Sequence[tuple[Any, dict | None]]:
+        """``calls`` with their arguments as they are now (:mod:`nbgroups.snapshot`):
+        the large ones stored by digest (``large_value``), for tasks of the durable
+        layer; :meth:`submit` does it, unless told the calls were taken already."""
+        writer = None
+        if options.ttl is None:
+            files, threshold = self._stores.store.values, self.settings.large_value
+            memo = self._writer_memo
+            if memo[0] is files and memo[1] == threshold:
+                writer = memo[2]
+            else:
+                if files is not None and threshold is not None:
+                    writer = values.Writer(files, threshold)
+                self._writer_memo = (files, threshold, writer)
+        return snapshot.take(calls, iterable, writer)
+
     def store_for(self, ttl: int | None) -> Store:
         """The store of a layer: the durable one (``ttl`` None) or the cache layer."""
         return self._stores.layer(ttl)
@@ -178,17 +203,20 @@ class Runner:
     def submit(
         self, func: Any, calls: Sequence[tuple[Any, dict | None]], options: Options,
         *, iterable: bool = False, inline: bool = False, raise_errors: bool = False,
+        taken: bool = False,
     ) -> list[str]:
         """Queue calls of ``func``; returns their task ids (no I/O on this path).
 
         With ``iterable`` each element of ``calls`` is ``(items, None)``: one
         task whose arguments are a list of items. ``inline`` runs the calls
-        here and now (the ``sync`` option and backend).
+        here and now (the ``sync`` option and backend). ``taken``: the calls
+        come from :meth:`take` already.
         """
         if self._closed:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
-        calls = snapshot.take(calls, iterable)  # the arguments as they are now (issue 20)
+        if not taken:  # the arguments as they are now (issue 20), large ones stored (18)
+            calls = self.take(calls, options, iterable)
         # counted from its page until stored (PageBuffer.queued), then by LiveTasks
         jobs = self._pages.add(func, calls, options, iterable, running=inline)
         if inline:

@@ -176,6 +176,33 @@ def dumps_copy(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] |
     return f.getvalue()
 
 
+def dumps_out_of_band(obj: Any, threshold: int) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` once (protocol 5): buffers of ``threshold`` bytes or more are
+    left out of band and returned as views of ``obj``'s own memory (no copy),
+    smaller ones are copied into the pickle (:mod:`nbgroups.values`).
+
+    The C pickler first, cloudpickle for what it cannot pickle by reference
+    (as :func:`dumps_copy`). Raises what pickling raises.
+    """
+    big: list[memoryview] = []
+
+    def keep(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: in band
+            return True
+        if raw.nbytes >= threshold:
+            big.append(raw)
+            return False
+        return True
+
+    try:
+        return pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
+    except Exception:
+        big.clear()  # the C pickler may have seen some buffers before it failed
+        return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
+
+
 def loads_copy(data: bytes, buffers: list | None = None, persistent: list | None = None) -> Any:
     """Rebuild what :func:`dumps_copy` pickled: ``buffers`` are its out-of-band
     buffers, ``persistent[i]`` the object its ``persistent_id`` named ``i``."""
@@ -293,6 +320,7 @@ __all__ = [
     "dumps",
     "dumps_copy",
     "dumps_exception",
+    "dumps_out_of_band",
     "dumps_result",
     "format_exception",
     "join_chunks",

@@ -7,8 +7,10 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls[, options]
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back;
-* ``options`` (optional): ``(capture, log level)``: whether each call's
+* ``options`` (optional): ``(capture, log level[, values])``: whether each call's
   output is captured (:mod:`nbgroups.capture`) and from which logging level;
+  where the large arguments stored by digest are read from (the store's value
+  directory: :mod:`nbgroups.values`);
 * ``split`` (optional): when true, ``calls`` holds ``(task id, pickled call,
   attempts)`` instead: each call is unpickled on its own (see :func:`run_batch`).
 
@@ -36,7 +38,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import capture, outcome, reporting
+from . import capture, outcome, reporting, values
 from . import monitor as monitor_file
 from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
@@ -167,15 +169,21 @@ def _load_func(name: str, blob: bytes | None) -> Any:
 
 
 def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
-            tee: bool | None = None) -> tuple:
+            tee: bool | None = None, src: Any = None) -> tuple:
     """One call of a batch (``loaded``: the batch's callables loaded so far);
-    ``tee``: from :func:`start_capture` (None: output not captured)."""
+    ``tee``: from :func:`start_capture` (None: output not captured); ``src``:
+    where its stored arguments are read (:func:`nbgroups.values.source`)."""
     key, fidx, args, kwargs, iterable, attempts = call
     cap = None if tee is None else capture.start(tee)
     try:
         func = loaded.get(fidx)
         if func is None:
             func = loaded[fidx] = _load_func(*funcs[fidx])
+        if src is not None:  # each call rebuilds its own objects over the shared maps
+            if iterable:
+                args = values.resolve_items(args, src)
+            else:
+                args, kwargs = values.resolve_call(args, kwargs, src)
     except BaseException as exc:
         return outcome.failure(key, attempts, None, exc, info=_info(cap))
     if iterable:
@@ -264,18 +272,19 @@ def run_batch(payload: bytes, monitor: str | None = None,
     options = batch[3] if len(batch) > 3 else None
     split = len(batch) > 4 and batch[4]  # each call pickled alone: (id, pickled call, attempts)
     tee = start_capture(options, inline)
+    src = values.source(options[2]) if options is not None and len(options) > 2 else None
     out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
     reporting.enter(fd, batch_id, calls)
     try:
-        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split)
+        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split, src)
     finally:
         reporting.leave()
     return out
 
 
 def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthrough: tuple,
-               tee: bool | None, out: list, split: bool = False) -> None:
+               tee: bool | None, out: list, split: bool = False, src: Any = None) -> None:
     """:func:`run_batch`'s loop: each call stamped, then run, its row appended to ``out``."""
     loaded: dict[int, Any] = {}
     where = reporting.current
@@ -295,7 +304,7 @@ def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthro
                 out.append(outcome.failure(call[0], call[-1], None, unloadable(exc)))
                 continue
         where.index = i  # the call nbgroups.report() speaks for
-        out.append(run_one(call, funcs, loaded, passthrough, tee))
+        out.append(run_one(call, funcs, loaded, passthrough, tee, src))
 
 
 def unloadable(exc: BaseException) -> SerializationError:

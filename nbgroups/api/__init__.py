@@ -79,6 +79,11 @@ def configure(**changes: Any) -> Settings:
         capture: keep each task's stdout, stderr, logging and warnings
             (``Task.stdout``, ``Task.stderr``; default True).
         log_level: the lowest logging level captured (default ``'INFO'``).
+        large_value: bytes (default 1 MiB): an argument holding a buffer this
+            large (an array, a DataFrame's columns) is stored once in the
+            store by content digest and memory-mapped, read-only, by the
+            workers, instead of being pickled with every call; ``None`` turns
+            that off.
 
     Returns:
         The new settings (a frozen dataclass; :func:`settings` returns it too).

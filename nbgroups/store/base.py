@@ -32,6 +32,7 @@ from ..serialize import (
     loads,
     unloadable_result,
 )
+from ..values import ValueFiles
 from .layout import (
     CHUNKED,
     COUNTERS,
@@ -68,6 +69,10 @@ class Store:
     default :func:`time.time`) decides expiry and the times stored: a test
     moves it forward instead of sleeping past a TTL.
     """
+
+    #: Where large arguments are stored once by digest (:mod:`nbgroups.values`);
+    #: None: this store keeps none (the runner then copies them with each call).
+    values: ValueFiles | None = None
 
     def __init__(self, signer: Signer, *, ttl: int | None = None, keep_args: bool = True,
                  clock: Callable[[], float] = time.time):

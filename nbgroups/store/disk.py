@@ -18,6 +18,7 @@ from ..serialize import (
     Signer,
     load_secret,
 )
+from ..values import ValueFiles
 from .base import Store
 from .layout import (
     LARGE_RESULT,
@@ -105,6 +106,7 @@ class DiskStore(Store):
                 f"the store database in {str(self.directory)!r} cannot be opened ({exc}); "
                 "it may be corrupt. Move it aside or choose another store directory."
             ) from None
+        self.values = ValueFiles(self.directory / "values")
         self._modes = diskcache.core
         self._db_path = str(self.directory / "cache.db")
         st = os.stat(self._db_path)

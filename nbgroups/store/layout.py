@@ -22,6 +22,7 @@ from ..serialize import (
     unloadable_result,
 )
 from ..tracebacks import render
+from ..values import shown_call
 
 SEP = "\x00"
 LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
@@ -81,8 +82,9 @@ def build_record(
         result = result_value(o, blobs)
     else:
         result = failure_value(o, blobs)
+    args, kwargs = shown_call(args, kwargs)  # large values stored by digest: loaded, mapped
     if items is not None:  # async_iter: the items are the arguments
-        args = (items,)
+        args = (shown_call(items, None)[0],)
     return cls(
         id=tid, name=name, func=func, args=args, kwargs=kwargs, result=result, group=label,
         started=o.started if o else None, stopped=o.stopped if o else None,

@@ -1,0 +1,303 @@
+"""Large arguments stored once by content digest and memory-mapped by the workers
+(issue 18), on every backend: a real loky pool, threads, inline, and a real Dask
+LocalCluster; a real diskcache store in a temp dir; other processes on the same
+store; a real Jupyter kernel passing a DataFrame to many calls.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xxhash
+
+import nbgroups
+from nbgroups import api, snapshot, values
+from nbgroups.config import Settings
+from nbgroups.errors import ArgumentTypeError, ConfigurationError, ValueMissing
+
+BACKENDS = ["loky", "thread", "sync", "dask"]
+REPO = Path(__file__).resolve().parents[1]
+SMALL = 4096  # large_value in these tests: the arrays below (16 KiB+) are stored
+
+
+def total(a, i=0):
+    """A result that depends on every byte of the argument, and on i."""
+    return float(np.asarray(a).sum()) + i
+
+
+def frame_total(df, i=0):
+    return float(df["x"].sum() + df["y"].sum()) + i
+
+
+def keyword_total(*, a, i):
+    return total(a, i)
+
+
+def writable(a):
+    return bool(a.flags.writeable)
+
+
+def scribble(a):
+    a[0] = 99.0  # read-only when stored: raises, as joblib's memmapped inputs do
+    return float(a[0])
+
+
+def scribble_copy(a):
+    a = np.array(a)  # the documented way: an own, writable copy
+    a[0] = 99.0
+    return float(a.sum())
+
+
+def value_files(store_dir) -> list[str]:
+    return values.ValueFiles(Path(store_dir) / "values").digests()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    if request.param == "dask":
+        pytest.importorskip("distributed")
+        lc, client = request.getfixturevalue("dask_cluster")
+        client.wait_for_workers(2, timeout=60)
+        return {"backend": "dask", "address": lc.scheduler_address}
+    return {"backend": request.param}
+
+
+def _run_all(store, settings):
+    """Every kind of argument a value reaches a call through; their results."""
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False, **settings)
+    arrays = [np.arange(3000, dtype=float) * k for k in range(3)]
+    df = pd.DataFrame({"x": np.arange(5000, dtype=float), "y": np.ones(5000)})
+    for i, a in enumerate(arrays):
+        nbgroups.async_task(total, a, i, group="pos")
+        nbgroups.async_task(keyword_total, a=a, i=i, group="kw")
+        nbgroups.async_task(frame_total, df, i, group="df")
+    nbgroups.sweep(total, "sweep", a=arrays, i=[0, 1])
+    tid = nbgroups.async_iter(total, [(a, i) for i, a in enumerate(arrays)] + [arrays[1]],
+                              group="iter")
+    out = {g: nbgroups.result_group(g, wait=-1) for g in ("pos", "kw", "df", "sweep")}
+    out["iter"] = nbgroups.result(tid, wait=-1)
+    for g in ("pos", "kw", "df", "sweep", "iter"):
+        assert nbgroups.count_group(g, failures=True) == 0, nbgroups.fetch_group(g)
+    api.reset()
+    return out
+
+
+def test_same_results_under_and_over_the_threshold(tmp_path, backend):
+    under = _run_all(tmp_path / "under", {**backend, "large_value": None})
+    over = _run_all(tmp_path / "over", {**backend, "large_value": SMALL})
+    assert over == under
+    assert not value_files(tmp_path / "under")
+    # three arrays, and the frame's two float columns (one block): each stored once
+    assert len(value_files(tmp_path / "over")) == 4
+
+
+def test_a_value_mutated_after_submission_is_seen_as_submitted(tmp_path, backend):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL,
+                       **backend)
+    buf = np.zeros(10_000)
+    ids = []
+    for i in range(6):
+        buf[:] = i
+        ids.append(nbgroups.async_task(total, buf, group="mut"))
+    buf[:] = -1
+    assert nbgroups.result_group("mut", wait=-1) == [10_000.0 * i for i in range(6)]
+    assert len(value_files(tmp_path)) == 6
+    (arg,) = nbgroups.fetch(ids[2]).args  # the record gives the value, as submitted
+    assert isinstance(arg, np.ndarray) and arg[0] == 2 and not arg.flags.writeable
+    api.reset()
+
+
+def test_stored_arrays_arrive_read_only_and_a_copy_is_writable(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.ones(10_000)
+    assert nbgroups.result(nbgroups.async_task(writable, a), wait=-1) is False
+    assert nbgroups.result(nbgroups.async_task(writable, a[:10]), wait=-1) is True  # small
+    failed = nbgroups.fetch(nbgroups.async_task(scribble, a), wait=-1)
+    assert failed.success is False and "read-only" in str(failed.result)
+    assert nbgroups.result(nbgroups.async_task(scribble_copy, a), wait=-1) == 10_098.0
+    api.reset()
+
+
+def test_a_value_passed_again_is_stored_once_and_the_kernel_keeps_no_copy(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.arange(20_000, dtype=float)
+    r = api.runner()
+    taken = [r.take([((a, i), None)], r_options()) for i in range(3)]
+    stored = [t[0][0][0] for t in taken]
+    assert all(type(s) is values.Stored for s in stored)
+    assert len({s.refs for s in stored}) == 1 and stored[0].nbytes == a.nbytes
+    assert len(stored[0].skeleton) < 1000  # the runner holds no copy of the data
+    assert "ndarray float64 (20000,)" in repr(stored[0])
+    assert len(value_files(tmp_path)) == 1
+    api.reset()
+
+
+def r_options():
+    from nbgroups.jobs import Options
+
+    return Options()
+
+
+def test_a_stored_value_removed_by_hand_fails_only_the_tasks_that_take_it(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a, b = np.random.default_rng().random(10_000), np.full(10_000, 2.0)  # a: new content
+    with api.runner().flushes_held():  # stored, not yet sent: the file goes first
+        ta = nbgroups.async_task(total, a, group="gone")
+        tb = nbgroups.async_task(total, b, group="gone")
+        path = tmp_path / "values" / xxhash.xxh3_128_hexdigest(memoryview(a).cast("B"))
+        path.unlink()
+    nbgroups.result_group("gone", count=2, wait=-1)
+    failed, ok = nbgroups.fetch(ta), nbgroups.fetch(tb)
+    assert ok.success and ok.result == 20_000.0
+    assert failed.success is False and isinstance(failed.result, ValueMissing)
+    assert str(path) in str(failed.result) and "ndarray float64 (10000,)" in str(failed.result)
+    # reading the record does not fail: its argument shows what was stored
+    assert "stored ndarray float64 (10000,)" in repr(failed.args)
+    assert "(10000,)" in repr(nbgroups.fetch_group("gone").to_dataframe())
+    api.reset()
+
+
+def test_reuse_keys_a_stored_value_by_its_digest(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.arange(10_000, dtype=float)
+    plain = [nbgroups.async_task(total, a, i, group="re") for i in range(3)]  # no reuse
+    nbgroups.result_group("re", wait=-1)
+    again = [nbgroups.async_task(total, a, i, group="re", reuse=True) for i in range(3)]
+    assert again == plain  # keyed from the stored pages: the same calls
+    a[0] = 1.0  # a new content: a new call
+    new = nbgroups.async_task(total, a, 0, group="re", reuse=True)
+    assert new not in plain
+    assert nbgroups.result(new, wait=-1) == total(a)
+    assert len(value_files(tmp_path)) == 2
+    api.reset()
+
+
+SUBMIT = """
+import sys, numpy as np, nbgroups
+from nbgroups import api
+from tests.test_values import total
+nbgroups.configure(store={store!r}, workers=2, progress=False, large_value=4096)
+a = np.arange(30_000, dtype=float)
+group = sys.argv[1]
+for i in range(4):
+    nbgroups.async_task(total, a, i, group=group)
+print(nbgroups.result_group(group, wait=-1))
+"""
+
+
+def test_two_processes_share_one_store_and_its_values(tmp_path):
+    code = SUBMIT.format(store=str(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, g], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for g in "ab"]
+    outs = [p.communicate(timeout=120) for p in procs]
+    expected = [total(np.arange(30_000, dtype=float), i) for i in range(4)]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert eval(out.strip()) == expected
+    assert len(value_files(tmp_path)) == 1  # the same value: one file for both
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False)
+    assert nbgroups.result_group("a") == nbgroups.result_group("b") == expected
+    api.reset()
+
+
+FIRST_RUN = """
+import os, sys, numpy as np, nbgroups
+from tests.test_values import total_once_ready
+nbgroups.configure(store={store!r}, workers=2, progress=False, large_value=4096)
+a = np.arange(30_000, dtype=float)
+ids = [nbgroups.async_task(total_once_ready, a, i, {flag!r}, group="later") for i in range(3)]
+nbgroups.result_group("later", wait=-1)
+"""
+
+
+def total_once_ready(a, i, flag):
+    if not os.path.exists(flag):
+        raise RuntimeError("not ready")
+    return total(a, i)
+
+
+def test_a_new_process_retries_with_the_stored_value(tmp_path):
+    """A kernel restart: the next process re-runs the failed calls, and finds
+    their stored values in the store (the first process is gone)."""
+    flag = tmp_path / "ready"
+    store = tmp_path / "store"
+    code = FIRST_RUN.format(store=str(store), flag=str(flag))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False, large_value=4096)
+    assert nbgroups.count_group("later", failures=True) == 3
+    flag.touch()
+    assert nbgroups.retry_group("later") == 3
+    a = np.arange(30_000, dtype=float)
+    assert nbgroups.result_group("later", wait=-1) == [total(a, i) for i in range(3)], \
+        nbgroups.fetch_group("later")[0].traceback
+    task = nbgroups.fetch_group("later")[0]
+    assert np.array_equal(task.args[0], a)
+    api.reset()
+
+
+def test_debug_runs_the_call_with_the_stored_value(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.arange(10_000, dtype=float)
+    tid = nbgroups.async_task(total, a, 5)
+    nbgroups.result(tid, wait=-1)
+    assert nbgroups.debug(tid) == total(a, 5)
+    api.reset()
+
+
+def test_large_value_setting_is_checked():
+    assert Settings().large_value == 1 << 20
+    assert Settings(large_value=None).large_value is None
+    with pytest.raises(ArgumentTypeError, match="large_value must be a number of bytes"):
+        Settings(large_value="1MB")
+    with pytest.raises(ConfigurationError, match="large_value must be a number of bytes >= 1024"):
+        Settings(large_value=10)
+    from nbgroups.config import from_environment
+
+    assert from_environment({"NBGROUPS_LARGE_VALUE": "none"}).large_value is None
+    assert from_environment({"NBGROUPS_LARGE_VALUE": "4096"}).large_value == 4096
+
+
+def test_snapshot_without_a_writer_copies_as_before():
+    a = np.arange(10_000, dtype=float)
+    (args, _), = snapshot.take([((a,), None)])
+    assert type(args[0]) is np.ndarray and args[0] is not a
+
+
+def test_dataframe_to_many_calls_in_a_real_kernel(tmp_path):
+    from tests.kernels import kernel
+
+    with kernel(tmp_path) as k:
+        out = k.run(textwrap.dedent(f"""
+            import numpy as np, pandas as pd, nbgroups, os
+            nbgroups.configure(store={str(tmp_path / 'store')!r}, workers=2, progress=False)
+            df = pd.DataFrame({{"x": np.arange(400_000, dtype=float),
+                               "y": np.ones(400_000)}})  # 6.4 MB
+            def f(df, i):
+                return float(df["x"].iloc[i] + df["y"].sum())
+            for i in range(50):
+                nbgroups.async_task(f, df, i, group="frames")
+            df["x"] = -1.0  # after submission: not seen by the calls
+            out = nbgroups.result_group("frames", wait=-1)
+            print(out == [float(i + 400_000) for i in range(50)],
+                  len(os.listdir({str(tmp_path / 'store' / 'values')!r})))
+        """), timeout=120)
+    assert out.split() == ["True", "1"]
