@@ -205,8 +205,8 @@ def run_call(key: str, attempts: int, func: Callable[..., Any], args: tuple,
     except BaseException as exc:  # a task's own SystemExit is a failure too
         return outcome.failure(key, attempts, started, exc, info=_info(cap))
     info = _info(cap)
-    try:
-        blob = dumps_result(value)
+    try:  # framed: large buffers (an ndarray) raw, so that a read may map them
+        blob = dumps_result(value, frame=True)
     except BaseException as exc:  # whatever pickling the result raises
         return outcome.failure(key, attempts, started, exc, info=info)
     return outcome.success(key, attempts, started, blob, info)

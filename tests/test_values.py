@@ -301,3 +301,47 @@ def test_dataframe_to_many_calls_in_a_real_kernel(tmp_path):
                   len(os.listdir({str(tmp_path / 'store' / 'values')!r})))
         """), timeout=120)
     assert out.split() == ["True", "1"]
+
+
+# ---------------------------------------------------------------- large results, mapped
+def big_result(i):
+    return {"a": np.full(300_000, float(i)), "i": i}  # 2.4 MB: framed, in its own file
+
+
+def test_large_results_read_back_memory_mapped(tmp_path, backend):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, **backend)
+    ids = [nbgroups.async_task(big_result, i, group="res") for i in range(3)]
+    read = nbgroups.result_group("res", wait=-1)
+    mapped = nbgroups.result_group("res", mmap=True)
+    for i, (r, m) in enumerate(zip(read, mapped, strict=True)):
+        assert r["i"] == m["i"] == i
+        assert np.array_equal(r["a"], m["a"]) and m["a"][0] == i
+        assert r["a"].flags.writeable and not m["a"].flags.writeable  # a map of the file
+    assert not nbgroups.result(ids[1], mmap=True)["a"].flags.writeable
+    assert nbgroups.result(ids[1])["a"].flags.writeable
+    records = nbgroups.fetch_group("res", mmap=True)
+    assert [t.result["i"] for t in records] == [0, 1, 2]
+    assert not records[2].result["a"].flags.writeable
+    with pytest.raises(ArgumentTypeError, match="mmap"):
+        nbgroups.result_group("res", mmap="yes")
+    api.reset()
+
+
+def test_a_tampered_framed_result_head_is_refused(tmp_path):
+    from nbgroups.errors import SignatureError
+
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, backend="thread")
+    tid = nbgroups.async_task(big_result, 7, group="tamper")
+    assert nbgroups.result(tid, wait=-1)["i"] == 7
+    files = [p for p in (tmp_path).rglob("*.val")]
+    assert len(files) == 1
+    data = bytearray(files[0].read_bytes())
+    at = data.index(b"NBGFRAM1") + 40  # inside the pickle (the head): signed
+    data[at] ^= 0xFF
+    files[0].write_bytes(bytes(data))
+    for mmap in (False, True):
+        with pytest.raises(SignatureError):
+            nbgroups.result(tid, mmap=mmap)
+    api.reset()

@@ -17,8 +17,8 @@ from ..records import (
 )
 from ..serialize import (
     join_chunks,
-    loads,
     loads_exception,
+    loads_result,
     unloadable_result,
 )
 from ..tracebacks import render
@@ -27,6 +27,7 @@ from ..values import shown_call
 SEP = "\x00"
 LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
 CHUNKED = f"{SEP}c"  # ends the key of such an entry holding async_iter chunks
+FRAMED = f"{SEP}f"  # ends the key of such an entry holding a framed result (serialize)
 COUNTERS = ("n", "ok", "fail", "cancel", "reused")
 STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
 # In an expiring layer, how much longer than the TTL a task's entries are kept
@@ -118,7 +119,7 @@ def result_value(o: Outcome, blobs: Any = None) -> Any:
             return join_chunks(o.result)
         if isinstance(o.result, str):  # a large result in its own entry
             return blobs(o.result)
-        return loads(o.result)
+        return loads_result(o.result)
     except NbgroupsError:  # a missing or tampered entry: refused, never skipped
         raise
     except Exception as exc:
