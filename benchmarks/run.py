@@ -542,6 +542,13 @@ def part_sum(a, i):
     return float(a[i * k:(i + 1) * k].sum())
 
 
+def full_array(i):
+    """A 50 MB result."""
+    import numpy as np
+
+    return np.full(50 * 2**20 // 8, float(i))
+
+
 def store_bytes(path: str) -> int:
     return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path)
                for f in files)
@@ -661,6 +668,25 @@ def bench_values(tmp: str, n_rounds: int = 5) -> None:
         "20 async_task calls, then a sweep of 980")
     target("17", grown_rss <= 750, f"peak RSS <= 750 MB above the baseline (is {grown_rss:.0f})")
     del big
+
+    print("\n[18] 20 results of 50 MB arrays read back: result_group(g, mmap=True)")
+    fresh(tmp, "mapped")
+    for i in range(20):
+        nbgroups.async_task(full_array, i, group="mapped")
+    while nbgroups.count_group("mapped") < 20:  # wait without loading the results
+        time.sleep(0.02)
+    gc.collect()
+    base = psutil.Process().memory_info().rss
+    with PeakRSS() as p:
+        t0 = time.perf_counter()
+        out = nbgroups.result_group("mapped", mmap=True)
+        took = time.perf_counter() - t0
+        assert [float(a[0]) for a in out] == [float(i) for i in range(20)]
+    grown_map = (p.peak - base) / 2**20
+    del out
+    row("peak RSS growth, 20 x 50 MB results read mapped", f"{grown_map:.0f} MB",
+        f"read in {took * 1e3:.1f} ms (the arrays: 1,000 MB)")
+    target("18", grown_map <= 100, f"peak RSS growth <= 100 MB (is {grown_map:.0f} MB)")
 
 
 # joblib's side of [15], alone in its interpreter: its warm Parallel run's time.

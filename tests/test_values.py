@@ -345,3 +345,19 @@ def test_a_tampered_framed_result_head_is_refused(tmp_path):
         with pytest.raises(SignatureError):
             nbgroups.result(tid, mmap=mmap)
     api.reset()
+
+
+def test_the_awaitable_reads_map_too(tmp_path):
+    import asyncio
+
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False)
+    tid = nbgroups.async_task(big_result, 4, group="aio")
+    got = asyncio.run(nbgroups.aresult(tid, wait=-1, mmap=True))
+    assert got["i"] == 4 and not got["a"].flags.writeable
+    (mapped,) = asyncio.run(nbgroups.aresult_group("aio", wait=-1, mmap=True))
+    assert not mapped["a"].flags.writeable
+    (task,) = asyncio.run(nbgroups.afetch_group("aio", mmap=True))
+    assert not task.result["a"].flags.writeable
+    assert asyncio.run(nbgroups.afetch(tid, mmap=True)).result["i"] == 4
+    api.reset()
