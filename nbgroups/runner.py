@@ -154,6 +154,12 @@ class Runner:
         files = self._stores.store.values
         return None if files is None else files.directory
 
+    def values_held(self) -> set[str]:
+        """Digests of the stored values the tasks this runner holds (queued,
+        running) take: a collection must spare them whatever the store says."""
+        return values.digests_of_calls((j.args if j.items is None else j.items, j.kwargs)
+                                       for j in self._live.jobs())
+
     def take(self, calls: Sequence[tuple[Any, dict | None]], options: Options,
              iterable: bool = False) -> Sequence[tuple[Any, dict | None]]:
         """``calls`` with their arguments as they are now (:mod:`nbgroups.snapshot`):

@@ -44,7 +44,7 @@ import contextlib
 import mmap
 import os
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import xxhash
@@ -68,9 +68,11 @@ class Stored:
     __slots__ = ("about", "refs", "skeleton")
 
     def __init__(self, skeleton: bytes, refs: tuple[tuple[str, int], ...], about: str) -> None:
+        global made
         self.skeleton = skeleton
         self.refs = refs
         self.about = about
+        made = True  # from now on, pages written here are searched for references
 
     def __reduce__(self) -> tuple:
         return (Stored, (self.skeleton, self.refs, self.about))
@@ -94,6 +96,15 @@ class Stored:
     def nbytes(self) -> int:
         """Bytes of its stored buffers."""
         return sum(n for _, n in self.refs)
+
+
+#: Whether this process ever made (or loaded) a :class:`Stored`: until then no
+#: page it writes can refer to a stored value (the tiny-task path skips the search).
+made = False
+#: A value file unreferenced for this long (seconds since it was written or
+#: last passed again) may be removed by :meth:`ValueFiles.collect`: a call
+#: submitted meanwhile may hold it in a page not yet written.
+GRACE_SECONDS = 60.0
 
 
 def describe(value: Any, nbytes: int) -> str:
@@ -157,12 +168,53 @@ class ValueFiles:
         return True
 
     def digests(self) -> list[str]:
-        """Every stored digest (temporary files left out)."""
+        """Every stored digest (temporary files and files being removed left out)."""
         try:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return []
-        return [n for n in names if not n.endswith(".tmp")]
+        return [n for n in names if "." not in n]
+
+    def collect(self, referenced: Callable[[], set[str]], keep: set[str], now: float,
+                grace: float | None = None) -> list[str]:
+        """Remove the value files no stored task refers to; the digests removed.
+
+        ``referenced()`` reads the store's references (called again for each
+        file about to go); ``keep``: digests tasks of this process still run
+        with. A file written or passed again within ``grace`` seconds stays (its
+        page may not be written yet, here or in another kernel). A file goes by
+        a rename first, then the checks again: a kernel that passes the value at
+        that moment either touched it before (seen: put back) or finds it
+        missing and writes it anew.
+        """
+        grace = GRACE_SECONDS if grace is None else grace
+        refs = referenced()
+        removed = []
+        for digest in self.digests():
+            if digest in refs or digest in keep:
+                continue
+            path = self.path(digest)
+            try:
+                if now - os.stat(path).st_mtime < grace:
+                    continue
+                doomed = f"{path}.{os.getpid()}.gc"
+                os.rename(path, doomed)
+            except FileNotFoundError:
+                continue
+            try:
+                fresh = now - os.stat(doomed).st_mtime < grace
+            except FileNotFoundError:
+                continue
+            if fresh or digest in referenced():  # passed again meanwhile: it stays
+                if os.path.exists(path):  # written anew meanwhile (same content)
+                    os.unlink(doomed)
+                else:
+                    os.rename(doomed, path)
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(doomed)
+            removed.append(digest)
+        return removed
 
 
 class Writer:

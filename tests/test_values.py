@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -360,4 +361,71 @@ def test_the_awaitable_reads_map_too(tmp_path):
     (task,) = asyncio.run(nbgroups.afetch_group("aio", mmap=True))
     assert not task.result["a"].flags.writeable
     assert asyncio.run(nbgroups.afetch(tid, mmap=True)).result["i"] == 4
+    api.reset()
+
+
+# ---------------------------------------------------------------- collection
+def test_delete_group_with_tasks_removes_the_values_no_task_takes(tmp_path, monkeypatch):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    shared, own = np.arange(10_000, dtype=float), np.ones(20_000)
+    nbgroups.async_task(total, shared, group="keep")
+    nbgroups.async_task(total, shared, group="drop")
+    nbgroups.async_task(total, own, group="drop")
+    nbgroups.result_group("keep", wait=-1), nbgroups.result_group("drop", wait=-1)
+    assert len(value_files(tmp_path)) == 2
+    # passed within the last minute: a page may still be on its way somewhere
+    assert nbgroups.delete_group("drop", tasks=True) == 2
+    assert len(value_files(tmp_path)) == 2
+    monkeypatch.setattr(values, "GRACE_SECONDS", 0.0)  # the minute has passed
+    nbgroups.delete_group("drop", tasks=True)
+    (left,) = value_files(tmp_path)  # the shared one: "keep" still takes it
+    assert left == xxhash.xxh3_128_hexdigest(memoryview(shared).cast("B"))
+    assert nbgroups.result_group("keep") == [total(shared)]
+    nbgroups.delete_group("keep", tasks=False)  # the label only: its tasks stay
+    assert len(value_files(tmp_path)) == 1
+    assert nbgroups.fetch_group("keep") is None
+    api.reset()
+
+
+def total_when(a, flag):
+    while not os.path.exists(flag):
+        time.sleep(0.01)
+    return total(a)
+
+
+def test_collection_spares_what_running_tasks_and_other_processes_take(tmp_path, fake_clock):
+    """Two kernels on one store: what the other's pages take stays; what this
+    process's running task takes stays even though its group was deleted."""
+    from nbgroups.store import DiskStore
+
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    code = SUBMIT.format(store=str(tmp_path))  # another process: arange(30_000), kept
+    done = subprocess.run([sys.executable, "-c", code, "other"], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    running, finished = np.arange(10_000, dtype=float), np.arange(12_000, dtype=float)
+    flag = tmp_path / "go"
+    slow = nbgroups.async_task(total_when, running, str(flag), group="slow")
+    nbgroups.result(nbgroups.async_task(total, finished, group="done"), wait=-1)
+    r = api.runner()
+    r.wait(lambda: slow in r.running_ids(), 60)
+    assert nbgroups.delete_group("done", tasks=True) == 1
+    assert nbgroups.delete_group("slow", tasks=True) == 1  # running: not cancelled
+    store = DiskStore(tmp_path, clock=fake_clock)
+    fake_clock.advance(3600)  # every file is old now
+    digest = {n: xxhash.xxh3_128_hexdigest(memoryview(x).cast("B"))
+              for n, x in (("running", running), ("finished", finished))}
+    assert store.collect_values(keep=r.values_held()) == [digest["finished"]]
+    assert len(store.values.digests()) == 2  # the other process's, and the running one's
+    flag.touch()
+    r.wait(lambda: not r.pending(slow), 60)
+    assert store.collect_values(keep=r.values_held()) == [digest["running"]]
+    (other,) = store.values.digests()
+    assert other == xxhash.xxh3_128_hexdigest(memoryview(np.arange(30_000, dtype=float)).cast("B"))
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False)
+    assert nbgroups.result_group("other") == [total(np.arange(30_000, dtype=float), i)
+                                              for i in range(4)]
     api.reset()

@@ -25,6 +25,12 @@ are ``str`` with NUL separators, so a group's pages are one key range::
     q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
     N\\0NAME\\0TIME                  str    task_name= overrides -> task id
     k\\0GROUP\\0GEN\\0KEY             str    reuse=True: call key -> task id (ReuseIndex)
+    v\\0DIGEST\\0PREFIX             int    spec page PREFIX takes the stored value DIGEST
+
+Large arguments are stored once by content digest outside diskcache, as raw
+files ``values/DIGEST`` beside it (:mod:`nbgroups.values`): the ``v`` entries say
+which pages take which, so ``delete_group(tasks=True)`` can remove the values no
+task takes any more (:meth:`Store.collect_values`).
 
 Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
 every pickle is ours and signed (:mod:`nbgroups.serialize`). Reads go through

@@ -14,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from .. import names
+from .. import values as values_module
 from ..errors import ConfigurationError, SignatureError, StoreError
 from ..outcome import view
 from ..records import (
@@ -53,6 +54,7 @@ from .layout import (
     page_index,
     result_size,
     result_value,
+    value_ref,
 )
 
 _ID = itemgetter(0)  # an outcome row's task id
@@ -257,6 +259,10 @@ class Store:
                 )
                 key = gkey("s", group, gen) + f"{seq:012d}"
                 sets += ((key, self._signed(key, page)), (page_index(page.prefix), key))
+                if values_module.made and self.values is not None and self.keep_args:
+                    # which stored values the page's calls take (value_refs)
+                    sets += ((value_ref(digest, page.prefix), 1) for digest in
+                             values_module.digests_of_calls((c[2], c[3]) for c in page.calls))
                 for c in calls:
                     if c[4]:  # a task_name= override gets its own name index entry
                         tid = names.task_id(page.prefix, c[0])
@@ -731,6 +737,20 @@ class Store:
             saved=page.options.get("save", True),
         )
 
+    # ----------------------------------------------------------------- values
+    def value_refs(self) -> set[str]:
+        """The digests of the stored values some stored task takes (one range read)."""
+        cut = len(f"v{SEP}")
+        return {key[cut:].split(SEP, 1)[0] for key in self._scan_keys(f"v{SEP}")}
+
+    def collect_values(self, keep: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+        """Remove the stored values no stored task takes any more (and none of
+        ``keep``, the digests this process's tasks still run with); the digests
+        removed. See :meth:`nbgroups.values.ValueFiles.collect`."""
+        if self.values is None:
+            return []
+        return self.values.collect(self.value_refs, set(keep), self.clock())
+
     # ----------------------------------------------------------------- deletes
     def delete_group(self, group: str, tasks: bool) -> int:
         """Remove the label (tasks stay, with ``group=None``), or the tasks too.
@@ -746,6 +766,8 @@ class Store:
                     page: SpecPage = self._load(key, data)
                     keys += [key, page_index(page.prefix)]
                     keys += self._scan_keys(f"q{SEP}{page.prefix}{SEP}")
+                    keys += (value_ref(digest, page.prefix) for digest in
+                             values_module.digests_of_calls((c[2], c[3]) for c in page.calls))
                 for kind in "ocbk":  # outcomes, counters, large results, reuse keys
                     keys += self._scan_keys(gkey(kind, group, gen))
                 self._delete(keys)

@@ -39,6 +39,11 @@ def gkey(kind: str, group: str | None, gen: int) -> str:
     return f"{kind}{SEP}{group or ''}{SEP}{gen}{SEP}"
 
 
+def value_ref(digest: str, prefix: str) -> str:
+    """The entry saying that spec page ``prefix`` takes the stored value ``digest``."""
+    return f"v{SEP}{digest}{SEP}{prefix}"
+
+
 def page_index(prefix: str) -> str:
     """The one index entry of a page: found from a task id and from a derived name."""
     return f"n{SEP}{names.name_family(prefix)}{SEP}{prefix}"
