@@ -429,3 +429,28 @@ def test_collection_spares_what_running_tasks_and_other_processes_take(tmp_path,
     assert nbgroups.result_group("other") == [total(np.arange(30_000, dtype=float), i)
                                               for i in range(4)]
     api.reset()
+
+
+def _scattered(dask_scheduler):
+    return sorted(str(k) for k, ts in dask_scheduler.tasks.items()
+                  if str(k).startswith("bytes-") and ts.state == "memory")
+
+
+def test_dask_scatters_each_stored_value_once(tmp_path, request):
+    pytest.importorskip("distributed")
+    lc, client = request.getfixturevalue("dask_cluster")
+    client.wait_for_workers(2, timeout=60)
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, backend="dask",
+                       address=lc.scheduler_address, large_value=SMALL)
+    before = client.run_on_scheduler(_scattered)
+    a = np.random.default_rng().random(50_000)
+    for i in range(12):
+        nbgroups.async_task(total, a, i, group="dask-once")
+    nbgroups.sweep(total, "dask-once-sweep", a=[a], i=list(range(12)))
+    expected = [total(a, i) for i in range(12)]
+    assert nbgroups.result_group("dask-once", wait=-1) == expected
+    assert nbgroups.result_group("dask-once-sweep", wait=-1) == expected
+    sent = [k for k in client.run_on_scheduler(_scattered) if k not in before]
+    assert len(sent) == 1  # one value, sent once, used by 24 calls in many batches
+    api.reset()
