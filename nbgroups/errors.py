@@ -123,7 +123,7 @@ class ValueMissing(StoreError, FileNotFoundError):
 
     Example:
         >>> import nbgroups
-        >>> issubclass(nbgroups.errors.ValueMissing, nbgroups.StoreError)
+        >>> issubclass(nbgroups.ValueMissing, nbgroups.StoreError)
         True
     """
 
