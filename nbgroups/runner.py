@@ -368,6 +368,10 @@ class Runner:
         everything after them. Returns how many tasks moved."""
         with self._lock:
             held = [j for j in self._live.jobs() if j.options.ttl is None]
+        old_values, taken = self._stores.store.values, self.values_held()
+        if old_values is not None and store.values is not None and taken:
+            with contextlib.suppress(OSError):  # their large arguments go with them
+                store.values.copy_from(old_values, taken)
         self._stores.replace(store)
         by_prefix: dict[str, list[Job]] = {}
         for job in held:

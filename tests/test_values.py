@@ -454,3 +454,34 @@ def test_dask_scatters_each_stored_value_once(tmp_path, request):
     sent = [k for k in client.run_on_scheduler(_scattered) if k not in before]
     assert len(sent) == 1  # one value, sent once, used by 24 calls in many batches
     api.reset()
+
+
+def gated_total(a, i, gate):
+    while not os.path.exists(gate):
+        time.sleep(0.01)
+    return total(a, i)
+
+
+def test_tasks_moved_to_another_store_take_their_values_along(tmp_path):
+    """The store's database goes away while tasks wait (its directory, with the
+    values, stays); another store is configured: the tasks held move there
+    with their stored values, and run."""
+    first, gate = tmp_path / "first", tmp_path / "gate"
+    api.reset()
+    nbgroups.configure(store=str(first), workers=2, progress=False, large_value=SMALL)
+    a = np.arange(10_000, dtype=float)
+    try:
+        for i in range(6):
+            nbgroups.async_task(gated_total, a, i, str(gate), group="moved")
+        assert api.runner().wait(lambda: nbgroups.group_counts("moved").running >= 2, 60)
+        for name in os.listdir(first):
+            if name.startswith("cache.db"):
+                os.unlink(first / name)  # the database, not the values
+        gate.touch()
+        with pytest.raises(nbgroups.StoreError):
+            nbgroups.result_group("moved", wait=30_000)
+        nbgroups.configure(store=str(tmp_path / "second"))
+        assert nbgroups.result_group("moved", wait=60_000) == [total(a, i) for i in range(6)]
+        assert len(value_files(tmp_path / "second")) == 1
+    finally:
+        api.reset()
