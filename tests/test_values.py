@@ -485,3 +485,38 @@ def test_tasks_moved_to_another_store_take_their_values_along(tmp_path):
         assert len(value_files(tmp_path / "second")) == 1
     finally:
         api.reset()
+
+
+KILLED = """
+import os, numpy as np, nbgroups
+from nbgroups import api
+from tests.test_values import gated_total
+nbgroups.configure(store={store!r}, workers=2, progress=False, large_value=4096)
+a = np.arange(30_000, dtype=float)
+for i in range(5):
+    nbgroups.async_task(gated_total, a, i, {gate!r}, group="left")
+r = api.runner()
+r.wait(lambda: len(r.running_ids()) >= 2, 60)
+os._exit(0)  # the kernel dies with every task unfinished
+"""
+
+
+def test_resume_after_the_kernel_died_finds_the_stored_value(tmp_path):
+    store, gate = tmp_path / "store", tmp_path / "gate"
+    log = tmp_path / "stderr"
+    with open(log, "w") as err:  # not a pipe: loky's helper processes outlive the kernel
+        done = subprocess.run([sys.executable, "-c",
+                               KILLED.format(store=str(store), gate=str(gate))],
+                              stdout=subprocess.DEVNULL, stderr=err, timeout=120,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, log.read_text()
+    gate.touch()
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False)
+    try:
+        assert nbgroups.count_group("left") == 0
+        assert nbgroups.resume_group("left") == 5
+        a = np.arange(30_000, dtype=float)
+        assert nbgroups.result_group("left", wait=60_000) == [total(a, i) for i in range(5)]
+    finally:
+        api.reset()
