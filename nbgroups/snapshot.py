@@ -11,7 +11,9 @@ the copies.
 ::
 
     calls ──▶ atoms (int, float, str, bytes, bool, None, complex, and tuples
-    │          and frozensets of those): kept as they are, nothing to copy
+    │          and frozensets of those; a Stored value): kept as they are
+    ├──▶ holding a buffer of ≥ large_value bytes (1 MiB), durable tasks: stored
+    │          once by digest, the call holds a small Stored (nbgroups.values)
     └──▶ anything else: pickled and unpickled at once (a private copy)
               └─ arrays in it of ≥ LARGE (16 KiB): copied once per content
                  and shared by every call that passed the same, unchanged one
@@ -19,15 +21,17 @@ the copies.
 *Cost.* The tiny-task path (``async_task('math.modf', i)``) only checks
 types. A small list or dict costs one C pickle round trip (~1-2 µs).
 
-*Large values.* A 50 MB array passed to 200 calls must not become 200
-copies: the snapshot of an array whose type has ``nbytes`` of at least
-LARGE (16 KiB) is kept (weakly, while some call holds it) with its pickle
-and its raw buffers; the next call passing the same object compares its bytes with
-the kept copy (a ``memcmp``: 10-15 ms for 50 MB on a busy 2-core machine) and, when equal, gets the
-same copy object. One copy per distinct content, and since calls share the
-copy *object*, the pages and batches that pickle many calls still write its
-bytes once each (pickle's memo). The buffers are copied out of band
-(pickle protocol 5): one copy, no intermediate pickle bytes.
+*Mid-size arrays* (stored values aside: ``cached=True`` tasks, a memory store,
+``large_value=None``, or arrays under ``large_value``). A 50 MB array passed
+to 200 calls must not become 200 copies: the snapshot of an array whose type
+has ``nbytes`` of at least LARGE (16 KiB) is kept (weakly, while some call
+holds it) with its pickle and its raw buffers; the next call passing the same
+object compares its bytes with the kept copy (a ``memcmp``: 10-15 ms for 50 MB
+on a busy 2-core machine) and, when equal, gets the same copy object. One copy
+per distinct content, and since calls share the copy *object*, the pages and
+batches that pickle many calls still write its bytes once each (pickle's
+memo). The buffers are copied out of band (pickle protocol 5): one copy, no
+intermediate pickle bytes.
 
 *Stored values.* With a :class:`~nbgroups.values.Writer` (the runner passes
 one for the durable store, see the ``large_value`` setting), a value holding
@@ -180,7 +184,7 @@ def copy(value: Any, values: Writer | None = None) -> Any:
     try:
         if type(value) not in _CONTAINERS and _is_array(value):
             if values is not None and value.nbytes >= values.threshold:
-                stored = values.store(value)
+                stored = _stored(value, values)
                 if stored is not None:
                     return stored
             return _array_copy(value)
@@ -188,7 +192,7 @@ def copy(value: Any, values: Writer | None = None) -> Any:
             data = dumps_copy(value, buffer_callback=_refuse_large)
         except _LargeBuffer:
             if values is not None:  # it holds a buffer of LARGE bytes or more
-                stored = values.store(value)
+                stored = _stored(value, values)
                 if stored is not None:
                     return stored
             return _copy_sharing_arrays(value)
@@ -197,6 +201,16 @@ def copy(value: Any, values: Writer | None = None) -> Any:
         return loads_copy(data)
     except Exception as exc:
         return Unpicklable(value, exc)
+
+
+def _stored(value: Any, values: Writer) -> Stored | None:
+    """``values.store(value)``; None when the store cannot take it now (a full
+    disk): the call then keeps a copy in memory, as its page does until the
+    store can be written (pickling errors propagate: the call fails alone)."""
+    try:
+        return values.store(value)
+    except OSError:
+        return None
 
 
 class _LargeBuffer(Exception):

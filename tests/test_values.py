@@ -520,3 +520,18 @@ def test_resume_after_the_kernel_died_finds_the_stored_value(tmp_path):
         assert nbgroups.result_group("left", wait=60_000) == [total(a, i) for i in range(5)]
     finally:
         api.reset()
+
+
+def test_a_store_that_cannot_take_a_value_keeps_a_copy_instead(tmp_path):
+    """The value directory cannot be written (as on a full disk): the call keeps
+    a copy in memory, as before, and runs."""
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    (tmp_path / "values").write_text("not a directory")  # writing a value fails (OSError)
+    try:
+        a = np.arange(10_000, dtype=float)
+        tid = nbgroups.async_task(total, a, 1)
+        a[:] = 0  # after the call: still not seen
+        assert nbgroups.result(tid, wait=-1) == total(np.arange(10_000, dtype=float), 1)
+    finally:
+        api.reset()
