@@ -165,17 +165,20 @@ class Runner:
         """``calls`` with their arguments as they are now (:mod:`nbgroups.snapshot`):
         the large ones stored by digest (``large_value``), for tasks of the durable
         layer; :meth:`submit` does it, unless told the calls were taken already."""
+        # the writer is looked up only if an argument is not an atom (tiny tasks: never)
+        return snapshot.take(calls, iterable, self._value_writer if options.ttl is None else None)
+
+    def _value_writer(self) -> values.Writer | None:
+        """The value writer of the durable store and the ``large_value`` now, or None."""
+        files, threshold = self._stores.store.values, self.settings.large_value
+        memo = self._writer_memo
+        if memo[0] is files and memo[1] == threshold:
+            return memo[2]
         writer = None
-        if options.ttl is None:
-            files, threshold = self._stores.store.values, self.settings.large_value
-            memo = self._writer_memo
-            if memo[0] is files and memo[1] == threshold:
-                writer = memo[2]
-            else:
-                if files is not None and threshold is not None:
-                    writer = values.Writer(files, threshold)
-                self._writer_memo = (files, threshold, writer)
-        return snapshot.take(calls, iterable, writer)
+        if files is not None and threshold is not None:
+            writer = values.Writer(files, threshold)
+        self._writer_memo = (files, threshold, writer)
+        return writer
 
     def store_for(self, ttl: int | None) -> Store:
         """The store of a layer: the durable one (``ttl`` None) or the cache layer."""

@@ -55,7 +55,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from .serialize import dumps_copy, loads_copy
@@ -75,11 +75,14 @@ BIG_PICKLE = 1 << 20
 
 
 def take(calls: Sequence[tuple[Any, dict | None]], iterable: bool = False,
-         values: Writer | None = None) -> Sequence[tuple[Any, dict | None]]:
+         values: Callable[[], Writer | None] | None = None
+         ) -> Sequence[tuple[Any, dict | None]]:
     """``calls`` (``(args, kwargs)`` pairs) with every mutable argument replaced by a copy.
 
     With ``iterable`` each ``args`` is an ``async_iter`` list of items. With
-    ``values``, large values are stored by digest instead (see the module doc).
+    ``values`` (called once, only if some argument is not an atom: it returns
+    the writer or None), large values are stored by digest instead (see the
+    module doc).
     Returns ``calls`` itself when nothing needed a copy (no allocation: this
     runs once per ``async_task``).
     """
@@ -120,8 +123,8 @@ class _Taking:
 
     __slots__ = ("done", "values")
 
-    def __init__(self, values: Writer | None) -> None:
-        self.values = values
+    def __init__(self, values: Callable[[], Writer | None] | None) -> None:
+        self.values = values() if values is not None else None
         self.done: dict[int, Any] = {}
 
     def copy(self, value: Any) -> Any:
