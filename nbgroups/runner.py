@@ -225,7 +225,8 @@ class Runner:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
         if not taken:  # the arguments as they are now (issue 20), large ones stored (18)
-            calls = self.take(calls, options, iterable)
+            calls = snapshot.take(calls, iterable,
+                                  self._value_writer if options.ttl is None else None)
         # counted from its page until stored (PageBuffer.queued), then by LiveTasks
         jobs = self._pages.add(func, calls, options, iterable, running=inline)
         if inline:
