@@ -406,7 +406,6 @@ class Runner:
     def _next_deadline(self) -> float | None:
         if self._completer.unstored() or (self.page_error is not None and self._pages):
             return 1.0  # retry the failed outcome write
-            return 1.0  # retry the failed outcome write
         if self._dispatcher.timing():
             return 0.1
         return 0.5 if self._dispatcher.busy() else None
