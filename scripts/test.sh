@@ -194,11 +194,15 @@ fi
 
 # ------------------------------------------------------------------ pytest
 phase pytest
+mkdir -p test-artifacts
 set +e
-"$VPY" -m pytest "$@"
+"$VPY" -m pytest --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 set -e
 summary
+if [[ $rc -ne 0 && $rc -ne 5 ]]; then
+    "$VPY" scripts/failures.py test-artifacts/junit.xml || true
+fi
 if [[ $rc -eq 5 ]]; then
     echo "FAILED: pytest collected no tests (exit 5)" >&2
 elif [[ $rc -ne 0 ]]; then
