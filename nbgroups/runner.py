@@ -45,6 +45,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from . import monitor, names, reporting, shutdown, snapshot
+from .cancelling import CancelWatcher
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -108,6 +109,8 @@ class Runner:
                                 self._stores, self._writer, self._notify)
         self._inline = InlineRunner(self._live, self._completer, self._control,
                                     settings.worker_options())
+        # other processes' cancel requests (the dashboard), read by the thread's loop
+        self._cancels = CancelWatcher(self._stores, self.owner, self.unfinished, self.cancel)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
@@ -391,6 +394,7 @@ class Runner:
                 self._completer.collect()
                 self._dispatcher.dispatch()
                 self._faults.check_timeouts()
+                self._cancels.poll()
             except BaseException:  # the runner thread must survive anything
                 if shutdown.exiting():  # what was not sent stays queued in the store, resumable
                     break

@@ -35,6 +35,7 @@ RANK = {
     "recovery": 7,
     "completion": 8,
     "control": 9,
+    "cancelling": 10,  # cancel requests between processes: control, over the store's board
     "inline": 10,
     "runner": 11,
     "reuse": 12,

@@ -23,6 +23,7 @@ import tornado.escape
 import tornado.template
 import tornado.web
 
+from ..cancelling import cancel_everywhere
 from ..errors import NbgroupsError
 from . import views
 
@@ -34,7 +35,10 @@ ACTIONS = ("cancel", "retry", "delete")
 # What an action did, shown on the page it redirects to. Only these texts: the
 # redirect carries the action's name and a count, never text to show.
 NOTES = {
-    "cancel": "cancelled {n} queued tasks of this dashboard's process",
+    "cancel": "cancelled {n} queued tasks in every process holding them "
+              "(running ones finish)",
+    "cancel-silent": "cancelled {n} queued tasks (running ones finish); {m} live "
+                     "processes holding tasks of this group did not answer in time",
     "retry": "re-submitted {n} failed tasks",
     "delete": "deleted group {name!r}",
     "delete-tasks": "deleted group {name!r} and its {n} tasks",
@@ -123,15 +127,16 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
 
         def note(self) -> str:
             text = NOTES.get(self.get_query_argument("done", ""))
-            n = self.get_query_argument("n", "")
-            if text is None or not n.isdigit():
+            n, m = self.get_query_argument("n", ""), self.get_query_argument("m", "0")
+            if text is None or not n.isdigit() or not m.isdigit():
                 return ""
-            return text.format(n=int(n), name=self.get_query_argument("name", ""))
+            return text.format(n=int(n), m=int(m), name=self.get_query_argument("name", ""))
 
-        def after(self, path: str, action: str, n: int, group: str) -> None:
+        def after(self, path: str, action: str, n: int, group: str, m: int = 0) -> None:
             """Redirect after an action (POST, then GET: a reload repeats nothing)."""
             q = tornado.escape.url_escape
-            self.redirect(f"{self.dash.root}{path}?name={q(group)}&done={action}&n={n}")
+            more = f"&m={m}" if m else ""
+            self.redirect(f"{self.dash.root}{path}?name={q(group)}&done={action}&n={n}{more}")
 
         async def runner_or_404(self) -> Any:
             r = await self.dash.call(self.dash.runner)
@@ -222,11 +227,15 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
         @tornado.web.authenticated
         async def post(self, action: str) -> None:
             group = self.group_arg()
-            await self.runner_or_404()
+            r = await self.runner_or_404()
             api = self.dash.api
-            if action == "cancel":
-                n = await self.dash.call(api.cancel_group, group)
-            elif action == "retry":
+            if action == "cancel":  # in the processes that hold the group's tasks, too
+                report = await self.dash.call(cancel_everywhere, r, group)
+                silent = len(report.silent)
+                self.after("/group", "cancel-silent" if silent else "cancel", report.total,
+                           group, silent)
+                return
+            if action == "retry":
                 n = await self.dash.call(api.retry_group, group)
             else:
                 tasks = self.get_body_argument("tasks", "") == "1"

@@ -1,0 +1,170 @@
+"""Cancelling a group from a process that does not own its tasks: the owner's
+runner obeys a request on the store's board; a gone owner's tasks are recorded
+cancelled by the requester. Owners are real Python processes (loky and thread
+backends) sharing a real diskcache store with this one."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import nbgroups
+from nbgroups import api
+from nbgroups.cancelling import CancelWatcher, cancel_everywhere
+from nbgroups.store import MemoryStore
+from nbgroups.store.cancel_board import CancelBoard
+from nbgroups.stores import Stores
+from tests.dashboard_env import REPO, env_for_cli
+
+N = 30
+
+# The owner: N calls of one group on one worker; call 0 waits for the file `go`,
+# so the others wait queued (in the runner, or in a batch not begun). Prints its
+# process id once call 0 runs, then, when the group is settled, what ran.
+OWNER = """
+import json, os, sys, time
+import nbgroups
+from nbgroups.control import process_id
+
+store, starts, go, backend = sys.argv[1:5]
+
+def call(i):
+    open(os.path.join(starts, str(i)), "w").close()
+    while i == 0 and not os.path.exists(go):
+        time.sleep(0.01)
+    return i
+
+nbgroups.configure(store=store, backend=backend, workers=1, progress=False)
+for i in range({n}):
+    nbgroups.async_task(call, i, group="far")
+while not os.path.exists(os.path.join(starts, "0")):
+    time.sleep(0.01)
+print(process_id(), flush=True)
+if backend == "thread" and len(sys.argv) > 5:  # to be killed: stays as it is
+    time.sleep(600)
+records = nbgroups.fetch_group("far", wait=-1)
+print(json.dumps([r.state.value for r in records]), flush=True)
+""".replace("{n}", str(N))
+
+
+def start_owner(tmp_path: Path, backend: str, *extra: str) -> tuple[subprocess.Popen, Path,
+                                                                    Path, str]:
+    starts, go = tmp_path / "starts", tmp_path / "go"
+    starts.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path / "store"), str(starts), str(go), backend,
+         *extra], env=env_for_cli(), cwd=str(REPO), stdout=subprocess.PIPE, text=True)
+    owner = proc.stdout.readline().strip()
+    assert owner.count(":") == 2, owner
+    return proc, starts, go, owner
+
+
+@pytest.fixture
+def here(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path / "store"), backend="thread", progress=False)
+    yield api.runner()
+    api.reset()
+
+
+@pytest.mark.parametrize("backend", ["loky", "thread"])
+def test_the_owner_cancels_its_queued_calls_and_nothing_is_lost(tmp_path, here, backend):
+    proc, starts, go, owner = start_owner(tmp_path, backend)
+    try:
+        report = cancel_everywhere(here, "far")
+        assert report.here == 0 and report.orphans == 0 and report.silent == ()
+        assert set(report.answers) == {owner}
+        n = report.total
+        # loky: the calls of a batch not begun are skipped by their worker; the
+        # thread pool cannot take back a batch it has, so a few may still run
+        assert (N - 1 if backend == "loky" else 1) <= n <= N - 1
+        started_before = len(os.listdir(starts))
+        go.touch()
+        states = json.loads(proc.stdout.readline())
+        assert proc.wait(60) == 0
+    finally:
+        go.touch()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    assert states.count("cancelled") == n
+    assert states.count("success") == N - n  # every call ran or was cancelled, once
+    ran = sorted(int(name) for name in os.listdir(starts))
+    assert len(ran) == N - n and ran == list(range(N - n))  # the owner started no new call
+    assert started_before <= len(ran)
+    c = here.store.counts("far")
+    assert (c.submitted, c.done, c.cancelled, c.failed) == (N, N - n, n, 0)
+    records = here.store.group_records("far")
+    assert [r.state.value for r in records] == states
+
+
+def test_a_gone_owners_tasks_are_recorded_cancelled_here(tmp_path, here):
+    proc, *_ = start_owner(tmp_path, "thread", "stay")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    t0 = time.monotonic()
+    report = cancel_everywhere(here, "far")
+    assert time.monotonic() - t0 < 5  # nobody to wait for
+    assert report.answers == {} and report.silent == () and report.here == 0
+    c = here.store.counts("far")
+    # all of them, call 0 too: it was running when its process was killed
+    assert report.orphans == N == c.cancelled and c.done == 0
+    assert nbgroups.resume_group("far") == 0  # nothing left to run again
+
+
+def test_the_dashboards_own_queued_tasks_are_cancelled_too(here, tmp_path):
+    nbgroups.configure(backend="loky", workers=1)  # a batch not begun is taken back exactly
+    r = api.runner()
+    starts, gate = tmp_path / "starts", tmp_path / "gate"
+    starts.mkdir()
+
+    def held(i):
+        (starts / str(i)).touch()
+        while not gate.exists():
+            time.sleep(0.01)
+        return i
+
+    for i in range(5):
+        nbgroups.async_task(held, i, group="mine")
+    while not (starts / "0").exists():
+        time.sleep(0.01)
+    report = cancel_everywhere(r, "mine", wait=1.0)
+    gate.touch()
+    # call 0 runs on the one worker: the 4 others are cancelled, counted once
+    # (this process's own watcher answers the request too: not counted again)
+    assert (report.here, report.answers, report.orphans, report.total) == (4, {}, 0, 4)
+    assert nbgroups.result_group("mine", wait=-1) == [0]
+    assert r.store.counts("mine").cancelled == 4
+    assert sorted(os.listdir(starts)) == ["0"]
+
+
+def test_the_watcher_obeys_a_request_once_and_only_for_groups_it_holds():
+    store = MemoryStore()
+    held = {(False, "g"): 3}
+    calls = []
+
+    def cancel(group, ttl):
+        calls.append((group, ttl))
+        return 2
+
+    watcher = CancelWatcher(Stores(store), "me", lambda: held, cancel)
+    board = CancelBoard(store)
+    gen, request = board.ask("g")
+    board.ask("other")
+    watcher.poll()
+    assert calls == [("g", None)]
+    assert board.answers("g", gen, request) == {"me": 2}
+    watcher._next = 0.0  # the next poll period, without waiting for it
+    watcher.poll()
+    assert calls == [("g", None)]  # once per request
+    board.withdraw("g", gen, request)
+    assert board.requests() == {("other", 0): board.requests()[("other", 0)]}
