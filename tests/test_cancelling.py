@@ -8,10 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -21,49 +18,8 @@ from nbgroups.cancelling import CancelWatcher, cancel_everywhere
 from nbgroups.store import MemoryStore
 from nbgroups.store.cancel_board import CancelBoard
 from nbgroups.stores import Stores
-from tests.dashboard_env import REPO, env_for_cli
-
-N = 30
-
-# The owner: N calls of one group on one worker; call 0 waits for the file `go`,
-# so the others wait queued (in the runner, or in a batch not begun). Prints its
-# process id once call 0 runs, then, when the group is settled, what ran.
-OWNER = """
-import json, os, sys, time
-import nbgroups
-from nbgroups.control import process_id
-
-store, starts, go, backend = sys.argv[1:5]
-
-def call(i):
-    open(os.path.join(starts, str(i)), "w").close()
-    while i == 0 and not os.path.exists(go):
-        time.sleep(0.01)
-    return i
-
-nbgroups.configure(store=store, backend=backend, workers=1, progress=False)
-for i in range({n}):
-    nbgroups.async_task(call, i, group="far")
-while not os.path.exists(os.path.join(starts, "0")):
-    time.sleep(0.01)
-print(process_id(), flush=True)
-if backend == "thread" and len(sys.argv) > 5:  # to be killed: stays as it is
-    time.sleep(600)
-records = nbgroups.fetch_group("far", wait=-1)
-print(json.dumps([r.state.value for r in records]), flush=True)
-""".replace("{n}", str(N))
-
-
-def start_owner(tmp_path: Path, backend: str, *extra: str) -> tuple[subprocess.Popen, Path,
-                                                                    Path, str]:
-    starts, go = tmp_path / "starts", tmp_path / "go"
-    starts.mkdir()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", OWNER, str(tmp_path / "store"), str(starts), str(go), backend,
-         *extra], env=env_for_cli(), cwd=str(REPO), stdout=subprocess.PIPE, text=True)
-    owner = proc.stdout.readline().strip()
-    assert owner.count(":") == 2, owner
-    return proc, starts, go, owner
+from tests.dashboard_env import SWEEP as N
+from tests.dashboard_env import start_owner
 
 
 @pytest.fixture

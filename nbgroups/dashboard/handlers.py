@@ -195,7 +195,9 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
             if data["summary"]["failed"] and data["total"] <= views.INLINE_FAILURES:
                 kinds = await self.dash.call(views.failure_kinds, r, group,
                                              views.INLINE_PER_KIND)
-            self.page("group.html", group=group, kinds=kinds, **data)
+            timeline = await self.dash.call(views.timeline, r, group, data["total"],
+                                            data["offset"], data["limit"])
+            self.page("group.html", group=group, kinds=kinds, timeline=timeline, **data)
 
     class GroupJSON(Handler):
         @tornado.web.authenticated

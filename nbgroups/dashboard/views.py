@@ -18,6 +18,7 @@ from typing import Any
 
 from ..display.formatting import format_duration, meter
 from ..records import GroupCounts, State, TaskRecord
+from ..timeline import Timeline
 
 PAGE_SIZE = 100  # tasks per group page unless ?limit= says otherwise
 MAX_PAGE_SIZE = 1000
@@ -25,6 +26,9 @@ FAILURES_PER_KIND = 100  # calls listed under each exception type
 INLINE_FAILURES = 20_000  # groups up to this size list their failures on their page
 INLINE_PER_KIND = 10
 FULL_TEXT = 100_000  # characters of a value shown on the task page
+# Groups up to this size get the timeline of all their tasks on their page
+# (one bar each: the SVG grows ~150 bytes a task); larger ones that of the page shown.
+TIMELINE_TASKS = 5_000
 
 # Fields every record has; anything else a record holds (worker, captured
 # output... as records grow) is shown too, as a column when present.
@@ -201,6 +205,18 @@ def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
         "next": offset + limit if offset + limit < total else None,
         "last": (pages - 1) * limit,
     }
+
+
+def timeline(runner: Any, group: str, total: int, offset: int, limit: int) -> dict:
+    """The group's timeline (:meth:`TaskList.timeline`'s SVG): of every task if
+    the group has at most TIMELINE_TASKS, else of the tasks ``offset`` to
+    ``offset + limit``. ``{"svg": markup, "whole": bool}``: the markup is laid
+    out as it is, so it must stay Timeline's own (it escapes every text it
+    draws: worker names, calls; the rest is numbers and fixed colours)."""
+    whole = total <= TIMELINE_TASKS
+    ran = (runner.store.group_records(group) or []) if whole else \
+        runner.store.group_slice(group, offset, offset + limit)
+    return {"svg": Timeline(ran).svg, "whole": whole}
 
 
 def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND) -> list[dict]:
