@@ -2,8 +2,11 @@
 
 No tornado here: each function takes the runner (its store, and its own
 queued/running tasks) and returns dicts and lists that a template lays out or
-a JSON endpoint sends. Values from the store are turned into *text* here
-(bounded ``repr``), never markup: the templates escape every one of them.
+a JSON endpoint sends. A group lives in one of the store's two layers: the
+durable store (``ttl`` None) or the cache layer (``cached=``: ``ttl`` its
+TTL), which the dashboard reads only where it exists (:func:`cache_ttl`).
+Values from the store are turned into *text* here (bounded ``repr``), never
+markup: the templates escape every one of them.
 """
 
 from __future__ import annotations
@@ -115,27 +118,44 @@ def _summary(c: GroupCounts, now: float, queued: int | None = None) -> dict:
     }
 
 
-def group_summary(runner: Any, group: str, now: float | None = None) -> dict:
+def cache_ttl(runner: Any) -> int | None:
+    """The TTL to open the store's cache layer with (the dashboard's own
+    ``cache_ttl`` setting: it only matters for what the dashboard writes there),
+    or None if the store has no cache layer: it is not made here."""
+    base = getattr(runner.store, "directory", None)
+    if base is not None and not (base / "cache" / "cache.db").exists():
+        return None
+    return int(runner.settings.cache_ttl)
+
+
+def group_summary(runner: Any, group: str, now: float | None = None,
+                  ttl: int | None = None) -> dict:
     """One group's counts and meter as a JSON-ready dict (a few key reads), with
     its first and last activity as local times (``first_text``, ``last_text``)."""
-    summary = _summary(runner.counts(group), time.time() if now is None else now)
-    summary.update(first_text=clock(summary["first"]), last_text=clock(summary["last"]))
+    summary = _summary(runner.counts(group, ttl), time.time() if now is None else now)
+    summary.update(first_text=clock(summary["first"]), last_text=clock(summary["last"]),
+                   cached=ttl is not None)
     return summary
 
 
 def group_list(runner: Any) -> list[dict]:
-    """Every group of the store with :func:`group_summary`'s fields (times as
-    numbers only; the page formats them), in one pass: the store's
-    counters of all groups in one read, this process's queued and running tasks
-    (a retry the dashboard started) added where it has some."""
+    """Every group of the store, the cache layer's too, with :func:`group_summary`'s
+    fields (times as numbers only; the page formats them; ``cached``: of the
+    cache layer), in one pass: the store's counters of all groups in one read
+    (the cache layer counts its entries, group by group), this process's queued
+    and running tasks (a retry the dashboard started) added where it has some."""
     runner.flush()
     now = time.time()
     out = []
-    for c in runner.store.all_counts():
-        if runner.busy(c.group):
-            out.append(_summary(runner.counts(c.group), now))
-        else:  # unfinished tasks of other processes: queued, as runner.counts says
-            out.append(_summary(c, now, max(0, c.submitted - c.finished - c.cancelled)))
+    cached = cache_ttl(runner)
+    for ttl in (None,) if cached is None else (None, cached):
+        for c in runner.store_for(ttl).all_counts():
+            if runner.busy(c.group, ttl):
+                summary = _summary(runner.counts(c.group, ttl), now)
+            else:  # unfinished tasks of other processes: queued, as runner.counts says
+                summary = _summary(c, now, max(0, c.submitted - c.finished - c.cancelled))
+            summary["cached"] = ttl is not None
+            out.append(summary)
     return out
 
 
@@ -167,17 +187,19 @@ def _params(rec: TaskRecord) -> dict[str, str]:
     return params
 
 
-def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
+def group_page(runner: Any, group: str, offset: int, limit: int,
+               ttl: int | None = None) -> dict | None:
     """The group page: its summary and one page of its tasks (``offset``,
     ``limit``), read with :meth:`~nbgroups.store.Store.group_slice`; None if
     the store has no such group."""
     runner.flush()
-    if not runner.store.known(group):
+    store = runner.store_for(ttl)
+    if not store.known(group):
         return None
-    summary = group_summary(runner, group)
+    summary = group_summary(runner, group, ttl=ttl)
     total = summary["submitted"]
     offset = min(offset, max(0, (math.ceil(total / limit) - 1) * limit))
-    records = runner.store.group_slice(group, offset, offset + limit)
+    records = store.group_slice(group, offset, offset + limit)
     running = runner.running_ids()
     rows = []
     columns: dict[str, None] = {}  # parameter names in order of first appearance
@@ -207,19 +229,22 @@ def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
     }
 
 
-def timeline(runner: Any, group: str, total: int, offset: int, limit: int) -> dict:
+def timeline(runner: Any, group: str, total: int, offset: int, limit: int,
+             ttl: int | None = None) -> dict:
     """The group's timeline (:meth:`TaskList.timeline`'s SVG): of every task if
     the group has at most TIMELINE_TASKS, else of the tasks ``offset`` to
     ``offset + limit``. ``{"svg": markup, "whole": bool}``: the markup is laid
     out as it is, so it must stay Timeline's own (it escapes every text it
     draws: worker names, calls; the rest is numbers and fixed colours)."""
     whole = total <= TIMELINE_TASKS
-    ran = (runner.store.group_records(group) or []) if whole else \
-        runner.store.group_slice(group, offset, offset + limit)
+    store = runner.store_for(ttl)
+    ran = (store.group_records(group) or []) if whole else \
+        store.group_slice(group, offset, offset + limit)
     return {"svg": Timeline(ran).svg, "whole": whole}
 
 
-def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND) -> list[dict]:
+def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND,
+                  ttl: int | None = None) -> list[dict]:
     """The group's failed tasks grouped by exception type, largest group first.
 
     Each: ``{"kind", "count", "calls": [{"id", "name", "params", "error",
@@ -227,7 +252,7 @@ def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND) ->
     the whole group (a failure can be anywhere in it).
     """
     runner.flush()
-    records = runner.store.group_records(group) or []
+    records = runner.store_for(ttl).group_records(group) or []
     kinds: dict[str, dict] = {}
     for rec in records:
         if rec.state is not State.FAILURE:
@@ -248,8 +273,13 @@ def task_page(runner: Any, task_id: str) -> dict | None:
     """Everything the store holds of one task: every field of its record, its
     runs (a retried task has several), as text; None if the id is unknown."""
     runner.flush()
-    rec = runner.store.task(task_id)
-    if rec is None:
+    cached = cache_ttl(runner)
+    for ttl in (None,) if cached is None else (None, cached):
+        store = runner.store_for(ttl)
+        rec = store.task(task_id)
+        if rec is not None:
+            break
+    else:
         return None
     state = _state(rec, runner.running_ids())
     fields = []
@@ -272,9 +302,9 @@ def task_page(runner: Any, task_id: str) -> dict | None:
     if rec.error:
         fields.append({"name": "error", "text": rec.error, "core": True})
     runs = []
-    for run in runner.store.task_history(task_id) or []:
+    for run in store.task_history(task_id) or []:
         runs.append({"attempts": run.attempt_count, "state": run.state.value,
                      "started": clock(run.started), "stopped": clock(run.stopped),
                      "duration": _duration(run), "outcome": _outcome_text(run)})
     return {"id": rec.id, "name": rec.name, "group": rec.group, "state": state,
-            "fields": fields, "runs": runs}
+            "fields": fields, "runs": runs, "cached": ttl is not None}
