@@ -40,13 +40,18 @@ print("submitted", flush=True)
 nbgroups.result_group("live", wait=-1)
 """
 
-# Every distinct `done` count the page showed for the group "live".
+# Every distinct `done` and `running` count the page showed for the group "live".
 WATCH_LIVE = """() => {
     window.__liveDone = [];
+    window.__liveRunning = [];
     const record = () => {
-        const cell = document.querySelector('#groups tr[data-group="live"] [data-field="done"]');
+        const row = '#groups tr[data-group="live"] ';
+        const cell = document.querySelector(row + '[data-field="done"]');
         if (cell && !window.__liveDone.includes(cell.textContent))
             window.__liveDone.push(cell.textContent);
+        const running = document.querySelector(row + '[data-field="running"]');
+        if (running && !window.__liveRunning.includes(running.textContent))
+            window.__liveRunning.push(running.textContent);
     };
     new MutationObserver(record).observe(document.querySelector('#groups tbody'),
                                          {subtree: true, childList: true, characterData: true});
@@ -106,6 +111,9 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             seen = [int(v) for v in page.evaluate("window.__liveDone")]
             assert seen == sorted(seen) and seen[-1] == LIVE_TASKS
             assert any(0 < v < LIVE_TASKS for v in seen), seen  # counts moved while it ran
+            # the feeder's runner says what it runs now: not all shown as queued
+            running = [int(v) for v in page.evaluate("window.__liveRunning")]
+            assert any(0 < v <= 2 for v in running), running
             assert feeder.wait(30) == 0
             assert len(first_states) == LIVE_TASKS, first_states
             rows.wait_for_function(

@@ -19,6 +19,7 @@ import reprlib
 import time
 from typing import Any
 
+from .. import presence
 from ..display.formatting import format_duration, meter
 from ..records import GroupCounts, State, TaskRecord
 from ..timeline import Timeline
@@ -106,12 +107,12 @@ def clock(t: float | None) -> str:
     return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _summary(c: GroupCounts, now: float, queued: int | None = None) -> dict:
+def _summary(c: GroupCounts, now: float) -> dict:
     m = meter(c, now)
     return {
         "group": c.group, "submitted": c.submitted, "done": c.done, "failed": c.failed,
         "cancelled": c.cancelled, "reused": c.reused, "running": c.running,
-        "queued": c.queued if queued is None else queued, "percent": m.percent,
+        "queued": c.queued, "percent": m.percent,
         "state": m.state, "elapsed": m.elapsed, "elapsed_text": m.elapsed_text,
         "eta": m.eta, "eta_text": "" if m.settled else m.eta_text,
         "first": c.first_submitted, "last": c.last_finished,
@@ -128,11 +129,24 @@ def cache_ttl(runner: Any) -> int | None:
     return int(runner.settings.cache_ttl)
 
 
+def _elsewhere(c: GroupCounts, held: tuple[int, int] | None) -> GroupCounts:
+    """``c`` (its unfinished tasks not held here counted as queued) with those
+    that other processes say they run now counted as running (see
+    :mod:`nbgroups.presence`)."""
+    if not held or not held[1] or not c.queued:
+        return c
+    moved = min(held[1], c.queued)
+    return dataclasses.replace(c, queued=c.queued - moved, running=c.running + moved)
+
+
 def group_summary(runner: Any, group: str, now: float | None = None,
                   ttl: int | None = None) -> dict:
     """One group's counts and meter as a JSON-ready dict (a few key reads), with
-    its first and last activity as local times (``first_text``, ``last_text``)."""
-    summary = _summary(runner.counts(group, ttl), time.time() if now is None else now)
+    its first and last activity as local times (``first_text``, ``last_text``).
+    Tasks other processes run now count as running."""
+    others = presence.elsewhere(runner.store_for(ttl), runner.owner)
+    summary = _summary(_elsewhere(runner.counts(group, ttl), others.get(group)),
+                       time.time() if now is None else now)
     summary.update(first_text=clock(summary["first"]), last_text=clock(summary["last"]),
                    cached=ttl is not None)
     return summary
@@ -143,17 +157,21 @@ def group_list(runner: Any) -> list[dict]:
     fields (times as numbers only; the page formats them; ``cached``: of the
     cache layer), in one pass: the store's counters of all groups in one read
     (the cache layer counts its entries, group by group), this process's queued
-    and running tasks (a retry the dashboard started) added where it has some."""
+    and running tasks (a retry the dashboard started) added where it has some,
+    and what other processes say they run now (one more read)."""
     runner.flush()
     now = time.time()
     out = []
     cached = cache_ttl(runner)
     for ttl in (None,) if cached is None else (None, cached):
-        for c in runner.store_for(ttl).all_counts():
+        store = runner.store_for(ttl)
+        others = presence.elsewhere(store, runner.owner)
+        for c in store.all_counts():
             if runner.busy(c.group, ttl):
-                summary = _summary(runner.counts(c.group, ttl), now)
+                c = runner.counts(c.group, ttl)
             else:  # unfinished tasks of other processes: queued, as runner.counts says
-                summary = _summary(c, now, max(0, c.submitted - c.finished - c.cancelled))
+                c = dataclasses.replace(c, queued=max(0, c.submitted - c.finished - c.cancelled))
+            summary = _summary(_elsewhere(c, others.get(c.group)), now)
             summary["cached"] = ttl is not None
             out.append(summary)
     return out
