@@ -449,3 +449,22 @@ def test_groups_of_the_cache_layer_are_shown_and_acted_on(tmp_path):
             assert nbgroups.count_group("durable") == 1  # the other layer untouched
     finally:
         api.reset()
+
+
+def test_the_timeline_is_of_the_group_or_of_the_page_shown(tmp_path, monkeypatch):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path / "store"), backend="sync", progress=False)
+    try:
+        nbgroups.sweep(html_result, "tl", x=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5])
+        with app_thread(api.runner) as c:
+            whole = c.get("/group?name=tl&limit=2").body
+            assert whole.count("<rect ") == 6 and "Every task run of the group" in whole
+            assert "html_result(x=5.5): success" in whole  # each bar's tooltip: its call
+            monkeypatch.setattr(views, "TIMELINE_TASKS", 3)
+            paged = c.get("/group?name=tl&limit=2&offset=2").body
+            assert paged.count("<rect ") == 2 and "tasks on this page" in paged
+            assert "html_result(x=2.5)" in paged and "html_result(x=0.5)" not in paged
+            # the JSON the page polls carries no timeline
+            assert "timeline" not in json.loads(c.get("/api/group?name=tl").body)
+    finally:
+        api.reset()

@@ -164,10 +164,11 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
                 raise tornado.web.HTTPError(404, "no nbgroups store here yet")
             return r
 
-        async def group_page(self, tasks: bool = True) -> tuple[str, Any, int | None, dict]:
+        async def group_page(self, tasks: bool = True, with_timeline: bool = False
+                             ) -> tuple[str, Any, int | None, dict]:
             """:meth:`target`, and the page of the group's tasks the query's offset
-            and limit ask for (``tasks=False``: its summary only); 400 for bad
-            arguments, 404 for an unknown group."""
+            and limit ask for (``tasks=False``: its summary only; ``with_timeline``:
+            and the timeline); 400 for bad arguments, 404 for an unknown group."""
             offset = _int_arg(self, "offset", 0, 0)
             limit = _int_arg(self, "limit", views.PAGE_SIZE, 1, views.MAX_PAGE_SIZE)
             group, r, ttl = await self.target()
@@ -176,7 +177,8 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
                     raise tornado.web.HTTPError(404, "no such group")
                 summary = await self.dash.call(views.group_summary, r, group, None, ttl)
                 return group, r, ttl, {"summary": summary}
-            data = await self.dash.call(views.group_page, r, group, offset, limit, ttl)
+            data = await self.dash.call(views.group_page, r, group, offset, limit, ttl,
+                                        with_timeline)
             if data is None:
                 raise tornado.web.HTTPError(404, "no such group")
             return group, r, ttl, data
@@ -210,15 +212,13 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
     class GroupPage(Handler):
         @tornado.web.authenticated
         async def get(self) -> None:
-            group, r, ttl, data = await self.group_page()
+            group, r, ttl, data = await self.group_page(with_timeline=True)
             kinds = None  # failures listed here for a group small enough to read whole
             if data["summary"]["failed"] and data["total"] <= views.INLINE_FAILURES:
                 kinds = await self.dash.call(views.failure_kinds, r, group,
                                              views.INLINE_PER_KIND, ttl)
-            timeline = await self.dash.call(views.timeline, r, group, data["total"],
-                                            data["offset"], data["limit"], ttl)
             self.page("group.html", group=group, cached=ttl is not None,
-                      query=group_query(group, ttl), kinds=kinds, timeline=timeline, **data)
+                      query=group_query(group, ttl), kinds=kinds, **data)
 
     class GroupJSON(Handler):
         @tornado.web.authenticated

@@ -206,10 +206,12 @@ def _params(rec: TaskRecord) -> dict[str, str]:
 
 
 def group_page(runner: Any, group: str, offset: int, limit: int,
-               ttl: int | None = None) -> dict | None:
+               ttl: int | None = None, with_timeline: bool = False) -> dict | None:
     """The group page: its summary and one page of its tasks (``offset``,
     ``limit``), read with :meth:`~nbgroups.store.Store.group_slice`; None if
-    the store has no such group."""
+    the store has no such group. ``with_timeline``: also ``"timeline"``
+    (:func:`timeline`), drawn from the page's records when the group is too
+    large to draw whole (not read twice)."""
     runner.flush()
     store = runner.store_for(ttl)
     if not store.known(group):
@@ -237,7 +239,9 @@ def group_page(runner: Any, group: str, offset: int, limit: int,
             "duration": _duration(rec), "attempts": rec.attempt_count, "extra": more,
         })
     pages = max(1, math.ceil(total / limit))
+    drawn = {"timeline": timeline(store, group, total, records)} if with_timeline else {}
     return {
+        **drawn,
         "summary": summary, "rows": rows, "columns": list(columns), "extra": list(extra),
         "offset": offset, "limit": limit, "total": total, "page": offset // limit + 1,
         "pages": pages,
@@ -247,17 +251,14 @@ def group_page(runner: Any, group: str, offset: int, limit: int,
     }
 
 
-def timeline(runner: Any, group: str, total: int, offset: int, limit: int,
-             ttl: int | None = None) -> dict:
+def timeline(store: Any, group: str, total: int, shown: list) -> dict:
     """The group's timeline (:meth:`TaskList.timeline`'s SVG): of every task if
-    the group has at most TIMELINE_TASKS, else of the tasks ``offset`` to
-    ``offset + limit``. ``{"svg": markup, "whole": bool}``: the markup is laid
-    out as it is, so it must stay Timeline's own (it escapes every text it
+    the group has at most TIMELINE_TASKS (``total``), else of the records
+    ``shown`` (the page's). ``{"svg": markup, "whole": bool}``: the markup is
+    laid out as it is, so it must stay Timeline's own (it escapes every text it
     draws: worker names, calls; the rest is numbers and fixed colours)."""
     whole = total <= TIMELINE_TASKS
-    store = runner.store_for(ttl)
-    ran = (store.group_records(group) or []) if whole else \
-        store.group_slice(group, offset, offset + limit)
+    ran = (store.group_records(group) or []) if whole else shown
     return {"svg": Timeline(ran).svg, "whole": whole}
 
 
