@@ -113,7 +113,7 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             assert any(0 < v < LIVE_TASKS for v in seen), seen  # counts moved while it ran
             # the feeder's runner says what it runs now: not all shown as queued
             running = [int(v) for v in page.evaluate("window.__liveRunning")]
-            assert any(0 < v <= 2 for v in running), running
+            assert any(v > 0 for v in running), running  # (thread backend: calls sent)
             assert feeder.wait(30) == 0
             assert len(first_states) == LIVE_TASKS, first_states
             rows.wait_for_function(
@@ -202,7 +202,9 @@ def test_cancel_in_chromium_stops_a_sweep_in_another_process(browser_page, tmp_p
     try:
         with dashboard_process(tmp_path / "store") as dash:
             page.goto(f"{dash.url}/group?name=far&token={dash.token}")
-            assert page.locator('#summary [data-field="queued"]').inner_text() == str(SWEEP)
+            unfinished = [int(page.locator(f'#summary [data-field="{f}"]').inner_text())
+                          for f in ("queued", "running")]
+            assert sum(unfinished) == SWEEP and unfinished[1] <= 1, unfinished
             page.click("#cancel")
             page.wait_for_selector("p.note", timeout=30_000)
             assert page.locator("p.note").inner_text() == (
