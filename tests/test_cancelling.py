@@ -124,3 +124,26 @@ def test_the_watcher_obeys_a_request_once_and_only_for_groups_it_holds():
     assert calls == [("g", None)]  # once per request
     board.withdraw("g", gen, request)
     assert board.requests() == {("other", 0): board.requests()[("other", 0)]}
+
+
+def test_a_jupyter_kernel_obeys_the_cancel(tmp_path, here):
+    """The owner is a real ipykernel (jupyter_client) running a sweep on one loky
+    worker: its runner thread, inside the kernel, obeys the request."""
+    from tests.kernels import kernel, runs
+
+    marks, starts, fast = tmp_path / "marks", tmp_path / "starts", tmp_path / "fast"
+    marks.mkdir()
+    starts.mkdir()
+    with kernel(tmp_path) as k:
+        k.setup(tmp_path / "store", marks, workers=1)
+        k.run(f"nbgroups.sweep(slow_until, 'in-kernel', x=list(range(10)), marks=[MARKS], "
+              f"first=[0], fast=[{str(fast)!r}], starts=[{str(starts)!r}])")
+        k.run(f"slow_running({str(starts)!r}, 0, n=1)")  # call 0 runs, holding the worker
+        report = cancel_everywhere(here, "in-kernel")
+        fast.touch()
+        [(owner, n)] = report.answers.items()
+        assert owner.split(":")[1] == str(k.pid) and n == 9 == report.total
+        out = k.run("import json; print(json.dumps([r.state.value for r in "
+                    "nbgroups.fetch_group('in-kernel', wait=-1)]))")
+    assert json.loads(out) == ["success"] + ["cancelled"] * 9
+    assert runs(marks) == {0: 1}  # the kernel started none of the cancelled calls
