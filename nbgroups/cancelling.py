@@ -45,6 +45,7 @@ ANSWER_SECONDS = 5.0  # how long a requester waits for the live owners' answers
 # its owner: it answers within a watch period or two of its loop, ~0.5 s apart)
 LISTEN_SECONDS = 1.2
 POLL_SECONDS = 0.05  # how often the requester reads the answers (another process: no event)
+CACHED = 1  # any TTL: the cache layer (the runner's cancel asks only whether one is given)
 
 
 class CancelReport(NamedTuple):
@@ -111,8 +112,6 @@ class CancelWatcher:
             n = self._cancel(group, CACHED if cached else None)
             board.answer(group, gen, request, self.owner, n)
 
-
-CACHED = 1  # any TTL: the cache layer (the runner's cancel asks only whether one is given)
 
 
 def cancel_everywhere(runner: Any, group: str, ttl: int | None = None,
