@@ -696,6 +696,22 @@ def bench_gridsearch(tmp: str) -> None:
     target("12", r <= 1.15, f"GridSearchCV on nbgroups <= 1.15 x loky (is {r:.2f})")
 
 
+def bench_dashboard(tmp: str) -> None:
+    """Issue 17's targets over HTTP to a real ``nbgroups dashboard`` process:
+    the groups page of 10,000 groups and a page of a 1,000,000-task group, each
+    under a second (see bench_dashboard.py)."""
+    from benchmarks.bench_dashboard import measure
+
+    print("\ndashboard (a real `nbgroups dashboard` process, over HTTP)")
+
+    def report(label: str, seconds: float, goal: float | None) -> None:
+        row(label, f"{seconds:.3f} s")
+        if goal is not None:
+            target(label.split(" (")[0], seconds < goal, f"< {goal:g} s (is {seconds:.3f} s)")
+
+    measure(tmp, report)
+
+
 BENCHES = {
     "throughput": bench_throughput,
     "iter": bench_iter,
@@ -710,6 +726,7 @@ BENCHES = {
     "executor": bench_executor,
     "executor_map": bench_executor_map,
     "gridsearch": bench_gridsearch,
+    "dashboard": bench_dashboard,
     "dask": bench_dask,  # last: its cluster's processes and memory would weigh on the others
 }
 

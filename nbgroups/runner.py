@@ -45,6 +45,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple
 
 from . import monitor, names, reporting, shutdown, snapshot
+from .cancelling import CACHED, CancelWatcher
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -56,6 +57,7 @@ from .jobs import QUEUED, Job, Options, Outbox
 from .live import LiveTasks, running_now
 from .outcome import Row
 from .pages import PageBuffer, PageWriter, Written
+from .presence import PresenceReporter
 from .records import GroupCounts, TaskRecord
 from .recovery import FaultHandler
 from .store import DiskStore, Store
@@ -108,6 +110,10 @@ class Runner:
                                 self._stores, self._writer, self._notify)
         self._inline = InlineRunner(self._live, self._completer, self._control,
                                     settings.worker_options())
+        # other processes' cancel requests (the dashboard), read by the thread's loop
+        self._cancels = CancelWatcher(self._stores, self.owner, self.unfinished, self.cancel)
+        # what this runner runs now, for other processes (the dashboard)
+        self._presence = PresenceReporter(self._stores, self.owner, self.held_counts, self.idle)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
@@ -391,6 +397,8 @@ class Runner:
                 self._completer.collect()
                 self._dispatcher.dispatch()
                 self._faults.check_timeouts()
+                self._cancels.poll()
+                self._presence.poll()
             except BaseException:  # the runner thread must survive anything
                 if shutdown.exiting():  # what was not sent stays queued in the store, resumable
                     break
@@ -458,6 +466,19 @@ class Runner:
         # Unfinished tasks this process does not hold: queued elsewhere (another
         # kernel) or orphaned by a dead one; both show as queued.
         return replace(c, queued=queued + unseen, running=running)
+
+    def held_counts(self) -> dict[tuple[bool, str | None], tuple[int, int]]:
+        """``(queued, running)`` of every (layer, group) this runner holds
+        unfinished, running as in :meth:`counts`: the calls workers run now."""
+        out = {}
+        in_flight = self._dispatcher.in_flight()
+        for where in self.unfinished():
+            queued, running = self.live_counts(where[1], CACHED if where[0] else None)
+            now = running_now(in_flight, where)
+            if now is not None and now < running:
+                queued, running = queued + running - now, now
+            out[where] = (queued, running)
+        return out
 
     def pending(self, task_id: str) -> bool:
         """Whether this runner has the task queued or running (not yet finished),

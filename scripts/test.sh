@@ -98,7 +98,7 @@ if [[ "${NBGROUPS_FORCE_INSTALL:-0}" != "1" && "$want_stamp" == "$have_stamp" ]]
 else
     rm -f "$STAMP"
     pip_log="$(mktemp)"
-    # Output kept for failures only: setuptools' build warnings are noise here.
+    # Output kept for failures only: build warnings are noise here.
     if ! "$VPY" -m pip install -q --disable-pip-version-check -e '.[test,dask,docs]' >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
         rm -f "$pip_log"

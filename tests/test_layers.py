@@ -35,6 +35,8 @@ RANK = {
     "recovery": 7,
     "completion": 8,
     "control": 9,
+    "cancelling": 10,  # cancel requests between processes: control, over the store's board
+    "presence": 10,  # what a runner runs now, published in the store for other processes
     "inline": 10,
     "runner": 11,
     "reuse": 12,

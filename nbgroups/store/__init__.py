@@ -25,6 +25,9 @@ are ``str`` with NUL separators, so a group's pages are one key range::
     q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
     N\\0NAME\\0TIME                  str    task_name= overrides -> task id
     k\\0GROUP\\0GEN\\0KEY             str    reuse=True: call key -> task id (ReuseIndex)
+    x\\0GROUP\\0GEN                 str    a cancel request from another process (cancel_board)
+    y\\0GROUP\\0GEN\\0REQ\\0OWNER     int    an owner's answer to it: tasks it cancelled
+    h\\0OWNER                     str    JSON: what a busy process runs now (presence)
 
 Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
 every pickle is ours and signed (:mod:`nbgroups.serialize`). Reads go through
