@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import ipywidgets as w
 from ipywidgets.widgets.widget_int import ProgressStyle  # not exported by ipywidgets 8
@@ -54,6 +55,7 @@ class WidgetView:
         self.box.add_class("nbgroups-progress")
         self.failures: tuple[Failure, ...] = ()
         self.tasks_html: w.HTML | None = None  # running tasks' own progress, when reported
+        self.output_html: w.HTML | None = None  # live output (live_output), once written
 
     def update(self, m: Meter, failures: Sequence[Failure] | None) -> None:
         """Show ``m``; ``failures`` (None: unchanged) is the failure list."""
@@ -91,6 +93,24 @@ class WidgetView:
             children.insert(3, self.tasks_html)  # after Cancel, before the failures
             self.box.children = tuple(children)
         _set(self.tasks_html, "".join(_task_line(*t) for t in tasks[:MAX_TASK_LINES]))
+
+    def show_output(self, output: Any, previous: Any = None) -> None:
+        """Under the bar, the last lines the group's tasks wrote (the ``live_output``
+        setting): ``output`` is a :class:`nbgroups.forward.Lines`."""
+        lines = (*output.lines, *output.open)
+        if self.output_html is None:
+            if not lines:
+                return
+            self.output_html = w.HTML("", layout=w.Layout(width="100%"))
+            self.output_html.add_class("nbgroups-live-output")
+            children = list(self.box.children)
+            at = children.index(self.failure_box) if self.failure_box in children \
+                else len(children)
+            children.insert(at, self.output_html)
+            self.box.children = tuple(children)
+        _set(self.output_html,
+             "<pre style='font-size:85%;max-height:16em;overflow-y:auto;margin:0.2em 0 0 1em;"
+             "white-space:pre-wrap'>" + html.escape("\n".join(lines)) + "</pre>")
 
     def _show_failures(self, failed: int, failures: tuple[Failure, ...]) -> None:
         if self.failure_box is None:
