@@ -111,7 +111,8 @@ class ProgressView:
         if mode == "widget":
             from .widget import WidgetView
 
-            self.adapter = WidgetView(group, on_cancel=self.cancel, on_retry=self.retry)
+            self.adapter = WidgetView(group, on_cancel=self.cancel, on_retry=self.retry,
+                                      on_timeline=self.timeline_svg, on_debug=self.debug)
         else:
             from .text import TextView
 
@@ -264,6 +265,19 @@ class ProgressView:
         if self.renderer is not None:
             self.renderer.poke()
         return n
+
+    def timeline_svg(self) -> str:
+        """The group's timeline (:meth:`nbgroups.api.TaskList.timeline`) as SVG text
+        (the widget's Timeline toggle)."""
+        tasks = api.fetch_group(self.group, cached=self._cached)
+        from ..timeline import Timeline
+
+        return Timeline(tasks or ()).svg
+
+    def debug(self, task_id: str) -> Any:
+        """Run a failed call of the group again here (a failure's Debug button):
+        :func:`nbgroups.debug`; what it raises is raised."""
+        return api.debug(task_id, cached=self._cached)
 
     def close(self) -> None:
         """Stop drawing this view and close its widget."""
