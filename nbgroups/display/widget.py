@@ -8,6 +8,7 @@ so one refresh is at most a handful of comm messages whatever the group size.
 from __future__ import annotations
 
 import html
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,6 +22,7 @@ from ..triage import TIMES, common, fold
 from .formatting import Failure, Meter
 
 MAX_FAILURES_SHOWN = 20
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # nbgroups/
 MAX_TASK_LINES = 8  # running tasks whose own progress is shown
 TIMELINE_EVERY = 2.0  # seconds between two redraws of a shown timeline while the group runs
 
@@ -184,19 +186,25 @@ class WidgetView:
             print(f"nbgroups.debug({task_id!r}): the call runs again here")
             try:
                 self._on_debug(task_id)
-            except BaseException:
+            except BaseException as exc:
                 from IPython import get_ipython
 
                 ip = get_ipython()
                 if ip is None:
                     raise
-                ip.showtraceback()
+                # from the call's own frames on: nbgroups' (this button, debug()) left out
+                tb = exc.__traceback__
+                while tb is not None and tb.tb_next is not None \
+                        and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+                    tb = tb.tb_next
+                ip.showtraceback((type(exc), exc, tb))
                 print("Run %debug in a cell to step through it.")
             else:
                 print("It returned without raising this time.")
 
     def _debug_button(self, f: Failure) -> w.Button:
-        button = w.Button(description="Debug", icon="bug", layout=w.Layout(width="auto"),
+        button = w.Button(description="Debug", icon="bug",
+                          layout=w.Layout(width="auto", align_self="flex-start"),
                           tooltip=f"Run {f.call or f.name} again here, in the kernel "
                                   f"(nbgroups.debug({f.id!r})); then %debug")
         button.on_click(lambda _b, tid=f.id: self._debug(tid))

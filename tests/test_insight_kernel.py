@@ -66,3 +66,29 @@ def test_printed_lines_reach_the_submitting_cell_while_the_task_runs(tmp_path):
         assert reply["status"] == "ok"
         out = k.run("print(nbgroups.fetch(t).stdout)")
         assert "step 0 of the task\nstep 1 of the task\nstep 2 of the task\nreleased" in out
+
+
+def test_debug_button_raises_in_the_kernel_for_pdb(tmp_path):
+    """The failure view's Debug button, clicked in a real kernel: the call runs again
+    there, and its exception is kept for ``%debug`` from the call's own frame on."""
+    with kernel(tmp_path) as k:
+        k.run(SETUP.format(store=str(tmp_path / "store")) + """
+def simulate(k):
+    if k <= 0:
+        raise ValueError(f'k must be > 0, got k={k}')
+    return k
+""")
+        k.run("g = nbgroups.sweep(simulate, 'dbg', k=[0, 1])\n"
+              "nbgroups.result_group('dbg', wait=-1)\n"
+              "from nbgroups import display\n"
+              "view = display.progress('dbg', mode='widget', display=False)\n"
+              "view.refresh(force=True)")
+        out = k.run("import sys\n"
+                    "(button,) = view.adapter.debug_buttons\n"
+                    "button.click()\n"
+                    "print(type(sys.last_value).__name__, sys.last_value)\n"
+                    "print(sys.last_traceback.tb_frame.f_code.co_name)")
+        # (what the button printed goes to its Output widget in a front end; here the
+        # client gets it as the cell's stream)
+        assert "Run %debug in a cell" in out
+        assert out.splitlines()[-2:] == ["ValueError k must be > 0, got k=0", "simulate"], out
