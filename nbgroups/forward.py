@@ -35,6 +35,7 @@ Worker side imports only the standard library, :mod:`.monitor` and
 
 from __future__ import annotations
 
+import abc
 import collections
 import contextlib
 import threading
@@ -83,7 +84,7 @@ class _Pending:
         return skipped, joined[-CHUNK:]
 
 
-class Sink:
+class Sink(abc.ABC):
     """Where one batch's live output goes (a worker's; subclasses say how it is sent).
 
     ``write`` runs in the task's thread: it only appends to the call's pending
@@ -109,8 +110,9 @@ class Sink:
         with contextlib.suppress(OSError):  # live output is best effort; the record keeps all
             self._send(seq, call, skipped, text)
 
+    @abc.abstractmethod
     def _send(self, seq: int, call: int, skipped: int, text: str) -> None:
-        raise NotImplementedError
+        """Send chunk ``seq`` of call ``call`` on its way."""
 
 
 class FileSink(Sink):
