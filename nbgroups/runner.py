@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import monitor, names, reporting, shutdown, snapshot
+from . import forward, monitor, names, reporting, shutdown, snapshot
 from .cancelling import CACHED, CancelWatcher
 from .completion import Completer, Finished, record_of
 from .config import Settings
@@ -124,6 +124,19 @@ class Runner:
         self._turns = 0  # turns of the runner thread's loop (see _turn_now)
         self._turn_waiters = 0
 
+    @property
+    def settings(self) -> Settings:
+        """The settings in force; ``configure()`` may set new ones on a running runner
+        (capture, log level, live output, defaults): its parts follow them."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, new: Settings) -> None:
+        self._settings = new
+        if hasattr(self, "_dispatcher"):  # set again later: the parts read it from here on
+            self._dispatcher.settings = new
+            self._inline.options = new.worker_options()
+
     # ------------------------------------------------------------------ stores
     @property
     def store(self) -> Store:
@@ -136,14 +149,16 @@ class Runner:
         out = []
         for batch in self._dispatcher.in_flight():
             if batch.monitor is not None:
-                stamp = monitor.read(batch.monitor)
-                if stamp is None or stamp.batch != batch.id or stamp.call >= len(batch.jobs):
-                    continue
-                job = batch.jobs[stamp.call]
-                if job.options.group != group:
-                    continue
                 p = monitor.read_progress(batch.monitor)
-                if p is not None and p.batch == batch.id and p.call == stamp.call:
+                if p is None or p.batch != batch.id or not 0 <= p.call < len(batch.jobs):
+                    continue
+                # a later call began (stamped): this report's call ended. Dask stamps
+                # only a batch's last call; its workers say when a reporting call ends.
+                stamp = monitor.read(batch.monitor)
+                if stamp is not None and stamp.batch == batch.id and stamp.call > p.call:
+                    continue
+                job = batch.jobs[p.call]
+                if job.options.group == group:
                     out.append((job.id, job_call(job), p.done, p.total, p.note))
             else:  # in this process: the thread backend
                 for job in batch.jobs:
@@ -151,6 +166,12 @@ class Runner:
                     if mine is not None and job.options.group == group:
                         out.append((job.id, job_call(job), mine[0], mine[1], mine[2] or ""))
         return out
+
+    def live_output(self, group: str) -> forward.Lines:
+        """The last lines the tasks of ``group`` wrote, read from
+        the batches in flight (the ``live_output`` setting, :mod:`nbgroups.forward`)."""
+        forward.HUB.poll(self._dispatcher.in_flight(), every=forward.INTERVAL / 2)
+        return forward.HUB.lines(group)
 
     def store_for(self, ttl: int | None) -> Store:
         """The store of a layer: the durable one (``ttl`` None) or the cache layer."""

@@ -7,8 +7,9 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls[, options]
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back;
-* ``options`` (optional): ``(capture, log level)``: whether each call's
-  output is captured (:mod:`nbgroups.capture`) and from which logging level;
+* ``options`` (optional): ``(capture, log level[, live output])``: whether each
+  call's output is captured (:mod:`nbgroups.capture`), from which logging
+  level, and whether it is also forwarded live (:mod:`nbgroups.forward`);
 * ``split`` (optional): when true, ``calls`` holds ``(task id, pickled call,
   attempts)`` instead: each call is unpickled on its own (see :func:`run_batch`).
 
@@ -36,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import capture, outcome, reporting
+from . import capture, forward, outcome, reporting
 from . import monitor as monitor_file
 from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
@@ -103,7 +104,12 @@ def _info(cap: capture.Capture | None) -> tuple:
     RSS_EVERY seconds (a peak cannot drop, and a few ms of tiny calls barely
     move it), and calls that printed nothing share one tuple (pickled once).
     """
-    out, err = capture.take(cap) if cap is not None else (None, None)
+    if cap is None:
+        out = err = None
+    else:
+        if cap.live is not None:
+            cap.live.end_call()  # its last live chunk, before the outcome goes back
+        out, err = capture.take(cap)
     last = _last
     now = time.monotonic()
     if now - last[0] >= RSS_EVERY or last[2] is None:
@@ -167,11 +173,12 @@ def _load_func(name: str, blob: bytes | None) -> Any:
 
 
 def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
-            tee: bool | None = None) -> tuple:
+            tee: bool | None = None, live: Any = None) -> tuple:
     """One call of a batch (``loaded``: the batch's callables loaded so far);
-    ``tee``: from :func:`start_capture` (None: output not captured)."""
+    ``tee``: from :func:`start_capture` (None: output not captured); ``live``:
+    the batch's live-output sink (:mod:`nbgroups.forward`), or None."""
     key, fidx, args, kwargs, iterable, attempts = call
-    cap = None if tee is None else capture.start(tee)
+    cap = None if tee is None else capture.start(tee, live)
     try:
         func = loaded.get(fidx)
         if func is None:
@@ -266,16 +273,32 @@ def run_batch(payload: bytes, monitor: str | None = None,
     tee = start_capture(options, inline)
     out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
+    live = live_sink(options, tee, fd, batch_id, calls, inline)
     reporting.enter(fd, batch_id, calls)
     try:
-        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split)
+        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split, live)
     finally:
         reporting.leave()
     return out
 
 
+def live_sink(options: tuple | None, tee: bool | None, fd: int | None, batch_id: int,
+              calls: list, inline: bool = False) -> Any:
+    """The batch's live-output sink when the ``live_output`` setting is on (and output
+    is captured), else None: a pool worker's goes to the monitor file, a call in the
+    kernel's process (thread backend) straight to the hub; inline calls print as usual."""
+    if not live_wanted(options, tee) or inline:
+        return None
+    return forward.FileSink(fd, batch_id) if fd is not None else forward.LocalSink(calls)
+
+
+def live_wanted(options: tuple | None, tee: bool | None) -> bool:
+    """Whether a batch's ``options`` ask for live output (and its output is captured)."""
+    return tee is not None and options is not None and len(options) > 2 and bool(options[2])
+
+
 def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthrough: tuple,
-               tee: bool | None, out: list, split: bool = False) -> None:
+               tee: bool | None, out: list, split: bool = False, live: Any = None) -> None:
     """:func:`run_batch`'s loop: each call stamped, then run, its row appended to ``out``."""
     loaded: dict[int, Any] = {}
     where = reporting.current
@@ -295,7 +318,7 @@ def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthro
                 out.append(outcome.failure(call[0], call[-1], None, unloadable(exc)))
                 continue
         where.index = i  # the call nbgroups.report() speaks for
-        out.append(run_one(call, funcs, loaded, passthrough, tee))
+        out.append(run_one(call, funcs, loaded, passthrough, tee, live))
 
 
 def unloadable(exc: BaseException) -> SerializationError:

@@ -29,6 +29,7 @@ RANK = {
     "triage": 1,  # failures by cause: duck-typed records
     "outcome": 2, "reporting": 2, "timeline": 2, "snapshot": 2, "pool_compat": 2,
     "records": 3,
+    "forward": 3,  # live output: worker sinks (monitor, reporting), the kernel's hub
     "store": 4, "worker": 4, "jobs": 4,
     "executors": 5, "shutdown": 5, "arguments": 5, "live": 5, "stores": 5,
     "dispatch": 6, "pages": 6,  # the runner's parts, each above what it calls
