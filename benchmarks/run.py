@@ -481,45 +481,64 @@ def flood(lines: int) -> int:
 
 
 def bench_capture(tmp: str, n: int = 10_000, n_rounds: int = 9) -> None:
-    print(f"\n[14] output capture: {n:,} tiny tasks with capture on vs off; a task printing 10 MB")
-    from nbgroups import capture
+    print(f"\n[14] output capture: {n:,} tiny tasks with capture off, on, and on with "
+          "live output; a task printing 10 MB")
+    from nbgroups import capture, forward
 
-    groups: dict[bool, Iterator[str]] = {}
+    variants = {"off": {"capture": False}, "on": {"capture": True},
+                "live": {"capture": True, "live_output": True}}
+    groups: dict[str, Iterator[str]] = {}
 
-    def run(on: bool):
-        def go():
-            g = next(groups[on])
-            for i in range(n):
-                nbgroups.async_task("math.modf", i, group=g)
-            assert len(nbgroups.result_group(g, count=n)) == n
-        return go
+    def run(name: str) -> None:
+        g = next(groups[name])
+        for i in range(n):
+            nbgroups.async_task("math.modf", i, group=g)
+        assert len(nbgroups.result_group(g, count=n)) == n
 
-    times: dict[str, list[float]] = {"on": [], "off": []}
-    for r in range(n_rounds):  # a runner per setting: each round makes both afresh, warm
-        for on in ((True, False) if r % 2 == 0 else (False, True)):
-            groups[on] = fresh(tmp, f"cap{int(on)}r{r}", capture=on)
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(n_rounds):  # a runner per setting: each round makes each afresh, warm
+        for name in names[r % 3:] + names[:r % 3]:  # the order rotates: no one always first
+            groups[name] = fresh(tmp, f"cap-{name}-r{r}", **variants[name])
             gc.collect()
             t = time.perf_counter()
-            run(on)()
-            times["on" if on else "off"].append(time.perf_counter() - t)
+            run(name)
+            times[name].append(time.perf_counter() - t)
     cost = ratio(times, "on", "off") - 1
-    row("10,000 x math.modf, capture on", f"{statistics.median(times['on']):.3f} s")
-    row("10,000 x math.modf, capture off", f"{statistics.median(times['off']):.3f} s",
+    live_cost = ratio(times, "live", "on") - 1
+    row("10,000 x math.modf, capture off", f"{statistics.median(times['off']):.3f} s")
+    row("10,000 x math.modf, capture on", f"{statistics.median(times['on']):.3f} s",
         f"capture costs {cost * 100:+.1f} % (median of {n_rounds} paired rounds)")
+    row("10,000 x math.modf, capture on + live_output", f"{statistics.median(times['live']):.3f} s",
+        f"live output costs {live_cost * 100:+.1f} % more (nothing printed)")
     target("14a", cost <= 0.03,
            f"capture on, nothing printed: <= 3 % added (is {cost * 100:+.1f} %)")
-    g = next(fresh(tmp, "flood"))
-    t = time.perf_counter()
-    big = nbgroups.async_task(flood, 10_000, group=g)
-    for i in range(100):
-        nbgroups.async_task("math.modf", i, group=g)
-    nbgroups.result_group(g, count=101, wait=-1)
-    took = time.perf_counter() - t
-    kept = len(nbgroups.fetch(big).stdout or "")
-    row("a task printing 10 MB + 100 tiny tasks, one group", f"{took:.3f} s",
-        f"stdout kept: {kept:,} characters")
-    target("14b", kept <= capture.LIMIT + 200, f"10 MB printed, <= {capture.LIMIT:,} kept "
-           f"(is {kept:,})")
+    for name, kw in (("flood", {}), ("flood-live", {"live_output": True})):
+        gs = fresh(tmp, name, **kw)
+        took = {}
+        for lines in (0, 10_000):  # the same group, its big task printing nothing, then 10 MB
+            g = next(gs)
+            t = time.perf_counter()
+            big = nbgroups.async_task(flood, lines, group=g)
+            for i in range(100):
+                nbgroups.async_task("math.modf", i, group=g)
+            nbgroups.result_group(g, count=101, wait=-1)
+            took[lines] = time.perf_counter() - t
+        kept = len(nbgroups.fetch(big).stdout or "")
+        held = len(api.SESSION.live_output(g).lines) if kw else 0
+        what = " (live output on)" if kw else ""
+        added = took[10_000] - took[0]
+        row(f"a task printing 10 MB + 100 tiny tasks, one group{what}",
+            f"{took[10_000]:.3f} s",
+            f"{added * 1e3:+.0f} ms vs printing nothing; stdout kept: {kept:,} characters"
+            + (f"; {held} live lines held" if kw else ""))
+        target(f"14b{what}", kept <= capture.LIMIT + 200 and held <= forward.LINES,
+               f"10 MB printed, <= {capture.LIMIT:,} kept (is {kept:,})"
+               + (f", <= {forward.LINES} live lines (is {held})" if kw else ""))
+        target(f"14c{what}", added < 0.5,
+               f"10 MB printed does not stall the group: < 0.5 s added (is {added:.3f} s)")
+
+
 def bench_snapshot(tmp: str) -> None:
     """What taking a call's arguments at the call costs the caller (issue 20)."""
     from nbgroups import snapshot
@@ -854,6 +873,22 @@ def bench_gridsearch(tmp: str) -> None:
     target("12", r <= 1.15, f"GridSearchCV on nbgroups <= 1.15 x loky (is {r:.2f})")
 
 
+def bench_dashboard(tmp: str) -> None:
+    """Issue 17's targets over HTTP to a real ``nbgroups dashboard`` process:
+    the groups page of 10,000 groups and a page of a 1,000,000-task group, each
+    under a second (see bench_dashboard.py)."""
+    from benchmarks.bench_dashboard import measure
+
+    print("\ndashboard (a real `nbgroups dashboard` process, over HTTP)")
+
+    def report(label: str, seconds: float, goal: float | None) -> None:
+        row(label, f"{seconds:.3f} s")
+        if goal is not None:
+            target(label.split(" (")[0], seconds < goal, f"< {goal:g} s (is {seconds:.3f} s)")
+
+    measure(tmp, report)
+
+
 BENCHES = {
     "throughput": bench_throughput,
     "iter": bench_iter,
@@ -869,6 +904,7 @@ BENCHES = {
     "executor": bench_executor,
     "executor_map": bench_executor_map,
     "gridsearch": bench_gridsearch,
+    "dashboard": bench_dashboard,
     "dask": bench_dask,  # last: its cluster's processes and memory would weigh on the others
 }
 

@@ -86,7 +86,7 @@ def __getattr__(name: str) -> Any:
     if module is None:
         raise AttributeError(f"module 'nbgroups' has no attribute {name!r}")
     loaded = importlib.import_module(f".{module}", __name__)
-    if module == "api":
+    if module == "api" and not _script_decided:
         loaded.SESSION.on_submit(_script_progress)  # once: on_submit ignores a repeat
     value = getattr(loaded, name)
     globals()[name] = value  # once: later lookups are plain module attributes
@@ -102,16 +102,18 @@ def _script_progress(group: str | None, ttl: int | None) -> None:
     line on stderr where there is no widget frontend"). Not in an interactive
     session (its prompt would be drawn over), nor where IPython runs (the extension
     decides there), nor on a log file or pipe unless ``progress='text'``."""
-    import sys
-
     from . import api
 
     global _script_decided
+    # decided once, at the first submission; off again if a later lazy lookup
+    # of an api name registered it again (it then cost two imports per call)
+    api.SESSION.off_submit(_script_progress)
     if _script_decided:
         return
     _script_decided = True
 
-    api.SESSION.off_submit(_script_progress)  # decided once, at the first submission
+    import sys
+
     mode = api.settings().progress
     if mode not in ("auto", "text") or hasattr(sys, "ps1") or sys.flags.interactive:
         return

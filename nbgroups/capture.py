@@ -21,8 +21,12 @@ to the worker's own streams). In the kernel (``thread`` and ``sync``
 backends) the root logger's level is left as it is, so records below it are
 not captured there; ``sync`` runs also show their output in the cell as usual.
 
+With the ``live_output`` setting, each piece is also handed to the call's
+live sink (:mod:`nbgroups.forward`), which sends it on, rate-limited, to the
+group's view in the notebook; with the setting off that costs nothing.
+
 Cost when nothing is printed: two thread-local stores per call and a check
-of one counter (see ``benchmarks/run.py --only throughput``).
+of one counter (see ``benchmarks/run.py --only capture``).
 """
 
 from __future__ import annotations
@@ -83,13 +87,14 @@ class Capture:
     """What one call wrote: a bounded stdout and stderr (logging and warnings in
     order with stderr)."""
 
-    __slots__ = ("dirty", "err", "out", "tee")
+    __slots__ = ("dirty", "err", "live", "out", "tee")
 
-    def __init__(self, tee: bool = False) -> None:
+    def __init__(self, tee: bool = False, live: Any = None) -> None:
         self.out = _Buffer()
         self.err = _Buffer()
         self.dirty = False  # anything written: checked once per call
         self.tee = tee  # also write to the replaced streams (inline runs in the kernel)
+        self.live = live  # the ``live_output`` sink (nbgroups.forward), or None: off
 
 
 class _Router:
@@ -108,6 +113,8 @@ class _Router:
             raise TypeError(f"write() argument must be str, not {type(text).__name__}")
         cap.dirty = True
         getattr(cap, self._which).write(text)
+        if cap.live is not None:
+            cap.live.write(text)
         if cap.tee:
             self._stream.write(text)
         return len(text)
@@ -143,6 +150,8 @@ class _LogHandler(logging.Handler):
             return
         cap.dirty = True
         cap.err.write(text)
+        if cap.live is not None:
+            cap.live.write(text)
 
 
 _installed: dict[str, Any] = {}
@@ -188,15 +197,20 @@ def _showwarning(message, category, filename, lineno, file=None, line=None) -> N
         _installed["showwarning"](message, category, filename, lineno, file, line)
         return
     cap.dirty = True
-    cap.err.write(warnings.formatwarning(message, category, filename, lineno, line))
+    text = warnings.formatwarning(message, category, filename, lineno, line)
+    cap.err.write(text)
+    if cap.live is not None:
+        cap.live.write(text)
 
 
-def start(tee: bool = False) -> Capture:
+def start(tee: bool = False, live: Any = None) -> Capture:
     """Capture this thread's output from now on (until :func:`take`). A call
-    that wrote nothing leaves its :class:`Capture` to the next one."""
+    that wrote nothing leaves its :class:`Capture` to the next one. ``live``:
+    an object whose ``write(text)`` also gets every piece written (the
+    ``live_output`` setting, :mod:`nbgroups.forward`)."""
     cap = getattr(_local, "spare", None)
-    if cap is None or cap.dirty or cap.tee is not tee:
-        cap = _local.spare = Capture(tee)
+    if cap is None or cap.dirty or cap.tee is not tee or cap.live is not live:
+        cap = _local.spare = Capture(tee, live)
     _local.cap = cap
     return cap
 

@@ -45,6 +45,8 @@ class Settings:
     capture:   capture each task's stdout, stderr, logging and warnings
                (``Task.stdout``, ``Task.stderr``; see :mod:`nbgroups.capture`).
     log_level: the lowest logging level captured (``'INFO'``, a level name or number).
+    live_output: also forward running tasks' output, as it is written, to their
+               group's progress view (rate-limited; see :mod:`nbgroups.forward`).
     large_value: bytes: an argument holding a buffer this large (an array, a
                DataFrame's column...) is stored once in the store by content
                digest and memory-mapped, read-only, by the workers, instead of
@@ -65,6 +67,7 @@ class Settings:
     client: Any = None
     capture: bool = True
     log_level: str | int = "INFO"
+    live_output: bool = False
     large_value: int | None = DEFAULT_LARGE_VALUE
 
     def __post_init__(self) -> None:
@@ -82,12 +85,13 @@ class Settings:
             check.text("address", self.address)
         check.boolean("capture", self.capture)
         check.log_level("log_level", self.log_level)
+        check.boolean("live_output", self.live_output)
         if self.large_value is not None:
             check.byte_count("large_value", self.large_value, MIN_LARGE_VALUE)
 
-    def worker_options(self) -> tuple[bool, int]:
-        """What a batch tells its worker: ``(capture, log level number)``."""
-        return (self.capture, level_number(self.log_level))
+    def worker_options(self) -> tuple[bool, int, bool]:
+        """What a batch tells its worker: ``(capture, log level number, live output)``."""
+        return (self.capture, level_number(self.log_level), self.live_output)
 
     def replace(self, **changes: Any) -> Settings:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
@@ -202,6 +206,7 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "address": str,
     "capture": lambda s: _flag(s),
     "log_level": lambda s: int(s) if s.strip().isdigit() else s.strip(),
+    "live_output": lambda s: _flag(s),
     "large_value": lambda s: None if s.strip().lower() in ("", "none") else int(s),
 }
 

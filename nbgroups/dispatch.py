@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
-from . import outcome, shutdown
+from . import forward, outcome, shutdown
 from .config import Settings
 from .errors import SerializationError
 from .executors import Executor, make_executor
@@ -174,6 +174,8 @@ class Dispatcher:
         """``batch`` came back: out of flight; its monitor file free again if its
         worker is done with it whole (not broken, not flagged), else removed."""
         self._inflight.pop(batch.id, None)
+        if self.settings.live_output:  # its calls' last output, before the file is reused
+            forward.HUB.harvest(batch)
         if batch.monitor:
             if reuse_monitor and not batch.flagged:
                 self.monitors.give_back(batch.monitor)

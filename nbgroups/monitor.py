@@ -31,6 +31,7 @@ import signal
 import struct
 import tempfile
 import time
+import zlib
 from typing import NamedTuple
 
 STAMP = struct.Struct("<qqqd")  # batch id, call index, pid, start time
@@ -41,6 +42,15 @@ PROGRESS_AT = 64  # a task's own report (nbgroups.report), after the flag
 PROGRESS = struct.Struct("<qqdddH")
 NOTE_MAX = 160  # bytes of a report's note kept
 OPEN_MAX = 64  # monitor files a worker keeps open
+# Live output (the ``live_output`` setting, :mod:`nbgroups.forward`): a ring of slots
+# after the report, each one chunk of a call's output. A slot is written in one
+# pwrite and read while it may be rewritten: its CRC tells a torn read.
+LIVE_AT = 4096
+LIVE_SLOTS = 8
+LIVE_SLOT = 4096
+# batch id, chunk number (from 1), call index, characters dropped before it, bytes, crc32
+LIVE = struct.Struct("<qqqqII")
+LIVE_TEXT_MAX = LIVE_SLOT - LIVE.size  # bytes of text a chunk holds
 PREFIX = "nbgroups-monitor-"
 
 
@@ -53,6 +63,16 @@ class Progress(NamedTuple):
     total: float | None
     at: float
     note: str
+
+
+class Chunk(NamedTuple):
+    """One chunk of a call's live output: call ``call`` of ``batch``, number ``seq``."""
+
+    batch: int
+    seq: int
+    call: int
+    skipped: int  # characters of this call's output dropped just before it (rate limit)
+    text: str
 
 
 class Stamp(NamedTuple):
@@ -97,7 +117,63 @@ def write_progress(fd: int, batch: int, index: int, done: float, total: float,
               PROGRESS_AT)
 
 
+def write_live(fd: int, batch: int, seq: int, call: int, skipped: int, text: str) -> None:
+    """Write chunk ``seq`` of the batch's live output into its slot of the ring, in one
+    write (its tail, if longer than a slot holds: the cut is counted in ``skipped``)."""
+    data = text.encode("utf-8", "replace")
+    if len(data) > LIVE_TEXT_MAX:
+        cut = data[:len(data) - LIVE_TEXT_MAX]
+        skipped += len(cut.decode("utf-8", "ignore"))
+        data = data[-LIVE_TEXT_MAX:]
+    os.pwrite(fd, LIVE.pack(batch, seq, call, skipped, len(data), zlib.crc32(data)) + data,
+              LIVE_AT + (seq % LIVE_SLOTS) * LIVE_SLOT)
+
+
+def write_live_at(path: str, batch: int, seq: int, call: int, skipped: int,
+                  text: str) -> None:
+    """:func:`write_live` on a worker's behalf (the dask backend, from its events)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        write_live(fd, batch, seq, call, skipped, text)
+    finally:
+        os.close(fd)
+
+
+def write_progress_at(path: str, batch: int, index: int, done: float, total: float,
+                      note: str) -> None:
+    """:func:`write_progress` on a worker's behalf (the dask backend, from its events)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        write_progress(fd, batch, index, done, total, note)
+    finally:
+        os.close(fd)
+
+
 # ---------------------------------------------------------------- runner side
+def read_live(path: str, batch: int, after: int) -> list[Chunk]:
+    """The chunks of ``batch``'s live output numbered above ``after``, in order; a
+    torn slot (being rewritten) and every chunk after it are left for the next read."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(LIVE_AT)
+            ring = f.read(LIVE_SLOTS * LIVE_SLOT)
+    except OSError:
+        return []
+    found = []
+    for at in range(0, len(ring) - LIVE.size + 1, LIVE_SLOT):
+        b, seq, call, skipped, n, crc = LIVE.unpack_from(ring, at)
+        if b != batch or seq <= after:
+            continue
+        data = ring[at + LIVE.size:at + LIVE.size + n]
+        if len(data) != n or zlib.crc32(data) != crc:
+            found.append(Chunk(b, seq, -1, 0, ""))  # torn: marks where to stop
+            continue
+        found.append(Chunk(b, seq, call, skipped, data.decode("utf-8", "replace")))
+    found.sort()
+    torn = next((i for i, c in enumerate(found) if c.call < 0), len(found))
+    return found[:torn]
+
+
 def read_progress(path: str) -> Progress | None:
     """The last report written to ``path``, or None (none, or the file is gone)."""
     try:

@@ -6,8 +6,10 @@ the last one, ``done >= total``, always), next to its call's stamp in the
 batch's monitor file (:func:`nbgroups.monitor.write_progress`); the runner
 reads it when a view ticks (:meth:`nbgroups.runner.Runner.task_progress`).
 Calls that run in the kernel's own process (``thread`` and ``sync``
-backends) have no monitor file: their reports go to :data:`local`. Outside
-a task, and on Dask workers, ``report`` does nothing.
+backends) have no monitor file: their reports go to :data:`local`. On a Dask
+worker they go as events (``send``, rate-limited the same way), which the
+client writes to the batch's monitor file
+(:mod:`nbgroups.executors.dask`). Outside a task ``report`` does nothing.
 
 A call in a tight loop pays one thread-local lookup and one clock read per
 ``report`` between two writes (~0.2 us).
@@ -20,21 +22,36 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Callable
 
 from . import monitor
 from .errors import ArgumentTypeError
 
 EVERY = 0.25  # seconds between two reports a call writes
-current = threading.local()  # .where: (fd or None, batch id, calls); .index: the call's; .last
+current = threading.local()  # .where: (fd or None, batch id, calls, send or None);
+# .index: the running call's; .last: when it last wrote a report (0: not yet)
 local: dict[str, tuple] = {}  # in-process calls: task id -> (done, total, note, time)
 
 
-def enter(fd: int | None, batch: int, calls: list) -> None:
+def enter(fd: int | None, batch: int, calls: list,
+          send: Callable[[dict], None] | None = None) -> None:
     """This thread now runs ``batch`` (the worker, once per batch; then
-    ``current.index = i`` before each call: one attribute store per call)."""
-    current.where = (fd, batch, calls)
+    ``current.index = i`` before each call: one attribute store per call).
+    ``send``: reports go as messages ``{"progress": (call, done, total, note)}``
+    (a Dask worker's events) instead of to ``fd`` or :data:`local`."""
+    current.where = (fd, batch, calls, send)
     current.index = -1
     current.last = 0.0
+
+
+def call_ended() -> None:
+    """The running call ended (a Dask worker, after each call): if it reported,
+    say so, so that its last report is not shown while the next call runs."""
+    if current.last:
+        current.last = 0.0
+        send = current.where[3]
+        if send is not None:
+            send({"progress": (-1, 0.0, math.nan, "")})
 
 
 def leave() -> None:
@@ -72,11 +89,14 @@ def report(done: float, total: float | None = None, note: str | None = None) -> 
     if note is not None and not isinstance(note, str):
         raise ArgumentTypeError(f"report(): note must be a str or None, got {note!r}")
     current.last = now
-    fd, batch, calls = where
+    fd, batch, calls, send = where
     index = current.index
     if index < 0:
         return
-    if fd is None:
+    if send is not None:
+        send({"progress": (index, float(done), math.nan if total is None else float(total),
+                           note or "")})
+    elif fd is None:
         local[calls[index][0]] = (float(done), None if total is None else float(total), note,
                                   time.time())
     else:

@@ -44,7 +44,8 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import monitor, names, reporting, shutdown, snapshot, values
+from . import forward, monitor, names, reporting, shutdown, snapshot, values
+from .cancelling import CACHED, CancelWatcher
 from .completion import Completer, Finished, record_of
 from .config import Settings
 from .control import Control, process_id
@@ -56,6 +57,7 @@ from .jobs import QUEUED, Job, Options, Outbox
 from .live import LiveTasks, running_now
 from .outcome import Row
 from .pages import PageBuffer, PageWriter, Written
+from .presence import PresenceReporter
 from .records import GroupCounts, TaskRecord
 from .recovery import FaultHandler
 from .store import DiskStore, Store
@@ -108,6 +110,10 @@ class Runner:
                                 self._stores, self._writer, self._notify)
         self._inline = InlineRunner(self._live, self._completer, self._control,
                                     settings.worker_options())
+        # other processes' cancel requests (the dashboard), read by the thread's loop
+        self._cancels = CancelWatcher(self._stores, self.owner, self.unfinished, self.cancel)
+        # what this runner runs now, for other processes (the dashboard)
+        self._presence = PresenceReporter(self._stores, self.owner, self.held_counts, self.idle)
         # where workers read stored values from (large_value): the durable store's
         self._dispatcher.value_dir = self._inline.value_dir = self.value_dir
         self._writer_memo: tuple[Any, int | None, values.Writer | None] = (None, None, None)
@@ -121,6 +127,19 @@ class Runner:
         self._turns = 0  # turns of the runner thread's loop (see _turn_now)
         self._turn_waiters = 0
 
+    @property
+    def settings(self) -> Settings:
+        """The settings in force; ``configure()`` may set new ones on a running runner
+        (capture, log level, live output, defaults): its parts follow them."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, new: Settings) -> None:
+        self._settings = new
+        if hasattr(self, "_dispatcher"):  # set again later: the parts read it from here on
+            self._dispatcher.settings = new
+            self._inline.options = new.worker_options()
+
     # ------------------------------------------------------------------ stores
     @property
     def store(self) -> Store:
@@ -133,14 +152,16 @@ class Runner:
         out = []
         for batch in self._dispatcher.in_flight():
             if batch.monitor is not None:
-                stamp = monitor.read(batch.monitor)
-                if stamp is None or stamp.batch != batch.id or stamp.call >= len(batch.jobs):
-                    continue
-                job = batch.jobs[stamp.call]
-                if job.options.group != group:
-                    continue
                 p = monitor.read_progress(batch.monitor)
-                if p is not None and p.batch == batch.id and p.call == stamp.call:
+                if p is None or p.batch != batch.id or not 0 <= p.call < len(batch.jobs):
+                    continue
+                # a later call began (stamped): this report's call ended. Dask stamps
+                # only a batch's last call; its workers say when a reporting call ends.
+                stamp = monitor.read(batch.monitor)
+                if stamp is not None and stamp.batch == batch.id and stamp.call > p.call:
+                    continue
+                job = batch.jobs[p.call]
+                if job.options.group == group:
                     out.append((job.id, job_call(job), p.done, p.total, p.note))
             else:  # in this process: the thread backend
                 for job in batch.jobs:
@@ -179,6 +200,12 @@ class Runner:
             writer = values.Writer(files, threshold)
         self._writer_memo = (files, threshold, writer)
         return writer
+
+    def live_output(self, group: str) -> forward.Lines:
+        """The last lines the tasks of ``group`` wrote, read from
+        the batches in flight (the ``live_output`` setting, :mod:`nbgroups.forward`)."""
+        forward.HUB.poll(self._dispatcher.in_flight(), every=forward.INTERVAL / 2)
+        return forward.HUB.lines(group)
 
     def store_for(self, ttl: int | None) -> Store:
         """The store of a layer: the durable one (``ttl`` None) or the cache layer."""
@@ -433,6 +460,8 @@ class Runner:
                 self._completer.collect()
                 self._dispatcher.dispatch()
                 self._faults.check_timeouts()
+                self._cancels.poll()
+                self._presence.poll()
             except BaseException:  # the runner thread must survive anything
                 if shutdown.exiting():  # what was not sent stays queued in the store, resumable
                     break
@@ -447,7 +476,6 @@ class Runner:
 
     def _next_deadline(self) -> float | None:
         if self._completer.unstored() or (self.page_error is not None and self._pages):
-            return 1.0  # retry the failed outcome write
             return 1.0  # retry the failed outcome write
         if self._dispatcher.timing():
             return 0.1
@@ -501,6 +529,19 @@ class Runner:
         # Unfinished tasks this process does not hold: queued elsewhere (another
         # kernel) or orphaned by a dead one; both show as queued.
         return replace(c, queued=queued + unseen, running=running)
+
+    def held_counts(self) -> dict[tuple[bool, str | None], tuple[int, int]]:
+        """``(queued, running)`` of every (layer, group) this runner holds
+        unfinished, running as in :meth:`counts`: the calls workers run now."""
+        out = {}
+        in_flight = self._dispatcher.in_flight()
+        for where in self.unfinished():
+            queued, running = self.live_counts(where[1], CACHED if where[0] else None)
+            now = running_now(in_flight, where)
+            if now is not None and now < running:
+                queued, running = queued + running - now, now
+            out[where] = (queued, running)
+        return out
 
     def pending(self, task_id: str) -> bool:
         """Whether this runner has the task queued or running (not yet finished),

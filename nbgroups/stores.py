@@ -36,6 +36,10 @@ class Stores:
                         else DiskStore(base / "cache", keep_args=False, ttl=ttl))
         return cache
 
+    def cache(self) -> Store | None:
+        """The cache layer if it was opened, else None (never opens it)."""
+        return self._cache
+
     def replace(self, store: Store) -> None:
         """Use ``store`` from now on (the old one failed: removed, or moved by
         ``configure``); the cache layer is made again beside it on first use."""

@@ -7,8 +7,9 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls[, options]
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back;
-* ``options`` (optional): ``(capture, log level[, values])``: whether each call's
-  output is captured (:mod:`nbgroups.capture`) and from which logging level;
+* ``options`` (optional): ``(capture, log level[, live output[, values]])``:
+  whether each call's output is captured (:mod:`nbgroups.capture`), from which
+  logging level, and whether it is also forwarded live (:mod:`nbgroups.forward`);
   where the large arguments stored by digest are read from (the store's value
   directory: :mod:`nbgroups.values`);
 * ``split`` (optional): when true, ``calls`` holds ``(task id, pickled call,
@@ -38,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import capture, outcome, reporting, values
+from . import capture, forward, outcome, reporting, values
 from . import monitor as monitor_file
 from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
@@ -105,7 +106,12 @@ def _info(cap: capture.Capture | None) -> tuple:
     RSS_EVERY seconds (a peak cannot drop, and a few ms of tiny calls barely
     move it), and calls that printed nothing share one tuple (pickled once).
     """
-    out, err = capture.take(cap) if cap is not None else (None, None)
+    if cap is None:
+        out = err = None
+    else:
+        if cap.live is not None:
+            cap.live.end_call()  # its last live chunk, before the outcome goes back
+        out, err = capture.take(cap)
     last = _last
     now = time.monotonic()
     if now - last[0] >= RSS_EVERY or last[2] is None:
@@ -169,12 +175,13 @@ def _load_func(name: str, blob: bytes | None) -> Any:
 
 
 def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
-            tee: bool | None = None, src: Any = None) -> tuple:
+            tee: bool | None = None, live: Any = None, src: Any = None) -> tuple:
     """One call of a batch (``loaded``: the batch's callables loaded so far);
-    ``tee``: from :func:`start_capture` (None: output not captured); ``src``:
+    ``tee``: from :func:`start_capture` (None: output not captured); ``live``:
+    the batch's live-output sink (:mod:`nbgroups.forward`), or None; ``src``:
     where its stored arguments are read (:func:`nbgroups.values.source`)."""
     key, fidx, args, kwargs, iterable, attempts = call
-    cap = None if tee is None else capture.start(tee)
+    cap = None if tee is None else capture.start(tee, live)
     try:
         func = loaded.get(fidx)
         if func is None:
@@ -272,19 +279,36 @@ def run_batch(payload: bytes, monitor: str | None = None,
     options = batch[3] if len(batch) > 3 else None
     split = len(batch) > 4 and batch[4]  # each call pickled alone: (id, pickled call, attempts)
     tee = start_capture(options, inline)
-    src = values.source(options[2]) if options is not None and len(options) > 2 else None
+    src = values.source(options[3]) if options is not None and len(options) > 3 else None
     out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
+    live = live_sink(options, tee, fd, batch_id, calls, inline)
     reporting.enter(fd, batch_id, calls)
     try:
-        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split, src)
+        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split, live, src)
     finally:
         reporting.leave()
     return out
 
 
+def live_sink(options: tuple | None, tee: bool | None, fd: int | None, batch_id: int,
+              calls: list, inline: bool = False) -> Any:
+    """The batch's live-output sink when the ``live_output`` setting is on (and output
+    is captured), else None: a pool worker's goes to the monitor file, a call in the
+    kernel's process (thread backend) straight to the hub; inline calls print as usual."""
+    if not live_wanted(options, tee) or inline:
+        return None
+    return forward.FileSink(fd, batch_id) if fd is not None else forward.LocalSink(calls)
+
+
+def live_wanted(options: tuple | None, tee: bool | None) -> bool:
+    """Whether a batch's ``options`` ask for live output (and its output is captured)."""
+    return tee is not None and options is not None and len(options) > 2 and bool(options[2])
+
+
 def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthrough: tuple,
-               tee: bool | None, out: list, split: bool = False, src: Any = None) -> None:
+               tee: bool | None, out: list, split: bool = False, live: Any = None,
+               src: Any = None) -> None:
     """:func:`run_batch`'s loop: each call stamped, then run, its row appended to ``out``."""
     loaded: dict[int, Any] = {}
     where = reporting.current
@@ -304,7 +328,7 @@ def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthro
                 out.append(outcome.failure(call[0], call[-1], None, unloadable(exc)))
                 continue
         where.index = i  # the call nbgroups.report() speaks for
-        out.append(run_one(call, funcs, loaded, passthrough, tee, src))
+        out.append(run_one(call, funcs, loaded, passthrough, tee, live, src))
 
 
 def unloadable(exc: BaseException) -> SerializationError:

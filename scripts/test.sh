@@ -98,7 +98,7 @@ if [[ "${NBGROUPS_FORCE_INSTALL:-0}" != "1" && "$want_stamp" == "$have_stamp" ]]
 else
     rm -f "$STAMP"
     pip_log="$(mktemp)"
-    # Output kept for failures only: setuptools' build warnings are noise here.
+    # Output kept for failures only: build warnings are noise here.
     if ! "$VPY" -m pip install -q --disable-pip-version-check -e '.[test,dask,docs]' >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
         rm -f "$pip_log"
@@ -194,11 +194,15 @@ fi
 
 # ------------------------------------------------------------------ pytest
 phase pytest
+mkdir -p test-artifacts
 set +e
-"$VPY" -m pytest "$@"
+"$VPY" -m pytest --junitxml=test-artifacts/junit.xml "$@"
 rc=$?
 set -e
 summary
+if [[ $rc -ne 0 && $rc -ne 5 ]]; then
+    "$VPY" scripts/failures.py test-artifacts/junit.xml || true
+fi
 if [[ $rc -eq 5 ]]; then
     echo "FAILED: pytest collected no tests (exit 5)" >&2
 elif [[ $rc -ne 0 ]]; then

@@ -138,3 +138,47 @@ def write_group(store, group: str, n: int, page_size: int = names.PAGE_CAPACITY,
         rows = [(names.task_id(prefix, i), "success", 1, now, now + 0.001,
                  dumps_plain(start + i), None, None) for i in range(count)]
         store.write_outcomes([(group, page.gen, rows, [])])
+
+
+SWEEP = 30  # calls of the owner's sweep
+
+# The owner: a sweep of SWEEP calls on one worker; call 0 waits for the file `go`,
+# so the others wait queued (in the runner, or in a batch not begun). Prints its
+# process id once call 0 runs, then, when the group is settled, what ran.
+OWNER = """
+import json, os, sys, time
+import nbgroups
+from nbgroups.control import process_id
+
+store, starts, go, backend = sys.argv[1:5]
+
+def call(i):
+    open(os.path.join(starts, str(i)), "w").close()
+    while i == 0 and not os.path.exists(go):
+        time.sleep(0.01)
+    return i
+
+nbgroups.configure(store=store, backend=backend, workers=1, progress=False)
+nbgroups.sweep(call, "far", i=range({n}))
+while not os.path.exists(os.path.join(starts, "0")):
+    time.sleep(0.01)
+print(process_id(), flush=True)
+if backend == "thread" and len(sys.argv) > 5:  # to be killed: stays as it is
+    time.sleep(600)
+records = nbgroups.fetch_group("far", wait=-1)
+print(json.dumps([r.state.value for r in records]), flush=True)
+""".replace("{n}", str(SWEEP))
+
+
+def start_owner(tmp_path: Path, backend: str, *extra: str
+                ) -> tuple[subprocess.Popen, Path, Path, str]:
+    """The OWNER script on the store ``tmp_path/store``, once its call 0 runs:
+    the process, its starts folder, its go file, and its process id."""
+    starts, go = tmp_path / "starts", tmp_path / "go"
+    starts.mkdir()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", OWNER, str(tmp_path / "store"), str(starts), str(go), backend,
+         *extra], env=env_for_cli(), cwd=str(REPO), stdout=subprocess.PIPE, text=True)
+    owner = proc.stdout.readline().strip()
+    assert owner.count(":") == 2, owner
+    return proc, starts, go, owner

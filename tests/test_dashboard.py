@@ -407,3 +407,64 @@ def test_pages_of_a_group(small_app):
     counts = json.loads(small_app.get("/api/group?name=g&tasks=0").body)
     assert list(counts) == ["summary"] and counts["summary"]["done"] == 10
     assert small_app.get("/api/group?name=nope&tasks=0").status == 404
+
+
+def test_groups_of_the_cache_layer_are_shown_and_acted_on(tmp_path):
+    """A group kept with ``cached=True`` lives in the store's cache layer: listed
+    (marked cached), its pages and actions address that layer; a store without a
+    cache layer gets none made by the dashboard."""
+    api.reset()
+    store = tmp_path / "store"
+    nbgroups.configure(store=str(store), backend="sync", progress=False)
+    try:
+        with app_thread(api.runner) as c:
+            assert c.get("/group?name=kept&cached=1").status == 404  # no cache layer
+            assert not (store / "cache").exists()
+            nbgroups.async_task("math.floor", 2.5, group="kept", cached=True)
+            nbgroups.async_task("math.sqrt", -1.0, group="kept", cached=True)
+            nbgroups.async_task("math.floor", 1.5, group="durable")
+            groups = {(g["group"], g["cached"]): g
+                      for g in json.loads(c.get("/api/groups").body)["groups"]}
+            assert set(groups) == {("kept", True), ("durable", False)}
+            assert (groups["kept", True]["done"], groups["kept", True]["failed"]) == (1, 1)
+            assert c.get("/group?name=kept").status == 404  # not in the durable store
+            page = c.get("/group?name=kept&cached=1")
+            assert page.status == 200 and "cache layer</span>" in page.body
+            assert 'name="cached" value="1"' in page.body
+            assert "ValueError: math domain error" in page.body
+            assert 'href="/failures?name=kept&amp;cached=1"' in page.body
+            data = json.loads(c.get("/api/group?name=kept&cached=1").body)
+            assert data["summary"]["cached"] is True
+            assert [r["state"] for r in data["rows"]] == ["success", "failure"]
+            task = c.get(f"/task/{data['rows'][0]['id']}")
+            assert task.status == 200 and 'href="/group?name=kept&amp;cached=1"' in task.body
+            assert c.get("/failures?name=kept&cached=1").status == 200
+            xsrf = re.search(r'name="_xsrf" value="([^"]+)"', page.body).group(1)
+            done = c.post("/action/retry", {"name": "kept", "cached": "1", "_xsrf": xsrf})
+            assert done.headers["Location"] == "/group?name=kept&cached=1&done=retry&n=1"
+            done = c.post("/action/delete", {"name": "kept", "cached": "1", "_xsrf": xsrf})
+            assert done.status == 302
+            assert [g["group"] for g in json.loads(c.get("/api/groups").body)["groups"]] == \
+                ["durable"]
+            assert nbgroups.count_group("durable") == 1  # the other layer untouched
+    finally:
+        api.reset()
+
+
+def test_the_timeline_is_of_the_group_or_of_the_page_shown(tmp_path, monkeypatch):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path / "store"), backend="sync", progress=False)
+    try:
+        nbgroups.sweep(html_result, "tl", x=[0.5, 1.5, 2.5, 3.5, 4.5, 5.5])
+        with app_thread(api.runner) as c:
+            whole = c.get("/group?name=tl&limit=2").body
+            assert whole.count("<rect ") == 6 and "Every task run of the group" in whole
+            assert "html_result(x=5.5): success" in whole  # each bar's tooltip: its call
+            monkeypatch.setattr(views, "TIMELINE_TASKS", 3)
+            paged = c.get("/group?name=tl&limit=2&offset=2").body
+            assert paged.count("<rect ") == 2 and "tasks on this page" in paged
+            assert "html_result(x=2.5)" in paged and "html_result(x=0.5)" not in paged
+            # the JSON the page polls carries no timeline
+            assert "timeline" not in json.loads(c.get("/api/group?name=tl").body)
+    finally:
+        api.reset()

@@ -4,11 +4,14 @@
 One test walks through it: live counts of a group fed by another process, the
 latency of an update, filtering and sorting, the injection attempts shown as
 text (no dialog ever opens but the delete confirmation), and a click on
-Delete that changes the store.
+Delete that changes the store. Another clicks Cancel on a sweep queued in
+another process (its owner) and checks that the owner stops, and the timeline.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 import time
@@ -19,12 +22,13 @@ import pytest
 import nbgroups
 from nbgroups import api
 from nbgroups.store import DiskStore
-from tests.dashboard_env import REPO, dashboard_process, env_for_cli
+from tests.dashboard_env import REPO, SWEEP, dashboard_process, env_for_cli, start_owner
 from tests.jupyter_env import save_screenshot
 
 pytestmark = pytest.mark.browser
 
 XSS_GROUP = "<script>alert(1)</script>"
+XSS_ARG = "<script>alert(3)</script>"  # an argument: in the table and the timeline's tooltip
 LIVE_TASKS = 40
 
 FEEDER = f"""
@@ -36,13 +40,18 @@ print("submitted", flush=True)
 nbgroups.result_group("live", wait=-1)
 """
 
-# Every distinct `done` count the page showed for the group "live".
+# Every distinct `done` and `running` count the page showed for the group "live".
 WATCH_LIVE = """() => {
     window.__liveDone = [];
+    window.__liveRunning = [];
     const record = () => {
-        const cell = document.querySelector('#groups tr[data-group="live"] [data-field="done"]');
+        const row = '#groups tr[data-group="live"] ';
+        const cell = document.querySelector(row + '[data-field="done"]');
         if (cell && !window.__liveDone.includes(cell.textContent))
             window.__liveDone.push(cell.textContent);
+        const running = document.querySelector(row + '[data-field="running"]');
+        if (running && !window.__liveRunning.includes(running.textContent))
+            window.__liveRunning.push(running.textContent);
     };
     new MutationObserver(record).observe(document.querySelector('#groups tbody'),
                                          {subtree: true, childList: true, characterData: true});
@@ -69,7 +78,7 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
     store = tmp_path / "store"
     api.reset()
     nbgroups.configure(store=str(store), backend="sync", progress=False)
-    nbgroups.sweep(markup, XSS_GROUP, x=[1])
+    nbgroups.sweep(markup, XSS_GROUP, x=[XSS_ARG])
     nbgroups.async_task("math.floor", 1.5, group="doomed")
     nbgroups.async_task("math.sqrt", -1.0, group="doomed")
     nbgroups.async_task("math.sqrt", -4.0, group="doomed")
@@ -102,6 +111,9 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             seen = [int(v) for v in page.evaluate("window.__liveDone")]
             assert seen == sorted(seen) and seen[-1] == LIVE_TASKS
             assert any(0 < v < LIVE_TASKS for v in seen), seen  # counts moved while it ran
+            # the feeder's runner says what it runs now: not all shown as queued
+            running = [int(v) for v in page.evaluate("window.__liveRunning")]
+            assert any(v > 0 for v in running), running  # (thread backend: calls sent)
             assert feeder.wait(30) == 0
             assert len(first_states) == LIVE_TASKS, first_states
             rows.wait_for_function(
@@ -141,6 +153,12 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
             assert page.locator("#tasks td.result").first.inner_text() == \
                 '<img src=x onerror="alert(2)"><b>bold</b>'
             assert page.locator("main img, main b, main script").count() == 0
+            # the timeline: one bar, its tooltip the call, as text
+            assert page.locator("#timeline svg rect").count() == 1
+            assert XSS_ARG in page.locator("#timeline svg rect title").text_content()
+            assert page.locator("#timeline svg *").evaluate_all(
+                "els => [...new Set(els.map(e => e.localName))].sort()") == \
+                ["rect", "text", "title"]
             save_screenshot(page, "dashboard-group")
             page.locator("#tasks td a").first.click()
             page.wait_for_selector("table.fields")
@@ -173,3 +191,47 @@ def test_dashboard_in_chromium(browser_page, tmp_path, _signing_key):
         if feeder is not None:
             feeder.stdout.close()
         api.reset()
+
+
+def test_cancel_in_chromium_stops_a_sweep_in_another_process(browser_page, tmp_path):
+    """The owner is another process running a sweep on one loky worker (call 0
+    holds it); Cancel on the group's page in the dashboard (a third process)
+    must make the owner cancel its queued calls: it starts none of them."""
+    page = browser_page
+    owner, starts, go, _ = start_owner(tmp_path, "loky")
+    try:
+        with dashboard_process(tmp_path / "store") as dash:
+            page.goto(f"{dash.url}/group?name=far&token={dash.token}")
+            unfinished = [int(page.locator(f'#summary [data-field="{f}"]').inner_text())
+                          for f in ("queued", "running")]
+            assert sum(unfinished) == SWEEP and unfinished[1] <= 1, unfinished
+            page.click("#cancel")
+            page.wait_for_selector("p.note", timeout=30_000)
+            assert page.locator("p.note").inner_text() == (
+                f"cancelled {SWEEP - 1} queued tasks in every process holding them "
+                "(running ones finish)")
+            assert page.url.startswith(f"{dash.url}/group?name=far&done=cancel")
+            # the records say so at once: the page shows the store's counts
+            assert page.locator('#summary [data-field="cancelled"]').inner_text() == \
+                str(SWEEP - 1)
+            assert sorted(os.listdir(starts)) == ["0"]
+            go.touch()  # call 0 ends; the owner must start nothing more
+            states = json.loads(owner.stdout.readline())
+            assert owner.wait(60) == 0
+            assert states == ["success"] + ["cancelled"] * (SWEEP - 1)
+            assert sorted(os.listdir(starts)) == ["0"]
+            page.goto(f"{dash.url}/group?name=far")
+            page.wait_for_function(
+                """() => document.querySelector('#summary [data-field="state"]')
+                         .textContent !== "running" """)
+            assert page.locator('#summary [data-field="done"]').inner_text() == "1"
+            assert page.locator("#timeline svg rect").count() == 1
+            assert page.locator('#tasks [data-cell="state"]').all_inner_texts()[:3] == \
+                ["success", "cancelled", "cancelled"]
+            save_screenshot(page, "dashboard-cancelled")
+    finally:
+        go.touch()
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        owner.stdout.close()

@@ -2,11 +2,12 @@
 
 The server finds the extension the way an installed nbgroups enables it: the
 shipped ``jupyter-config/jupyter_server_config.d/nbgroups.json`` in a Jupyter
-config directory. A wheel puts that file in ``etc/jupyter``; an *editable*
-install does not (setuptools' editable wheel never runs ``install_data``, see
-``test_a_wheel_installs_the_server_config``), so this server is given the
-file on ``JUPYTER_CONFIG_PATH``, as ``<venv>/etc/jupyter`` would give it.
-The server runs under a base URL, as JupyterHub runs each user's server.
+config directory. Installing puts it in ``<prefix>/etc/jupyter``, editable or
+not: ``test_installing_enables_the_extension`` installs nbgroups both ways into
+a scratch environment and starts ``jupyter lab`` there with nothing else. The
+other servers here are given the file on ``JUPYTER_CONFIG_PATH`` (the test
+environment is shared with other checkouts). Each runs under a base URL, as
+JupyterHub runs each user's server.
 """
 
 from __future__ import annotations
@@ -36,22 +37,28 @@ BASE = "/user/someone"  # a base URL, as JupyterHub gives each user's server
 
 
 @contextlib.contextmanager
-def jupyter_lab(root: Path, xdg: Path, *options: str) -> Iterator[tuple[str, str, Path]]:
+def jupyter_lab(root: Path, xdg: Path, *options: str, python: str = sys.executable,
+                config: bool = True) -> Iterator[tuple[str, str, Path]]:
     """``jupyter lab`` on 127.0.0.1 under BASE, with the shipped config file on
-    JUPYTER_CONFIG_PATH and the signing key under ``xdg``; yields its URL (with
-    BASE), token and log file."""
-    etc = root.parent / (root.name + "-etc")
-    (etc / "jupyter_server_config.d").mkdir(parents=True)
-    shutil.copy(CONFIG, etc / "jupyter_server_config.d" / "nbgroups.json")
-    env = {k: v for k, v in os.environ.items() if k != "NBGROUPS_STORE"}
-    env["JUPYTER_CONFIG_PATH"] = str(etc)
+    JUPYTER_CONFIG_PATH (``config=False``: only what ``python``'s environment
+    has) and the signing key under ``xdg``; yields its URL (with BASE), token
+    and log file."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NBGROUPS_STORE", "JUPYTER_CONFIG_PATH", "JUPYTER_CONFIG_DIR")}
+    if config:
+        etc = root.parent / (root.name + "-etc")
+        (etc / "jupyter_server_config.d").mkdir(parents=True)
+        shutil.copy(CONFIG, etc / "jupyter_server_config.d" / "nbgroups.json")
+        env["JUPYTER_CONFIG_PATH"] = str(etc)
+    else:  # no user-level config either: only the environment's etc/jupyter enables it
+        env["JUPYTER_CONFIG_DIR"] = str(root.parent / (root.name + "-user-config"))
     env["XDG_CONFIG_HOME"] = str(xdg)
     token = secrets.token_hex(16)
     port = _free_port()
     log = root.parent / (root.name + "-lab.log")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root",
+            [python, "-m", "jupyterlab", "--no-browser", "--allow-root",
              "--ip=127.0.0.1", f"--port={port}", "--ServerApp.port_retries=0",
              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
              f"--ServerApp.base_url={BASE}/", "--LabApp.news_url=None",
@@ -155,8 +162,8 @@ def test_a_wheel_installs_the_server_config(tmp_path):
     """``pip install nbgroups`` enables the extension: the wheel carries nbgroups.json
     under etc/jupyter/jupyter_server_config.d (installed into <prefix>/etc/jupyter)."""
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path),
-         str(REPO)], capture_output=True, text=True, timeout=110)
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=110)
     assert out.returncode == 0, out.stderr
     [wheel] = tmp_path.glob("nbgroups-*.whl")
     with zipfile.ZipFile(wheel) as z:
@@ -167,7 +174,50 @@ def test_a_wheel_installs_the_server_config(tmp_path):
             {"ServerApp": {"jpserver_extensions": {"nbgroups.dashboard": True}}}
         names = set(z.namelist())
         assert {"nbgroups/dashboard/templates/group.html",
-                "nbgroups/dashboard/static/dashboard.js"} <= names
+                "nbgroups/dashboard/static/dashboard.js", "nbgroups/py.typed"} <= names
+
+
+def scratch_env(where: Path) -> Path:
+    """A new environment that has this one's packages (Jupyter, nbgroups' own
+    dependencies) on its path, but not nbgroups, nor any Jupyter config."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(where)], check=True,
+                   timeout=60)
+    python = where / "bin" / "python"
+    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path("
+                           "'purelib'))"], capture_output=True, text=True, check=True).stdout
+    ours = [p for p in sys.path if p.endswith("site-packages")]
+    (Path(site.strip()) / "zz_borrowed.pth").write_text("\n".join(ours) + "\n")
+    return python
+
+
+@pytest.mark.parametrize("editable", [True, False], ids=["pip-install-e", "pip-install"])
+def test_installing_enables_the_extension(tmp_path, _signing_key, editable):
+    """``pip install -e .`` (as scripts/test.sh) and ``pip install .`` each put the
+    config file in the environment's etc/jupyter: a ``jupyter lab`` of that
+    environment serves <url>/nbgroups with no other command and no other config."""
+    env = tmp_path / "env"
+    python = scratch_env(env)
+    install = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "-q", "--no-deps",
+         "--no-build-isolation", "--disable-pip-version-check",
+         *(["-e"] if editable else []), str(REPO)],
+        capture_output=True, text=True, timeout=300)
+    assert install.returncode == 0, install.stderr
+    assert (env / "etc/jupyter/jupyter_server_config.d/nbgroups.json").is_file()
+    where = subprocess.run([str(python), "-c", "import nbgroups; print(nbgroups.__file__)"],
+                           capture_output=True, text=True, check=True,
+                           cwd=tmp_path).stdout.strip()
+    # editable: the checkout itself; else the copy installed in the environment
+    assert Path(where).is_relative_to(REPO if editable else env), where
+    root = tmp_path / "root"
+    xdg = Path(os.environ["XDG_CONFIG_HOME"])  # set by _signing_key
+    store_with_a_group(root / ".nbgroups", xdg)
+    with jupyter_lab(root, xdg, python=str(python), config=False) as (url, token, log):
+        answer = Client(url).get("/nbgroups/api/groups",
+                                 headers={"Authorization": f"token {token}"})
+        assert answer.status == 200, log.read_text()
+        [group] = json.loads(answer.body)["groups"]
+        assert group["group"] == "from-a-notebook"
 
 
 @pytest.mark.browser

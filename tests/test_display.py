@@ -101,7 +101,9 @@ def test_widget_final_state_with_failures(nb):
     titles = w.failure_list.titles
     assert len(titles) == len(w.failure_list.children) == 1
     assert titles[0] == "ValueError: bad x=\u2026  \u00d7 4"
-    tb = w.failure_list.children[0].value
+    # each failure's call, traceback and hint, then its Debug button
+    tb = "".join(c.value for c in w.failure_list.children[0].children if hasattr(c, "value"))
+    assert [b.description for b in w.debug_buttons] == ["Debug"] * 4
     assert [f"flaky(x={x})" in tb for x in (2, 7, 12, 17)] == [True] * 4
     assert tb.count("Traceback") == 4 and "raise ValueError" in tb  # tracebacks on demand
     ids = [t.id for t in nbgroups.fetch_group(g) if t.success is False]
@@ -118,7 +120,7 @@ def test_widget_success_style_and_hidden_failure_list(nb):
     w = view.adapter
     assert (w.bar.value, w.bar.max, w.bar.bar_style) == (4, 4, "success")
     assert w.failure_box is None and w.retry_button is None  # made at the first failure
-    assert len(w.box.children) == 3  # bar, status, Cancel: no failure section
+    assert len(w.box.children) == 4  # bar, status, Cancel, Timeline: no failure section
 
 
 def test_view_updates_live_without_explicit_refresh(nb_loky):

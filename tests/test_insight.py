@@ -316,3 +316,24 @@ def test_async_iter_output_joins_its_chunks_in_input_order(nb):
     assert t.success is False
     assert t.stdout == "".join(f"item {x}\n" for x in range(n))
     assert t.worker is not None and "KeyError: 3" in t.traceback
+
+
+def test_widget_shows_the_timeline_on_demand_and_debugs_a_failure(nb_loky):
+    g = nbgroups.sweep(simulate, "wdg", k=[0.0, 1.0, 2.0], dt=[0.1])
+    nbgroups.result_group(g, wait=-1)
+    view = display.progress(g, mode="widget", display=False)
+    view.refresh(force=True)
+    adapter = view.adapter
+    assert adapter.timeline_html is None  # nothing drawn until asked for
+    adapter.timeline_button.value = True  # as a click in the browser sets it
+    svg = adapter.timeline_html.value
+    assert svg.startswith("<svg") and svg.count("<rect") == 3 and "#e53935" in svg
+    assert adapter.timeline_html in adapter.box.children
+    adapter.timeline_button.value = False
+    assert adapter.timeline_html.layout.display == "none"
+    # each failure shown has its Debug button, which runs the call again here
+    (button,) = adapter.debug_buttons
+    assert "simulate(k=0.0, dt=0.1)" in button.tooltip
+    (failed,) = nbgroups.fetch_group(g).filter(success=False)
+    with pytest.raises(ValueError, match="k must be > 0"):  # no IPython here: raised
+        adapter._debug(failed.id)

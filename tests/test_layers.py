@@ -30,12 +30,15 @@ RANK = {
     "values": 1.5,  # large arguments stored by digest: the snapshot, store and worker use it
     "outcome": 2, "reporting": 2, "timeline": 2, "snapshot": 2, "pool_compat": 2,
     "records": 3,
+    "forward": 3,  # live output: worker sinks (monitor, reporting), the kernel's hub
     "store": 4, "worker": 4, "jobs": 4,
     "executors": 5, "shutdown": 5, "arguments": 5, "live": 5, "stores": 5,
     "dispatch": 6, "pages": 6,  # the runner's parts, each above what it calls
     "recovery": 7,
     "completion": 8,
     "control": 9,
+    "cancelling": 10,  # cancel requests between processes: control, over the store's board
+    "presence": 10,  # what a runner runs now, published in the store for other processes
     "inline": 10,
     "runner": 11,
     "reuse": 12,

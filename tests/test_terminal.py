@@ -249,3 +249,19 @@ def test_script_that_exits_without_waiting_leaves_the_line_ended(tmp_path):
     out = _pty_script(tmp_path, code)
     assert "left   0%|" in out
     assert out.endswith("\r\n")  # the shell's prompt comes on a line of its own
+
+
+def test_script_progress_is_decided_once_whatever_names_are_looked_up_later(tmp_path):
+    """The script-progress check runs at the first submission only: a later first
+    lookup of another api name (``nbgroups.result_group``) must not register it
+    again (it then cost two imports in every async_task)."""
+    code = (f"import nbgroups\n"
+            f"nbgroups.configure(store={str(tmp_path / 'store')!r}, workers=1, progress=False)\n"
+            "nbgroups.async_task('math.modf', 1.0, group='g')\n"
+            "nbgroups.result_group('g', count=1)\n"
+            "nbgroups.async_task('math.modf', 2.0, group='g')\n"
+            "from nbgroups import api\n"
+            "print('LISTENERS', len(api.SESSION._submit_listeners))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env=_env(tmp_path), timeout=60, check=True).stdout
+    assert "LISTENERS 0" in out, out

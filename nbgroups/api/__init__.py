@@ -79,6 +79,8 @@ def configure(**changes: Any) -> Settings:
         capture: keep each task's stdout, stderr, logging and warnings
             (``Task.stdout``, ``Task.stderr``; default True).
         log_level: the lowest logging level captured (default ``'INFO'``).
+        live_output: also show running tasks' output in their group's progress
+            view as they write it, rate-limited (default False).
         large_value: bytes (default 1 MiB): an argument holding a buffer this
             large (an array, a DataFrame's columns) is stored once in the
             store by content digest and memory-mapped, read-only, by the

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from .. import forward
 from ..arguments import build_options, check_group
 from ..config import CHECK, Settings, from_environment
 from ..errors import ConfigurationError, StoreError
@@ -288,6 +289,12 @@ class Session:
         r = self._runner
         return [] if r is None else r.task_progress(group)
 
+    def live_output(self, group: str) -> Any:
+        """What the running tasks of ``group`` wrote lately, a :class:`nbgroups.forward.Lines`
+        (:meth:`nbgroups.runner.Runner.live_output`); None without a runner."""
+        r = self._runner
+        return None if r is None else r.live_output(group)
+
     def part(self, name: str, factory: Callable[[], Any]) -> Any:
         """The session's ``name`` component (the display's renderer, ...), made by
         ``factory()`` on first use; :meth:`reset` calls its ``reset()``."""
@@ -318,6 +325,7 @@ class Session:
             self._wait_listeners.clear()
             self._options_memo.clear()
             self._reuser = None
+        forward.HUB.clear()  # the groups' live output lines
 
 
 def _check_backend(s: Settings) -> None:

@@ -23,6 +23,7 @@ import tornado.escape
 import tornado.template
 import tornado.web
 
+from ..cancelling import cancel_everywhere
 from ..errors import NbgroupsError
 from . import views
 
@@ -34,7 +35,10 @@ ACTIONS = ("cancel", "retry", "delete")
 # What an action did, shown on the page it redirects to. Only these texts: the
 # redirect carries the action's name and a count, never text to show.
 NOTES = {
-    "cancel": "cancelled {n} queued tasks of this dashboard's process",
+    "cancel": "cancelled {n} queued tasks in every process holding them "
+              "(running ones finish)",
+    "cancel-silent": "cancelled {n} queued tasks (running ones finish); {m} live "
+                     "processes holding tasks of this group did not answer in time",
     "retry": "re-submitted {n} failed tasks",
     "delete": "deleted group {name!r}",
     "delete-tasks": "deleted group {name!r} and its {n} tasks",
@@ -92,6 +96,12 @@ def _int_arg(handler: tornado.web.RequestHandler, name: str, default: int,
     return value
 
 
+def group_query(group: str, ttl: int | None) -> str:
+    """The query naming a group in URLs: ``name=...``, and ``&cached=1`` for a
+    group of the cache layer."""
+    return f"name={tornado.escape.url_escape(group)}" + ("" if ttl is None else "&cached=1")
+
+
 def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, Any]]]:
     """The URL table of the dashboard, on handlers derived from ``base``."""
 
@@ -123,15 +133,30 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
 
         def note(self) -> str:
             text = NOTES.get(self.get_query_argument("done", ""))
-            n = self.get_query_argument("n", "")
-            if text is None or not n.isdigit():
+            n, m = self.get_query_argument("n", ""), self.get_query_argument("m", "0")
+            if text is None or not n.isdigit() or not m.isdigit():
                 return ""
-            return text.format(n=int(n), name=self.get_query_argument("name", ""))
+            return text.format(n=int(n), m=int(m), name=self.get_query_argument("name", ""))
 
-        def after(self, path: str, action: str, n: int, group: str) -> None:
+        def after(self, path: str, action: str, n: int, group: str, ttl: int | None,
+                  m: int = 0) -> None:
             """Redirect after an action (POST, then GET: a reload repeats nothing)."""
-            q = tornado.escape.url_escape
-            self.redirect(f"{self.dash.root}{path}?name={q(group)}&done={action}&n={n}")
+            more = f"&m={m}" if m else ""
+            self.redirect(f"{self.dash.root}{path}?{group_query(group, ttl)}&done={action}"
+                          f"&n={n}{more}")
+
+        async def target(self) -> tuple[str, Any, int | None]:
+            """The group the request names (``name``), the runner, and the group's
+            layer: ``cached=1`` names the cache layer (its TTL), else None; 400
+            without a name, 404 without a store or a cache layer."""
+            group = self.group_arg()
+            r = await self.runner_or_404()
+            if self.get_argument("cached", "") != "1":
+                return group, r, None
+            ttl = await self.dash.call(views.cache_ttl, r)
+            if ttl is None:
+                raise tornado.web.HTTPError(404, "this store has no cache layer")
+            return group, r, ttl
 
         async def runner_or_404(self) -> Any:
             r = await self.dash.call(self.dash.runner)
@@ -139,22 +164,24 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
                 raise tornado.web.HTTPError(404, "no nbgroups store here yet")
             return r
 
-        async def group_page(self, tasks: bool = True) -> tuple[str, Any, dict]:
-            """The group the query names, the runner, and the page of its tasks
-            the query's offset and limit ask for (``tasks=False``: its summary
-            only); 400 for bad arguments, 404 for an unknown group."""
-            group = self.group_arg()
+        async def group_page(self, tasks: bool = True, with_timeline: bool = False
+                             ) -> tuple[str, Any, int | None, dict]:
+            """:meth:`target`, and the page of the group's tasks the query's offset
+            and limit ask for (``tasks=False``: its summary only; ``with_timeline``:
+            and the timeline); 400 for bad arguments, 404 for an unknown group."""
             offset = _int_arg(self, "offset", 0, 0)
             limit = _int_arg(self, "limit", views.PAGE_SIZE, 1, views.MAX_PAGE_SIZE)
-            r = await self.runner_or_404()
+            group, r, ttl = await self.target()
             if not tasks:
-                if not await self.dash.call(r.store.known, group):
+                if not await self.dash.call(r.store_for(ttl).known, group):
                     raise tornado.web.HTTPError(404, "no such group")
-                return group, r, {"summary": await self.dash.call(views.group_summary, r, group)}
-            data = await self.dash.call(views.group_page, r, group, offset, limit)
+                summary = await self.dash.call(views.group_summary, r, group, None, ttl)
+                return group, r, ttl, {"summary": summary}
+            data = await self.dash.call(views.group_page, r, group, offset, limit, ttl,
+                                        with_timeline)
             if data is None:
                 raise tornado.web.HTTPError(404, "no such group")
-            return group, r, data
+            return group, r, ttl, data
 
         def group_arg(self) -> str:
             name = self.get_argument("name", "")
@@ -185,29 +212,31 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
     class GroupPage(Handler):
         @tornado.web.authenticated
         async def get(self) -> None:
-            group, r, data = await self.group_page()
+            group, r, ttl, data = await self.group_page(with_timeline=True)
             kinds = None  # failures listed here for a group small enough to read whole
             if data["summary"]["failed"] and data["total"] <= views.INLINE_FAILURES:
                 kinds = await self.dash.call(views.failure_kinds, r, group,
-                                             views.INLINE_PER_KIND)
-            self.page("group.html", group=group, kinds=kinds, **data)
+                                             views.INLINE_PER_KIND, ttl)
+            self.page("group.html", group=group, cached=ttl is not None,
+                      query=group_query(group, ttl), kinds=kinds, **data)
 
     class GroupJSON(Handler):
         @tornado.web.authenticated
         async def get(self) -> None:
             # tasks=0: the counts only (key reads)
-            self.json((await self.group_page(self.get_query_argument("tasks", "1") != "0"))[2])
+            self.json((await self.group_page(self.get_query_argument("tasks", "1") != "0"))[3])
 
     class FailuresPage(Handler):
         @tornado.web.authenticated
         async def get(self) -> None:
-            group = self.group_arg()
-            r = await self.runner_or_404()
-            if not await self.dash.call(r.store.known, group):
+            group, r, ttl = await self.target()
+            if not await self.dash.call(r.store_for(ttl).known, group):
                 raise tornado.web.HTTPError(404, "no such group")
-            summary = await self.dash.call(views.group_summary, r, group)
-            kinds = await self.dash.call(views.failure_kinds, r, group)
-            self.page("failures.html", group=group, summary=summary, kinds=kinds)
+            summary = await self.dash.call(views.group_summary, r, group, None, ttl)
+            kinds = await self.dash.call(views.failure_kinds, r, group,
+                                         views.FAILURES_PER_KIND, ttl)
+            self.page("failures.html", group=group, cached=ttl is not None,
+                      query=group_query(group, ttl), summary=summary, kinds=kinds)
 
     class TaskPage(Handler):
         @tornado.web.authenticated
@@ -216,24 +245,29 @@ def routes(base: type, dashboard: Dashboard) -> list[tuple[str, type, dict[str, 
             data = await self.dash.call(views.task_page, r, task_id)
             if data is None:
                 raise tornado.web.HTTPError(404, "no such task")
-            self.page("task.html", **data)
+            self.page("task.html", query=group_query(data["group"], 1 if data["cached"] else None)
+                      if data["group"] else "", **data)
 
     class Action(Handler):
         @tornado.web.authenticated
         async def post(self, action: str) -> None:
-            group = self.group_arg()
-            await self.runner_or_404()
+            group, r, ttl = await self.target()
             api = self.dash.api
-            if action == "cancel":
-                n = await self.dash.call(api.cancel_group, group)
-            elif action == "retry":
-                n = await self.dash.call(api.retry_group, group)
+            cached = False if ttl is None else ttl
+            if action == "cancel":  # in the processes that hold the group's tasks, too
+                report = await self.dash.call(cancel_everywhere, r, group, ttl)
+                silent = len(report.silent)
+                self.after("/group", "cancel-silent" if silent else "cancel", report.total,
+                           group, ttl, silent)
+                return
+            if action == "retry":
+                n = await self.dash.call(api.retry_group, group, cached)
             else:
                 tasks = self.get_body_argument("tasks", "") == "1"
-                n = await self.dash.call(api.delete_group, group, tasks)
-                self.after("/", "delete-tasks" if tasks else "delete", n, group)
+                n = await self.dash.call(api.delete_group, group, tasks, cached)
+                self.after("/", "delete-tasks" if tasks else "delete", n, group, ttl)
                 return
-            self.after("/group", action, n, group)
+            self.after("/group", action, n, group, ttl)
 
     class Static(Handler):
         @tornado.web.authenticated

@@ -2,8 +2,11 @@
 
 No tornado here: each function takes the runner (its store, and its own
 queued/running tasks) and returns dicts and lists that a template lays out or
-a JSON endpoint sends. Values from the store are turned into *text* here
-(bounded ``repr``), never markup: the templates escape every one of them.
+a JSON endpoint sends. A group lives in one of the store's two layers: the
+durable store (``ttl`` None) or the cache layer (``cached=``: ``ttl`` its
+TTL), which the dashboard reads only where it exists (:func:`cache_ttl`).
+Values from the store are turned into *text* here (bounded ``repr``), never
+markup: the templates escape every one of them.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ import reprlib
 import time
 from typing import Any
 
+from .. import presence
 from ..display.formatting import format_duration, meter
 from ..records import GroupCounts, State, TaskRecord
+from ..timeline import Timeline
 
 PAGE_SIZE = 100  # tasks per group page unless ?limit= says otherwise
 MAX_PAGE_SIZE = 1000
@@ -25,6 +30,9 @@ FAILURES_PER_KIND = 100  # calls listed under each exception type
 INLINE_FAILURES = 20_000  # groups up to this size list their failures on their page
 INLINE_PER_KIND = 10
 FULL_TEXT = 100_000  # characters of a value shown on the task page
+# Groups up to this size get the timeline of all their tasks on their page
+# (one bar each: the SVG grows ~150 bytes a task); larger ones that of the page shown.
+TIMELINE_TASKS = 5_000
 
 # Fields every record has; anything else a record holds (worker, captured
 # output... as records grow) is shown too, as a column when present.
@@ -99,39 +107,73 @@ def clock(t: float | None) -> str:
     return "" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _summary(c: GroupCounts, now: float, queued: int | None = None) -> dict:
+def _summary(c: GroupCounts, now: float) -> dict:
     m = meter(c, now)
     return {
         "group": c.group, "submitted": c.submitted, "done": c.done, "failed": c.failed,
         "cancelled": c.cancelled, "reused": c.reused, "running": c.running,
-        "queued": c.queued if queued is None else queued, "percent": m.percent,
+        "queued": c.queued, "percent": m.percent,
         "state": m.state, "elapsed": m.elapsed, "elapsed_text": m.elapsed_text,
         "eta": m.eta, "eta_text": "" if m.settled else m.eta_text,
         "first": c.first_submitted, "last": c.last_finished,
     }
 
 
-def group_summary(runner: Any, group: str, now: float | None = None) -> dict:
+def cache_ttl(runner: Any) -> int | None:
+    """The TTL to open the store's cache layer with (the dashboard's own
+    ``cache_ttl`` setting: it only matters for what the dashboard writes there),
+    or None if the store has no cache layer: it is not made here."""
+    base = getattr(runner.store, "directory", None)
+    if base is not None and not (base / "cache" / "cache.db").exists():
+        return None
+    return int(runner.settings.cache_ttl)
+
+
+def _elsewhere(c: GroupCounts, held: tuple[int, int] | None) -> GroupCounts:
+    """``c`` (its unfinished tasks not held here counted as queued) with those
+    that other processes say they run now counted as running (see
+    :mod:`nbgroups.presence`)."""
+    if not held or not held[1] or not c.queued:
+        return c
+    moved = min(held[1], c.queued)
+    return dataclasses.replace(c, queued=c.queued - moved, running=c.running + moved)
+
+
+def group_summary(runner: Any, group: str, now: float | None = None,
+                  ttl: int | None = None) -> dict:
     """One group's counts and meter as a JSON-ready dict (a few key reads), with
-    its first and last activity as local times (``first_text``, ``last_text``)."""
-    summary = _summary(runner.counts(group), time.time() if now is None else now)
-    summary.update(first_text=clock(summary["first"]), last_text=clock(summary["last"]))
+    its first and last activity as local times (``first_text``, ``last_text``).
+    Tasks other processes run now count as running."""
+    others = presence.elsewhere(runner.store_for(ttl), runner.owner)
+    summary = _summary(_elsewhere(runner.counts(group, ttl), others.get(group)),
+                       time.time() if now is None else now)
+    summary.update(first_text=clock(summary["first"]), last_text=clock(summary["last"]),
+                   cached=ttl is not None)
     return summary
 
 
 def group_list(runner: Any) -> list[dict]:
-    """Every group of the store with :func:`group_summary`'s fields (times as
-    numbers only; the page formats them), in one pass: the store's
-    counters of all groups in one read, this process's queued and running tasks
-    (a retry the dashboard started) added where it has some."""
+    """Every group of the store, the cache layer's too, with :func:`group_summary`'s
+    fields (times as numbers only; the page formats them; ``cached``: of the
+    cache layer), in one pass: the store's counters of all groups in one read
+    (the cache layer counts its entries, group by group), this process's queued
+    and running tasks (a retry the dashboard started) added where it has some,
+    and what other processes say they run now (one more read)."""
     runner.flush()
     now = time.time()
     out = []
-    for c in runner.store.all_counts():
-        if runner.busy(c.group):
-            out.append(_summary(runner.counts(c.group), now))
-        else:  # unfinished tasks of other processes: queued, as runner.counts says
-            out.append(_summary(c, now, max(0, c.submitted - c.finished - c.cancelled)))
+    cached = cache_ttl(runner)
+    for ttl in (None,) if cached is None else (None, cached):
+        store = runner.store_for(ttl)
+        others = presence.elsewhere(store, runner.owner)
+        for c in store.all_counts():
+            if runner.busy(c.group, ttl):
+                c = runner.counts(c.group, ttl)
+            else:  # unfinished tasks of other processes: queued, as runner.counts says
+                c = dataclasses.replace(c, queued=max(0, c.submitted - c.finished - c.cancelled))
+            summary = _summary(_elsewhere(c, others.get(c.group)), now)
+            summary["cached"] = ttl is not None
+            out.append(summary)
     return out
 
 
@@ -163,17 +205,21 @@ def _params(rec: TaskRecord) -> dict[str, str]:
     return params
 
 
-def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
+def group_page(runner: Any, group: str, offset: int, limit: int,
+               ttl: int | None = None, with_timeline: bool = False) -> dict | None:
     """The group page: its summary and one page of its tasks (``offset``,
     ``limit``), read with :meth:`~nbgroups.store.Store.group_slice`; None if
-    the store has no such group."""
+    the store has no such group. ``with_timeline``: also ``"timeline"``
+    (:func:`timeline`), drawn from the page's records when the group is too
+    large to draw whole (not read twice)."""
     runner.flush()
-    if not runner.store.known(group):
+    store = runner.store_for(ttl)
+    if not store.known(group):
         return None
-    summary = group_summary(runner, group)
+    summary = group_summary(runner, group, ttl=ttl)
     total = summary["submitted"]
     offset = min(offset, max(0, (math.ceil(total / limit) - 1) * limit))
-    records = runner.store.group_slice(group, offset, offset + limit)
+    records = store.group_slice(group, offset, offset + limit)
     running = runner.running_ids()
     rows = []
     columns: dict[str, None] = {}  # parameter names in order of first appearance
@@ -193,7 +239,9 @@ def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
             "duration": _duration(rec), "attempts": rec.attempt_count, "extra": more,
         })
     pages = max(1, math.ceil(total / limit))
+    drawn = {"timeline": timeline(store, group, total, records)} if with_timeline else {}
     return {
+        **drawn,
         "summary": summary, "rows": rows, "columns": list(columns), "extra": list(extra),
         "offset": offset, "limit": limit, "total": total, "page": offset // limit + 1,
         "pages": pages,
@@ -203,7 +251,19 @@ def group_page(runner: Any, group: str, offset: int, limit: int) -> dict | None:
     }
 
 
-def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND) -> list[dict]:
+def timeline(store: Any, group: str, total: int, shown: list) -> dict:
+    """The group's timeline (:meth:`TaskList.timeline`'s SVG): of every task if
+    the group has at most TIMELINE_TASKS (``total``), else of the records
+    ``shown`` (the page's). ``{"svg": markup, "whole": bool}``: the markup is
+    laid out as it is, so it must stay Timeline's own (it escapes every text it
+    draws: worker names, calls; the rest is numbers and fixed colours)."""
+    whole = total <= TIMELINE_TASKS
+    ran = (store.group_records(group) or []) if whole else shown
+    return {"svg": Timeline(ran).svg, "whole": whole}
+
+
+def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND,
+                  ttl: int | None = None) -> list[dict]:
     """The group's failed tasks grouped by exception type, largest group first.
 
     Each: ``{"kind", "count", "calls": [{"id", "name", "params", "error",
@@ -211,7 +271,7 @@ def failure_kinds(runner: Any, group: str, per_kind: int = FAILURES_PER_KIND) ->
     the whole group (a failure can be anywhere in it).
     """
     runner.flush()
-    records = runner.store.group_records(group) or []
+    records = runner.store_for(ttl).group_records(group) or []
     kinds: dict[str, dict] = {}
     for rec in records:
         if rec.state is not State.FAILURE:
@@ -232,8 +292,13 @@ def task_page(runner: Any, task_id: str) -> dict | None:
     """Everything the store holds of one task: every field of its record, its
     runs (a retried task has several), as text; None if the id is unknown."""
     runner.flush()
-    rec = runner.store.task(task_id)
-    if rec is None:
+    cached = cache_ttl(runner)
+    for ttl in (None,) if cached is None else (None, cached):
+        store = runner.store_for(ttl)
+        rec = store.task(task_id)
+        if rec is not None:
+            break
+    else:
         return None
     state = _state(rec, runner.running_ids())
     fields = []
@@ -256,9 +321,9 @@ def task_page(runner: Any, task_id: str) -> dict | None:
     if rec.error:
         fields.append({"name": "error", "text": rec.error, "core": True})
     runs = []
-    for run in runner.store.task_history(task_id) or []:
+    for run in store.task_history(task_id) or []:
         runs.append({"attempts": run.attempt_count, "state": run.state.value,
                      "started": clock(run.started), "stopped": clock(run.stopped),
                      "duration": _duration(run), "outcome": _outcome_text(run)})
     return {"id": rec.id, "name": rec.name, "group": rec.group, "state": state,
-            "fields": fields, "runs": runs}
+            "fields": fields, "runs": runs, "cached": ttl is not None}

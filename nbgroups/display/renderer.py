@@ -25,6 +25,7 @@ import threading
 import time
 from typing import Any
 
+from .. import api
 from ..api import Session
 from . import text
 from .view import MIN_INTERVAL, ProgressView, is_terminal, shell
@@ -32,6 +33,7 @@ from .view import MIN_INTERVAL, ProgressView, is_terminal, shell
 log = logging.getLogger("nbgroups")
 
 TICK = 1.0  # while a group runs, redraw elapsed/ETA at least this often
+LIVE_TICK = 0.2  # ... and with the live_output setting, read the tasks' output this often
 MAX_VIEWS = 200
 LOOP_PATIENCE = 1.0  # seconds the kernel's loop may take to run a posted draw
 
@@ -171,7 +173,8 @@ class Renderer:
         while True:
             with self._lock:
                 ticking = any(v.active for v in self.views)
-            self._dirty.wait(TICK if ticking else None)
+            tick = LIVE_TICK if api.settings().live_output else TICK
+            self._dirty.wait(tick if ticking else None)
             self._dirty.clear()
             pause = last + MIN_INTERVAL - time.monotonic()
             if pause > 0:

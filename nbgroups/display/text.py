@@ -28,7 +28,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from .formatting import Failure, Meter, format_line
 
@@ -108,6 +108,21 @@ class Board:
                 first, _, rest = text.partition("\n")
                 self._write("\r" + first.ljust(self._width) + "\n" + rest)
                 self._width = 0
+
+    def above(self, text: str) -> None:
+        """Write ``text`` (whole lines) above the running lines, which stay drawn below
+        it; nothing while held (an idle prompt must not be drawn over)."""
+        with _LOCK:
+            if _HELD:
+                return
+            if self.tty:
+                self._write(self._erase() + text + self._block())
+            elif len(self.lines) == 1 and self._width:
+                line = next(iter(self.lines.values()))
+                self._write("\r" + " " * self._width + "\r" + text + line)
+                self._width = len(line)
+            else:
+                self._write(self._end_line() + text)
 
     def drop(self, key: int) -> None:
         """The view ``key`` closed while running: its line ends where it stands."""
@@ -291,6 +306,18 @@ class TextView:
             more = m.failed - MAX_FAILURES_PRINTED
             text += f"  ... {more} more failure{'s' if more > 1 else ''}\n"
         board.finish(id(self), text)
+
+    def show_output(self, output: Any, previous: Any = None) -> None:
+        """Write the lines the group's tasks completed since ``previous`` (the
+        ``live_output`` setting; :class:`nbgroups.forward.Lines`), above its line."""
+        new = output.total - (previous.total if previous is not None else 0)
+        if new <= 0:
+            return
+        lines = output.lines[-new:]
+        text = "".join(f"  {line}\n" for line in lines)
+        if new > len(lines):
+            text = f"  [… {new - len(lines)} lines not shown]\n" + text
+        self._board.above(text)
 
     def _colored(self, line: str, m: Meter) -> str:
         """Failures in red, a group done without failures in green (terminals that

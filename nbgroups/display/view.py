@@ -111,7 +111,8 @@ class ProgressView:
         if mode == "widget":
             from .widget import WidgetView
 
-            self.adapter = WidgetView(group, on_cancel=self.cancel, on_retry=self.retry)
+            self.adapter = WidgetView(group, on_cancel=self.cancel, on_retry=self.retry,
+                                      on_timeline=self.timeline_svg, on_debug=self.debug)
         else:
             from .text import TextView
 
@@ -120,6 +121,7 @@ class ProgressView:
         self.meter: Meter | None = None
         self.failures: tuple[Failure, ...] = ()
         self.tasks: tuple = ()  # running tasks' reports: (id, call, done, total, note)
+        self.output: Any = None  # the group's live output (live_output): forward.Lines
         self.draws = 0  # refreshes that changed what is shown
         self.busy = False  # this process had tasks of the group queued or running
         self._lock = threading.RLock()
@@ -189,7 +191,11 @@ class ProgressView:
             # each running task's own report (nbgroups.report), under the bar
             tasks = tuple(api.SESSION.task_progress(self.group)) \
                 if m.running and self.mode == "widget" else ()
-            if m.key() == self._key and failures is None and tasks == self.tasks:
+            # what its tasks wrote lately (the live_output setting): read only when on
+            output = api.SESSION.live_output(self.group) \
+                if api.settings().live_output else self.output
+            if m.key() == self._key and failures is None and tasks == self.tasks \
+                    and output == self.output:
                 return False
             if not force and not m.settled and self.mode == "text" and \
                     now - self._drawn_at < self.adapter.min_interval:
@@ -202,6 +208,9 @@ class ProgressView:
             if tasks != self.tasks and hasattr(self.adapter, "show_tasks"):
                 self.tasks = tasks
                 self.adapter.show_tasks(tasks)
+            if output != self.output:
+                self.adapter.show_output(output, self.output)
+                self.output = output
             if self._handle is not None and m.settled and self._static_for != self._static_key():
                 self._handle.update(self._bundle(), raw=True)  # the output's final state
             return True
@@ -256,6 +265,19 @@ class ProgressView:
         if self.renderer is not None:
             self.renderer.poke()
         return n
+
+    def timeline_svg(self) -> str:
+        """The group's timeline (:meth:`nbgroups.api.TaskList.timeline`) as SVG text
+        (the widget's Timeline toggle)."""
+        tasks = api.fetch_group(self.group, cached=self._cached)
+        from ..timeline import Timeline
+
+        return Timeline(tasks or ()).svg
+
+    def debug(self, task_id: str) -> Any:
+        """Run a failed call of the group again here (a failure's Debug button):
+        :func:`nbgroups.debug`; what it raises is raised."""
+        return api.debug(task_id, cached=self._cached)
 
     def close(self) -> None:
         """Stop drawing this view and close its widget."""

@@ -59,7 +59,7 @@ import time
 import uuid
 from typing import Any
 
-from .. import monitor, outcome, values, worker
+from .. import forward, monitor, outcome, reporting, values, worker
 from ..errors import ArgumentTypeError, ConfigurationError, TaskError, WorkerDied
 from ..serialize import dumps, loads
 from .base import Executor
@@ -132,18 +132,50 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
     per call would cost more than the tiny calls themselves).
     """
     batch_id, funcs, calls, *options = loads(payload)
-    tee = worker.start_capture(options[0] if options else None, own_process=True)
+    opts = options[0] if options else None
     src = values.source(stored) if stored else None  # {digest: bytes}, from the scatter
+    tee = worker.start_capture(opts, own_process=True)
+    send = _events(topic, token, batch_id)
+    # nbgroups.report() and live output go as events too (rate-limited where made)
+    live = forward.EventSink(send) if send is not None and worker.live_wanted(opts, tee) \
+        else None
+    reporting.enter(None, batch_id, calls, send)
+    where = reporting.current
     loaded: dict[int, Any] = {}
     out = []
     last = len(calls) - 1
-    for i, call in enumerate(calls):
-        if i == last and topic is not None:
-            _say_started(topic, token, batch_id, i)
-            if confirm:  # fault recovery only: let the event leave before a crash
-                time.sleep(CONFIRM_SECONDS)
-        out.append(worker.run_one(call, funcs, loaded, tee=tee, src=src))
+    try:
+        for i, call in enumerate(calls):
+            if i == last and topic is not None:
+                _say_started(topic, token, batch_id, i)
+                if confirm:  # fault recovery only: let the event leave before a crash
+                    time.sleep(CONFIRM_SECONDS)
+            where.index = i
+            out.append(worker.run_one(call, funcs, loaded, tee=tee, live=live, src=src))
+            if send is not None:
+                reporting.call_ended()
+    finally:
+        reporting.leave()
     return out
+
+
+def _events(topic: str | None, token: int, batch_id: int) -> Any:
+    """A function sending messages about this batch to the client (``Worker.log_event``,
+    which may be called from any thread), or None outside a Dask worker."""
+    if topic is None:
+        return None
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+    except Exception:
+        return None
+
+    def send(msg: dict) -> None:
+        with contextlib.suppress(Exception):  # the worker closing: the message is lost
+            w.log_event(topic, {"token": token, "batch": batch_id, **msg})
+
+    return send
 
 
 def _say_started(topic: str, token: int, batch_id: int, index: int) -> None:
@@ -219,7 +251,7 @@ class DaskExecutor(Executor):
         self.topic = f"nbgroups-started-{uuid.uuid4().hex}"
         self._nthreads = (0, 0.0)  # (count, when read)
         self._scattered: dict[str, Any] = {}  # digest -> the future of its bytes on the cluster
-        self.client.subscribe_topic(self.topic, self._on_started)
+        self.client.subscribe_topic(self.topic, self._on_event)
 
     # -------------------------------------------------------------- sizing
     @property
@@ -282,12 +314,16 @@ class DaskExecutor(Executor):
             return
         batch.dfut.add_done_callback(lambda f, b=batch: self._on_done(b, f))
 
-    def _on_started(self, event: tuple[float, dict]) -> None:
-        """Scheduler event (client's loop): the batch began on a worker -> monitor stamp."""
+    def _on_event(self, event: tuple[float, dict]) -> None:
+        """Scheduler event (client's loop): the batch began on a worker -> monitor
+        stamp; or one of its calls reported progress or wrote output -> there too."""
         _, msg = event
         with self._lock:
             batch = self._batches.get(msg.get("token", 0))
             if batch is None or batch.future.done():
+                return
+            if "progress" in msg or "live" in msg:
+                self._write_report(batch, msg)
                 return
             batch.address = msg.get("address")
             batch.starts += 1
@@ -299,6 +335,22 @@ class DaskExecutor(Executor):
                                   time.time())
                 except OSError:
                     log.warning("nbgroups: cannot write monitor file %s", batch.monitor)
+
+    @staticmethod
+    def _write_report(batch: _Batch, msg: dict) -> None:
+        """A call's report (:func:`nbgroups.report`) or live output, into the batch's
+        monitor file, where the runner reads those of loky's workers."""
+        if not batch.monitor:
+            return
+        try:
+            if "progress" in msg:
+                call, done, total, note = msg["progress"]
+                monitor.write_progress_at(batch.monitor, msg["batch"], call, done, total, note)
+            else:
+                seq, call, skipped, text = msg["live"]
+                monitor.write_live_at(batch.monitor, msg["batch"], seq, call, skipped, text)
+        except OSError:
+            log.debug("nbgroups: cannot write monitor file %s", batch.monitor)
 
     def _on_done(self, batch: _Batch, dfut: Any) -> None:
         """Dask's callback thread: hand the outcomes (or the failure) to the runner."""

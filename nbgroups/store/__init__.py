@@ -25,6 +25,9 @@ are ``str`` with NUL separators, so a group's pages are one key range::
     q\\0PREFIX\\0CTR                 str    outcome index: id -> outcome page keys
     N\\0NAME\\0TIME                  str    task_name= overrides -> task id
     k\\0GROUP\\0GEN\\0KEY             str    reuse=True: call key -> task id (ReuseIndex)
+    x\\0GROUP\\0GEN                 str    a cancel request from another process (cancel_board)
+    y\\0GROUP\\0GEN\\0REQ\\0OWNER     int    an owner's answer to it: tasks it cancelled
+    h\\0OWNER                     str    JSON: what a busy process runs now (presence)
     v\\0DIGEST\\0PREFIX             int    spec page PREFIX takes the stored value DIGEST
 
 Large arguments are stored once by content digest outside diskcache, as raw

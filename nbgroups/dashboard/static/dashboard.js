@@ -27,18 +27,26 @@
   function groupRow(g) {
     const tr = document.createElement("tr");
     tr.dataset.group = g.group;
+    if (g.cached) tr.dataset.cached = "1";
     tr.className = "state-" + g.state;
     const a = document.createElement("a");
-    a.href = root + "/group?name=" + encodeURIComponent(g.group);
+    a.href = root + "/group?name=" + encodeURIComponent(g.group) + (g.cached ? "&cached=1" : "");
     a.textContent = g.group;
-    cell(tr, "").appendChild(a);
-    cell(tr, g.state);
     const td = cell(tr, "");
+    td.appendChild(a);
+    if (g.cached) {  // a group of the cache layer (cached=): its entries expire
+      const badge = document.createElement("span");
+      badge.className = "badge";
+      badge.textContent = "cache";
+      td.append(" ", badge);
+    }
+    cell(tr, g.state);
+    const progress = cell(tr, "");
     const bar = document.createElement("progress");
     bar.max = g.submitted;
     bar.value = g.done + g.failed + g.cancelled;
-    td.appendChild(bar);
-    td.appendChild(document.createTextNode(" " + g.percent + "%"));
+    progress.appendChild(bar);
+    progress.appendChild(document.createTextNode(" " + g.percent + "%"));
     for (const key of ["submitted", "done", "failed", "cancelled", "reused", "running", "queued"]) {
       cell(tr, String(g[key]), "num").dataset.field = key;
     }
@@ -116,7 +124,8 @@
   }
 
   function groupPage() {
-    const name = encodeURIComponent(body.dataset.group);
+    const name = encodeURIComponent(body.dataset.group) +
+      (body.dataset.cached ? "&cached=1" : "");
     const table = document.getElementById("tasks");
     const page = `&offset=${table.dataset.offset}&limit=${table.dataset.limit}`;
     let running = true;  // until the first answer says otherwise

@@ -1,0 +1,97 @@
+"""Which processes run a group's tasks now, for readers in other processes (the
+dashboard): each busy runner keeps a short-lived entry in the store saying
+how many tasks of each group it holds queued and how many its workers run.
+
+The store itself learns of a run only when it ends, so without this another
+process sees every unfinished task as queued. A runner writes its entry from
+its thread's loop, at most every REPORT_SECONDS while it holds tasks, and
+removes it when it holds none; the entry expires LIFETIME seconds after it
+was written, so a killed kernel's entry goes by itself. Layout, in each store
+layer::
+
+    h\\0OWNER     str    JSON: [[group, queued, running], ...] of that process
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .store.layout import SEP
+from .stores import Stores
+
+log = logging.getLogger("nbgroups")
+
+REPORT_SECONDS = 1.0  # how often a busy runner rewrites its entry, at most
+LIFETIME = 5.0  # seconds an entry outlives its last rewrite (a killed kernel's)
+
+Held = dict[tuple[bool, str | None], tuple[int, int]]  # (cached, group) -> (queued, running)
+
+
+class PresenceReporter:
+    """A runner's side: keep its entry in each store layer it holds tasks of.
+
+    ``held()`` gives ``(queued, running)`` per ``(cached, group)`` this runner
+    holds unfinished. Called from the runner thread's loop (:meth:`poll`).
+    """
+
+    def __init__(self, stores: Stores, owner: str, held: Callable[[], Held],
+                 idle: Callable[[], bool]) -> None:
+        self._stores = stores
+        self.owner = owner
+        self._held = held
+        self._idle = idle  # cheap: asked at every turn of the loop while an entry is out
+        self._next = 0.0
+        self._written = {False: False, True: False}  # layers holding an entry of ours
+
+    def poll(self) -> None:
+        """Rewrite the entries (at most every REPORT_SECONDS), or remove them at
+        once when nothing is held any more. Store errors are left to the runner's
+        own writes to report: the entry is written again next time."""
+        now = time.monotonic()
+        out = any(self._written.values())
+        if now < self._next:
+            if not (out and self._idle()):
+                return
+            held: Held = {}
+        else:
+            held = self._held()
+            if not held and not out:
+                return
+        self._next = now + REPORT_SECONDS
+        for cached in (False, True):
+            rows = [[g, q, r] for (c, g), (q, r) in held.items() if c == cached and g]
+            if not rows and not self._written[cached]:
+                continue
+            store = self._stores.cache() if cached else self._stores.store
+            if store is None:
+                continue
+            key = f"h{SEP}{self.owner}"
+            try:
+                if rows:
+                    store._set(key, json.dumps(rows), LIFETIME)
+                else:
+                    store._delete([key])
+                self._written[cached] = bool(rows)
+            except Exception as exc:
+                log.debug("nbgroups: presence not written (%s)", exc)
+
+
+def elsewhere(store: Any, me: str | None = None) -> dict[str, tuple[int, int]]:
+    """``group -> (queued, running)`` that processes other than ``me`` hold in
+    ``store`` (one layer), summed over them: one range read."""
+    out: dict[str, tuple[int, int]] = {}
+    for key, value in store._scan(f"h{SEP}"):
+        if key[2:] == me or not isinstance(value, str):
+            continue
+        try:
+            rows = json.loads(value)
+            for group, queued, running in rows:
+                q, r = out.get(group, (0, 0))
+                out[str(group)] = (q + int(queued), r + int(running))
+        except (ValueError, TypeError):
+            continue  # not an entry of ours: ignored
+    return out

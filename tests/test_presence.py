@@ -1,0 +1,82 @@
+"""What other processes run now, seen by the dashboard: a busy runner keeps a
+short-lived entry in the store (nbgroups.presence). The owner is a real Python
+process on a real loky pool, sharing a real diskcache store with this one."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+import nbgroups
+from nbgroups import api, presence
+from nbgroups.dashboard import views
+from nbgroups.presence import PresenceReporter
+from nbgroups.store import MemoryStore
+from nbgroups.stores import Stores
+from tests.dashboard_env import SWEEP, start_owner
+
+
+def test_a_runner_reports_what_it_holds_and_removes_it_when_idle():
+    store = MemoryStore()
+    held = {(False, "g"): (3, 2), (False, None): (1, 0), (True, "c"): (1, 1)}
+    idle = [False]
+    reporter = PresenceReporter(Stores(store), "me", lambda: dict(held), lambda: idle[0])
+    reporter.poll()
+    assert presence.elsewhere(store) == {"g": (3, 2)}  # the cache layer: not opened
+    assert presence.elsewhere(store, "me") == {}  # a reader leaves its own process out
+    held[(False, "g")] = (0, 1)
+    reporter.poll()  # within REPORT_SECONDS: not rewritten
+    assert presence.elsewhere(store) == {"g": (3, 2)}
+    reporter._next = 0.0  # the next period, without waiting for it
+    reporter.poll()
+    assert presence.elsewhere(store) == {"g": (0, 1)}
+    held.clear()
+    idle[0] = True
+    reporter.poll()  # idle: removed at once, whatever the period
+    assert presence.elsewhere(store) == {}
+
+
+def test_entries_of_several_processes_add_up_and_junk_is_ignored():
+    store = MemoryStore()
+    for owner, rows in [("a", [["g", 1, 2]]), ("b", [["g", 0, 1], ["h", 4, 0]])]:
+        store._set(f"h\x00{owner}", json.dumps(rows), presence.LIFETIME)
+    store._set("h\x00junk", "not json", presence.LIFETIME)
+    assert presence.elsewhere(store) == {"g": (1, 3), "h": (4, 0)}
+
+
+@pytest.fixture
+def here(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path / "store"), backend="thread", progress=False)
+    yield api.runner()
+    api.reset()
+
+
+def far(runner) -> dict:
+    [g] = [g for g in views.group_list(runner) if g["group"] == "far"]
+    return g
+
+
+def test_the_dashboard_counts_what_another_process_runs(tmp_path, here):
+    owner, _starts, go, _ = start_owner(tmp_path, "loky")  # call 0 runs, the rest wait
+    try:
+        deadline = time.monotonic() + 30
+        while far(here)["running"] != 1 and time.monotonic() < deadline:
+            time.sleep(0.05)  # another process's entry: nothing to wait on but the store
+        g = far(here)
+        assert (g["running"], g["queued"], g["done"]) == (1, SWEEP - 1, 0)
+        summary = views.group_summary(here, "far")
+        assert (summary["running"], summary["queued"]) == (1, SWEEP - 1)
+        go.touch()
+        assert json.loads(owner.stdout.readline()) == ["success"] * SWEEP
+        assert owner.wait(60) == 0
+    finally:
+        go.touch()
+        if owner.poll() is None:
+            owner.kill()
+            owner.wait(10)
+        owner.stdout.close()
+    g = far(here)  # finished: nothing runs, whatever an entry still says
+    assert (g["running"], g["queued"], g["done"]) == (0, 0, SWEEP)
