@@ -143,3 +143,16 @@ def test_a_torn_slot_is_read_again_later(tmp_path):
 def test_live_output_setting_is_checked(store_dir):
     with pytest.raises(nbgroups.ArgumentTypeError, match="live_output"):
         nbgroups.configure(store=str(store_dir), live_output="yes")
+
+
+def test_the_ring_keeps_the_last_chunks_and_the_gap_shows(tmp_path):
+    path = str(tmp_path / "m")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for seq in range(1, 11):  # two more than the ring holds, none read meanwhile
+            monitor.write_live(fd, 3, seq, 0, 0, f"chunk {seq}\n")
+    finally:
+        os.close(fd)
+    chunks = monitor.read_live(path, 3, 0)
+    assert [c.seq for c in chunks] == list(range(3, 11))  # the oldest two overwritten
+    assert len(chunks) == monitor.LIVE_SLOTS
