@@ -156,3 +156,14 @@ def test_the_ring_keeps_the_last_chunks_and_the_gap_shows(tmp_path):
     chunks = monitor.read_live(path, 3, 0)
     assert [c.seq for c in chunks] == list(range(3, 11))  # the oldest two overwritten
     assert len(chunks) == monitor.LIVE_SLOTS
+
+
+def test_unfinished_lines_are_bounded_per_group():
+    lines = forward._GroupLines()
+    for i in range(100):  # 100 tasks, each ending without a newline
+        lines.add(f"t{i}", 0, f"partial {i}")
+    now = lines.now()
+    assert len(now.open) == forward.OPEN_MAX and now.open[-1] == "t99 │ partial 99"
+    assert len(now.lines) == forward.LINES and now.lines[-1] == "t91 │ partial 91"
+    lines.add("t99", 0, " done\n")
+    assert lines.now().lines[-1] == "t99 │ partial 99 done"
