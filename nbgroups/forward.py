@@ -51,6 +51,7 @@ CHUNK = 2000  # characters of a call's output kept between two chunks: its last 
 LINES = 40  # lines kept (and shown) per group
 LINE_MAX = 400  # characters of one line shown
 LABEL_MAX = 40  # characters of the call named in front of its lines
+OPEN_MAX = 8  # unfinished last lines kept per group (those of the tasks writing lately)
 
 
 def skipped_line(n: int) -> str:
@@ -235,10 +236,13 @@ class _GroupLines:
         if skipped:
             self.line(f"{label} │ {skipped_line(skipped)}")
         pieces = (self.open.pop(label, "") + text).split("\n")
-        if pieces[-1]:
-            self.open[label] = pieces[-1][-LINE_MAX:]
         for line in pieces[:-1]:
             self.line(f"{label} │ {_cut(line.rsplit(chr(13), 1)[-1])}")  # \r: redraws
+        if pieces[-1]:
+            self.open[label] = pieces[-1][-LINE_MAX:]  # the newest last: the dict's order
+            if len(self.open) > OPEN_MAX:  # e.g. ended tasks whose last line had no \n
+                oldest = next(iter(self.open))
+                self.line(f"{oldest} │ {_cut(self.open.pop(oldest).rsplit(chr(13), 1)[-1])}")
         self.version += 1
 
     def now(self) -> Lines:

@@ -143,3 +143,27 @@ def test_a_torn_slot_is_read_again_later(tmp_path):
 def test_live_output_setting_is_checked(store_dir):
     with pytest.raises(nbgroups.ArgumentTypeError, match="live_output"):
         nbgroups.configure(store=str(store_dir), live_output="yes")
+
+
+def test_the_ring_keeps_the_last_chunks_and_the_gap_shows(tmp_path):
+    path = str(tmp_path / "m")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        for seq in range(1, 11):  # two more than the ring holds, none read meanwhile
+            monitor.write_live(fd, 3, seq, 0, 0, f"chunk {seq}\n")
+    finally:
+        os.close(fd)
+    chunks = monitor.read_live(path, 3, 0)
+    assert [c.seq for c in chunks] == list(range(3, 11))  # the oldest two overwritten
+    assert len(chunks) == monitor.LIVE_SLOTS
+
+
+def test_unfinished_lines_are_bounded_per_group():
+    lines = forward._GroupLines()
+    for i in range(100):  # 100 tasks, each ending without a newline
+        lines.add(f"t{i}", 0, f"partial {i}")
+    now = lines.now()
+    assert len(now.open) == forward.OPEN_MAX and now.open[-1] == "t99 │ partial 99"
+    assert len(now.lines) == forward.LINES and now.lines[-1] == "t91 │ partial 91"
+    lines.add("t99", 0, " done\n")
+    assert lines.now().lines[-1] == "t99 │ partial 99 done"
