@@ -32,6 +32,7 @@ from .errors import (
     TaskError,
     TaskTimeout,
     UnknownTasks,
+    ValueMissing,
     WorkerDied,
 )
 
@@ -191,6 +192,7 @@ __all__ = [
     "TaskError",
     "TaskTimeout",
     "UnknownTasks",
+    "ValueMissing",
     "WorkerDied",
 ]
 

@@ -37,13 +37,15 @@ from .runner import POLL_SECONDS, Runner
 __all__ = ["afetch", "afetch_group", "aresult", "aresult_group"]
 
 
-def afetch(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
+def afetch(task_id: str, wait: int = 0, cached: bool = False,
+           mmap: bool = False) -> Coroutine[Any, Any, Any]:
     """Awaitable :func:`fetch`: the task record, waiting without holding the event loop.
 
     Args:
         task_id: a task id, or a task's name.
         wait: milliseconds to wait for the task to finish (``-1``: no limit).
         cached: read the cache layer instead of the task store.
+        mmap: large ndarray results memory-mapped, read-only (see :func:`result_group`).
 
     Returns:
         A coroutine whose value is the :class:`Task`, or ``None`` for an
@@ -64,23 +66,28 @@ def afetch(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, 
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
     timeout = wait_seconds(wait)
+    check_bool("mmap", mmap)
     api.SESSION.layer(cached)
-    return _afetch(task_id, wait, timeout, cached)
+    return _afetch(task_id, wait, timeout, cached, mmap)
 
 
-async def _afetch(task_id: str, wait: Any, timeout: float | None, cached: Any):
+async def _afetch(task_id: str, wait: Any, timeout: float | None, cached: Any,
+                  mmap: bool = False):
     if wait == 0:
-        return api.fetch(task_id, cached=cached)
+        return api.fetch(task_id, cached=cached, mmap=mmap)
     r = api.runner()
     r.flush()
     finished, box = task_waiter(r, task_id, api.SESSION.layer(cached))
     if await _until(r, finished, timeout):
+        if mmap and box[0] is not None:  # read again, mapped
+            return api.fetch(box[0].id, cached=cached, mmap=True)
         return box[0]  # the record waited on (by name: not a newer task of that name)
     # not finished in time: its record as it stands
-    return api.fetch(box[0].id if box[0] is not None else task_id, cached=cached)
+    return api.fetch(box[0].id if box[0] is not None else task_id, cached=cached, mmap=mmap)
 
 
-def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any, Any, Any]:
+def aresult(task_id: str, wait: int = 0, cached: bool = False,
+            mmap: bool = False) -> Coroutine[Any, Any, Any]:
     """Awaitable :func:`result`: the result, waiting without holding the event loop.
 
     The arguments are checked at the call, before anything is awaited. In a
@@ -90,6 +97,7 @@ def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any,
         task_id: a task id, or a task's name.
         wait: milliseconds to wait for the task to finish (``-1``: no limit).
         cached: read the cache layer instead of the task store.
+        mmap: large ndarray results memory-mapped, read-only (see :func:`result_group`).
 
     Returns:
         A coroutine whose value is the result (a failed task's: its exception),
@@ -106,7 +114,7 @@ def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any,
         >>> asyncio.run(aresult(tid, wait=-1))
         (3, 1)
     """
-    fetching = afetch(task_id, wait=wait, cached=cached)
+    fetching = afetch(task_id, wait=wait, cached=cached, mmap=mmap)
 
     async def value() -> Any:
         task = await fetching
@@ -115,7 +123,7 @@ def aresult(task_id: str, wait: int = 0, cached: bool = False) -> Coroutine[Any,
 
 
 def aresult_group(group_id: str, failures: bool = False, wait: int = 0,
-                  count: int | None = None, cached: bool = False
+                  count: int | None = None, cached: bool = False, mmap: bool = False
                   ) -> Coroutine[Any, Any, list | None]:
     """Awaitable :func:`result_group`: the group's results in submission order.
 
@@ -128,6 +136,7 @@ def aresult_group(group_id: str, failures: bool = False, wait: int = 0,
         wait: milliseconds to wait (``-1``: no limit).
         count: wait for at least this many finished tasks.
         cached: read the group of the cache layer.
+        mmap: large ndarray results memory-mapped, read-only (see :func:`result_group`).
 
     Returns:
         A coroutine whose value is the list of results, or ``None`` if the
@@ -144,16 +153,18 @@ def aresult_group(group_id: str, failures: bool = False, wait: int = 0,
         ...                           wait=-1))
         [8, 16]
     """
+    check_bool("mmap", mmap)
     waiting = _group_wait(group_id, failures, wait, count, cached)
 
     async def read() -> list | None:
         await waiting
-        return api.result_group(group_id, failures=failures, cached=cached)
+        return api.result_group(group_id, failures=failures, cached=cached, mmap=mmap)
     return read()
 
 
 def afetch_group(group_id: str, failures: bool = True, wait: int = 0,
-                 count: int | None = None, cached: bool = False) -> Coroutine[Any, Any, Any]:
+                 count: int | None = None, cached: bool = False,
+                 mmap: bool = False) -> Coroutine[Any, Any, Any]:
     """Awaitable :func:`fetch_group`: the group's task records in submission order.
 
     Args:
@@ -162,6 +173,7 @@ def afetch_group(group_id: str, failures: bool = True, wait: int = 0,
         wait: milliseconds to wait (``-1``: no limit).
         count: wait for at least this many finished tasks.
         cached: read the group of the cache layer.
+        mmap: large ndarray results memory-mapped, read-only (see :func:`result_group`).
 
     Returns:
         A coroutine whose value is a :class:`TaskList`, or ``None`` if the group
@@ -178,11 +190,12 @@ def afetch_group(group_id: str, failures: bool = True, wait: int = 0,
         >>> [t.result for t in asyncio.run(afetch_group(group, wait=-1))]
         [1, 4]
     """
+    check_bool("mmap", mmap)
     waiting = _group_wait(group_id, failures, wait, count, cached)
 
     async def read() -> Any:
         await waiting
-        return api.fetch_group(group_id, failures=failures, cached=cached)
+        return api.fetch_group(group_id, failures=failures, cached=cached, mmap=mmap)
     return read()
 
 

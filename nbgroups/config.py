@@ -20,6 +20,10 @@ from .errors import ArgumentTypeError, ConfigurationError
 BACKENDS = ("loky", "thread", "sync", "dask")
 PROGRESS = ("auto", "widget", "text", False)
 DEFAULT_CACHE_TTL = 3600
+#: Default ``large_value``: an argument buffer this large is stored once by digest.
+DEFAULT_LARGE_VALUE = 1 << 20
+#: The smallest ``large_value`` accepted: below it a file per value costs more than it saves.
+MIN_LARGE_VALUE = 1 << 10
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +47,11 @@ class Settings:
     log_level: the lowest logging level captured (``'INFO'``, a level name or number).
     live_output: also forward running tasks' output, as it is written, to their
                group's progress view (rate-limited; see :mod:`nbgroups.forward`).
+    large_value: bytes: an argument holding a buffer this large (an array, a
+               DataFrame's column...) is stored once in the store by content
+               digest and memory-mapped, read-only, by the workers, instead of
+               being pickled with every call (:mod:`nbgroups.values`); ``None``
+               turns that off. Default 1 MiB.
     """
 
     store: str = ".nbgroups"
@@ -59,6 +68,7 @@ class Settings:
     capture: bool = True
     log_level: str | int = "INFO"
     live_output: bool = False
+    large_value: int | None = DEFAULT_LARGE_VALUE
 
     def __post_init__(self) -> None:
         check = _Checker()
@@ -76,6 +86,8 @@ class Settings:
         check.boolean("capture", self.capture)
         check.log_level("log_level", self.log_level)
         check.boolean("live_output", self.live_output)
+        if self.large_value is not None:
+            check.byte_count("large_value", self.large_value, MIN_LARGE_VALUE)
 
     def worker_options(self) -> tuple[bool, int, bool]:
         """What a batch tells its worker: ``(capture, log level number, live output)``."""
@@ -108,6 +120,14 @@ class _Checker:
             raise ArgumentTypeError(f"{name} must be an int >= 0, got {value!r}")
         if value < 0:
             raise ConfigurationError(f"{name} must be an int >= 0, got {value!r}")
+
+    def byte_count(self, name: str, value: Any, least: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ArgumentTypeError(
+                f"{name} must be a number of bytes (int >= {least}) or None, got {value!r}")
+        if value < least:
+            raise ConfigurationError(
+                f"{name} must be a number of bytes >= {least} or None, got {value!r}")
 
     def timeout(self, name: str, value: Any) -> None:
         if value is None:
@@ -187,6 +207,7 @@ _ENV_PARSERS: dict[str, Callable[[str], Any]] = {
     "capture": lambda s: _flag(s),
     "log_level": lambda s: int(s) if s.strip().isdigit() else s.strip(),
     "live_output": lambda s: _flag(s),
+    "large_value": lambda s: None if s.strip().lower() in ("", "none") else int(s),
 }
 
 

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from . import forward, outcome, shutdown
 from .config import Settings
@@ -35,6 +35,7 @@ from .monitor import MonitorFiles
 from .outcome import Row, result_of, started_of, stopped_of
 from .serialize import dumps, dumps_plain
 from .store import LARGE_RESULT
+from .values import digests_of_calls
 
 TARGET_BATCH_SECONDS = 0.05
 MAX_BATCH = 4096
@@ -107,6 +108,8 @@ class Dispatcher:
         self._inflight: dict[int, Batch] = {}
         self._batch_ids = itertools.count(1)
         self.stopped = False
+        #: where workers read stored values (large arguments) from: the runner's
+        self.value_dir: Callable[[], str | None] = lambda: None
 
     # ------------------------------------------------------------ the queue
     def enqueue(self, jobs: Iterable[Job]) -> None:
@@ -263,7 +266,9 @@ class Dispatcher:
         monitor = self.monitors.take(bid) if executor.monitored else None
         batch = Batch(bid, jobs, monitor, time.time(), split=split)
         try:
-            options = self.settings.worker_options()  # output capture, log level
+            where = self.value_dir()
+            # output capture, log level, where stored values are
+            options = (*self.settings.worker_options(), where)
             # cloudpickle: args may be notebook objects
             payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], options,
                              True)) if split else dumps((bid, funcs, calls, options))
@@ -275,7 +280,7 @@ class Dispatcher:
         self._inflight[bid] = batch
         batch.pool = executor.generation
         _block_sigint()
-        batch.future = executor.submit(payload, monitor)
+        batch.future = _submit(executor, payload, monitor, where, jobs)
         batch.future.add_done_callback(lambda f, b=batch: self.outbox.batch_done(b))
         if shutdown.hooks_registered() < 2:
             shutdown.hook_exit()  # again, now that loky's pool has registered its own hook
@@ -289,6 +294,17 @@ class Dispatcher:
             self.executor.shutdown()
         if not self._inflight:
             self.monitors.remove_all()
+
+
+def _submit(executor: Executor, payload: bytes, monitor: str | None, where: str | None,
+            jobs: list[Job]) -> Any:
+    """``executor.submit``; an executor that ships stored values itself (Dask)
+    is told which ones the batch takes (:mod:`nbgroups.values`)."""
+    if where is not None and executor.ships_values:
+        needed = digests_of_calls((j.args, j.kwargs) for j in jobs)
+        if needed:
+            return executor.submit_values(payload, monitor, (where, needed))
+    return executor.submit(payload, monitor)
 
 
 def _block_sigint() -> None:

@@ -115,6 +115,19 @@ class StoreError(NbgroupsError, OSError):
     """
 
 
+class ValueMissing(StoreError, FileNotFoundError):
+    """A large argument stored once in the store (``large_value``) is missing
+    there: its file was removed outside nbgroups. The tasks that take it fail
+    with this error, naming the value and the file; nothing else is affected.
+    Also a ``FileNotFoundError``.
+
+    Example:
+        >>> import nbgroups
+        >>> issubclass(nbgroups.ValueMissing, nbgroups.StoreError)
+        True
+    """
+
+
 class SerializationError(NbgroupsError, TypeError):
     """A callable or an argument cannot be pickled to be sent to a worker. Also a
     ``TypeError``.

@@ -48,7 +48,7 @@ from .errors import (
 from .jobs import Job
 from .outcome import error_of, result_of, state_of, traceback_of
 from .runner import Runner
-from .serialize import loads, loads_exception
+from .serialize import loads_exception, loads_result
 
 __all__ = ["Executor", "TaskFuture", "cancel_tasks"]
 
@@ -98,7 +98,7 @@ class _Ended:
             # one pickled result, or one pickled exception; the rest via the record
             blob, state, error = result_of(o), state_of(o), error_of(o)
             if state == "success" and (blob is None or type(blob) is bytes):
-                return None if blob is None else loads(blob)
+                return None if blob is None else loads_result(blob)
             if state == "failure" and blob is None and error is not None:
                 return loads_exception(error)
         return self.record().result

@@ -8,6 +8,8 @@ that call fails, the ones after it are cancelled (and stay resumable).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from .completion import Completer
 from .control import Control
 from .errors import SerializationError
@@ -24,6 +26,7 @@ class InlineRunner:
     def __init__(self, live: LiveTasks, completer: Completer, control: Control,
                  options: tuple | None = None) -> None:
         self.options = options  # the worker options of a batch (capture, log level)
+        self.value_dir: Callable[[], str | None] = lambda: None  # stored values (the runner's)
         self.live = live
         self.completer = completer
         self.control = control
@@ -44,7 +47,9 @@ class InlineRunner:
                     job.attempt += 1
                     call = (job.id, 0, job.items if job.items is not None else job.args,
                             job.kwargs, job.items is not None, job.attempt + job.runs_before)
-                    payload = dumps((0, [job.func], [call], self.options))
+                    options = None if self.options is None else \
+                        (*self.options, self.value_dir())
+                    payload = dumps((0, [job.func], [call], options))
                     (out,) = self._executor.submit(payload, None).result()
                     if state_of(out) == FAILURE and job.attempt <= job.options.retries:
                         continue

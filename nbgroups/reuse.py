@@ -86,6 +86,9 @@ def _submit(
 ) -> list[str]:
     store = runner.store_for(opts.ttl)
     index = reuser.index(store)
+    # Keyed as they will run: large values stored by digest first (keyed by it,
+    # never hashed a second time), and the same calls go to the runner.
+    calls = list(runner.take(calls, opts, iterable))
     keys: list[str | None] = [None] * len(calls)
     try:
         fdigest = func_digest(func)
@@ -150,7 +153,7 @@ def _submit(
         if mark is not None and mark in index.keyed_upto:
             index.keyed_upto[mark] += len(new)  # keyed as they go: not a reason to read again
         new_ids = runner.submit(func, [calls[i] for i in new], opts, iterable=iterable,
-                                inline=inline, raise_errors=inline)
+                                inline=inline, raise_errors=inline, taken=True)
         for i, tid in zip(new, new_ids, strict=True):
             ids[i] = tid
         index.record(opts.group, {k: tid for i in new

@@ -44,7 +44,7 @@ from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, NamedTuple
 
-from . import forward, monitor, names, reporting, shutdown, snapshot
+from . import forward, monitor, names, reporting, shutdown, snapshot, values
 from .cancelling import CACHED, CancelWatcher
 from .completion import Completer, Finished, record_of
 from .config import Settings
@@ -114,6 +114,9 @@ class Runner:
         self._cancels = CancelWatcher(self._stores, self.owner, self.unfinished, self.cancel)
         # what this runner runs now, for other processes (the dashboard)
         self._presence = PresenceReporter(self._stores, self.owner, self.held_counts, self.idle)
+        # where workers read stored values from (large_value): the durable store's
+        self._dispatcher.value_dir = self._inline.value_dir = self.value_dir
+        self._writer_memo: tuple[Any, int | None, values.Writer | None] = (None, None, None)
         self._thread: threading.Thread | None = None
         self._closed = False
         self._listeners: list[Callable[[], None]] = []
@@ -167,6 +170,37 @@ class Runner:
                         out.append((job.id, job_call(job), mine[0], mine[1], mine[2] or ""))
         return out
 
+    def value_dir(self) -> str | None:
+        """The directory of the durable store's values, or None (it keeps none)."""
+        files = self._stores.store.values
+        return None if files is None else files.directory
+
+    def values_held(self) -> set[str]:
+        """Digests of the stored values the tasks this runner holds (queued,
+        running) take: a collection must spare them whatever the store says."""
+        return values.digests_of_calls((j.args if j.items is None else j.items, j.kwargs)
+                                       for j in self._live.jobs())
+
+    def take(self, calls: Sequence[tuple[Any, dict | None]], options: Options,
+             iterable: bool = False) -> Sequence[tuple[Any, dict | None]]:
+        """``calls`` with their arguments as they are now (:mod:`nbgroups.snapshot`):
+        the large ones stored by digest (``large_value``), for tasks of the durable
+        layer; :meth:`submit` does it, unless told the calls were taken already."""
+        # the writer is looked up only if an argument is not an atom (tiny tasks: never)
+        return snapshot.take(calls, iterable, self._value_writer if options.ttl is None else None)
+
+    def _value_writer(self) -> values.Writer | None:
+        """The value writer of the durable store and the ``large_value`` now, or None."""
+        files, threshold = self._stores.store.values, self.settings.large_value
+        memo = self._writer_memo
+        if memo[0] is files and memo[1] == threshold:
+            return memo[2]
+        writer = None
+        if files is not None and threshold is not None:
+            writer = values.Writer(files, threshold)
+        self._writer_memo = (files, threshold, writer)
+        return writer
+
     def live_output(self, group: str) -> forward.Lines:
         """The last lines the tasks of ``group`` wrote, read from
         the batches in flight (the ``live_output`` setting, :mod:`nbgroups.forward`)."""
@@ -205,17 +239,21 @@ class Runner:
     def submit(
         self, func: Any, calls: Sequence[tuple[Any, dict | None]], options: Options,
         *, iterable: bool = False, inline: bool = False, raise_errors: bool = False,
+        taken: bool = False,
     ) -> list[str]:
         """Queue calls of ``func``; returns their task ids (no I/O on this path).
 
         With ``iterable`` each element of ``calls`` is ``(items, None)``: one
         task whose arguments are a list of items. ``inline`` runs the calls
-        here and now (the ``sync`` option and backend).
+        here and now (the ``sync`` option and backend). ``taken``: the calls
+        come from :meth:`take` already.
         """
         if self._closed:
             raise RunnerClosed("this nbgroups runner was closed; call nbgroups.configure()")
         inline = inline or self.settings.backend == "sync"
-        calls = snapshot.take(calls, iterable)  # the arguments as they are now (issue 20)
+        if not taken:  # the arguments as they are now (issue 20), large ones stored (18)
+            calls = snapshot.take(calls, iterable,
+                                  self._value_writer if options.ttl is None else None)
         # counted from its page until stored (PageBuffer.queued), then by LiveTasks
         jobs = self._pages.add(func, calls, options, iterable, running=inline)
         if inline:
@@ -361,6 +399,10 @@ class Runner:
         everything after them. Returns how many tasks moved."""
         with self._lock:
             held = [j for j in self._live.jobs() if j.options.ttl is None]
+        old_values, taken = self._stores.store.values, self.values_held()
+        if old_values is not None and store.values is not None and taken:
+            with contextlib.suppress(OSError):  # their large arguments go with them
+                store.values.copy_from(old_values, taken)
         self._stores.replace(store)
         by_prefix: dict[str, list[Job]] = {}
         for job in held:

@@ -15,6 +15,7 @@ import hmac
 import io
 import os
 import pickle
+import struct
 import traceback as tb_module
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -176,6 +177,33 @@ def dumps_copy(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] |
     return f.getvalue()
 
 
+def dumps_out_of_band(obj: Any, threshold: int) -> tuple[bytes, list[memoryview]]:
+    """Pickle ``obj`` once (protocol 5): buffers of ``threshold`` bytes or more are
+    left out of band and returned as views of ``obj``'s own memory (no copy),
+    smaller ones are copied into the pickle (:mod:`nbgroups.values`).
+
+    The C pickler first, cloudpickle for what it cannot pickle by reference
+    (as :func:`dumps_copy`). Raises what pickling raises.
+    """
+    big: list[memoryview] = []
+
+    def keep(buffer: pickle.PickleBuffer) -> bool:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: in band
+            return True
+        if raw.nbytes >= threshold:
+            big.append(raw)
+            return False
+        return True
+
+    try:
+        return pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
+    except Exception:
+        big.clear()  # the C pickler may have seen some buffers before it failed
+        return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
+
+
 def loads_copy(data: bytes, buffers: list | None = None, persistent: list | None = None) -> Any:
     """Rebuild what :func:`dumps_copy` pickled: ``buffers`` are its out-of-band
     buffers, ``persistent[i]`` the object its ``persistent_id`` named ``i``."""
@@ -195,8 +223,88 @@ class _ListUnpickler(pickle.Unpickler):
         return self._persistent[pid]
 
 
-def dumps_result(value: Any) -> bytes:
-    """Pickle a task's result; raises :class:`TaskError` with a clear message if impossible."""
+#: Starts a *framed* result: a protocol-5 pickle whose large buffers follow it raw.
+FRAME = b"NBGFRAM1"
+FRAME_ALIGN = 64  # each raw buffer starts at a multiple of this (numpy wants aligned data)
+FRAMED_MIN = 1 << 20  # a result buffer this large goes raw, after the pickle
+_HEAD = struct.Struct("<QQ")  # skeleton length, buffer count; then (offset, length) each
+
+
+def _framed(skeleton: bytes, buffers: list[memoryview]) -> bytes:
+    """``FRAME | lengths | skeleton | raw buffers``, each buffer aligned to FRAME_ALIGN::
+
+        FRAME  skeleton_len  n  (offset, length) * n  skeleton  pad  buffer0  pad  buffer1 ...
+
+    Offsets count from the frame's start. What is signed and unpickled is the
+    *head* (everything before the first buffer's padding): :func:`frame_head`.
+    """
+    head = FRAME + _HEAD.pack(len(skeleton), len(buffers))
+    table_len = _HEAD.size * len(buffers)
+    at = len(head) + table_len + len(skeleton)
+    table: list[bytes] = []
+    parts: list[bytes | memoryview] = []
+    for buf in buffers:
+        start = -(-at // FRAME_ALIGN) * FRAME_ALIGN
+        parts += [bytes(start - at), buf]
+        table.append(_HEAD.pack(start, buf.nbytes))
+        at = start + buf.nbytes
+    return b"".join([head, *table, skeleton, *parts])
+
+
+def frame_head(data: bytes | memoryview) -> tuple[int, list[tuple[int, int]]]:
+    """``(head length, [(offset, length) of each raw buffer])`` of a framed result;
+    raises :class:`SignatureError` (a ``ValueError``) when the frame is malformed
+    (lengths out of bounds): nothing of it is loaded."""
+    view = memoryview(data)
+    base = len(FRAME) + _HEAD.size
+    if len(view) < base or view[:len(FRAME)] != FRAME:
+        raise SignatureError("not a framed result: refused, not loaded")
+    skeleton_len, n = _HEAD.unpack(view[len(FRAME):base])
+    head_len = base + n * _HEAD.size + skeleton_len
+    if n > len(view) or head_len > len(view):
+        raise SignatureError("a framed result's lengths are out of bounds: refused, not loaded")
+    table = [_HEAD.unpack(view[base + i * _HEAD.size:base + (i + 1) * _HEAD.size])
+             for i in range(n)]
+    if any(off < head_len or off + length > len(view) for off, length in table):
+        raise SignatureError("a framed result's buffers are out of bounds: refused, not loaded")
+    return head_len, table
+
+
+def is_framed(data: Any) -> bool:
+    """Whether ``data`` (bytes-like) is a framed result."""
+    return type(data) in (bytes, memoryview) and bytes(data[:len(FRAME)]) == FRAME
+
+
+def loads_result(data: bytes | memoryview, writable: bool = True) -> Any:
+    """A task's result from what :func:`dumps_result` made. A framed result's
+    raw buffers are copied (``writable``: arrays as from any pickle) or used in
+    place (a memory-mapped read: read-only arrays over the store's file)."""
+    if not is_framed(data):
+        return pickle.loads(data)
+    head_len, table = frame_head(data)
+    view = memoryview(data)
+    skeleton = view[len(FRAME) + _HEAD.size + len(table) * _HEAD.size:head_len]
+    buffers = [view[off:off + n] for off, n in table]
+    if writable:
+        buffers = [bytearray(b) for b in buffers]  # type: ignore[misc]
+    return pickle.loads(skeleton, buffers=buffers)
+
+
+def dumps_result(value: Any, frame: bool = False) -> bytes:
+    """Pickle a task's result; raises :class:`TaskError` with a clear message if impossible.
+
+    ``frame``: a result holding buffers of FRAMED_MIN bytes or more (an
+    ndarray) is *framed*: those buffers follow the pickle raw and aligned, so
+    that a read can map them from the store's file instead of loading them
+    (``result(..., mmap=True)``; :func:`loads_result` reads both kinds).
+    """
+    if frame:
+        try:
+            skeleton, big = dumps_out_of_band(value, FRAMED_MIN)
+        except Exception:
+            pass  # the plain path below says why
+        else:
+            return _framed(skeleton, big) if big else skeleton
     try:
         # The C pickler first (several times faster per call); cloudpickle for
         # what it cannot do by reference (objects of classes defined in __main__).
@@ -293,6 +401,10 @@ __all__ = [
     "dumps",
     "dumps_copy",
     "dumps_exception",
+    "dumps_out_of_band",
+    "frame_head",
+    "is_framed",
+    "loads_result",
     "dumps_result",
     "format_exception",
     "join_chunks",

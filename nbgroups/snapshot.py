@@ -11,7 +11,9 @@ the copies.
 ::
 
     calls ──▶ atoms (int, float, str, bytes, bool, None, complex, and tuples
-    │          and frozensets of those): kept as they are, nothing to copy
+    │          and frozensets of those; a Stored value): kept as they are
+    ├──▶ holding a buffer of ≥ large_value bytes (1 MiB), durable tasks: stored
+    │          once by digest, the call holds a small Stored (nbgroups.values)
     └──▶ anything else: pickled and unpickled at once (a private copy)
               └─ arrays in it of ≥ LARGE (16 KiB): copied once per content
                  and shared by every call that passed the same, unchanged one
@@ -19,15 +21,26 @@ the copies.
 *Cost.* The tiny-task path (``async_task('math.modf', i)``) only checks
 types. A small list or dict costs one C pickle round trip (~1-2 µs).
 
-*Large values.* A 50 MB array passed to 200 calls must not become 200
-copies: the snapshot of an array whose type has ``nbytes`` of at least
-LARGE (16 KiB) is kept (weakly, while some call holds it) with its pickle
-and its raw buffers; the next call passing the same object compares its bytes with
-the kept copy (a ``memcmp``: 10-15 ms for 50 MB on a busy 2-core machine) and, when equal, gets the
-same copy object. One copy per distinct content, and since calls share the
-copy *object*, the pages and batches that pickle many calls still write its
-bytes once each (pickle's memo). The buffers are copied out of band
-(pickle protocol 5): one copy, no intermediate pickle bytes.
+*Mid-size arrays* (stored values aside: ``cached=True`` tasks, a memory store,
+``large_value=None``, or arrays under ``large_value``). A 50 MB array passed
+to 200 calls must not become 200 copies: the snapshot of an array whose type
+has ``nbytes`` of at least LARGE (16 KiB) is kept (weakly, while some call
+holds it) with its pickle and its raw buffers; the next call passing the same
+object compares its bytes with the kept copy (a ``memcmp``: 10-15 ms for 50 MB
+on a busy 2-core machine) and, when equal, gets the same copy object. One copy
+per distinct content, and since calls share the copy *object*, the pages and
+batches that pickle many calls still write its bytes once each (pickle's
+memo). The buffers are copied out of band (pickle protocol 5): one copy, no
+intermediate pickle bytes.
+
+*Stored values.* With a :class:`~nbgroups.values.Writer` (the runner passes
+one for the durable store, see the ``large_value`` setting), a value holding
+a buffer of that many bytes or more (1 MiB by default) is not copied at all:
+it is pickled once, its large buffers are written to the store by content
+digest, and the call holds a small :class:`~nbgroups.values.Stored` in its
+place (:mod:`nbgroups.values`). The same object passed to several calls of one
+submission (a ``sweep`` grid value, a repeated ``async_iter`` item) is
+pickled once for all of them.
 
 *Unpicklable arguments.* An argument that cannot be pickled (a lock, an
 open file) is not an error at the call: the call gets an id, and becomes a
@@ -42,13 +55,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from .serialize import dumps_copy, loads_copy
+from .values import Stored, Writer
 
 #: Immutable values that need no copy (bool is a subclass of int, listed for speed).
-ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex})
+ATOMS = frozenset({int, float, str, bytes, bool, type(None), complex, Stored})
 #: An array (a value whose type has ``nbytes``) at least this big is copied
 #: once per content and shared between the calls passing it unchanged. Small
 #: enough that 10,000 calls passing one unchanged array hold at most 160 MB
@@ -60,35 +74,67 @@ LARGE = 16 << 10
 BIG_PICKLE = 1 << 20
 
 
-def take(calls: Sequence[tuple[Any, dict | None]], iterable: bool = False
+def take(calls: Sequence[tuple[Any, dict | None]], iterable: bool = False,
+         values: Callable[[], Writer | None] | None = None
          ) -> Sequence[tuple[Any, dict | None]]:
     """``calls`` (``(args, kwargs)`` pairs) with every mutable argument replaced by a copy.
 
-    With ``iterable`` each ``args`` is an ``async_iter`` list of items.
+    With ``iterable`` each ``args`` is an ``async_iter`` list of items. With
+    ``values`` (called once, only if some argument is not an atom: it returns
+    the writer or None), large values are stored by digest instead (see the
+    module doc).
     Returns ``calls`` itself when nothing needed a copy (no allocation: this
     runs once per ``async_task``).
     """
     out = None
+    taking: _Taking | None = None
     for n, (args, kwargs) in enumerate(calls):
         new_args = args
         if iterable:
-            new_args = _items(args)
+            if not _all_atoms(args):
+                taking = taking or _Taking(values)
+                new_args = [v if is_atom(v) else taking.copy(v) for v in args]
         else:
             for v in args:
                 if type(v) not in ATOMS:
-                    new_args = _args(args)
+                    taking = taking or _Taking(values)
+                    new_args = _args(args, taking)
                     break
         new_kwargs = kwargs
         if kwargs:
             for v in kwargs.values():
                 if type(v) not in ATOMS:
-                    new_kwargs = _kwargs(kwargs)
+                    taking = taking or _Taking(values)
+                    new_kwargs = _kwargs(kwargs, taking)
                     break
         if new_args is not args or new_kwargs is not kwargs:
             if out is None:
                 out = list(calls)
             out[n] = (new_args, new_kwargs)
     return calls if out is None else out
+
+
+class _Taking:
+    """One submission's copies: the value writer, and each object stored by id
+    (the objects are alive for the whole submission, so ids are stable). Only
+    :class:`~nbgroups.values.Stored` ones are shared between calls: a worker
+    rebuilds those per call, where calls of one batch sharing a plain copy
+    would share one object."""
+
+    __slots__ = ("done", "values")
+
+    def __init__(self, values: Callable[[], Writer | None] | None) -> None:
+        self.values = values() if values is not None else None
+        self.done: dict[int, Any] = {}
+
+    def copy(self, value: Any) -> Any:
+        key = id(value)
+        out = self.done.get(key)
+        if out is None:
+            out = copy(value, self.values)
+            if type(out) is Stored:
+                self.done[key] = out
+        return out
 
 
 def is_atom(value: Any) -> bool:
@@ -101,24 +147,18 @@ def is_atom(value: Any) -> bool:
     return False
 
 
-def _args(args: tuple) -> tuple:
+def _args(args: tuple, taking: _Taking) -> tuple:
     for v in args:
         if type(v) not in ATOMS and not is_atom(v):
-            return tuple(v if is_atom(v) else copy(v) for v in args)
+            return tuple(v if is_atom(v) else taking.copy(v) for v in args)
     return args
 
 
-def _kwargs(kwargs: dict) -> dict:
+def _kwargs(kwargs: dict, taking: _Taking) -> dict:
     for v in kwargs.values():
         if type(v) not in ATOMS and not is_atom(v):
-            return {k: v if is_atom(v) else copy(v) for k, v in kwargs.items()}
+            return {k: v if is_atom(v) else taking.copy(v) for k, v in kwargs.items()}
     return kwargs
-
-
-def _items(items: list) -> list:
-    if _all_atoms(items):
-        return items
-    return [v if is_atom(v) else copy(v) for v in items]
 
 
 def _all_atoms(values: list) -> bool:
@@ -136,24 +176,44 @@ def _all_atoms(values: list) -> bool:
 
 
 # ------------------------------------------------------------------ copies
-def copy(value: Any) -> Any:
-    """A private copy of ``value`` (a pickle round trip), large arrays shared by content.
+def copy(value: Any, values: Writer | None = None) -> Any:
+    """A private copy of ``value`` (a pickle round trip), large arrays shared by content;
+    with ``values``, a :class:`~nbgroups.values.Stored` when it holds a buffer of
+    ``values.threshold`` bytes or more.
 
     Never raises: a value that cannot be pickled becomes an :class:`Unpicklable`,
     which fails the call when the runner pickles it.
     """
     try:
         if type(value) not in _CONTAINERS and _is_array(value):
+            if values is not None and value.nbytes >= values.threshold:
+                stored = _stored(value, values)
+                if stored is not None:
+                    return stored
             return _array_copy(value)
         try:
             data = dumps_copy(value, buffer_callback=_refuse_large)
         except _LargeBuffer:
+            if values is not None:  # it holds a buffer of LARGE bytes or more
+                stored = _stored(value, values)
+                if stored is not None:
+                    return stored
             return _copy_sharing_arrays(value)
         if len(data) >= BIG_PICKLE:  # e.g. a large array pickled in band (not contiguous)
             return _copy_sharing_arrays(value)
         return loads_copy(data)
     except Exception as exc:
         return Unpicklable(value, exc)
+
+
+def _stored(value: Any, values: Writer) -> Stored | None:
+    """``values.store(value)``; None when the store cannot take it now (a full
+    disk): the call then keeps a copy in memory, as its page does until the
+    store can be written (pickling errors propagate: the call fails alone)."""
+    try:
+        return values.store(value)
+    except OSError:
+        return None
 
 
 class _LargeBuffer(Exception):

@@ -7,9 +7,11 @@ A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls[, options]
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back;
-* ``options`` (optional): ``(capture, log level[, live output])``: whether each
-  call's output is captured (:mod:`nbgroups.capture`), from which logging
-  level, and whether it is also forwarded live (:mod:`nbgroups.forward`);
+* ``options`` (optional): ``(capture, log level[, live output[, values]])``:
+  whether each call's output is captured (:mod:`nbgroups.capture`), from which
+  logging level, and whether it is also forwarded live (:mod:`nbgroups.forward`);
+  where the large arguments stored by digest are read from (the store's value
+  directory: :mod:`nbgroups.values`);
 * ``split`` (optional): when true, ``calls`` holds ``(task id, pickled call,
   attempts)`` instead: each call is unpickled on its own (see :func:`run_batch`).
 
@@ -37,7 +39,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import capture, forward, outcome, reporting
+from . import capture, forward, outcome, reporting, values
 from . import monitor as monitor_file
 from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
 from .serialize import dumps_result, loads
@@ -173,16 +175,22 @@ def _load_func(name: str, blob: bytes | None) -> Any:
 
 
 def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
-            tee: bool | None = None, live: Any = None) -> tuple:
+            tee: bool | None = None, live: Any = None, src: Any = None) -> tuple:
     """One call of a batch (``loaded``: the batch's callables loaded so far);
     ``tee``: from :func:`start_capture` (None: output not captured); ``live``:
-    the batch's live-output sink (:mod:`nbgroups.forward`), or None."""
+    the batch's live-output sink (:mod:`nbgroups.forward`), or None; ``src``:
+    where its stored arguments are read (:func:`nbgroups.values.source`)."""
     key, fidx, args, kwargs, iterable, attempts = call
     cap = None if tee is None else capture.start(tee, live)
     try:
         func = loaded.get(fidx)
         if func is None:
             func = loaded[fidx] = _load_func(*funcs[fidx])
+        if src is not None:  # each call rebuilds its own objects over the shared maps
+            if iterable:
+                args = values.resolve_items(args, src)
+            else:
+                args, kwargs = values.resolve_call(args, kwargs, src)
     except BaseException as exc:
         return outcome.failure(key, attempts, None, exc, info=_info(cap))
     if iterable:
@@ -204,8 +212,8 @@ def run_call(key: str, attempts: int, func: Callable[..., Any], args: tuple,
     except BaseException as exc:  # a task's own SystemExit is a failure too
         return outcome.failure(key, attempts, started, exc, info=_info(cap))
     info = _info(cap)
-    try:
-        blob = dumps_result(value)
+    try:  # framed: large buffers (an ndarray) raw, so that a read may map them
+        blob = dumps_result(value, frame=True)
     except BaseException as exc:  # whatever pickling the result raises
         return outcome.failure(key, attempts, started, exc, info=info)
     return outcome.success(key, attempts, started, blob, info)
@@ -271,12 +279,13 @@ def run_batch(payload: bytes, monitor: str | None = None,
     options = batch[3] if len(batch) > 3 else None
     split = len(batch) > 4 and batch[4]  # each call pickled alone: (id, pickled call, attempts)
     tee = start_capture(options, inline)
+    src = values.source(options[3]) if options is not None and len(options) > 3 else None
     out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
     live = live_sink(options, tee, fd, batch_id, calls, inline)
     reporting.enter(fd, batch_id, calls)
     try:
-        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split, live)
+        _run_calls(batch_id, funcs, calls, fd, passthrough, tee, out, split, live, src)
     finally:
         reporting.leave()
     return out
@@ -298,7 +307,8 @@ def live_wanted(options: tuple | None, tee: bool | None) -> bool:
 
 
 def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthrough: tuple,
-               tee: bool | None, out: list, split: bool = False, live: Any = None) -> None:
+               tee: bool | None, out: list, split: bool = False, live: Any = None,
+               src: Any = None) -> None:
     """:func:`run_batch`'s loop: each call stamped, then run, its row appended to ``out``."""
     loaded: dict[int, Any] = {}
     where = reporting.current
@@ -318,7 +328,7 @@ def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthro
                 out.append(outcome.failure(call[0], call[-1], None, unloadable(exc)))
                 continue
         where.index = i  # the call nbgroups.report() speaks for
-        out.append(run_one(call, funcs, loaded, passthrough, tee, live))
+        out.append(run_one(call, funcs, loaded, passthrough, tee, live, src))
 
 
 def unloadable(exc: BaseException) -> SerializationError:

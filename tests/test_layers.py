@@ -27,6 +27,7 @@ RANK = {
     "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
     "capture": 1, "tracebacks": 1,  # worker side, standard library only
     "triage": 1,  # failures by cause: duck-typed records
+    "values": 1.5,  # large arguments stored by digest: the snapshot, store and worker use it
     "outcome": 2, "reporting": 2, "timeline": 2, "snapshot": 2, "pool_compat": 2,
     "records": 3,
     "forward": 3,  # live output: worker sinks (monitor, reporting), the kernel's hub

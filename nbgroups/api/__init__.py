@@ -81,6 +81,11 @@ def configure(**changes: Any) -> Settings:
         log_level: the lowest logging level captured (default ``'INFO'``).
         live_output: also show running tasks' output in their group's progress
             view as they write it, rate-limited (default False).
+        large_value: bytes (default 1 MiB): an argument holding a buffer this
+            large (an array, a DataFrame's columns) is stored once in the
+            store by content digest and memory-mapped, read-only, by the
+            workers, instead of being pickled with every call; ``None`` turns
+            that off.
 
     Returns:
         The new settings (a frozen dataclass; :func:`settings` returns it too).

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+
 from .. import monitor
 from ..arguments import check_bool, check_group
 from ..control import owner_alive
 from .session import SESSION
 
 ORPHAN_WAIT_SECONDS = 5.0  # a dead kernel's workers exit within ~0.2 s (worker.init_worker)
+
+
+log = logging.getLogger("nbgroups")
 
 
 def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False) -> int:
@@ -17,7 +22,9 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False)
         group_id: the group.
         tasks: ``False``: remove the label only; the tasks stay fetchable by id,
             with ``group=None``. ``True``: delete the tasks too, cancelling
-            those not started.
+            those not started, and the large arguments stored for them
+            (``large_value``) that no other stored task takes and none was
+            passed in the last minute.
         cached: the group of the cache layer.
 
     Returns:
@@ -43,7 +50,14 @@ def delete_group(group_id: str, tasks: bool = False, cached: bool | int = False)
     if tasks:
         r.cancel(group_id, ttl)
     r.flush()
-    return int(r.store_for(ttl).delete_group(group_id, tasks))
+    count = int(r.store_for(ttl).delete_group(group_id, tasks))
+    if tasks and ttl is None:
+        try:
+            r.store.collect_values(keep=r.values_held())
+        except OSError as exc:  # the tasks are deleted: values left behind are only space
+            log.warning("nbgroups: stored values not removed (%s); the next "
+                        "delete_group(..., tasks=True) tries again", exc)
+    return count
 
 
 def cancel_group(group_id: str, cached: bool | int = False) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import types
 from typing import Any
 
+from .. import values
 from ..errors import ArgumentTypeError, ConfigurationError
 from ..records import TaskRecord
 from ..serialize import loads
@@ -51,6 +52,13 @@ def debug(task_or_id: TaskRecord | str, cached: bool | int = False) -> Any:
     if args is None and kwargs is None and not iterable:
         raise ConfigurationError(f"debug(): the arguments of task {tid!r} were not kept "
                                  "(keep_args=False), so its call cannot be made again")
+    store = SESSION.runner().store
+    if store.values is not None:  # large arguments stored by digest: loaded, read-only
+        src = values.source(store.values.directory)
+        if iterable:
+            args = values.resolve_items(args, src)
+        else:
+            args, kwargs = values.resolve_call(args or (), kwargs, src)
     func = resolve(name) if blob is None else _with_sources(loads(blob))
     if iterable:
         return [func(*item) if isinstance(item, tuple) else func(item) for item in args]

@@ -21,6 +21,9 @@ class Executor:
     #: True when a batch's future still cancels only while no worker has it
     #: (loky marks a future running when it hands the batch to a worker).
     cancels_queued = False
+    #: True when workers cannot read the store's value files (Dask): the runner
+    #: then sends the batches that take some through :meth:`submit_values`.
+    ships_values = False
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
@@ -43,6 +46,13 @@ class Executor:
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
         """Run ``worker.run_batch(payload, monitor)``; a future of its outcome list."""
         raise NotImplementedError
+
+    def submit_values(self, payload: bytes, monitor: str | None,
+                      values: tuple[str, set[str]]) -> cf.Future:
+        """:meth:`submit` a batch whose calls take stored values: ``(the store's
+        value directory, their digests)`` (:mod:`nbgroups.values`). Only backends
+        with :attr:`ships_values` get it; by default, a plain submit."""
+        return self.submit(payload, monitor)
 
     def is_broken(self, exc: BaseException) -> bool:
         """Whether ``exc`` (from a batch future) means the pool itself broke."""

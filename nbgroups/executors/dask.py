@@ -32,6 +32,11 @@ Faults, where Dask's semantics differ from a loky pool:
   the thread; other batches running on that worker are rerun by Dask. A
   worker without a nanny cannot be restarted: the call then runs on to its end
   in the background, its result discarded.
+* *Stored values* (large arguments, :mod:`nbgroups.values`): Dask workers may
+  not share the notebook's filesystem, so each value is read from the store
+  and sent to the cluster once (``client.scatter``); its future is kept for
+  the executor's life and passed to every batch that takes the value, which
+  Dask resolves on the worker (fetched once per worker, kept in its memory).
 * Any other error from Dask (the task could not be unpickled on the worker,
   the scheduler cancelled it, ...) fails the calls of that batch with a
   message that says so, instead of re-queuing them forever.
@@ -48,12 +53,13 @@ import concurrent.futures as cf
 import contextlib
 import itertools
 import logging
+import os
 import threading
 import time
 import uuid
 from typing import Any
 
-from .. import forward, monitor, outcome, reporting, worker
+from .. import forward, monitor, outcome, reporting, values, worker
 from ..errors import ArgumentTypeError, ConfigurationError, TaskError, WorkerDied
 from ..serialize import dumps, loads
 from .base import Executor
@@ -118,7 +124,7 @@ def _take_client(address: str) -> Any:
 
 # ---------------------------------------------------------------- worker side
 def _run_on_worker(payload: bytes, topic: str | None, token: int,
-                   confirm: bool = False) -> list[tuple]:
+                   confirm: bool = False, stored: dict | None = None) -> list[tuple]:
     """The Dask task: :func:`nbgroups.worker.run_batch`'s loop, saying "started" once.
 
     The runner sends a call with a timeout alone or last in its batch, so one
@@ -127,6 +133,7 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
     """
     batch_id, funcs, calls, *options = loads(payload)
     opts = options[0] if options else None
+    src = values.source(stored) if stored else None  # {digest: bytes}, from the scatter
     tee = worker.start_capture(opts, own_process=True)
     send = _events(topic, token, batch_id)
     # nbgroups.report() and live output go as events too (rate-limited where made)
@@ -144,7 +151,7 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
                 if confirm:  # fault recovery only: let the event leave before a crash
                     time.sleep(CONFIRM_SECONDS)
             where.index = i
-            out.append(worker.run_one(call, funcs, loaded, tee=tee, live=live))
+            out.append(worker.run_one(call, funcs, loaded, tee=tee, live=live, src=src))
             if send is not None:
                 reporting.call_ended()
     finally:
@@ -195,7 +202,8 @@ class _TimedOut(Exception):
 
 
 class _Batch:
-    __slots__ = ("address", "dfut", "future", "monitor", "payload", "starts", "token", "tries")
+    __slots__ = ("address", "dfut", "future", "monitor", "payload", "starts", "stored", "token",
+                 "tries")
 
     def __init__(self, token: int, payload: bytes, monitor: str | None,
                  future: cf.Future) -> None:
@@ -207,6 +215,7 @@ class _Batch:
         self.address: str | None = None
         self.starts = 0  # "started" events seen
         self.tries = 0
+        self.stored: dict | None = None  # {digest: scattered future} the calls take
 
 
 class DaskExecutor(Executor):
@@ -219,6 +228,8 @@ class DaskExecutor(Executor):
     name = "dask"
     #: The runner's monitor files work: they are written here from worker events.
     monitored = True
+    #: Stored values go to the cluster by ``client.scatter``, once each.
+    ships_values = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> DaskExecutor:
@@ -239,6 +250,7 @@ class DaskExecutor(Executor):
         #: the event topic the batches' "started" events go to
         self.topic = f"nbgroups-started-{uuid.uuid4().hex}"
         self._nthreads = (0, 0.0)  # (count, when read)
+        self._scattered: dict[str, Any] = {}  # digest -> the future of its bytes on the cluster
         self.client.subscribe_topic(self.topic, self._on_event)
 
     # -------------------------------------------------------------- sizing
@@ -256,18 +268,46 @@ class DaskExecutor(Executor):
 
     # -------------------------------------------------------------- submit
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
+        return self._submit(payload, monitor, None)
+
+    def submit_values(self, payload: bytes, monitor: str | None,
+                      values: tuple[str, set[str]]) -> cf.Future:
+        """:meth:`submit`, the stored values the calls take scattered first (once each)."""
+        return self._submit(payload, monitor, self._scatter(*values))
+
+    def _submit(self, payload: bytes, monitor: str | None, stored: dict | None) -> cf.Future:
         future: cf.Future = cf.Future()
         token = next(self._tokens)
         batch = _Batch(token, payload, monitor, future)
+        batch.stored = stored
         with self._lock:
             self._batches[token] = batch
         self._send(batch)
         return future
 
+    def _scatter(self, directory: str, digests: set[str]) -> dict[str, Any]:
+        """The futures of these stored values on the cluster, each sent once. A
+        value whose file cannot be read is left out: its calls then fail with
+        :class:`~nbgroups.errors.ValueMissing` on the worker."""
+        out = {}
+        for digest in digests:
+            fut = self._scattered.get(digest)
+            if fut is None:
+                try:
+                    with open(os.path.join(directory, digest), "rb") as f:
+                        data = f.read()
+                    fut = self._scattered[digest] = self.client.scatter(data, hash=False)
+                except OSError:
+                    continue
+                except Exception:  # a closed client: the batch fails when sent
+                    continue
+            out[digest] = fut
+        return out
+
     def _send(self, batch: _Batch) -> None:
         try:
             batch.dfut = self.client.submit(
-                _run_on_worker, batch.payload, self.topic, batch.token,
+                _run_on_worker, batch.payload, self.topic, batch.token, False, batch.stored,
                 key=f"nbgroups-batch-{uuid.uuid4().hex}", pure=False)
         except Exception as exc:  # a closed client: fail the calls, clearly
             self._resolve(batch, _failed_outcomes(batch.payload, self._dask_error(exc)))
@@ -386,13 +426,14 @@ class DaskExecutor(Executor):
         def send(i: int, part: _Batch) -> None:
             part.tries += 1
             part.dfut = self.client.submit(
-                _run_on_worker, part.payload, self.topic, part.token, True,
+                _run_on_worker, part.payload, self.topic, part.token, True, part.stored,
                 key=f"nbgroups-call-{uuid.uuid4().hex}", pure=False)
             part.dfut.add_done_callback(lambda f: part_done(i, part, f))
 
         for i, call in enumerate(calls):
             payload = dumps((bid, funcs, [call]))  # cloudpickle: args may be notebook objects
             part = _Batch(next(self._tokens), payload, None, batch.future)
+            part.stored = batch.stored
             with self._lock:
                 self._batches[part.token] = part
             send(i, part)
@@ -432,6 +473,7 @@ class DaskExecutor(Executor):
             batches = list(self._batches.values())
             self._batches.clear()
         dfuts = [b.dfut for b in batches if b.dfut is not None]
+        self._scattered.clear()  # their data leaves the cluster with the futures
         try:
             self.client.unsubscribe_topic(self.topic)
             if dfuts:

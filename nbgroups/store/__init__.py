@@ -28,6 +28,12 @@ are ``str`` with NUL separators, so a group's pages are one key range::
     x\\0GROUP\\0GEN                 str    a cancel request from another process (cancel_board)
     y\\0GROUP\\0GEN\\0REQ\\0OWNER     int    an owner's answer to it: tasks it cancelled
     h\\0OWNER                     str    JSON: what a busy process runs now (presence)
+    v\\0DIGEST\\0PREFIX             int    spec page PREFIX takes the stored value DIGEST
+
+Large arguments are stored once by content digest outside diskcache, as raw
+files ``values/DIGEST`` beside it (:mod:`nbgroups.values`): the ``v`` entries say
+which pages take which, so ``delete_group(tasks=True)`` can remove the values no
+task takes any more (:meth:`Store.collect_values`).
 
 Values handed to diskcache are only ``str``, ``int``, ``float`` and ``bytes``;
 every pickle is ours and signed (:mod:`nbgroups.serialize`). Reads go through

@@ -4,6 +4,7 @@ seven primitives a backend implements (see the package docstring)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from bisect import bisect_right
@@ -13,6 +14,7 @@ from operator import itemgetter
 from typing import Any
 
 from .. import names
+from .. import values as values_module
 from ..errors import ConfigurationError, SignatureError, StoreError
 from ..outcome import view
 from ..records import (
@@ -25,16 +27,22 @@ from ..records import (
     TaskRecord,
 )
 from ..serialize import (
+    MAC_SIZE,
     Signer,
     dumps,
     dumps_plain,
+    frame_head,
+    is_framed,
     join_stream,
     loads,
+    loads_result,
     unloadable_result,
 )
+from ..values import ValueFiles
 from .layout import (
     CHUNKED,
     COUNTERS,
+    FRAMED,
     LARGE_RESULT,
     PENDING_GRACE,
     SEP,
@@ -46,6 +54,7 @@ from .layout import (
     page_index,
     result_size,
     result_value,
+    value_ref,
 )
 
 _ID = itemgetter(0)  # an outcome row's task id
@@ -68,6 +77,10 @@ class Store:
     default :func:`time.time`) decides expiry and the times stored: a test
     moves it forward instead of sleeping past a TTL.
     """
+
+    #: Where large arguments are stored once by digest (:mod:`nbgroups.values`);
+    #: None: this store keeps none (the runner then copies them with each call).
+    values: ValueFiles | None = None
 
     def __init__(self, signer: Signer, *, ttl: int | None = None, keep_args: bool = True,
                  clock: Callable[[], float] = time.time):
@@ -151,18 +164,38 @@ class Store:
         """Plain data (tuples of str/bytes/numbers) pickled by the C pickler and signed."""
         return self._signer.sign(dumps_plain(obj), key)
 
-    def _put_stream(self, key: str, parts: list[bytes], expire: float | None) -> None:
-        """Store the signed concatenation of ``parts``; the disk store streams it
-        to its file without ever building the concatenation."""
-        self._set(key, self._signer.mac_parts(parts, key) + b"".join(parts), expire)
+    def _put_stream(self, key: str, parts: list[bytes], expire: float | None,
+                    signed: list[bytes | memoryview] | None = None) -> None:
+        """Store the signed concatenation of ``parts`` (the MAC covers ``signed``,
+        by default all of them); the disk store streams it to its file without
+        ever building the concatenation."""
+        mac = self._signer.mac_parts(parts if signed is None else signed, key)
+        self._set(key, mac + b"".join(parts), expire)
 
-    def _blob(self, key: str) -> Any:
-        """The value of a large result stored by :meth:`_put_stream`."""
-        data = self._get(key)
+    def _mapped(self, key: str) -> Any:
+        """The value under ``key`` without reading it, where the backend can (the
+        disk store maps its file read-only); by default, read."""
+        return self._get(key)
+
+    def _blob(self, key: str, mapped: bool = False) -> Any:
+        """The value of a large result stored by :meth:`_put_stream`; ``mapped``:
+        a framed result's raw buffers memory-mapped, read-only, not read."""
+        data = self._mapped(key) if mapped and key.endswith(FRAMED) else self._get(key)
+        where = f"entry {key.replace(SEP, '/')!r}"
         if data is None:
             raise StoreError(f"the result entry {key.replace(SEP, '/')!r} is missing from the "
                              "store (deleted outside nbgroups, or expired)")
-        payload = self._signer.verify(data, key, f"entry {key.replace(SEP, '/')!r}")
+        if key.endswith(FRAMED):
+            # Only the head (the pickle and the buffers' table) is signed and
+            # unpickled: the raw buffers are data handed to their arrays.
+            view = memoryview(data)
+            try:
+                head_len = frame_head(view[MAC_SIZE:])[0]
+            except ValueError:
+                head_len = 0  # fails verification below, with the usual message
+            self._signer.verify(view[:MAC_SIZE + head_len], key, where)
+            return loads_result(view[MAC_SIZE:], writable=not mapped)
+        payload = self._signer.verify(data, key, where)
         return join_stream(payload) if key.endswith(CHUNKED) else loads(payload)
 
     def _outcome_rows(self, key: str, data: Any) -> list[tuple]:
@@ -226,6 +259,10 @@ class Store:
                 )
                 key = gkey("s", group, gen) + f"{seq:012d}"
                 sets += ((key, self._signed(key, page)), (page_index(page.prefix), key))
+                if values_module.made and self.values is not None and self.keep_args:
+                    # which stored values the page's calls take (value_refs)
+                    sets += ((value_ref(digest, page.prefix), 1) for digest in
+                             values_module.digests_of_calls((c[2], c[3]) for c in page.calls))
                 for c in calls:
                     if c[4]:  # a task_name= override gets its own name index entry
                         tid = names.task_id(page.prefix, c[0])
@@ -362,6 +399,10 @@ class Store:
         blob = o[5]
         chunked = type(blob) is list  # async_iter: pickled chunks
         bkey = f"{gkey('b', group, gen)}{o[0]}{SEP}{ctr}" + (CHUNKED if chunked else "")
+        if not chunked and is_framed(blob):  # signed head, raw buffers: mappable
+            head = memoryview(blob)[:frame_head(blob)[0]]
+            self._put_stream(bkey + FRAMED, [blob], expire, signed=[head])
+            return (*o[:5], bkey + FRAMED, *o[6:])
         self._put_stream(bkey, blob if chunked else [blob], expire)
         return (*o[:5], bkey, *o[6:])
 
@@ -539,15 +580,19 @@ class Store:
                                         else view(o), group, cls))
         return out
 
-    def group_records(self, group: str, cls: type = TaskRecord) -> TaskList | None:
-        """The group's task records in submission order; None if unknown."""
+    def group_records(self, group: str, cls: type = TaskRecord,
+                      mapped: bool = False) -> TaskList | None:
+        """The group's task records in submission order; None if unknown.
+        ``mapped``: large ndarray results memory-mapped (see :meth:`_blob`)."""
         entries = self.group_entries(group)
         if entries is None:
             return None
-        return TaskList(self._record(p, c, o, group, cls) for p, c, o in entries)
+        return TaskList(self._record(p, c, o, group, cls, mapped) for p, c, o in entries)
 
-    def group_results(self, group: str, failures: bool) -> list | None:
-        """Results in submission order, without building task records (the hot path)."""
+    def group_results(self, group: str, failures: bool, mapped: bool = False) -> list | None:
+        """Results in submission order, without building task records (the hot path);
+        ``mapped``: large ndarray results memory-mapped, read-only (see :meth:`_blob`)."""
+        blobs = functools.partial(self._blob, mapped=True) if mapped else self._blob
         found = self._group_pages(group)
         if found is None:
             return None
@@ -566,13 +611,13 @@ class Store:
                     blob = o[5]
                     if type(blob) is bytes:
                         try:
-                            append(loads(blob))
+                            append(loads_result(blob))
                         except Exception as exc:  # e.g. its class's module is not importable
                             append(unloadable_result(exc))
                     else:
-                        append(result_value(view(o), self._blob))
+                        append(result_value(view(o), blobs))
                 elif failures and state == "failure":
-                    append(failure_value(view(o), self._blob))
+                    append(failure_value(view(o), blobs))
         return out
 
     def _locate(self, task_id: str) -> tuple[SpecPage, Call, str | None] | None:
@@ -644,16 +689,19 @@ class Store:
         name, blob = page.funcs[call.func]
         return name, blob, call.args, call.kwargs, call.iterable
 
-    def task(self, task_id: str, cls: type = TaskRecord) -> TaskRecord | None:
-        """The record of one task, by id: its page and its latest outcome."""
+    def task(self, task_id: str, cls: type = TaskRecord,
+             mapped: bool = False) -> TaskRecord | None:
+        """The record of one task, by id: its page and its latest outcome
+        (``mapped``: a large ndarray result memory-mapped, see :meth:`_blob`)."""
         found = self._locate(task_id)
         if found is None:
             return None
         page, call, label = found
         runs = self._task_outcomes(task_id)
-        return self._record(page, call, view(runs[-1]) if runs else None, label, cls)
+        return self._record(page, call, view(runs[-1]) if runs else None, label, cls, mapped)
 
-    def task_by_name(self, name: str, cls: type = TaskRecord) -> TaskRecord | None:
+    def task_by_name(self, name: str, cls: type = TaskRecord,
+                     mapped: bool = False) -> TaskRecord | None:
         """The newest task called ``name`` (a derived name or a ``task_name=``)."""
         if not name.isascii() and not _encodable(name):
             return None  # a lone surrogate: no task can be stored under that name
@@ -673,19 +721,35 @@ class Store:
                 if any(c[0] == index and not c[4] for c in page.calls):
                     candidates.append((page.created, names.task_id(page.prefix, index)))
         for _, tid in sorted(candidates, reverse=True):  # newest first, still stored
-            task = self.task(tid, cls)
+            task = self.task(tid, cls, mapped)
             if task is not None:
                 return task
         return None
 
-    def _record(self, page: SpecPage, call: Call, o: Outcome | None, label, cls) -> TaskRecord:
+    def _record(self, page: SpecPage, call: Call, o: Outcome | None, label, cls,
+                mapped: bool = False) -> TaskRecord:
         tid = names.task_id(page.prefix, call.index)
         return build_record(
             tid, call.task_name or names.name_of(tid), page.funcs[call.func][0],
             None if call.iterable else call.args, call.kwargs, o, label, page.created, cls,
-            items=call.args if call.iterable else None, blobs=self._blob,
+            items=call.args if call.iterable else None,
+            blobs=functools.partial(self._blob, mapped=True) if mapped else self._blob,
             saved=page.options.get("save", True),
         )
+
+    # ----------------------------------------------------------------- values
+    def value_refs(self) -> set[str]:
+        """The digests of the stored values some stored task takes (one range read)."""
+        cut = len(f"v{SEP}")
+        return {key[cut:].split(SEP, 1)[0] for key in self._scan_keys(f"v{SEP}")}
+
+    def collect_values(self, keep: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+        """Remove the stored values no stored task takes any more (and none of
+        ``keep``, the digests this process's tasks still run with); the digests
+        removed. See :meth:`nbgroups.values.ValueFiles.collect`."""
+        if self.values is None:
+            return []
+        return self.values.collect(self.value_refs, set(keep), self.clock())
 
     # ----------------------------------------------------------------- deletes
     def delete_group(self, group: str, tasks: bool) -> int:
@@ -702,6 +766,8 @@ class Store:
                     page: SpecPage = self._load(key, data)
                     keys += [key, page_index(page.prefix)]
                     keys += self._scan_keys(f"q{SEP}{page.prefix}{SEP}")
+                    keys += (value_ref(digest, page.prefix) for digest in
+                             values_module.digests_of_calls((c[2], c[3]) for c in page.calls))
                 for kind in "ocbk":  # outcomes, counters, large results, reuse keys
                     keys += self._scan_keys(gkey(kind, group, gen))
                 self._delete(keys)

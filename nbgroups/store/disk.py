@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import mmap
 import os
 import sqlite3
 import stat
@@ -18,6 +19,7 @@ from ..serialize import (
     Signer,
     load_secret,
 )
+from ..values import ValueFiles
 from .base import Store
 from .layout import (
     LARGE_RESULT,
@@ -105,6 +107,7 @@ class DiskStore(Store):
                 f"the store database in {str(self.directory)!r} cannot be opened ({exc}); "
                 "it may be corrupt. Move it aside or choose another store directory."
             ) from None
+        self.values = ValueFiles(self.directory / "values")
         self._modes = diskcache.core
         self._db_path = str(self.directory / "cache.db")
         st = os.stat(self._db_path)
@@ -137,6 +140,20 @@ class DiskStore(Store):
         if mode == self._modes.MODE_RAW or filename is None:
             return bytes(value) if type(value) is memoryview else value
         return self._read_value_file(key, filename, size)
+
+    def _mapped(self, key):
+        # A value kept in its own file, mapped read-only (a framed result's raw
+        # buffers are then used in place); one kept in its row, read.
+        rows = self._query(
+            "SELECT mode, filename, value, size FROM Cache WHERE key = ? AND raw = 1"
+            " AND (expire_time IS NULL OR expire_time > ?)", (key, self.clock()),
+        )
+        if not rows:
+            return None
+        mode, filename, value, size = rows[0]
+        if mode != self._modes.MODE_BINARY or not isinstance(filename, str):
+            return self._row_value(key, mode, filename, value, size)
+        return map_value_file(self.directory, key, filename, size)
 
     def _read_value_file(self, key: str, filename: str, size: Any) -> bytes:
         return read_value_file(self.directory, key, filename, size)
@@ -253,11 +270,12 @@ class DiskStore(Store):
                            (prefix, end))
         return [k for (k,) in rows if isinstance(k, str)]
 
-    def _put_stream(self, key, parts, expire):
+    def _put_stream(self, key, parts, expire, signed=None):
         # diskcache copies a file-like object to its file chunk by chunk
         # (read=True): MAC then the parts, without building MAC + payload.
+        mac = self._signer.mac_parts(parts if signed is None else signed, key)
         try:
-            self._cache.set(key, _SignedReader(self._signer.mac_parts(parts, key), *parts),
+            self._cache.set(key, _SignedReader(mac, *parts),
                             expire=self._ttl(expire), read=True, retry=True)
         except (sqlite3.Error, OSError) as exc:
             raise self._failed("writing a result file", exc) from None
@@ -323,10 +341,17 @@ class DiskStore(Store):
         self._cache.close()
 
 
-def read_value_file(directory: Path, key: str, filename: str, size: Any) -> bytes:
+def map_value_file(directory: Path, key: str, filename: str, size: Any) -> memoryview:
+    """:func:`read_value_file`, mapped read-only instead of read (the same checks)."""
+    return read_value_file(directory, key, filename, size, mapped=True)
+
+
+def read_value_file(directory: Path, key: str, filename: str, size: Any,
+                    mapped: bool = False) -> Any:
     """A value kept in its own file: only a regular file inside the store
     ``directory``, and only as many bytes as its row records (a planted row
-    naming a FIFO or /dev/zero would otherwise hang or fill memory)."""
+    naming a FIFO or /dev/zero would otherwise hang or fill memory). ``mapped``:
+    a read-only memory map of it (a memoryview) instead of its bytes."""
     where = key.replace(SEP, "/")
     root = str(directory)
     path = os.path.realpath(os.path.join(root, filename))
@@ -350,6 +375,9 @@ def read_value_file(directory: Path, key: str, filename: str, size: Any) -> byte
                 f"store entry {where!r}: its value file {filename!r} holds {st.st_size} "
                 f"bytes where the store recorded {size!r} (modified outside nbgroups, or "
                 "damaged); it was refused, not loaded")
+        if mapped:
+            return memoryview(mmap.mmap(fd, size, prot=mmap.PROT_READ)) if size else \
+                memoryview(b"")
         with open(fd, "rb", closefd=False) as f:
             return f.read(size)
     except OSError as exc:

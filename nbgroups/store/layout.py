@@ -17,15 +17,17 @@ from ..records import (
 )
 from ..serialize import (
     join_chunks,
-    loads,
     loads_exception,
+    loads_result,
     unloadable_result,
 )
 from ..tracebacks import render
+from ..values import shown_call
 
 SEP = "\x00"
 LARGE_RESULT = 1 << 20  # a result this large gets an entry of its own
 CHUNKED = f"{SEP}c"  # ends the key of such an entry holding async_iter chunks
+FRAMED = f"{SEP}f"  # ends the key of such an entry holding a framed result (serialize)
 COUNTERS = ("n", "ok", "fail", "cancel", "reused")
 STATE_COUNTER = {"success": "ok", "failure": "fail", "cancelled": "cancel"}
 # In an expiring layer, how much longer than the TTL a task's entries are kept
@@ -35,6 +37,11 @@ PENDING_GRACE = 7 * 86400
 
 def gkey(kind: str, group: str | None, gen: int) -> str:
     return f"{kind}{SEP}{group or ''}{SEP}{gen}{SEP}"
+
+
+def value_ref(digest: str, prefix: str) -> str:
+    """The entry saying that spec page ``prefix`` takes the stored value ``digest``."""
+    return f"v{SEP}{digest}{SEP}{prefix}"
 
 
 def page_index(prefix: str) -> str:
@@ -81,8 +88,9 @@ def build_record(
         result = result_value(o, blobs)
     else:
         result = failure_value(o, blobs)
+    args, kwargs = shown_call(args, kwargs)  # large values stored by digest: loaded, mapped
     if items is not None:  # async_iter: the items are the arguments
-        args = (items,)
+        args = (shown_call(items, None)[0],)
     return cls(
         id=tid, name=name, func=func, args=args, kwargs=kwargs, result=result, group=label,
         started=o.started if o else None, stopped=o.stopped if o else None,
@@ -116,7 +124,7 @@ def result_value(o: Outcome, blobs: Any = None) -> Any:
             return join_chunks(o.result)
         if isinstance(o.result, str):  # a large result in its own entry
             return blobs(o.result)
-        return loads(o.result)
+        return loads_result(o.result)
     except NbgroupsError:  # a missing or tampered entry: refused, never skipped
         raise
     except Exception as exc:
