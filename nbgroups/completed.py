@@ -135,8 +135,11 @@ class _Completed:
                 me._finished(pairs)
         self._listener = listener
         runner.add_finish_listener(listener)
-        # after the listener: nothing slips between
-        self._foreign = [tid for tid in self._waiting if not runner.pending(tid)]
+        # after the listener: nothing slips between (a copy: the listener, on the
+        # runner thread, takes finished ids out of _waiting meanwhile)
+        with self._cond:
+            waiting = list(self._waiting)
+        self._foreign = [tid for tid in waiting if not runner.pending(tid)]
         entries = self._read() if self._foreign else {}
         try:
             self._check_foreign(entries)
