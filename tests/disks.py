@@ -50,11 +50,12 @@ def small_disk(where: Path, size: str = "8m") -> Iterator[Path]:
 def fill(disk: Path) -> Path:
     """Fill the disk up (a file grown until the device is full)."""
     filler = disk / "filler"
-    with open(filler, "wb") as f:
+    # Unbuffered: a buffered file keeps the part of a write that did not fit and
+    # raises ENOSPC again when it is closed (seen: a flaky failure at the close).
+    with open(filler, "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError as exc:
             assert exc.errno == errno.ENOSPC
     return filler
