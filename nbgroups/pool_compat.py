@@ -63,12 +63,12 @@ def loky() -> ModuleType:
     return standalone
 
 
-def new_pool(workers: int, initializer: Any) -> Any:
+def new_pool(workers: int, initializer: Any, initargs: tuple = ()) -> Any:
     """A loky ``ProcessPoolExecutor`` of ``workers`` processes, its trackers started first."""
     mod = loky()
     start_resource_trackers()
     return mod.ProcessPoolExecutor(
-        max_workers=workers, initializer=initializer,
+        max_workers=workers, initializer=initializer, initargs=initargs,
         context=mod.backend.context.LokyContext(),  # never looked up by name: see above
     )
 

@@ -60,7 +60,7 @@ _parent = 0  # the pid of the kernel that started this pool worker (0: not a poo
 ORPHAN_CHECK_SECONDS = 0.2
 
 
-def init_worker() -> None:
+def init_worker(parent: int | None = None) -> None:
     """Pool initializer: ignore the kernel's SIGINT (Jupyter interrupts the whole
     process group; a worker must neither die nor print a traceback for it), and
     exit when the kernel is gone.
@@ -72,11 +72,18 @@ def init_worker() -> None:
     ``getppid``: no new call starts once the kernel is gone) and a watchdog
     thread ends the process within ORPHAN_CHECK_SECONDS even inside a call (its
     task stays unfinished in the store: ``resume_group`` runs it).
+
+    ``parent`` is the kernel's pid, passed by the pool: a worker that starts
+    after the kernel was killed (reparented already) exits at once, where
+    taking ``getppid()`` then would have kept it forever (seen: two idle
+    orphans left by a test that kills its kernel right after submitting).
     """
     global _parent, _pool_worker
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _pool_worker = True  # its logging is ours (see start_capture)
-    _parent = os.getppid()
+    _parent = parent if parent is not None else os.getppid()
+    if os.getppid() != _parent:
+        os._exit(0)
     threading.Thread(target=_watch_parent, name="nbgroups-orphan-watch", daemon=True).start()
 
 

@@ -289,3 +289,21 @@ def test_the_exit_wait_shows_progress_on_a_terminal(tmp_path):
         assert nbgroups.count_group("tty") == 12
     finally:
         api.reset()
+
+
+def test_a_worker_that_starts_after_its_kernel_died_exits_at_once():
+    """A loky worker still starting when its kernel is killed is reparented before
+    its initializer runs: it must compare with the kernel's pid, given by the pool,
+    not take its new parent for the kernel (it then stayed alive, idle, for good)."""
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    code = ("from nbgroups import worker\n"
+            f"worker.init_worker({gone})\n"
+            "print('still here')\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and "still here" not in done.stdout, done
+    alive = subprocess.run([sys.executable, "-c", code.replace(gone, "os.getppid()").replace(
+        "from nbgroups import worker", "import os\nfrom nbgroups import worker")],
+        capture_output=True, text=True, timeout=60)
+    assert "still here" in alive.stdout, alive  # with its kernel alive it goes on

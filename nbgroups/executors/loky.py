@@ -25,7 +25,9 @@ class LokyExecutor(Executor):
         self._deaths: dict[int, dict[int, int]] = {}
 
     def _new_pool(self) -> Any:
-        return pool_compat.new_pool(self.workers, worker.init_worker)
+        # the kernel's pid, given: a worker that starts after the kernel died must
+        # not take its new parent (init, pid 1) for the kernel
+        return pool_compat.new_pool(self.workers, worker.init_worker, (os.getpid(),))
 
     def submit(self, payload: bytes, monitor: str | None) -> cf.Future:
         BrokenProcessPool, ShutdownExecutorError = pool_compat.pool_errors()
