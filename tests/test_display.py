@@ -513,3 +513,13 @@ def test_held_boards_write_nothing_until_released(monkeypatch):
         assert text.held()
     finally:
         text.release()
+
+
+def test_text_failure_lines_name_the_call_as_the_widget_does(monkeypatch):
+    out, view = _terminal_view(monkeypatch, columns=100, no_color="1")
+    settled = meter(GroupCounts("g", submitted=2, done=1, failed=1, first_submitted=0.0,
+                                last_finished=1.0), now=1.0)
+    view.update(settled, [Failure("quiet-river-stone-lamp", "ValueError: k must be > 0", "tb",
+                                  "simulate(k=0.0, dt=0.1)")])
+    lines = [ln for ln in _screen(out.getvalue()) if ln]
+    assert lines[1] == "  failed simulate(k=0.0, dt=0.1): ValueError: k must be > 0", lines

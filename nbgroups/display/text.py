@@ -301,7 +301,7 @@ class TextView:
         self._final_key = m.key()
         text = line + "\n"
         for f in (failures or ())[:MAX_FAILURES_PRINTED]:
-            text += _fit(f"  failed {f.name}: {f.error}", width) + "\n"
+            text += _fit(f"  failed {f.call or f.name}: {f.error}", width) + "\n"
         if m.failed > MAX_FAILURES_PRINTED:
             more = m.failed - MAX_FAILURES_PRINTED
             text += f"  ... {more} more failure{'s' if more > 1 else ''}\n"
