@@ -32,7 +32,8 @@ import struct
 import tempfile
 import time
 import zlib
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 STAMP = struct.Struct("<qqqd")  # batch id, call index, pid, start time
 CANCEL_AT = STAMP.size  # the flag's offset: a byte after the stamp
@@ -132,19 +133,20 @@ def write_live(fd: int, batch: int, seq: int, call: int, skipped: int, text: str
 def write_live_at(path: str, batch: int, seq: int, call: int, skipped: int,
                   text: str) -> None:
     """:func:`write_live` on a worker's behalf (the dask backend, from its events)."""
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        write_live(fd, batch, seq, call, skipped, text)
-    finally:
-        os.close(fd)
+    _write_at(path, write_live, batch, seq, call, skipped, text)
 
 
 def write_progress_at(path: str, batch: int, index: int, done: float, total: float,
                       note: str) -> None:
     """:func:`write_progress` on a worker's behalf (the dask backend, from its events)."""
+    _write_at(path, write_progress, batch, index, done, total, note)
+
+
+def _write_at(path: str, write: Callable[..., None], *args: Any) -> None:
+    """``write(fd, *args)`` on the monitor file ``path``, opened for it."""
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        write_progress(fd, batch, index, done, total, note)
+        write(fd, *args)
     finally:
         os.close(fd)
 

@@ -182,3 +182,14 @@ def start_owner(tmp_path: Path, backend: str, *extra: str
     owner = proc.stdout.readline().strip()
     assert owner.count(":") == 2, owner
     return proc, starts, go, owner
+
+
+def release_owner(proc: subprocess.Popen, go: Path) -> None:
+    """Teardown of :func:`start_owner`: let its calls finish, kill it if it still
+    runs, and close its pipe."""
+    go.touch()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()

@@ -19,7 +19,7 @@ from nbgroups.store import MemoryStore
 from nbgroups.store.cancel_board import CancelBoard
 from nbgroups.stores import Stores
 from tests.dashboard_env import SWEEP as N
-from tests.dashboard_env import start_owner
+from tests.dashboard_env import release_owner, start_owner
 
 
 @pytest.fixture
@@ -46,11 +46,7 @@ def test_the_owner_cancels_its_queued_calls_and_nothing_is_lost(tmp_path, here, 
         states = json.loads(proc.stdout.readline())
         assert proc.wait(60) == 0
     finally:
-        go.touch()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stdout.close()
+        release_owner(proc, go)
     assert states.count("cancelled") == n
     assert states.count("success") == N - n  # every call ran or was cancelled, once
     ran = sorted(int(name) for name in os.listdir(starts))

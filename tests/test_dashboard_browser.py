@@ -22,7 +22,14 @@ import pytest
 import nbgroups
 from nbgroups import api
 from nbgroups.store import DiskStore
-from tests.dashboard_env import REPO, SWEEP, dashboard_process, env_for_cli, start_owner
+from tests.dashboard_env import (
+    REPO,
+    SWEEP,
+    dashboard_process,
+    env_for_cli,
+    release_owner,
+    start_owner,
+)
 from tests.jupyter_env import save_screenshot
 
 pytestmark = pytest.mark.browser
@@ -230,8 +237,4 @@ def test_cancel_in_chromium_stops_a_sweep_in_another_process(browser_page, tmp_p
                 ["success", "cancelled", "cancelled"]
             save_screenshot(page, "dashboard-cancelled")
     finally:
-        go.touch()
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait(10)
-        owner.stdout.close()
+        release_owner(owner, go)

@@ -15,7 +15,7 @@ from nbgroups.dashboard import views
 from nbgroups.presence import PresenceReporter
 from nbgroups.store import MemoryStore
 from nbgroups.stores import Stores
-from tests.dashboard_env import SWEEP, start_owner
+from tests.dashboard_env import SWEEP, release_owner, start_owner
 
 
 def test_a_runner_reports_what_it_holds_and_removes_it_when_idle():
@@ -73,10 +73,6 @@ def test_the_dashboard_counts_what_another_process_runs(tmp_path, here):
         assert json.loads(owner.stdout.readline()) == ["success"] * SWEEP
         assert owner.wait(60) == 0
     finally:
-        go.touch()
-        if owner.poll() is None:
-            owner.kill()
-            owner.wait(10)
-        owner.stdout.close()
+        release_owner(owner, go)
     g = far(here)  # finished: nothing runs, whatever an entry still says
     assert (g["running"], g["queued"], g["done"]) == (0, 0, SWEEP)
