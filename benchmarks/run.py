@@ -264,7 +264,7 @@ def bench_reads(tmp: str) -> None:
     print("\n[4] count_group and result_group of a 100,000-task group")
     fresh(tmp, "reads")
     for k in range(20):  # other groups in the store must not matter
-        nbgroups.sweep("math.floor", f"other{k}", x=list(range(500)))
+        nbgroups.sweep("builtins.round", f"other{k}", number=list(range(500)))
     for i in range(100_000):
         nbgroups.async_task("math.floor", i, group="big")
     assert len(nbgroups.result_group("big", count=100_000)) == 100_000
