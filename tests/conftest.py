@@ -66,6 +66,24 @@ def nb(request, store_dir):
     api.reset()
 
 
+@pytest.fixture(params=["loky", "thread", "sync"])
+def nb_local(request, store_dir):
+    """nbgroups on a real store in a temp dir, on each local backend: a 2-worker
+    loky pool, 2 threads, inline (the futures and joblib adapters run on all three)."""
+    yield _configured(store_dir, request.param)
+    api.reset()
+
+
+@pytest.fixture
+def here(tmp_path):
+    """This process's runner on ``tmp_path/store`` (thread backend): the side of the
+    dashboard tests whose owner is another process (``dashboard_env.start_owner``)."""
+    api.reset()
+    nbgroups.configure(store=str(tmp_path / "store"), backend="thread", progress=False)
+    yield api.runner()
+    api.reset()
+
+
 @pytest.fixture
 def nb_loky(store_dir):
     """nbgroups on a real 2-worker loky pool and a real store in a temp dir."""

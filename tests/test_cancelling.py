@@ -22,14 +22,6 @@ from tests.dashboard_env import SWEEP as N
 from tests.dashboard_env import release_owner, start_owner
 
 
-@pytest.fixture
-def here(tmp_path):
-    api.reset()
-    nbgroups.configure(store=str(tmp_path / "store"), backend="thread", progress=False)
-    yield api.runner()
-    api.reset()
-
-
 @pytest.mark.parametrize("backend", ["loky", "thread"])
 def test_the_owner_cancels_its_queued_calls_and_nothing_is_lost(tmp_path, here, backend):
     proc, starts, go, owner = start_owner(tmp_path, backend)

@@ -27,13 +27,10 @@ from nbgroups import api
 from nbgroups.errors import ArgumentTypeError, ConfigurationError
 
 
-@pytest.fixture(params=["loky", "thread", "sync"])
-def nb(request, store_dir):
-    """nbgroups on a real store in a temp dir, on a 2-worker loky pool, 2 threads, inline."""
-    api.reset()
-    nbgroups.configure(store=str(store_dir), backend=request.param, workers=2, progress=False)
-    yield nbgroups
-    api.reset()
+@pytest.fixture
+def nb(nb_local):
+    """nbgroups on each local backend (conftest's nb_local)."""
+    return nb_local
 
 
 @pytest.fixture(params=["loky", "thread"])

@@ -19,18 +19,15 @@ from sklearn.datasets import make_classification  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.model_selection import GridSearchCV, cross_val_score, cross_validate  # noqa: E402
 
-import nbgroups  # noqa: E402
-import nbgroups.joblib_backend  # noqa: E402 - registers 'nbgroups'
+import nbgroups.joblib_backend  # noqa: E402, F401 - registers 'nbgroups'
 from nbgroups import api  # noqa: E402
 from nbgroups.errors import ArgumentTypeError  # noqa: E402
 
 
-@pytest.fixture(params=["loky", "thread", "sync"])
-def nb(request, store_dir):
-    api.reset()
-    nbgroups.configure(store=str(store_dir), backend=request.param, workers=2, progress=False)
-    yield nbgroups
-    api.reset()
+@pytest.fixture
+def nb(nb_local):
+    """nbgroups on each local backend (conftest's nb_local)."""
+    return nb_local
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,7 @@ from __future__ import annotations
 import json
 import time
 
-import pytest
-
-import nbgroups
-from nbgroups import api, presence
+from nbgroups import presence
 from nbgroups.dashboard import views
 from nbgroups.presence import PresenceReporter
 from nbgroups.store import MemoryStore
@@ -46,12 +43,6 @@ def test_entries_of_several_processes_add_up_and_junk_is_ignored():
     assert presence.elsewhere(store) == {"g": (1, 3), "h": (4, 0)}
 
 
-@pytest.fixture
-def here(tmp_path):
-    api.reset()
-    nbgroups.configure(store=str(tmp_path / "store"), backend="thread", progress=False)
-    yield api.runner()
-    api.reset()
 
 
 def far(runner) -> dict:
