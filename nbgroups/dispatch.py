@@ -33,7 +33,7 @@ from .jobs import CANCELLED, FINAL, QUEUED, Batch, IterState, Job, Outbox, faile
 from .live import LiveTasks
 from .monitor import MonitorFiles
 from .outcome import Row, result_of, started_of, stopped_of
-from .serialize import dumps, dumps_plain
+from .serialize import dumps, dumps_call_data, dumps_plain, plain
 from .store import LARGE_RESULT
 from .values import digests_of_calls
 
@@ -271,7 +271,8 @@ class Dispatcher:
             options = (*self.settings.worker_options(), where)
             # cloudpickle: args may be notebook objects
             payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], options,
-                             True)) if split else dumps((bid, funcs, calls, options))
+                             True)) if split else dumps_call_data(
+                (bid, funcs, calls, options), plain(calls, 64 + 8 * len(calls)))
         except Exception as exc:  # stored, but not sendable: fail them, not the runner
             err = SerializationError(f"this task's call cannot be pickled to be sent to a "
                                      f"worker ({type(exc).__name__}: {exc}); it was not run")

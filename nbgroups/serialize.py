@@ -122,6 +122,47 @@ def dumps(obj: Any) -> bytes:
     return cloudpickle.dumps(obj, protocol=PROTOCOL)
 
 
+_ATOMS = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def plain(value: Any, budget: int = 64) -> bool:
+    """Whether ``value`` is plain data: atoms (None, numbers, str, bytes) and
+    tuples, lists and dicts of them, at most ``budget`` items in all.
+
+    Plain data pickles the same with the C pickler as with cloudpickle, several
+    times faster (a small page or batch: ~2 us instead of ~10, and ~30 when its
+    caches are cold, as on every warm round trip). Anything else (a notebook
+    class, a function, an array) may need cloudpickle's by-value pickling.
+    """
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if t in _ATOMS:
+            continue
+        if t is tuple or t is list:
+            budget -= len(v)
+            stack += v
+        elif t is dict:
+            budget -= 2 * len(v)
+            stack += v.keys()
+            stack += v.values()
+        else:
+            return False
+        if budget < 0:
+            return False
+    return True
+
+
+def dumps_call_data(obj: Any, plain_data: bool) -> bytes:
+    """:func:`dumps`, or the C pickler when the caller checked (:func:`plain`)
+    that the user data inside ``obj`` is plain (``obj``'s own classes are
+    nbgroups', importable everywhere)."""
+    if plain_data:
+        return pickle.dumps(obj, protocol=PROTOCOL)
+    return cloudpickle.dumps(obj, protocol=PROTOCOL)
+
+
 def dumps_plain(obj: Any) -> bytes:
     """Pickle plain data (tuples, lists, str, bytes, numbers) with the C pickler."""
     return pickle.dumps(obj, protocol=PROTOCOL)

@@ -272,3 +272,38 @@ def test_a_signed_entry_moved_to_another_key_is_refused(make_store):
     store._set(akey, bob_value)  # what someone who can write the store could do
     with pytest.raises(SignatureError, match="moved from another entry"):
         store.group_results("alice", False)
+
+
+def test_plain_data_is_told_from_what_cloudpickle_must_carry():
+    """Pages and batches of plain arguments go through the C pickler (a warm
+    round trip's two pickles); anything else keeps cloudpickle, which pickles
+    notebook (``__main__``) classes and functions by value."""
+    from nbgroups.serialize import plain
+
+    assert plain((1, 2.5, "x", b"y", None, True, 3j, [1, (2, {"k": "v"})], {}))
+    Notebook = type("Notebook", (), {"__module__": "__main__"})
+    for value in (Notebook(), Notebook, lambda: 1, print, {1, 2}, bytearray(b"x"),
+                  [[Notebook()]], {"k": (1, Notebook())}):
+        assert not plain(value), value
+    assert not plain(list(range(100)), budget=64)  # past the budget: cloudpickle
+    assert plain(list(range(100)), budget=200)
+
+
+def test_a_notebook_class_argument_still_reaches_the_worker_by_value(store_dir):
+    """A page and a batch holding an instance of a ``__main__`` class are
+    pickled by cloudpickle: the worker, which has no such class, runs the call,
+    and the page reads back after the class is gone (a kernel restart)."""
+    import nbgroups
+    from nbgroups import api
+
+    ns: dict = {"__name__": "__main__"}
+    exec("class Point:\n    def __init__(self, x):\n        self.x = x\n", ns)
+    api.reset()
+    nbgroups.configure(store=str(store_dir), workers=1, progress=False)
+    try:
+        tid = nbgroups.async_task(getattr, ns["Point"](7), "x", group="main-class")
+        assert nbgroups.result(tid, wait=60_000) == 7
+        ((_page, call, *_),) = api.runner().store_for(None).group_entries("main-class")
+        assert call.args[0].x == 7
+    finally:
+        api.reset()

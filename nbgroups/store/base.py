@@ -30,12 +30,14 @@ from ..serialize import (
     MAC_SIZE,
     Signer,
     dumps,
+    dumps_call_data,
     dumps_plain,
     frame_head,
     is_framed,
     join_stream,
     loads,
     loads_result,
+    plain,
     unloadable_result,
 )
 from ..values import ValueFiles
@@ -258,7 +260,9 @@ class Store:
                     funcs=d["funcs"], calls=tuple(calls), options=d["options"],
                 )
                 key = gkey("s", group, gen) + f"{seq:012d}"
-                sets += ((key, self._signed(key, page)), (page_index(page.prefix), key))
+                data = dumps_call_data(page, plain((page.funcs, page.calls, page.options),
+                                                   64 + 8 * len(page.calls)))
+                sets += ((key, self._signer.sign(data, key)), (page_index(page.prefix), key))
                 if values_module.made and self.values is not None and self.keep_args:
                     # which stored values the page's calls take (value_refs)
                     sets += ((value_ref(digest, page.prefix), 1) for digest in
