@@ -283,6 +283,8 @@ class _Encoder:
             self._sequence(b"property", (obj.fget, obj.fset, obj.fdel))
         elif t is memoryview:
             self.write(b"bytes", obj.tobytes())
+        elif hasattr(t, "nbgroups_value"):  # a snapshot kept as its pickle: keyed as the object
+            self.value(obj.nbgroups_value())
         elif hasattr(t, "nbgroups_key"):  # a value stored by digest (nbgroups.values)
             self.write(b"stored", obj.nbgroups_key())
         elif self._numpy(obj):

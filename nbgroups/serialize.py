@@ -253,6 +253,48 @@ def loads_copy(data: bytes, buffers: list | None = None, persistent: list | None
     return _ListUnpickler(io.BytesIO(data), persistent, buffers).load()
 
 
+class Pickled:
+    """An argument kept as its pickle: a call's private snapshot, pickled once.
+
+    Pickling a :class:`Pickled` writes its bytes as they are, and unpickling
+    rebuilds the object from them (``__reduce__``): the pages and batches that
+    carry the call embed the snapshot's bytes instead of pickling the object
+    again, and a worker, or a read of the page, gets the object itself, never
+    this wrapper. ``data`` must be a portable pickle (see :func:`portable`).
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> tuple:
+        return pickle.loads, (self.data,)
+
+    def nbgroups_value(self) -> Any:
+        """The object (a new one at each call), for what reads arguments in
+        this process: records, reuse keys, call texts."""
+        return pickle.loads(self.data)
+
+    def __repr__(self) -> str:
+        try:
+            return repr(self.nbgroups_value())
+        except Exception:
+            return f"<argument pickled in {len(self.data)} bytes>"
+
+
+def portable(data: bytes) -> bool:
+    """Whether a pickle from :func:`dumps_copy` loads the same anywhere (a
+    worker, a later kernel): it names nothing in ``__main__`` (a notebook's
+    classes and functions, which the C pickler refers to by name and
+    cloudpickle would have carried by value), and no module is registered
+    with cloudpickle to be pickled by value."""
+    return b"__main__" not in data and not _BY_VALUE_MODULES
+
+
+_BY_VALUE_MODULES = getattr(cloudpickle.cloudpickle, "_PICKLE_BY_VALUE_MODULES", ())
+
+
 class _ListUnpickler(pickle.Unpickler):
     """An unpickler whose persistent ids are indexes into a list of objects."""
 

@@ -58,7 +58,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from .serialize import dumps_copy, loads_copy
+from .serialize import Pickled, dumps_copy, loads_copy, portable
 from .values import Stored, Writer
 
 #: Immutable values that need no copy (bool is a subclass of int, listed for speed).
@@ -132,9 +132,15 @@ class _Taking:
         out = self.done.get(key)
         if out is None:
             out = copy(value, self.values)
-            if type(out) is Stored:
+            if type(out) in _SHARED:
                 self.done[key] = out
+        elif type(out) is Pickled:  # the same pickle, each call its own object
+            out = Pickled(out.data)
         return out
+
+
+#: Copies shared by the calls of one submission passing the same object.
+_SHARED = frozenset({Stored, Pickled})
 
 
 def is_atom(value: Any) -> bool:
@@ -201,6 +207,8 @@ def copy(value: Any, values: Writer | None = None) -> Any:
             return _copy_sharing_arrays(value)
         if len(data) >= BIG_PICKLE:  # e.g. a large array pickled in band (not contiguous)
             return _copy_sharing_arrays(value)
+        if portable(data):  # kept as its pickle: pickled once, never again (see Pickled)
+            return Pickled(data)
         return loads_copy(data)
     except Exception as exc:
         return Unpicklable(value, exc)

@@ -60,9 +60,15 @@ def fold(error: str) -> str:
 def call_text(func: str, args: tuple | None, kwargs: dict | None) -> str:
     """A call as it was made, values shortened: ``simulate(k=0.0, dt=0.01)``."""
     name = func.rsplit(".", 1)[-1] if func else "task"
-    parts = [_repr.repr(a) for a in args or ()]
-    parts += [f"{k}={_repr.repr(v)}" for k, v in (kwargs or {}).items()]
+    parts = [_repr.repr(_unkept(a)) for a in args or ()]
+    parts += [f"{k}={_repr.repr(_unkept(v))}" for k, v in (kwargs or {}).items()]
     return f"{name}({', '.join(parts)})"
+
+
+def _unkept(value: Any) -> Any:
+    """An argument a snapshot keeps as its pickle (:class:`~nbgroups.serialize.Pickled`)
+    as the object it stands for; any other as it is."""
+    return value.nbgroups_value() if hasattr(type(value), "nbgroups_value") else value
 
 
 class FailureGroup:

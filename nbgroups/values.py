@@ -50,7 +50,7 @@ from typing import Any
 import xxhash
 
 from .errors import StoreError, ValueMissing
-from .serialize import dumps_out_of_band, loads_copy
+from .serialize import Pickled, dumps_out_of_band, loads_copy
 
 #: Bytes of value files a process keeps mapped (least recently used ones are
 #: dropped beyond it; a dropped map lives on while arrays still use it).
@@ -310,7 +310,7 @@ def shown(value: Any) -> Any:
     stores opened in this process (read-only, memory-mapped), or itself when its
     file is gone (its repr names it); anything else as it is."""
     if type(value) is not Stored:
-        return value
+        return value.nbgroups_value() if type(value) is Pickled else value
     for directory in list(_known):
         try:
             return load(value, FileSource(directory))
@@ -323,11 +323,14 @@ def shown(value: Any) -> Any:
 
 def shown_call(args: Any, kwargs: dict | None) -> tuple[Any, dict | None]:
     """``(args, kwargs)`` of a record, :func:`shown` (the same objects when no value is stored)."""
-    if args and any(type(a) is Stored for a in args):
+    if args and any(type(a) in _KEPT for a in args):
         args = type(args)(shown(a) for a in args) if type(args) in (tuple, list) else args
-    if kwargs and any(type(v) is Stored for v in kwargs.values()):
+    if kwargs and any(type(v) in _KEPT for v in kwargs.values()):
         kwargs = {k: shown(v) for k, v in kwargs.items()}
     return args, kwargs
+
+
+_KEPT = frozenset({Stored, Pickled})  # arguments a snapshot holds in another form
 
 
 class DictSource:

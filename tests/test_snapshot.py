@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import nbgroups
-from nbgroups import api, serialize, snapshot
+from nbgroups import api, serialize, snapshot, values
 from nbgroups.errors import SerializationError
 
 BACKENDS = ["loky", "thread", "sync", "dask"]
@@ -122,11 +122,30 @@ def test_atoms_are_not_copied():
 def test_mutable_values_are_copied_once_per_call():
     lst = [1, [2]]
     calls = snapshot.take([((lst, 3), {"d": {"a": lst}})])
-    (args, kwargs), = calls
-    assert args == (lst, 3) and args[0] is not lst and args[0][1] is not lst[1]
-    assert kwargs == {"d": {"a": lst}} and kwargs["d"]["a"] is not lst
     items = snapshot.take([([(lst,), 5], None)], iterable=True)[0][0]
-    assert items == [(lst,), 5] and items[0][0] is not lst
+    lst[1].append(9)  # changed after the calls: their snapshots are not
+    (args, kwargs), = calls
+    # kept as pickles (pickled once: pages and batches embed the bytes)
+    assert isinstance(args[0], serialize.Pickled) and type(kwargs["d"]) is serialize.Pickled
+    args, kwargs = values.shown_call(args, kwargs)
+    assert args == ([1, [2]], 3) and kwargs == {"d": {"a": [1, [2]]}}
+    assert values.shown_call(items, None)[0] == [([1, [2]],), 5]
+    shared = {"alpha": [1]}  # one object passed to many calls: one pickle, one object each
+    many = snapshot.take([((shared,), None), ((shared,), None)])
+    first, second = (call[0][0] for call in many)
+    assert first is not second and first.data is second.data
+    assert values.shown(first) == shared and values.shown(first) is not values.shown(second)
+
+
+def test_a_notebook_class_is_copied_as_an_object_not_kept_as_its_pickle():
+    """The C pickler names ``__main__`` classes; such a pickle is not portable
+    (a worker has no such class), so the snapshot is an object, which the
+    runner's cloudpickle then carries by value."""
+    ns: dict = {"__name__": "__main__"}
+    exec("class Box:\n    def __init__(self):\n        self.items = [1]\n", ns)
+    box = ns["Box"]()
+    (args, _), = snapshot.take([((box,), None)])
+    assert type(args[0]) is ns["Box"] and args[0] is not box and args[0].items == [1]
 
 
 def test_a_large_array_is_shared_while_unchanged():
