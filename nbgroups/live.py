@@ -145,6 +145,13 @@ class LiveTasks:
 
 def running_now(batches: Iterable[Batch], where: Where) -> int | None:
     """How many of ``where``'s tasks a worker runs now, or None if it cannot be told
+    (a batch in flight without a monitor file: thread backend)."""
+    jobs = running_jobs(batches, where)
+    return None if jobs is None else len(jobs)
+
+
+def running_jobs(batches: Iterable[Batch], where: Where) -> list[Job] | None:
+    """``where``'s tasks a worker runs now, or None if it cannot be told
     (a batch in flight without a monitor file: thread backend).
 
     Calls go to workers in batches, several per worker. A worker stamps its batch's
@@ -161,8 +168,9 @@ def running_now(batches: Iterable[Batch], where: Where) -> int | None:
             seen = newest.get(stamp.pid)
             if seen is None or stamp.started > seen[0]:
                 newest[stamp.pid] = (stamp.started, batch.jobs[stamp.call])
-    return len({id(u) for u in (_counted(j) for _, j in newest.values())
-                if _of(u, cached, group)})
+    running = {id(u): u for u in (_counted(j) for _, j in newest.values())
+               if _of(u, cached, group)}
+    return list(running.values())
 
 
 def _counted(job: Job) -> Job:

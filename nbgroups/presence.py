@@ -9,7 +9,12 @@ removes it when it holds none; the entry expires LIFETIME seconds after it
 was written, so a killed kernel's entry goes by itself. Layout, in each store
 layer::
 
-    h\\0OWNER     str    JSON: [[group, queued, running], ...] of that process
+    h\\0OWNER     str    JSON: [[group, queued, running, [running ids]], ...] of that process
+
+The ids are those of the calls its workers run now (at most MAX_IDS a group;
+none on the thread backend, whose workers leave no trace to read them from):
+a group page marks those tasks running instead of queued. Entries without
+them (three fields, an earlier version) are read as well.
 """
 
 from __future__ import annotations
@@ -28,7 +33,10 @@ log = logging.getLogger("nbgroups")
 REPORT_SECONDS = 1.0  # how often a busy runner rewrites its entry, at most
 LIFETIME = 5.0  # seconds an entry outlives its last rewrite (a killed kernel's)
 
-Held = dict[tuple[bool, str | None], tuple[int, int]]  # (cached, group) -> (queued, running)
+MAX_IDS = 200  # running ids an entry lists per group (workers run one call each)
+
+#: (cached, group) -> (queued, running, ids of the running calls)
+Held = dict[tuple[bool, str | None], tuple[int, int, list[str]]]
 
 
 class PresenceReporter:
@@ -63,7 +71,8 @@ class PresenceReporter:
                 return
         self._next = now + REPORT_SECONDS
         for cached in (False, True):
-            rows = [[g, q, r] for (c, g), (q, r) in held.items() if c == cached and g]
+            rows = [[g, q, r, ids[:MAX_IDS]] for (c, g), (q, r, ids) in held.items()
+                    if c == cached and g]
             if not rows and not self._written[cached]:
                 continue
             store = self._stores.cache() if cached else self._stores.store
@@ -84,14 +93,29 @@ def elsewhere(store: Any, me: str | None = None) -> dict[str, tuple[int, int]]:
     """``group -> (queued, running)`` that processes other than ``me`` hold in
     ``store`` (one layer), summed over them: one range read."""
     out: dict[str, tuple[int, int]] = {}
+    for group, queued, running, _ids in _rows(store, me):
+        q, r = out.get(group, (0, 0))
+        out[group] = (q + queued, r + running)
+    return out
+
+
+def running_elsewhere(store: Any, group: str, me: str | None = None) -> set[str]:
+    """The ids of ``group``'s calls that workers of processes other than ``me`` run now."""
+    return {i for g, _q, _r, ids in _rows(store, me) if g == group for i in ids}
+
+
+def _rows(store: Any, me: str | None) -> list[tuple[str, int, int, list[str]]]:
+    """Every row of the entries of processes other than ``me``; what does not
+    parse as an entry of ours is left out."""
+    out = []
     for key, value in store._scan(f"h{SEP}"):
         if key[2:] == me or not isinstance(value, str):
             continue
         try:
-            rows = json.loads(value)
-            for group, queued, running in rows:
-                q, r = out.get(group, (0, 0))
-                out[str(group)] = (q + int(queued), r + int(running))
-        except (ValueError, TypeError):
+            for row in json.loads(value):
+                ids = row[3] if len(row) > 3 else []
+                out.append((str(row[0]), int(row[1]), int(row[2]),
+                            [i for i in ids if isinstance(i, str)]))
+        except (ValueError, TypeError, IndexError, KeyError):
             continue  # not an entry of ours: ignored
     return out

@@ -54,7 +54,7 @@ from .errors import RunnerClosed, StoreError
 from .executors import Executor
 from .inline import InlineRunner
 from .jobs import QUEUED, Job, Options, Outbox
-from .live import LiveTasks, running_now
+from .live import LiveTasks, running_jobs, running_now
 from .outcome import Row
 from .pages import PageBuffer, PageWriter, Written
 from .presence import PresenceReporter
@@ -536,17 +536,18 @@ class Runner:
         # kernel) or orphaned by a dead one; both show as queued.
         return replace(c, queued=queued + unseen, running=running)
 
-    def held_counts(self) -> dict[tuple[bool, str | None], tuple[int, int]]:
-        """``(queued, running)`` of every (layer, group) this runner holds
-        unfinished, running as in :meth:`counts`: the calls workers run now."""
+    def held_counts(self) -> dict[tuple[bool, str | None], tuple[int, int, list[str]]]:
+        """``(queued, running, ids)`` of every (layer, group) this runner holds
+        unfinished, running as in :meth:`counts`: the calls workers run now,
+        ``ids`` theirs when the monitor files tell (not on the thread backend)."""
         out = {}
         in_flight = self._dispatcher.in_flight()
         for where in self.unfinished():
             queued, running = self.live_counts(where[1], CACHED if where[0] else None)
-            now = running_now(in_flight, where)
-            if now is not None and now < running:
-                queued, running = queued + running - now, now
-            out[where] = (queued, running)
+            jobs = running_jobs(in_flight, where)
+            if jobs is not None and len(jobs) < running:
+                queued, running = queued + running - len(jobs), len(jobs)
+            out[where] = (queued, running, [j.id for j in jobs or ()])
         return out
 
     def pending(self, task_id: str) -> bool:

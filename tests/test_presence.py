@@ -17,13 +17,16 @@ from tests.dashboard_env import SWEEP, release_owner, start_owner
 
 def test_a_runner_reports_what_it_holds_and_removes_it_when_idle():
     store = MemoryStore()
-    held = {(False, "g"): (3, 2), (False, None): (1, 0), (True, "c"): (1, 1)}
+    held = {(False, "g"): (3, 2, ["a", "b"]), (False, None): (1, 0, []),
+            (True, "c"): (1, 1, ["c"])}
     idle = [False]
     reporter = PresenceReporter(Stores(store), "me", lambda: dict(held), lambda: idle[0])
     reporter.poll()
     assert presence.elsewhere(store) == {"g": (3, 2)}  # the cache layer: not opened
+    assert presence.running_elsewhere(store, "g") == {"a", "b"}
     assert presence.elsewhere(store, "me") == {}  # a reader leaves its own process out
-    held[(False, "g")] = (0, 1)
+    assert presence.running_elsewhere(store, "g", "me") == set()
+    held[(False, "g")] = (0, 1, ["b"])
     reporter.poll()  # within REPORT_SECONDS: not rewritten
     assert presence.elsewhere(store) == {"g": (3, 2)}
     reporter._next = 0.0  # the next period, without waiting for it
@@ -37,10 +40,13 @@ def test_a_runner_reports_what_it_holds_and_removes_it_when_idle():
 
 def test_entries_of_several_processes_add_up_and_junk_is_ignored():
     store = MemoryStore()
-    for owner, rows in [("a", [["g", 1, 2]]), ("b", [["g", 0, 1], ["h", 4, 0]])]:
+    # "a" as an earlier version wrote it (no ids), "b" with the ids of what it runs
+    for owner, rows in [("a", [["g", 1, 2]]), ("b", [["g", 0, 1, ["x"]], ["h", 4, 0, []]])]:
         store._set(f"h\x00{owner}", json.dumps(rows), presence.LIFETIME)
     store._set("h\x00junk", "not json", presence.LIFETIME)
+    store._set("h\x00short", json.dumps([["g"]]), presence.LIFETIME)
     assert presence.elsewhere(store) == {"g": (1, 3), "h": (4, 0)}
+    assert presence.running_elsewhere(store, "g") == {"x"}
 
 
 
@@ -60,6 +66,9 @@ def test_the_dashboard_counts_what_another_process_runs(tmp_path, here):
         assert (g["running"], g["queued"], g["done"]) == (1, SWEEP - 1, 0)
         summary = views.group_summary(here, "far")
         assert (summary["running"], summary["queued"]) == (1, SWEEP - 1)
+        # the task table marks the call the other process's worker runs, not queued
+        page = views.group_page(here, "far", 0, 100)
+        assert [row["state"] for row in page["rows"]] == ["running"] + ["queued"] * (SWEEP - 1)
         go.touch()
         assert json.loads(owner.stdout.readline()) == ["success"] * SWEEP
         assert owner.wait(60) == 0

@@ -220,7 +220,8 @@ def group_page(runner: Any, group: str, offset: int, limit: int,
     total = summary["submitted"]
     offset = min(offset, max(0, (math.ceil(total / limit) - 1) * limit))
     records = store.group_slice(group, offset, offset + limit)
-    running = runner.running_ids()
+    # this process's calls in flight, and those other processes' workers run now
+    running = runner.running_ids() | presence.running_elsewhere(store, group, runner.owner)
     rows = []
     columns: dict[str, None] = {}  # parameter names in order of first appearance
     extra: dict[str, None] = {}
@@ -300,7 +301,10 @@ def task_page(runner: Any, task_id: str) -> dict | None:
             break
     else:
         return None
-    state = _state(rec, runner.running_ids())
+    running = runner.running_ids()
+    if rec.group is not None:
+        running |= presence.running_elsewhere(store, rec.group, runner.owner)
+    state = _state(rec, running)
     fields = []
     for f in dataclasses.fields(rec):
         value = getattr(rec, f.name)
