@@ -9,12 +9,13 @@ removes it when it holds none; the entry expires LIFETIME seconds after it
 was written, so a killed kernel's entry goes by itself. Layout, in each store
 layer::
 
-    h\\0OWNER     str    JSON: [[group, queued, running, [running ids]], ...] of that process
+    h\\0OWNER     str    JSON: [[group, queued, running], ..., {"running": {group: [ids]}}]
 
-The ids are those of the calls its workers run now (at most MAX_IDS a group;
-none on the thread backend, whose workers leave no trace to read them from):
-a group page marks those tasks running instead of queued. Entries without
-them (three fields, an earlier version) are read as well.
+The last element names the calls its workers run now (at most MAX_IDS a
+group; none on the thread backend, whose workers leave no trace to read them
+from): a group page marks those tasks running instead of queued. It comes
+last, and is not a row, so that an earlier version reading the entry sums
+the rows before it and stops there; entries without it are read as well.
 """
 
 from __future__ import annotations
@@ -71,8 +72,11 @@ class PresenceReporter:
                 return
         self._next = now + REPORT_SECONDS
         for cached in (False, True):
-            rows = [[g, q, r, ids[:MAX_IDS]] for (c, g), (q, r, ids) in held.items()
-                    if c == cached and g]
+            mine = {g: v for (c, g), v in held.items() if c == cached and g}
+            rows: list = [[g, q, r] for g, (q, r, _ids) in mine.items()]
+            if rows:
+                rows.append({"running": {g: ids[:MAX_IDS] for g, (_q, _r, ids) in mine.items()
+                                         if ids}})
             if not rows and not self._written[cached]:
                 continue
             store = self._stores.cache() if cached else self._stores.store
@@ -112,10 +116,14 @@ def _rows(store: Any, me: str | None) -> list[tuple[str, int, int, list[str]]]:
         if key[2:] == me or not isinstance(value, str):
             continue
         try:
-            for row in json.loads(value):
-                ids = row[3] if len(row) > 3 else []
-                out.append((str(row[0]), int(row[1]), int(row[2]),
-                            [i for i in ids if isinstance(i, str)]))
-        except (ValueError, TypeError, IndexError, KeyError):
+            rows = json.loads(value)
+            running: dict = {}
+            if rows and isinstance(rows[-1], dict):  # the ids of the calls run now
+                running = rows.pop()["running"]
+            entry = [(str(g), int(q), int(r),
+                      [i for i in running.get(g, ()) if isinstance(i, str)])
+                     for g, q, r in rows]
+        except (ValueError, TypeError, KeyError, AttributeError):
             continue  # not an entry of ours: ignored
+        out += entry
     return out
