@@ -103,6 +103,7 @@ class Dispatcher:
         self.outbox = outbox
         self.sizer = BatchSizer()
         self.executor: Executor | None = None
+        self._executor_lock = threading.Lock()
         self.monitors = MonitorFiles()
         self._ready: collections.deque[Job] = collections.deque()
         self._inflight: dict[int, Batch] = {}
@@ -204,13 +205,7 @@ class Dispatcher:
         """Send batches while workers have room."""
         if not self._ready or self.stopped:
             return
-        if self.executor is None:
-            self.executor = make_executor(self.settings)
-            # atexit runs last-registered first: loky registered its own handler
-            # when imported, so ours goes after it to run before it (the pool
-            # must still accept the close, not print "cannot schedule" tracebacks)
-            atexit.unregister(shutdown.close_all)
-            atexit.register(shutdown.close_all)
+        self.ensure_executor()
         sizer = self.sizer
         while self._ready:
             head = self._ready[0].func[0]
@@ -238,6 +233,19 @@ class Dispatcher:
                 for j in jobs:
                     j.attempt += 1
             self._send(jobs)
+
+    def ensure_executor(self) -> Executor:
+        """The executor, made on first use (by the runner thread, or by a resume
+        that asks a Dask cluster what a gone kernel left running there)."""
+        with self._executor_lock:
+            if self.executor is None:
+                self.executor = make_executor(self.settings)
+                # atexit runs last-registered first: loky registered its own handler
+                # when imported, so ours goes after it to run before it (the pool
+                # must still accept the close, not print "cannot schedule" tracebacks)
+                atexit.unregister(shutdown.close_all)
+                atexit.register(shutdown.close_all)
+            return self.executor
 
     def resend_split(self, batch: Batch, reason: str) -> list[tuple[Job, Row]]:
         """The worker could not unpickle ``batch`` (``reason``): send its calls

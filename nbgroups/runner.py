@@ -370,6 +370,14 @@ class Runner:
         self.flush()
         return self._control.cancel(group, ttl is not None, ids)
 
+    def end_orphans(self, ids: set[str], wait: float) -> set[str]:
+        """Let the calls of ``ids`` that a gone kernel left running on this
+        runner's workers end first (a Dask cluster outlives the kernel); see
+        :meth:`nbgroups.executors.Executor.end_orphans`. Returns those still running."""
+        if not ids or self.settings.backend == "sync":
+            return set()
+        return self._dispatcher.ensure_executor().end_orphans(ids, wait)
+
     def resubmit(self, entries: list, ttl: int | None = None,
                  options: Options | None = None) -> int:
         """Run stored tasks again, same ids: ``(SpecPage, Call, previous state[,

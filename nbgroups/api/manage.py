@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from .. import monitor
+from .. import monitor, names
 from ..arguments import check_bool, check_group
 from ..control import owner_alive
 from .session import SESSION
@@ -163,10 +163,19 @@ def resume_group(group_id: str) -> int:
             alive[owner] = owner != r.owner and owner_alive(owner)
         if o is None and not alive[owner]:
             todo.append((p, c, None))
-    if any(p.options.get("owner") != r.owner for p, _, _ in todo):
+    theirs = {names.task_id(p.prefix, c.index) for p, c, _ in todo
+              if p.options.get("owner") != r.owner}
+    if theirs:
         # A killed kernel's workers may still be inside a call: they exit within
         # a second (and start no new call); wait, so that no call runs twice.
         monitor.clean_orphans(wait=ORPHAN_WAIT_SECONDS, kill=True)
+        # A Dask cluster outlives the kernel: its calls there end, or are stopped, first.
+        still = r.end_orphans(theirs, ORPHAN_WAIT_SECONDS)
+        if still:
+            log.warning("nbgroups: resume_group(%r) leaves out %d call(s) a gone kernel "
+                        "still runs on the cluster (a worker without a nanny cannot be "
+                        "restarted); resume again once they end", group_id, len(still))
+            todo = [e for e in todo if names.task_id(e[0].prefix, e[1].index) not in still]
     n = r.resubmit(todo, None)
     if n:
         SESSION.submitted(group_id, None)  # a re-submission shows its view, as a submission does

@@ -71,6 +71,14 @@ class Executor:
         """
         return None
 
+    def end_orphans(self, ids: set[str], wait: float) -> set[str]:
+        """Before a resume: let the calls of ``ids`` that a gone kernel left running
+        on this executor's workers end (at most ``wait`` seconds, then stop them).
+        Returns the ids still running. A pool of the kernel's own children has
+        none to wait for (a dead kernel's workers exit by themselves:
+        :func:`nbgroups.worker.init_worker`; see :func:`nbgroups.monitor.clean_orphans`)."""
+        return set()
+
     def worker_pids(self) -> list[int]:
         """The pids of the worker processes now (empty if they are not processes)."""
         return []

@@ -71,6 +71,7 @@ CONNECT_TIMEOUT = "30s"
 NTHREADS_REFRESH = 2.0
 PART_TRIES = 4
 CONFIRM_SECONDS = 0.1
+ORPHAN_POLL_SECONDS = 0.1  # how often a resume asks the cluster what a gone kernel left running
 
 _clients: dict[str, Any] = {}  # address -> Client opened by prepare(), not yet taken
 _in_use: dict[str, Any] = {}  # address -> Client of a live executor
@@ -144,19 +145,69 @@ def _run_on_worker(payload: bytes, topic: str | None, token: int,
     loaded: dict[int, Any] = {}
     out = []
     last = len(calls) - 1
+    released = _released_check()
+    me = threading.get_ident()
     try:
         for i, call in enumerate(calls):
+            if released():  # its client (the kernel) is gone: start no new call
+                now = time.time()
+                out += [outcome.cancelled(c[0], c[-1], now, now) for c in calls[i:]]
+                break
             if i == last and topic is not None:
                 _say_started(topic, token, batch_id, i)
                 if confirm:  # fault recovery only: let the event leave before a crash
                     time.sleep(CONFIRM_SECONDS)
             where.index = i
-            out.append(worker.run_one(call, funcs, loaded, tee=tee, live=live, src=src))
+            _RUNNING[me] = call[0]
+            try:
+                out.append(worker.run_one(call, funcs, loaded, tee=tee, live=live, src=src))
+            finally:
+                _RUNNING.pop(me, None)
             if send is not None:
                 reporting.call_ended()
     finally:
         reporting.leave()
     return out
+
+
+#: thread -> id of the nbgroups call it runs now, in a Dask worker process (read
+#: by :func:`_calls_running` through ``Client.run``: see DaskExecutor.end_orphans)
+_RUNNING: dict[int, str] = {}
+
+
+def _calls_running() -> list[str]:
+    """The ids of the nbgroups calls this Dask worker runs now."""
+    return list(_RUNNING.values())
+
+
+def _exit_now() -> None:
+    """Run on a Dask worker by ``Client.run``: end its process at once, whatever
+    its threads run (its nanny starts a fresh one)."""
+    os._exit(1)
+
+
+def _released_check() -> Any:
+    """A function telling whether the scheduler let go of the Dask task running
+    in this thread (its client, the kernel, left: killed or restarted).
+
+    The scheduler forgets a client's tasks when the client goes, and the worker
+    marks a task it is running "cancelled", but cannot stop its thread: a batch
+    went on running its remaining calls for nobody, and a ``resume_group`` from
+    the next kernel ran them a second time. Checked before each call (a dict
+    lookup); outside a Dask task it is never true."""
+    try:
+        from distributed import get_worker
+
+        w = get_worker()
+        key = w.get_current_task()
+    except Exception:
+        return lambda: False
+
+    def released() -> bool:
+        ts = w.state.tasks.get(key)
+        return ts is None or ts.state in ("cancelled", "released", "forgotten")
+
+    return released
 
 
 def _events(topic: str | None, token: int, batch_id: int) -> Any:
@@ -456,6 +507,43 @@ class DaskExecutor(Executor):
         dfut, batch.dfut = batch.dfut, None
         threading.Thread(target=self._free_worker, args=(dfut, batch.address),
                          name="nbgroups-dask-restart", daemon=True).start()
+
+    def end_orphans(self, ids: set[str], wait: float) -> set[str]:
+        """Let the calls of ``ids`` that the cluster still runs end first (a killed
+        kernel's: their results are lost with it) so that a resume does not run
+        them a second time alongside. They get ``wait`` seconds; the workers still
+        running one then are restarted through their nannies, which stops them,
+        as a dead kernel's loky workers stop. Returns the ids still running
+        after that (a worker without a nanny cannot be restarted)."""
+        deadline = time.monotonic() + wait
+        running = self._running(ids)
+        while running and time.monotonic() < deadline:
+            time.sleep(ORPHAN_POLL_SECONDS)
+            running = self._running(ids)
+        if not running:
+            return set()
+        log.warning("nbgroups: %d call(s) a gone kernel started still run on Dask "
+                    "workers %s after %g s; ending those workers (their nannies start "
+                    "them again)", sum(map(len, running.values())), sorted(running), wait)
+        # Not restart_workers: a nanny's restart closes its worker gracefully, which
+        # waits for the running thread, i.e. for the very call to end.
+        with contextlib.suppress(Exception):
+            self.client.run(_exit_now, workers=sorted(running), on_error="ignore")
+        deadline = time.monotonic() + wait
+        running = self._running(ids)
+        while running and time.monotonic() < deadline:
+            time.sleep(ORPHAN_POLL_SECONDS)
+            running = self._running(ids)
+        return set().union(*running.values()) if running else set()
+
+    def _running(self, ids: set[str]) -> dict[str, set[str]]:
+        """``{worker address: ids among ids it runs now}``, for the workers running some."""
+        try:
+            now = self.client.run(_calls_running)
+        except Exception as exc:  # no answer: nothing known to wait for
+            log.debug("nbgroups: could not ask the Dask workers what they run (%s)", exc)
+            return {}
+        return {a: hit for a, calls in now.items() if (hit := ids.intersection(calls))}
 
     def _free_worker(self, dfut: Any, address: str | None) -> None:
         try:
