@@ -45,6 +45,11 @@ def owner_alive(owner: str | None) -> bool:
     return monitor.running(int(pid_text), start)  # a zombie (killed, not reaped) is gone
 
 
+def owner_local(owner: str | None) -> bool:
+    """Whether a page's owner ran on this host (then :func:`owner_alive` knows)."""
+    return owner is not None and owner.partition(":")[0] == socket.gethostname()
+
+
 class Control:
     """Cancel a group's unstarted tasks; run stored tasks again."""
 

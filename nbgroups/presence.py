@@ -103,6 +103,12 @@ def elsewhere(store: Any, me: str | None = None) -> dict[str, tuple[int, int]]:
     return out
 
 
+def present(store: Any) -> set[str]:
+    """The owners whose runners hold tasks in ``store`` now (their entries are
+    fresh): alive, on whatever host."""
+    return {key[2:] for key, value in store._scan(f"h{SEP}") if isinstance(value, str)}
+
+
 def running_elsewhere(store: Any, group: str, me: str | None = None) -> set[str]:
     """The ids of ``group``'s calls that workers of processes other than ``me`` run now."""
     return {i for g, _q, _r, ids in _rows(store, me) if g == group for i in ids}

@@ -269,12 +269,12 @@ class Pickled:
         self.data = data
 
     def __reduce__(self) -> tuple:
-        return pickle.loads, (self.data,)
+        return load_kept, (self.data,)
 
     def nbgroups_value(self) -> Any:
         """The object (a new one at each call), for what reads arguments in
         this process: records, reuse keys, call texts."""
-        return pickle.loads(self.data)
+        return load_kept(self.data)
 
     def __repr__(self) -> str:
         try:
@@ -283,12 +283,40 @@ class Pickled:
             return f"<argument pickled in {len(self.data)} bytes>"
 
 
+def load_kept(data: bytes) -> Any:
+    """A :class:`Pickled` argument's object, or an :class:`UnloadableArgument`
+    saying why it could not be rebuilt here (an exception whose ``__init__``
+    takes other arguments than it pickled, a class gone since): the call that
+    takes it fails alone (the worker checks, see ``nbgroups.worker.run_one``),
+    and every read of its group, its page included, still works."""
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        return UnloadableArgument(f"{type(exc).__name__}: {exc}")
+
+
+class UnloadableArgument:
+    """Stands for an argument whose pickle could not be loaded (:func:`load_kept`)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __reduce__(self) -> tuple:
+        return UnloadableArgument, (self.message,)
+
+    def __repr__(self) -> str:
+        return f"<argument that could not be loaded: {self.message}>"
+
+
 def portable(data: bytes) -> bool:
     """Whether a pickle from :func:`dumps_copy` loads the same anywhere (a
     worker, a later kernel): it names nothing in ``__main__`` (a notebook's
     classes and functions, which the C pickler refers to by name and
     cloudpickle would have carried by value), and no module is registered
-    with cloudpickle to be pickled by value."""
+    with cloudpickle to be pickled by value (read when the snapshot is taken:
+    register such modules before submitting)."""
     return b"__main__" not in data and not _BY_VALUE_MODULES
 
 

@@ -42,7 +42,7 @@ from typing import Any
 from . import capture, forward, outcome, reporting, values
 from . import monitor as monitor_file
 from .errors import ArgumentTypeError, SerializationError, TaskError, UnresolvedPath
-from .serialize import dumps_result, loads
+from .serialize import UnloadableArgument, dumps_result, loads
 
 _func_cache: dict[str | bytes, Any] = {}  # callables of recent batches, loaded once
 _pool_worker = False  # this process is a pool worker (init_worker ran): its logging is ours
@@ -198,6 +198,15 @@ def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
                 args = values.resolve_items(args, src)
             else:
                 args, kwargs = values.resolve_call(args, kwargs, src)
+        if UnloadableArgument in map(type, args) or (
+                kwargs and UnloadableArgument in map(type, kwargs.values())):
+            bad = next(a for a in (*args, *(kwargs or {}).values())
+                       if type(a) is UnloadableArgument)
+            raise SerializationError(
+                f"an argument of this task could not be loaded ({bad.message}); it was "
+                "not run. It pickled when the call was made, but does not unpickle: an "
+                "exception or class whose __init__ takes other arguments than it pickles "
+                "(give it __reduce__), or a class that is gone")
     except BaseException as exc:
         return outcome.failure(key, attempts, None, exc, info=_info(cap))
     if iterable:

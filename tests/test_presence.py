@@ -88,3 +88,25 @@ def test_the_dashboard_counts_what_another_process_runs(tmp_path, here):
         release_owner(owner, go)
     g = far(here)  # finished: nothing runs, whatever an entry still says
     assert (g["running"], g["queued"], g["done"]) == (0, 0, SWEEP)
+
+
+def test_resume_leaves_alone_the_tasks_of_a_kernel_on_another_host_that_holds_them(here):
+    """A kernel on another host cannot be seen by pid: it used to count as gone,
+    and resume_group ran its queued tasks a second time (and, on Dask, would end
+    the workers running its calls). A fresh presence entry says it is alive."""
+    from nbgroups import names, resume_group
+
+    store = here.store_for(None)
+    owner = "another-host:4242:1"
+    opts = {"timeout": None, "retries": 0, "save": True, "ttl": None, "hook": None,
+            "owner": owner}
+    calls = tuple((i, 0, (float(i),), None, None, False) for i in range(3))
+    store.write_pages([dict(prefix=names.new_prefix(), group="remote", created=time.time(),
+                            funcs=(("math.floor", None),), calls=calls, options=opts)])
+    store._set(f"h\x00{owner}", json.dumps([["remote", 2, 1]]), presence.LIFETIME)
+    assert resume_group("remote") == 0  # alive elsewhere: its tasks are its own
+    store._delete([f"h\x00{owner}"])  # its entry gone (it died, or is idle): orphans
+    assert resume_group("remote") == 3
+    import nbgroups
+
+    assert nbgroups.result_group("remote", wait=60_000) == [0, 1, 2]

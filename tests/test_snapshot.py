@@ -113,6 +113,36 @@ def test_an_unpicklable_argument_fails_its_own_call(nb):
     assert "cannot be pickled" in task.traceback and "lock" in task.traceback
 
 
+class Unbuildable:
+    """Pickles, but does not unpickle (as an exception whose ``__init__`` takes
+    other arguments than its args, where tblib does not patch them in)."""
+
+    def __init__(self, a):
+        self.a = a
+
+    def __setstate__(self, state):
+        raise ValueError(f"Unbuildable cannot be rebuilt from {state}")
+
+
+def test_an_argument_that_pickles_but_does_not_unpickle_fails_its_own_call(nb):
+    """The snapshot is kept as a pickle, never unpickled at the call: such an
+    argument reaches the worker, which fails that call alone, saying why; the
+    group's other calls, its hook and every read of it work (its page holds the
+    argument: a read that raised would break the whole group for good)."""
+    hooked = []
+    bad = nb.async_task(str, Unbuildable(1), group="unbuildable", hook=hooked.append)
+    good = nb.async_task(head, [7], group="unbuildable")
+    assert nb.result(good, wait=-1) == 7
+    task = nb.fetch(bad, wait=-1)
+    assert task.success is False
+    assert "could not be loaded" in task.traceback and "Unbuildable" in task.traceback
+    assert "could not be loaded" in repr(task.args[0])
+    assert [t.success for t in nb.fetch_group("unbuildable")] == [False, True]
+    assert nb.result_group("unbuildable") == [7]
+    api.runner().wait(lambda: len(hooked) == 1, 30)
+    assert hooked[0].success is False
+
+
 # ------------------------------------------------------------------ the snapshot itself
 def test_atoms_are_not_copied():
     calls = [((1, 2.5, "s", b"b", None, True, 1j, (1, ("a",)), frozenset({1})), {"k": 3})]
@@ -137,12 +167,17 @@ def test_mutable_values_are_copied_once_per_call():
     assert values.shown(first) == shared and values.shown(first) is not values.shown(second)
 
 
-def test_a_notebook_class_is_copied_as_an_object_not_kept_as_its_pickle():
-    """The C pickler names ``__main__`` classes; such a pickle is not portable
-    (a worker has no such class), so the snapshot is an object, which the
-    runner's cloudpickle then carries by value."""
+def test_a_notebook_class_is_copied_as_an_object_not_kept_as_its_pickle(monkeypatch):
+    """The C pickler names ``__main__`` classes (in a notebook it finds them
+    there, as here); such a pickle is not portable (a worker has no such
+    class), so the snapshot is an object, which the runner's cloudpickle then
+    carries by value."""
+    import sys
+
     ns: dict = {"__name__": "__main__"}
     exec("class Box:\n    def __init__(self):\n        self.items = [1]\n", ns)
+    monkeypatch.setattr(sys.modules["__main__"], "Box", ns["Box"], raising=False)
+    assert b"__main__" in serialize.dumps_copy(ns["Box"]())  # pickled by reference
     box = ns["Box"]()
     (args, _), = snapshot.take([((box,), None)])
     assert type(args[0]) is ns["Box"] and args[0] is not box and args[0].items == [1]

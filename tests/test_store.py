@@ -289,20 +289,25 @@ def test_plain_data_is_told_from_what_cloudpickle_must_carry():
     assert plain(list(range(100)), budget=200)
 
 
-def test_a_notebook_class_argument_still_reaches_the_worker_by_value(store_dir):
-    """A page and a batch holding an instance of a ``__main__`` class are
-    pickled by cloudpickle: the worker, which has no such class, runs the call,
-    and the page reads back after the class is gone (a kernel restart)."""
+def test_a_notebook_class_argument_still_reaches_the_worker_by_value(store_dir, monkeypatch):
+    """A page and a batch holding an instance of a ``__main__`` class (found
+    there, as in a notebook) are pickled by cloudpickle: the worker, which has
+    no such class, runs the call, and the page reads back after the class is
+    gone (a kernel restart)."""
+    import sys
+
     import nbgroups
     from nbgroups import api
 
     ns: dict = {"__name__": "__main__"}
     exec("class Point:\n    def __init__(self, x):\n        self.x = x\n", ns)
+    monkeypatch.setattr(sys.modules["__main__"], "Point", ns["Point"], raising=False)
     api.reset()
     nbgroups.configure(store=str(store_dir), workers=1, progress=False)
     try:
         tid = nbgroups.async_task(getattr, ns["Point"](7), "x", group="main-class")
         assert nbgroups.result(tid, wait=60_000) == 7
+        monkeypatch.delattr(sys.modules["__main__"], "Point")  # a later kernel has none
         ((_page, call, *_),) = api.runner().store_for(None).group_entries("main-class")
         assert call.args[0].x == 7
     finally:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from .. import monitor, names
+from .. import monitor, names, presence
 from ..arguments import check_bool, check_group
-from ..control import owner_alive
+from ..control import owner_alive, owner_local
 from .session import SESSION
 
 ORPHAN_WAIT_SECONDS = 5.0  # a dead kernel's workers exit within ~0.2 s (worker.init_worker)
@@ -156,11 +156,16 @@ def resume_group(group_id: str) -> int:
     r.flush()
     entries = r.store.group_entries(group_id) or []
     alive: dict[str | None, bool] = {}
+    # A kernel on another host cannot be seen by pid; while it holds tasks it keeps
+    # a fresh presence entry. (Here the pid decides: a kernel just killed leaves
+    # its entry for a few seconds.)
+    busy = presence.present(r.store)
     todo = []
     for p, c, o in entries:
         owner = p.options.get("owner")
         if owner not in alive:
-            alive[owner] = owner != r.owner and owner_alive(owner)
+            alive[owner] = owner != r.owner and (
+                owner_alive(owner) if owner_local(owner) else owner in busy)
         if o is None and not alive[owner]:
             todo.append((p, c, None))
     theirs = {names.task_id(p.prefix, c.index) for p, c, _ in todo

@@ -72,6 +72,7 @@ NTHREADS_REFRESH = 2.0
 PART_TRIES = 4
 CONFIRM_SECONDS = 0.1
 ORPHAN_POLL_SECONDS = 0.1  # how often a resume asks the cluster what a gone kernel left running
+ASK_SECONDS = 10  # the longest a Client.run of a resume may take
 
 _clients: dict[str, Any] = {}  # address -> Client opened by prepare(), not yet taken
 _in_use: dict[str, Any] = {}  # address -> Client of a live executor
@@ -522,13 +523,25 @@ class DaskExecutor(Executor):
             running = self._running(ids)
         if not running:
             return set()
+        # Only workers with a nanny, which starts them again: one without would be
+        # gone for good (a --no-nanny worker, or a LocalCluster's in-process
+        # worker, whose process is the client's own).
+        try:
+            nannies = {a for a, info in self.client.scheduler_info()["workers"].items()
+                       if info.get("nanny")}
+        except Exception:
+            nannies = set()
+        ending = sorted(a for a in running if a in nannies)
         log.warning("nbgroups: %d call(s) a gone kernel started still run on Dask "
-                    "workers %s after %g s; ending those workers (their nannies start "
-                    "them again)", sum(map(len, running.values())), sorted(running), wait)
-        # Not restart_workers: a nanny's restart closes its worker gracefully, which
-        # waits for the running thread, i.e. for the very call to end.
-        with contextlib.suppress(Exception):
-            self.client.run(_exit_now, workers=sorted(running), on_error="ignore")
+                    "workers %s after %g s; ending %s (their nannies start them again)",
+                    sum(map(len, running.values())), sorted(running), wait,
+                    ending or "none of them: no nanny")
+        if ending:
+            # Not restart_workers: a nanny's restart closes its worker gracefully,
+            # which waits for the running thread, i.e. for the very call to end.
+            with contextlib.suppress(Exception):
+                self.client.run(_exit_now, workers=ending, on_error="ignore",
+                                callback_timeout=ASK_SECONDS)
         deadline = time.monotonic() + wait
         running = self._running(ids)
         while running and time.monotonic() < deadline:
@@ -539,11 +552,14 @@ class DaskExecutor(Executor):
     def _running(self, ids: set[str]) -> dict[str, set[str]]:
         """``{worker address: ids among ids it runs now}``, for the workers running some."""
         try:
-            now = self.client.run(_calls_running)
-        except Exception as exc:  # no answer: nothing known to wait for
-            log.debug("nbgroups: could not ask the Dask workers what they run (%s)", exc)
+            now = self.client.run(_calls_running, on_error="return",
+                                  callback_timeout=ASK_SECONDS)
+        except Exception as exc:  # the scheduler did not answer: nothing known to wait for
+            log.warning("nbgroups: could not ask the Dask workers what they run (%s)", exc)
             return {}
-        return {a: hit for a, calls in now.items() if (hit := ids.intersection(calls))}
+        # a worker that could not answer (closing, restarting) runs none of them any more
+        return {a: hit for a, calls in now.items()
+                if isinstance(calls, list) and (hit := ids.intersection(calls))}
 
     def _free_worker(self, dfut: Any, address: str | None) -> None:
         try:
