@@ -46,6 +46,7 @@ from .records import TaskRecord
 from .recovery import FaultHandler
 from .store import LARGE_RESULT, build_record
 from .stores import Stores
+from .values import shown_call
 
 log = logging.getLogger("nbgroups")
 
@@ -62,13 +63,24 @@ class Notify(Protocol):
 
 
 def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
-    """The record of a finished job from its outcome row, without a store read."""
+    """The record of a finished job from its outcome row, without a store read.
+
+    Its arguments as records show them (snapshots kept as pickles rebuilt, stored
+    values mapped: :func:`nbgroups.values.shown_call`) are made once per job, on
+    its first read, and shared by its later records, as its snapshot was before."""
+    shown = job.shown
+    if shown is None:
+        args = None if job.items is not None or job.options.ttl is not None else job.args
+        kwargs = None if job.options.ttl is not None else job.kwargs
+        items = job.items
+        args, kwargs = shown_call(args, kwargs)
+        if items is not None:
+            items = shown_call(items, None)[0]
+        shown = job.shown = (args, kwargs, items)
     return build_record(
-        job.id, job.task_name or names.name_of(job.id), job.func[0],
-        None if job.items is not None or job.options.ttl is not None else job.args,
-        None if job.options.ttl is not None else job.kwargs,
+        job.id, job.task_name or names.name_of(job.id), job.func[0], shown[0], shown[1],
         None if o is None else view(o), job.options.group, job.submitted, cls,
-        items=job.items, saved=job.options.save,
+        items=shown[2], saved=job.options.save,
     )
 
 

@@ -69,6 +69,7 @@ class Job:
     parent: tuple | None = None  # async_iter chunk: (parent job, chunk index)
     suspect = False  # was running when a worker died: re-run alone
     runs_before = 0  # a retry_group re-run: runs its earlier outcome counted
+    shown: tuple | None = None  # (args, kwargs) as records show them, made on first read
 
     def __init__(self, tid: str, func: tuple[str, bytes | None], args: Any,
                  kwargs: dict | None, options: Options, prefix: str,
