@@ -45,6 +45,7 @@ import hashlib
 import mmap
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -118,6 +119,10 @@ class Stored:
 #: Whether this process ever made (or loaded) a :class:`Stored`: until then no
 #: page it writes can refer to a stored value (the tiny-task path skips the search).
 made = False
+#: Passing again a value stored less than this long ago (and a quarter of
+#: GRACE_SECONDS) reuses its reference without touching its files: a loop of
+#: calls passing one array costs its digest, not a file-system call each.
+TOUCH_SECONDS = 1.0
 #: A value file unreferenced for this long (seconds since it was written or
 #: last passed again) may be removed by :meth:`ValueFiles.collect`: a call
 #: submitted meanwhile may hold it in a page not yet written.
@@ -253,6 +258,11 @@ class Writer:
     def __init__(self, files: ValueFiles, threshold: int) -> None:
         self.files = files
         self.threshold = threshold
+        # what was stored lately: (skeleton, refs, pickled) -> (its Stored, when written
+        # or touched), so that passing the same content again skips the file system
+        self._recent: collections.OrderedDict[tuple, tuple[Stored, float]] = \
+            collections.OrderedDict()
+        self._lock = threading.Lock()
 
     def store(self, value: Any) -> Stored | None:
         """``value`` as a :class:`Stored` if it holds a buffer of ``threshold``
@@ -264,23 +274,30 @@ class Writer:
         names, can rebuild it."""
         skeleton, big = dumps_out_of_band(value, self.threshold, portable=True)
         pickled = None
+        data = None
         if len(skeleton) >= self.threshold:  # data pickled in band: the pickle is stored
-            pickled = self._put_pickle(skeleton)
-            skeleton = b""
+            data, skeleton = skeleton, b""
+            pickled = (pickle_digest(data), len(data))
         elif not big:
             return None
-        refs = []
-        for view in big:
-            digest = xxhash.xxh3_128_hexdigest(view)
+        refs = tuple((xxhash.xxh3_128_hexdigest(view), view.nbytes) for view in big)
+        key = (skeleton, refs, pickled)
+        now = time.monotonic()
+        with self._lock:  # (callers' threads)
+            hit = self._recent.get(key)
+        if hit is not None and now - hit[1] < min(TOUCH_SECONDS, GRACE_SECONDS / 4):
+            return hit[0]  # the same content, its files written or touched just now
+        if data is not None and pickled is not None:
+            self.files.put(pickled[0], memoryview(data))
+        for view, (digest, _) in zip(big, refs, strict=True):
             self.files.put(digest, view)
-            refs.append((digest, view.nbytes))
         size = sum(n for _, n in refs) + (pickled[1] if pickled else 0)
-        return Stored(skeleton, tuple(refs), describe(value, size), pickled)
-
-    def _put_pickle(self, data: bytes) -> tuple[str, int]:
-        digest = pickle_digest(data)
-        self.files.put(digest, memoryview(data))
-        return digest, len(data)
+        stored = Stored(skeleton, refs, describe(value, size), pickled)
+        with self._lock:
+            self._recent[key] = (stored, now)
+            if len(self._recent) > 64:
+                self._recent.popitem(last=False)
+        return stored
 
     def dumps_func(self, func: Any) -> tuple[bytes, tuple[Stored, ...]]:
         """``func`` pickled (cloudpickle, as :func:`~nbgroups.serialize.dumps`) with
