@@ -737,3 +737,18 @@ def test_a_large_pickle_is_stored_once_and_checked_before_it_is_loaded(tmp_path)
     with pytest.raises(StoreError, match="does not match its digest"):
         values.load(stored, values.source(str(tmp_path / "values")))
     api.reset()
+
+
+def test_the_same_content_passed_again_reuses_its_reference(tmp_path, monkeypatch):
+    files = values.ValueFiles(tmp_path / "values")
+    writer = values.Writer(files, SMALL)
+    a = np.arange(10_000, dtype=float)
+    first = writer.store(a)
+    assert writer.store(a) is first  # no new file-system call, nor description
+    a[0] = 5.0
+    changed = writer.store(a)
+    assert changed is not first and changed.refs != first.refs
+    assert len(files.digests()) == 2
+    monkeypatch.setattr(values, "GRACE_SECONDS", 0.0)  # collection may take anything old:
+    os.unlink(files.path(changed.refs[0][0]))         # the file is checked each time
+    assert writer.store(a) is not changed and len(files.digests()) == 2
