@@ -42,8 +42,10 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import itertools
 import mmap
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -307,8 +309,9 @@ class Writer:
         values (for the store's references). :func:`load_func` reads it back.
         Raises what pickling raises."""
         threshold = self.threshold
-        few = max(threshold >> 6, 1024)  # fewer items than this never pickle to threshold
-        seen: dict[int, Stored | None] = {}
+        # id -> (the object, its Stored or None): the object is held, or a temporary
+        # the pickler made (a reducer's state) could die and its id name another
+        seen: dict[int, tuple[Any, Stored | None]] = {}
         stored: list[Stored] = []
 
         def captured(obj: Any) -> Stored | None:
@@ -317,12 +320,12 @@ class Writer:
                 return None
             key = id(obj)
             if key in seen:
-                return seen[key]
+                return seen[key][1]
             out = None
             if t in _SIZED:
                 large = len(obj) >= threshold
-            elif t in _CONTAINED:
-                large = len(obj) >= few
+            elif t in _CONTAINED:  # of plain items: pickled alone (a trial) when it may be
+                large = _plain_size(obj) >= threshold // 2  # that large; else its items are
             else:
                 large = _nbytes(obj) >= threshold
             if large and obj is not func:
@@ -332,7 +335,7 @@ class Writer:
                     out = None
                 if out is not None:
                     stored.append(out)
-            seen[key] = out
+            seen[key] = (obj, out)
             return out
 
         return dumps_hooked(func, captured), tuple(stored)
@@ -341,6 +344,26 @@ class Writer:
 _NEVER_LARGE = frozenset({int, float, bool, complex, type(None), type, Stored})
 _SIZED = frozenset({str, bytes, bytearray})
 _CONTAINED = frozenset({list, tuple, dict, set, frozenset})
+_PLAIN = frozenset({int, float, bool, complex, type(None), str, bytes})
+
+
+def _plain_size(obj: Any) -> int:
+    """Roughly the bytes of a list, tuple, dict or set of plain items (numbers,
+    strings, bytes): ``len`` times the mean ``sys.getsizeof`` of its first items;
+    0 when one of those is something else (a container, an array, an object:
+    the pickler reaches it on its own, so that large leaves are stored alone and
+    the pickler's own dicts and tuples, a function's globals, never whole)."""
+    n = len(obj)
+    if not n:
+        return 0
+    parts = (obj, obj.values()) if type(obj) is dict else (obj,)
+    total = 0
+    for items in parts:
+        sample = list(itertools.islice(items, 16))
+        if not _PLAIN.issuperset(map(type, sample)):
+            return 0
+        total += sum(map(sys.getsizeof, sample)) * n // len(sample)
+    return total
 
 
 def _nbytes(obj: Any) -> int:

@@ -752,3 +752,22 @@ def test_the_same_content_passed_again_reuses_its_reference(tmp_path, monkeypatc
     monkeypatch.setattr(values, "GRACE_SECONDS", 0.0)  # collection may take anything old:
     os.unlink(files.path(changed.refs[0][0]))         # the file is checked each time
     assert writer.store(a) is not changed and len(files.digests()) == 2
+
+
+def test_captured_containers_of_large_items_are_stored_and_small_ones_are_not(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL,
+                       backend="thread")
+    pair = ("x" * 3000, "y" * 3000)  # few items, each under the threshold: 6 KB together
+    table = {i: f"value {i} " * 10 for i in range(100)}  # 100 small items: ~9 KB
+    small = {i: i for i in range(10)}
+    f = notebook_function("""
+        def f(i):
+            return len(pair[0]) + len(pair[1]) + sum(map(len, table.values())) + small[i]
+    """, "f", pair=pair, table=table, small=small)
+    expected = [6000 + sum(map(len, table.values())) + i for i in range(3)]
+    assert nbgroups.result_group(nbgroups.sweep(f, "boxes", i=[0, 1, 2]), wait=-1) == expected
+    (entry,) = {page.funcs[0] for page, _, _ in api.runner().store.group_entries("boxes")}
+    assert sorted(v.about.split()[0] for v in entry[2]) == ["dict", "tuple"]
+    assert len(value_files(tmp_path)) == 2  # the pair and the table; small stays inline
+    api.reset()
