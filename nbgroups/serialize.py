@@ -209,6 +209,24 @@ def dumps_out_of_band(obj: Any, threshold: int, portable: bool = False
         return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
 
 
+def dumps_sized(obj: Any) -> tuple[bytes | None, int]:
+    """``obj`` pickled as :func:`dumps` does, and the size of that pickle, found
+    without copying large buffers: they are left out of band and counted. The
+    pickle is None when some buffer was left out (it is then not whole)."""
+    left_out = 0
+
+    def count(buffer: pickle.PickleBuffer) -> bool:
+        nonlocal left_out
+        try:
+            left_out += buffer.raw().nbytes
+        except BufferError:  # not contiguous: in band
+            return True
+        return False
+
+    data = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=count)
+    return (None if left_out else data), len(data) + left_out
+
+
 def dumps_hooked(obj: Any, persistent_id: Callable[[Any], Any]) -> bytes:
     """Pickle ``obj`` as :func:`dumps` does (cloudpickle), with a ``persistent_id``
     hook: an object for which it returns something other than None is pickled
@@ -433,6 +451,7 @@ __all__ = [
     "dumps_copy",
     "dumps_exception",
     "dumps_hooked",
+    "dumps_sized",
     "dumps_out_of_band",
     "frame_head",
     "is_framed",

@@ -54,7 +54,14 @@ from typing import Any
 import xxhash
 
 from .errors import StoreError, ValueMissing
-from .serialize import dumps_hooked, dumps_out_of_band, loads_copy, loads_hooked
+from .serialize import (
+    dumps,
+    dumps_hooked,
+    dumps_out_of_band,
+    dumps_sized,
+    loads_copy,
+    loads_hooked,
+)
 
 #: Bytes of value files a process keeps mapped (least recently used ones are
 #: dropped beyond it; a dropped map lives on while arrays still use it).
@@ -309,6 +316,9 @@ class Writer:
         values (for the store's references). :func:`load_func` reads it back.
         Raises what pickling raises."""
         threshold = self.threshold
+        whole, size = dumps_sized(func)
+        if size < threshold:  # nothing it captures can be that large: the plain pickle
+            return (whole if whole is not None else dumps(func)), ()
         # id -> (the object, its Stored or None): the object is held, or a temporary
         # the pickler made (a reducer's state) could die and its id name another
         seen: dict[int, tuple[Any, Stored | None]] = {}
