@@ -771,3 +771,20 @@ def test_captured_containers_of_large_items_are_stored_and_small_ones_are_not(tm
     assert sorted(v.about.split()[0] for v in entry[2]) == ["dict", "tuple"]
     assert len(value_files(tmp_path)) == 2  # the pair and the table; small stays inline
     api.reset()
+
+
+def test_a_captured_value_removed_by_hand_fails_the_tasks_clearly(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.random.default_rng().random(10_000)  # new content: no worker has it loaded
+    f = notebook_function("def f(i):\n    return float(a.sum()) + i\n", "f", a=a)
+    with api.runner().flushes_held():  # stored, not yet sent: the file goes first
+        ids = [nbgroups.async_task(f, i, group="gone-captured") for i in range(2)]
+        (tmp_path / "values" / xxhash.xxh3_128_hexdigest(memoryview(a).cast("B"))).unlink()
+    nbgroups.result_group("gone-captured", count=2, wait=-1)
+    for tid in ids:
+        failed = nbgroups.fetch(tid)
+        assert failed.success is False and isinstance(failed.result, ValueMissing)
+        assert "ndarray float64 (10000,)" in str(failed.result)
+        assert "a value its function captures" in str(failed.result)
+    api.reset()
