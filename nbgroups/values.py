@@ -1,4 +1,4 @@
-"""Large arguments: pickled once, stored once by content digest, memory-mapped by workers.
+"""Large values: pickled once, stored once by content digest, memory-mapped by workers.
 
 ::
 
@@ -22,14 +22,34 @@
 The kernel keeps no copy: the file *is* the snapshot, so a call sees the value
 as it was when submitted, whatever the caller does to it afterwards. Passing
 the same unchanged array again costs its digest (xxh3 runs near memory
-speed), never a copy nor a write. numpy arrays (and the arrays inside pandas
-objects) arrive read-only and memory-mapped, as joblib's memmapped inputs do.
+speed), never a copy nor a write (:class:`Writer` remembers what it stored
+in the last second: not even a file-system call). numpy arrays (and the
+arrays inside pandas objects) arrive read-only and memory-mapped, as
+joblib's memmapped inputs do.
+
+*Large pickles.* A value with no large buffer whose pickle reaches the
+threshold (a list of floats, a dict of strings, a non-contiguous array) is
+stored as that pickle, one file named by its blake2b digest
+(``Stored.pickled``); workers read it once per process, check it, and
+unpickle a fresh copy per call.
+
+*Captured values.* A notebook function is pickled by value with its closure
+and the globals it reads. :meth:`Writer.dumps_func` pickles it (once per page
+of calls) with a ``persistent_id`` hook that stores each large object the
+pickler reaches, as above, and leaves a :class:`Stored` in its place; the
+page's entry for the callable is ``(name, pickle, stored values)`` (the
+store's value references and the Dask scatter read the third part). A
+worker loads it with :func:`load_func` and keeps the function, its values
+with it, for the next calls (``nbgroups.worker``).
 
 *Signing.* A :class:`Stored` travels inside signed spec pages: its skeleton
 (the only part unpickled) and the digests and sizes of its buffers are
 covered by the page's HMAC. A value file holds raw buffer bytes, handed to
 the skeleton's reconstructor (numpy's ``frombuffer``), never unpickled; its
-size is checked against the recorded one before it is mapped.
+size is checked against the recorded one before it is mapped. A stored
+pickle *is* unpickled, so its name is a cryptographic digest (blake2b; xxh3
+is not one): its bytes are read whole and checked against the signed digest
+before anything of it is loaded (:func:`checked_pickle`).
 
 *Dask.* Workers may not share the filesystem: the executor sends each value
 to the cluster once (``client.scatter``) and passes the futures with every
