@@ -216,8 +216,6 @@ class PageBuffer:
             seen = self.pending
 
 
-
-
 class PageWriter:
     """Writes pages to their layers' stores; remembers this kernel's hooks."""
 
