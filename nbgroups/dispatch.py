@@ -35,7 +35,7 @@ from .monitor import MonitorFiles
 from .outcome import Row, result_of, started_of, stopped_of
 from .serialize import dumps, dumps_call_data, dumps_plain, plain
 from .store import LARGE_RESULT
-from .values import digests_of_calls
+from .values import digests_of_calls, digests_of_funcs
 
 TARGET_BATCH_SECONDS = 0.05
 MAX_BATCH = 4096
@@ -310,7 +310,8 @@ def _submit(executor: Executor, payload: bytes, monitor: str | None, where: str 
     """``executor.submit``; an executor that ships stored values itself (Dask)
     is told which ones the batch takes (:mod:`nbgroups.values`)."""
     if where is not None and executor.ships_values:
-        needed = digests_of_calls((j.args, j.kwargs) for j in jobs)
+        needed = digests_of_calls((j.args if j.items is None else j.items, j.kwargs)
+                                  for j in jobs) | digests_of_funcs({j.func for j in jobs})
         if needed:
             return executor.submit_values(payload, monitor, (where, needed))
     return executor.submit(payload, monitor)

@@ -25,6 +25,7 @@ from .records import Call
 from .serialize import callable_name, dumps
 from .stores import Stores
 from .tracebacks import remember
+from .values import Writer
 
 LINGER_SECONDS = 0.02
 LINGER_CALLS = 4096
@@ -42,8 +43,10 @@ class Written(NamedTuple):
 class PageBuffer:
     """Open and sealed pages, per (layer, group); what a flush takes and gives back."""
 
-    def __init__(self, lock: threading.RLock) -> None:
+    def __init__(self, lock: threading.RLock,
+                 values: Callable[[Options], Writer | None] = lambda options: None) -> None:
         self.lock = lock
+        self.values = values  # the value writer for a page's options (large_value), or None
         self._open: dict[int, OpenPage] = {}  # id(options) -> its open page
         self._last: dict[tuple, int] = {}  # (layer, group) -> key of its open page
         self._sealed: list[OpenPage] = []
@@ -55,7 +58,7 @@ class PageBuffer:
         """Append calls of ``func`` to the open page of ``options``; their new jobs
         (``running``: they run inline, in the caller's thread)."""
         n = len(calls)
-        blob = self._pickled_func(func, options)  # raises before anything is registered
+        pickled = self._pickled_func(func, options)  # raises before anything is registered
         where = (options.cached, options.group)
         with self.lock:
             key = id(options)  # api memoizes Options; the open page keeps it alive
@@ -72,7 +75,7 @@ class PageBuffer:
                 if page is not None:
                     self._seal(key)
                 page = self._open[key] = OpenPage(names.new_prefix(), options, time.time())
-            fref = _func_ref(page, func, blob)
+            fref = self._func_ref(page, func, pickled)
             prefix = page.prefix
             task_name = options.task_name
             new = []
@@ -90,7 +93,7 @@ class PageBuffer:
             self.pending += n
             return new
 
-    def _pickled_func(self, func: Any, options: Options) -> bytes | None:
+    def _pickled_func(self, func: Any, options: Options) -> tuple | None:
         """The callable pickled for its page: once per page, not per call, and not
         cached across pages (a notebook function's globals may change between
         cells). None for a dotted path, or when the open page has it already."""
@@ -100,13 +103,38 @@ class PageBuffer:
         if page is not None and id(func) in page.func_index:
             return None
         remember(func)  # where its code came from: tracebacks name the cell (tracebacks)
+        return self._dumps_func(func, options)
+
+    def _dumps_func(self, func: Any, options: Options) -> tuple:
+        """``(pickle,)``, or ``(pickle, stored values)`` when ``func`` captures large
+        values and the page's layer stores them (:meth:`nbgroups.values.Writer.dumps_func`):
+        they are then stored once by digest, not pickled into every page and batch."""
         try:
-            return dumps(func)
+            writer = self.values(options)
+            if writer is None:
+                return (dumps(func),)
+            blob, stored = writer.dumps_func(func)
+            return (blob, stored) if stored else (blob,)
         except Exception as exc:
             raise SerializationError(
                 f"func {callable_name(func)} cannot be pickled to be sent to a worker "
                 f"({type(exc).__name__}: {exc}); it may hold a lock, a file or a "
                 "connection: create those inside the function") from None
+
+    def _func_ref(self, page: OpenPage, func: Any, pickled: tuple | None) -> tuple:
+        """The page's entry for ``func``: ``(name, pickle or None for a dotted
+        path[, stored values it captures])``, made on its first call in the page."""
+        key = func if isinstance(func, str) else id(func)
+        ref = page.func_index.get(key)
+        if ref is None:
+            if isinstance(func, str):
+                ref = (func, None)
+            else:  # (pickled again if another page was open when it was pickled)
+                ref = (callable_name(func),
+                       *(pickled if pickled is not None else self._dumps_func(func, page.options)))
+            page.func_index[key] = ref
+            page.funcs.append(func)  # keeps id(func) valid while the page is open
+        return ref
 
     def _seal(self, key: int) -> None:
         """Close an open page so that new calls start a new one (flushed later)."""
@@ -186,17 +214,6 @@ class PageBuffer:
             if self.pending == seen:
                 return
             seen = self.pending
-
-
-def _func_ref(page: OpenPage, func: Any, blob: bytes | None) -> tuple:
-    key = func if isinstance(func, str) else id(func)
-    ref = page.func_index.get(key)
-    if ref is None:
-        ref = (func, None) if isinstance(func, str) else \
-            (callable_name(func), blob if blob is not None else dumps(func))
-        page.func_index[key] = ref
-        page.funcs.append(func)  # keeps id(func) valid while the page is open
-    return ref
 
 
 class PageWriter:

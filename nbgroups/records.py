@@ -295,7 +295,10 @@ class SpecPage:
     """A batch of submitted tasks of one group, written in one store entry.
 
     ``funcs`` holds ``(display name, pickled callable or None for a dotted
-    path)``; ``options`` the submission options shared by the page's calls.
+    path)``, or ``(display name, pickled callable, stored values)`` for a
+    callable whose large captured values are stored by digest
+    (:mod:`nbgroups.values`); ``options`` the submission options shared by the
+    page's calls.
     """
 
     prefix: str
@@ -303,7 +306,7 @@ class SpecPage:
     gen: int
     seq: int
     created: float
-    funcs: tuple[tuple[str, bytes | None], ...]
+    funcs: tuple[tuple, ...]
     calls: tuple[Call, ...]
     options: dict
     schema: int = SCHEMA_VERSION

@@ -99,7 +99,9 @@ class Runner:
         self._version = 0
         self._wake = threading.Event()
         self._live = LiveTasks(lock)
-        self._pages = PageBuffer(lock)
+        # a notebook function's large captured values are stored like arguments (18)
+        self._pages = PageBuffer(
+            lock, lambda options: self._value_writer() if options.ttl is None else None)
         self._writer = PageWriter(self._stores, self.owner)
         outbox = Outbox(self._wake)
         self._dispatcher = Dispatcher(settings, lock, self._live, outbox)
@@ -178,8 +180,10 @@ class Runner:
     def values_held(self) -> set[str]:
         """Digests of the stored values the tasks this runner holds (queued,
         running) take: a collection must spare them whatever the store says."""
+        jobs = self._live.jobs()
         return values.digests_of_calls((j.args if j.items is None else j.items, j.kwargs)
-                                       for j in self._live.jobs())
+                                       for j in jobs) | values.digests_of_funcs(
+                                           {j.func for j in jobs})
 
     def take(self, calls: Sequence[tuple[Any, dict | None]], options: Options,
              iterable: bool = False) -> Sequence[tuple[Any, dict | None]]:

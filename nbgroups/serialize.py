@@ -218,13 +218,16 @@ def dumps_copy(obj: Any, buffer_callback: Callable[[pickle.PickleBuffer], Any] |
     return f.getvalue()
 
 
-def dumps_out_of_band(obj: Any, threshold: int) -> tuple[bytes, list[memoryview]]:
+def dumps_out_of_band(obj: Any, threshold: int, portable: bool = False
+                      ) -> tuple[bytes, list[memoryview]]:
     """Pickle ``obj`` once (protocol 5): buffers of ``threshold`` bytes or more are
     left out of band and returned as views of ``obj``'s own memory (no copy),
     smaller ones are copied into the pickle (:mod:`nbgroups.values`).
 
     The C pickler first, cloudpickle for what it cannot pickle by reference
-    (as :func:`dumps_copy`). Raises what pickling raises.
+    (as :func:`dumps_copy`); ``portable``: cloudpickle only, so that what the
+    notebook defines (a class of ``__main__``) is pickled by value, as for a
+    worker, which cannot import it by name. Raises what pickling raises.
     """
     big: list[memoryview] = []
 
@@ -238,11 +241,57 @@ def dumps_out_of_band(obj: Any, threshold: int) -> tuple[bytes, list[memoryview]
             return False
         return True
 
+    if portable:
+        return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
     try:
         return pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
     except Exception:
         big.clear()  # the C pickler may have seen some buffers before it failed
         return cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=keep), big
+
+
+def dumps_sized(obj: Any) -> tuple[bytes | None, int]:
+    """``obj`` pickled as :func:`dumps` does, and the size of that pickle, found
+    without copying large buffers: they are left out of band and counted. The
+    pickle is None when some buffer was left out (it is then not whole)."""
+    left_out = 0
+
+    def count(buffer: pickle.PickleBuffer) -> bool:
+        nonlocal left_out
+        try:
+            left_out += buffer.raw().nbytes
+        except BufferError:  # not contiguous: in band
+            return True
+        return False
+
+    data = cloudpickle.dumps(obj, protocol=PROTOCOL, buffer_callback=count)
+    return (None if left_out else data), len(data) + left_out
+
+
+def dumps_hooked(obj: Any, persistent_id: Callable[[Any], Any]) -> bytes:
+    """Pickle ``obj`` as :func:`dumps` does (cloudpickle), with a ``persistent_id``
+    hook: an object for which it returns something other than None is pickled
+    as that reference instead (:func:`loads_hooked` gives it back)."""
+    f = io.BytesIO()
+    _CopyCloudPickler(f, persistent_id).dump(obj)
+    return f.getvalue()
+
+
+def loads_hooked(data: bytes | memoryview, persistent_load: Callable[[Any], Any]) -> Any:
+    """Unpickle what :func:`dumps_hooked` made: each reference given to
+    ``persistent_load``, which returns the object it stands for."""
+    return _HookUnpickler(io.BytesIO(data), persistent_load).load()
+
+
+class _HookUnpickler(pickle.Unpickler):
+    """An unpickler whose persistent ids are resolved by a function."""
+
+    def __init__(self, file: io.BytesIO, hook: Callable[[Any], Any]) -> None:
+        super().__init__(file)
+        self._hook = hook
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._hook(pid)
 
 
 def loads_copy(data: bytes, buffers: list | None = None, persistent: list | None = None) -> Any:
@@ -512,6 +561,8 @@ __all__ = [
     "dumps",
     "dumps_copy",
     "dumps_exception",
+    "dumps_hooked",
+    "dumps_sized",
     "dumps_out_of_band",
     "frame_head",
     "is_framed",
@@ -523,5 +574,6 @@ __all__ = [
     "loads",
     "loads_copy",
     "loads_exception",
+    "loads_hooked",
     "unloadable_result",
 ]

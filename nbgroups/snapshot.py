@@ -12,8 +12,9 @@ the copies.
 
     calls ──▶ atoms (int, float, str, bytes, bool, None, complex, and tuples
     │          and frozensets of those; a Stored value): kept as they are
-    ├──▶ holding a buffer of ≥ large_value bytes (1 MiB), durable tasks: stored
-    │          once by digest, the call holds a small Stored (nbgroups.values)
+    ├──▶ holding a buffer of ≥ large_value bytes (1 MiB), or pickling to that
+    │          many bytes, durable tasks: stored once by digest, the call holds
+    │          a small Stored (nbgroups.values)
     └──▶ anything else: pickled at once, and kept as that pickle (Pickled)
               ├─ a pickle naming __main__ (a notebook class): unpickled at
               │  once instead (a private copy, which cloudpickle carries later)
@@ -49,9 +50,11 @@ one for the durable store, see the ``large_value`` setting), a value holding
 a buffer of that many bytes or more (1 MiB by default) is not copied at all:
 it is pickled once, its large buffers are written to the store by content
 digest, and the call holds a small :class:`~nbgroups.values.Stored` in its
-place (:mod:`nbgroups.values`). The same object passed to several calls of one
-submission (a ``sweep`` grid value, a repeated ``async_iter`` item) is
-pickled once for all of them.
+place (:mod:`nbgroups.values`). A value with no such buffer whose pickle is
+that large (a list of a million floats, a dict of strings, a non-contiguous
+array) is stored the same way, its pickle as one file. The same object
+passed to several calls of one submission (a ``sweep`` grid value, a
+repeated ``async_iter`` item) is pickled once for all of them.
 
 *Unpicklable arguments.* An argument that cannot be pickled (a lock, an
 open file) is not an error at the call: the call gets an id, and becomes a
@@ -216,6 +219,10 @@ def copy(value: Any, values: Writer | None = None) -> Any:
                 if stored is not None:
                     return stored
             return _copy_sharing_arrays(value)
+        if values is not None and len(data) >= values.threshold:  # a big list, dict...
+            stored = _stored(value, values)
+            if stored is not None:
+                return stored
         if len(data) >= BIG_PICKLE:  # e.g. a large array pickled in band (not contiguous)
             return _copy_sharing_arrays(value)
         if portable(data):  # kept as its pickle: pickled once, never again (see Pickled)

@@ -2,8 +2,10 @@
 
 A batch arrives as one cloudpickled payload ``(batch_id, funcs, calls[, options])``:
 
-* ``funcs``: ``[(display name, pickled callable or None)]`` — None means the
-  name is a dotted path resolved here (``'math.modf'``);
+* ``funcs``: ``[(display name, pickled callable or None[, stored values])]`` —
+  None means the name is a dotted path resolved here (``'math.modf'``); the
+  stored values are the large ones the callable captures, which its pickle
+  refers to by digest (read from the batch's value directory: :mod:`nbgroups.values`);
 * ``calls``: ``[(task id, func index, args, kwargs, iterable, attempts)]`` —
   for an ``async_iter`` chunk ``iterable`` is true and ``args`` is the list of
   items; ``attempts`` is the run's number, echoed back;
@@ -160,12 +162,18 @@ def resolve(path: str) -> Any:
     raise UnresolvedPath(f"no module found for {path!r}")
 
 
-def _load_func(name: str, blob: bytes | None) -> Any:
+def _load_func(entry: tuple, src: Any = None) -> Any:
+    """A batch's callable: ``entry`` is ``(name, pickle or None)``, or ``(name,
+    pickle, stored values)`` when it captures large values stored by digest
+    (read from ``src``: once per process, since the loaded callable is kept)."""
+    name, blob = entry[0], entry[1]
     key = name if blob is None else blob  # a dotted path, or the pickled callable
     func = _func_cache.get(key)
     if func is not None:
         return func
-    if blob is None:
+    if blob is not None and len(entry) > 2:
+        func = values.load_func(blob, src)
+    elif blob is None:
         try:
             func = resolve(name)
         except (ImportError, AttributeError, UnresolvedPath) as exc:
@@ -192,7 +200,7 @@ def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
     try:
         func = loaded.get(fidx)
         if func is None:
-            func = loaded[fidx] = _load_func(*funcs[fidx])
+            func = loaded[fidx] = _load_func(funcs[fidx], src)
         if src is not None:  # each call rebuilds its own objects over the shared maps
             if iterable:
                 args = values.resolve_items(args, src)

@@ -33,6 +33,10 @@ def total(a, i=0):
     return float(np.asarray(a).sum()) + i
 
 
+def len_of_values(d):
+    return sum(map(len, d.values()))
+
+
 def frame_total(df, i=0):
     return float(df["x"].sum() + df["y"].sum()) + i
 
@@ -83,9 +87,17 @@ def _run_all(store, settings):
     nbgroups.sweep(total, "sweep", a=arrays, i=[0, 1])
     tid = nbgroups.async_iter(total, [(a, i) for i, a in enumerate(arrays)] + [arrays[1]],
                               group="iter")
-    out = {g: nbgroups.result_group(g, wait=-1) for g in ("pos", "kw", "df", "sweep")}
+    # no large buffer, a large pickle: a list, a dict of strings, a non-contiguous array
+    floats = [float(i) for i in range(2000)]
+    words = {str(i): f"word {i} " * 3 for i in range(500)}
+    strided = np.arange(6000, dtype=float)[::2]
+    for i in range(2):
+        nbgroups.async_task(sum, floats, i, group="plain")
+        nbgroups.async_task(len_of_values, words, group="plain")
+        nbgroups.async_task(total, strided, i, group="plain")
+    out = {g: nbgroups.result_group(g, wait=-1) for g in ("pos", "kw", "df", "sweep", "plain")}
     out["iter"] = nbgroups.result(tid, wait=-1)
-    for g in ("pos", "kw", "df", "sweep", "iter"):
+    for g in ("pos", "kw", "df", "sweep", "iter", "plain"):
         assert nbgroups.count_group(g, failures=True) == 0, nbgroups.fetch_group(g)
     api.reset()
     return out
@@ -96,8 +108,9 @@ def test_same_results_under_and_over_the_threshold(tmp_path, backend):
     over = _run_all(tmp_path / "over", {**backend, "large_value": SMALL})
     assert over == under
     assert not value_files(tmp_path / "under")
-    # three arrays, and the frame's two float columns (one block): each stored once
-    assert len(value_files(tmp_path / "over")) == 4
+    # three arrays, the frame's two float columns (one block), and the pickles of
+    # the list, the dict and the non-contiguous array: each stored once
+    assert len(value_files(tmp_path / "over")) == 7
 
 
 def test_a_value_mutated_after_submission_is_seen_as_submitted(tmp_path, backend):
@@ -535,3 +548,243 @@ def test_a_store_that_cannot_take_a_value_keeps_a_copy_instead(tmp_path):
         assert nbgroups.result(tid, wait=-1) == total(np.arange(10_000, dtype=float), 1)
     finally:
         api.reset()
+
+
+# ---------------------------------------------------------------- captured by a function
+def notebook_function(source: str, name: str, **globals_):
+    """A function defined as in a notebook cell: its module is not importable, so
+    cloudpickle pickles it by value, with the globals it reads and its closure."""
+    namespace = {"__name__": "notebook_cell", **globals_}
+    exec(textwrap.dedent(source), namespace)
+    return namespace[name]
+
+
+CAPTURING = """
+    def make(c):
+        def closure(i):  # c: a closure cell; a, items: globals of the cell
+            return float(np.asarray(a).sum()) + float(c.sum()) + sum(items) + i
+        return closure
+    def via_global(i):
+        return float(a[::2].sum()) + i
+"""
+
+
+def _run_captured(store, settings):
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False, **settings)
+    a = np.arange(20_000, dtype=float)
+    ns = {"np": np, "a": a, "items": [float(i) for i in range(3000)]}
+    make = notebook_function(CAPTURING, "make", **ns)
+    via_global = notebook_function(CAPTURING, "via_global", **ns)
+    closure = make(np.full(6000, 2.0)[::2])  # a non-contiguous array: pickled in band
+    ids = [nbgroups.async_task(closure, i, group="cap") for i in range(4)]
+    nbgroups.sweep(via_global, "cap-sweep", i=[0, 1, 2])
+    tid = nbgroups.async_iter(via_global, [5, 6], group="cap-iter")
+    a[:] = -1  # after submission: not seen by the calls
+    out = [nbgroups.result_group(g, wait=-1) for g in ("cap", "cap-sweep")]
+    out.append(nbgroups.result(tid, wait=-1))
+    for g in ("cap", "cap-sweep", "cap-iter"):
+        assert nbgroups.count_group(g, failures=True) == 0, nbgroups.fetch_group(g)[0].traceback
+    assert nbgroups.debug(ids[1]) == out[0][1]  # here, from the store
+    api.reset()
+    return out
+
+
+def test_captured_values_same_results_under_and_over_the_threshold(tmp_path, backend):
+    under = _run_captured(tmp_path / "under", {**backend, "large_value": None})
+    over = _run_captured(tmp_path / "over", {**backend, "large_value": SMALL})
+    a = np.arange(20_000, dtype=float)
+    expected_closure = [float(a.sum()) + 6000.0 + sum(range(3000)) + i for i in range(4)]
+    assert under == over == [expected_closure, [float(a[::2].sum()) + i for i in range(3)],
+                             [float(a[::2].sum()) + i for i in (5, 6)]]
+    assert not value_files(tmp_path / "under")
+    # a (raw buffer), the non-contiguous closure cell and the list (both pickles)
+    assert len(value_files(tmp_path / "over")) == 3
+
+
+def captured_pages_bytes(store) -> int:
+    """Bytes of the store's database and entries, its value files left out."""
+    return sum(p.stat().st_size for p in Path(store).rglob("*")
+               if p.is_file() and "values" not in p.parts)
+
+
+def test_a_captured_value_is_stored_once_for_every_page(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.random.default_rng().random(200_000)  # 1.6 MB
+    f = notebook_function("def f(i):\n    return float(a.sum()) + i\n", "f", a=a)
+    r = api.runner()
+    for i in range(6):  # a page each: the callable is pickled once per page
+        nbgroups.async_task(f, i, group="pages")
+        r.flush()
+    assert nbgroups.result_group("pages", wait=-1) == [float(a.sum()) + i for i in range(6)]
+    (digest,) = value_files(tmp_path)
+    assert digest == xxhash.xxh3_128_hexdigest(memoryview(a).cast("B"))
+    assert captured_pages_bytes(tmp_path) < a.nbytes  # six pages, without a copy each
+    entries = api.runner().store.group_entries("pages")
+    pages = {page.prefix: page for page, _, _ in entries}
+    assert len(pages) == 6  # the callable pickled again for each page, the array not
+    for _name, blob, (stored,) in (page.funcs[0] for page in pages.values()):
+        assert len(blob) < 10_000 and stored.refs == ((digest, a.nbytes),)
+    api.reset()
+
+
+def test_a_captured_value_is_kept_while_a_stored_task_takes_it(tmp_path, monkeypatch):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.arange(10_000, dtype=float)
+    f = notebook_function("def f(i):\n    return float(a.sum()) + i\n", "f", a=a)
+    nbgroups.async_task(f, 1, group="keep")
+    nbgroups.async_task(f, 2, group="drop")
+    nbgroups.result_group("keep", wait=-1), nbgroups.result_group("drop", wait=-1)
+    monkeypatch.setattr(values, "GRACE_SECONDS", 0.0)
+    nbgroups.delete_group("drop", tasks=True)
+    assert len(value_files(tmp_path)) == 1  # "keep" still takes it
+    nbgroups.delete_group("keep", tasks=True)
+    assert value_files(tmp_path) == []
+    api.reset()
+
+
+CAPTURED_FIRST_RUN = """
+import os, numpy as np, nbgroups
+nbgroups.configure(store={store!r}, workers=2, progress=False, large_value=4096)
+a = np.arange(30_000, dtype=float)
+def f(i):  # __main__: pickled by value, with the global a
+    if not os.path.exists({flag!r}):
+        raise RuntimeError("not ready")
+    return float(a.sum()) + i
+for i in range(3):
+    nbgroups.async_task(f, i, group="later")
+nbgroups.result_group("later", wait=-1)
+"""
+
+
+def test_a_new_process_retries_a_function_with_its_captured_value(tmp_path):
+    flag, store = tmp_path / "ready", tmp_path / "store"
+    done = subprocess.run([sys.executable, "-c",
+                           CAPTURED_FIRST_RUN.format(store=str(store), flag=str(flag))],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert len(value_files(store)) == 1
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False)
+    try:
+        assert nbgroups.count_group("later", failures=True) == 3
+        flag.touch()
+        assert nbgroups.retry_group("later") == 3
+        total_a = float(np.arange(30_000, dtype=float).sum())
+        assert nbgroups.result_group("later", wait=-1) == [total_a + i for i in range(3)]
+    finally:
+        api.reset()
+
+
+def test_a_global_dataframe_captured_in_a_real_kernel(tmp_path):
+    """A notebook cell's function reads a global DataFrame: 50 calls, the frame
+    stored once (not with each page and batch); a notebook class holding an
+    array, passed as an argument, is rebuilt in the workers (pickled by value)."""
+    from tests.kernels import kernel
+
+    store = tmp_path / "store"
+    with kernel(tmp_path) as k:
+        out = k.run(textwrap.dedent(f"""
+            import numpy as np, pandas as pd, nbgroups, os
+            nbgroups.configure(store={str(store)!r}, workers=2, progress=False)
+            df = pd.DataFrame({{"x": np.arange(400_000, dtype=float),
+                               "y": np.ones(400_000)}})  # 6.4 MB
+            def f(i):
+                return float(df["x"].iloc[i] + df["y"].sum())
+            for i in range(50):
+                nbgroups.async_task(f, i, group="frames")
+            df["x"] = -1.0  # after submission: not seen by the calls
+            out = nbgroups.result_group("frames", wait=-1)
+            class Box:
+                def __init__(self, a):
+                    self.a = a
+            def unbox(b):
+                return float(b.a.sum())
+            boxed = nbgroups.result(nbgroups.async_task(unbox, Box(np.ones(300_000))),
+                                    wait=-1)
+            print(out == [float(i + 400_000) for i in range(50)], boxed,
+                  len(os.listdir({str(store / 'values')!r})))
+        """), timeout=120)
+    ok, boxed, files = out.split()
+    assert (ok, boxed, files) == ("True", "300000.0", "2")
+    assert captured_pages_bytes(store) < 6_400_000  # the pages hold no copy of the frame
+
+
+def test_a_large_pickle_is_stored_once_and_checked_before_it_is_loaded(tmp_path):
+    from nbgroups.errors import StoreError
+
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    floats = [float(i) for i in range(5000)]
+    (args, _), = api.runner().take([((floats,), None)], r_options())
+    stored = args[0]
+    assert type(stored) is values.Stored and stored.skeleton == b"" and not stored.refs
+    digest, size = stored.pickled
+    path = tmp_path / "values" / digest
+    assert digest == values.pickle_digest(path.read_bytes()) and size == path.stat().st_size
+    ids = [nbgroups.async_task(sum, floats, group="pickles") for _ in range(3)]
+    floats.append(1e9)  # after submission: not seen
+    assert nbgroups.result_group("pickles", wait=-1) == [sum(range(5000))] * 3
+    assert value_files(tmp_path) == [digest]
+    assert nbgroups.fetch(ids[0]).args == (floats[:-1],)
+    data = bytearray(path.read_bytes())  # changed by hand: refused, never unpickled
+    data[-20] ^= 0xFF
+    path.write_bytes(bytes(data))
+    values._checked.clear()  # (what this process checked already is kept)
+    with pytest.raises(StoreError, match="does not match its digest"):
+        values.load(stored, values.source(str(tmp_path / "values")))
+    api.reset()
+
+
+def test_the_same_content_passed_again_reuses_its_reference(tmp_path, monkeypatch):
+    files = values.ValueFiles(tmp_path / "values")
+    writer = values.Writer(files, SMALL)
+    a = np.arange(10_000, dtype=float)
+    first = writer.store(a)
+    assert writer.store(a) is first  # no new file-system call, nor description
+    a[0] = 5.0
+    changed = writer.store(a)
+    assert changed is not first and changed.refs != first.refs
+    assert len(files.digests()) == 2
+    monkeypatch.setattr(values, "GRACE_SECONDS", 0.0)  # collection may take anything old:
+    os.unlink(files.path(changed.refs[0][0]))         # the file is checked each time
+    assert writer.store(a) is not changed and len(files.digests()) == 2
+
+
+def test_captured_containers_of_large_items_are_stored_and_small_ones_are_not(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL,
+                       backend="thread")
+    pair = ("x" * 3000, "y" * 3000)  # few items, each under the threshold: 6 KB together
+    table = {i: f"value {i} " * 10 for i in range(100)}  # 100 small items: ~9 KB
+    small = {i: i for i in range(10)}
+    f = notebook_function("""
+        def f(i):
+            return len(pair[0]) + len(pair[1]) + sum(map(len, table.values())) + small[i]
+    """, "f", pair=pair, table=table, small=small)
+    expected = [6000 + sum(map(len, table.values())) + i for i in range(3)]
+    assert nbgroups.result_group(nbgroups.sweep(f, "boxes", i=[0, 1, 2]), wait=-1) == expected
+    (entry,) = {page.funcs[0] for page, _, _ in api.runner().store.group_entries("boxes")}
+    assert sorted(v.about.split()[0] for v in entry[2]) == ["dict", "tuple"]
+    assert len(value_files(tmp_path)) == 2  # the pair and the table; small stays inline
+    api.reset()
+
+
+def test_a_captured_value_removed_by_hand_fails_the_tasks_clearly(tmp_path):
+    api.reset()
+    nbgroups.configure(store=str(tmp_path), workers=2, progress=False, large_value=SMALL)
+    a = np.random.default_rng().random(10_000)  # new content: no worker has it loaded
+    f = notebook_function("def f(i):\n    return float(a.sum()) + i\n", "f", a=a)
+    with api.runner().flushes_held():  # stored, not yet sent: the file goes first
+        ids = [nbgroups.async_task(f, i, group="gone-captured") for i in range(2)]
+        (tmp_path / "values" / xxhash.xxh3_128_hexdigest(memoryview(a).cast("B"))).unlink()
+    nbgroups.result_group("gone-captured", count=2, wait=-1)
+    for tid in ids:
+        failed = nbgroups.fetch(tid)
+        assert failed.success is False and isinstance(failed.result, ValueMissing)
+        assert "ndarray float64 (10000,)" in str(failed.result)
+        assert "a value its function captures" in str(failed.result)
+    api.reset()

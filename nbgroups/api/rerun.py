@@ -10,7 +10,6 @@ from typing import Any
 from .. import values
 from ..errors import ArgumentTypeError, ConfigurationError
 from ..records import TaskRecord
-from ..serialize import loads
 from ..tracebacks import with_origins
 from ..worker import resolve
 from .read import fetch
@@ -53,13 +52,14 @@ def debug(task_or_id: TaskRecord | str, cached: bool | int = False) -> Any:
         raise ConfigurationError(f"debug(): the arguments of task {tid!r} were not kept "
                                  "(keep_args=False), so its call cannot be made again")
     store = SESSION.runner().store
-    if store.values is not None:  # large arguments stored by digest: loaded, read-only
-        src = values.source(store.values.directory)
+    src = None if store.values is None else values.source(store.values.directory)
+    if src is not None:  # large arguments stored by digest: loaded, read-only
         if iterable:
             args = values.resolve_items(args, src)
         else:
             args, kwargs = values.resolve_call(args or (), kwargs, src)
-    func = resolve(name) if blob is None else _with_sources(loads(blob))
+    # (a function's large captured values, stored by digest, are loaded from the store)
+    func = resolve(name) if blob is None else _with_sources(values.load_func(blob, src))
     if iterable:
         return [func(*item) if isinstance(item, tuple) else func(item) for item in args]
     return func(*(args or ()), **(kwargs or {}))

@@ -263,10 +263,10 @@ class Store:
                 data = dumps_call_data(page, plain((page.funcs, page.calls, page.options),
                                                    64 + 8 * len(page.calls)))
                 sets += ((key, self._signer.sign(data, key)), (page_index(page.prefix), key))
-                if values_module.made and self.values is not None and self.keep_args:
-                    # which stored values the page's calls take (value_refs)
-                    sets += ((value_ref(digest, page.prefix), 1) for digest in
-                             values_module.digests_of_calls((c[2], c[3]) for c in page.calls))
+                if values_module.made and self.values is not None:
+                    # which stored values the page's calls and callables take (value_refs)
+                    sets += ((value_ref(digest, page.prefix), 1)
+                             for digest in _digests_of_page(page))
                 for c in calls:
                     if c[4]:  # a task_name= override gets its own name index entry
                         tid = names.task_id(page.prefix, c[0])
@@ -690,7 +690,7 @@ class Store:
         if found is None:
             return None
         page, call, _ = found
-        name, blob = page.funcs[call.func]
+        name, blob = page.funcs[call.func][:2]
         return name, blob, call.args, call.kwargs, call.iterable
 
     def task(self, task_id: str, cls: type = TaskRecord,
@@ -770,10 +770,15 @@ class Store:
                     page: SpecPage = self._load(key, data)
                     keys += [key, page_index(page.prefix)]
                     keys += self._scan_keys(f"q{SEP}{page.prefix}{SEP}")
-                    keys += (value_ref(digest, page.prefix) for digest in
-                             values_module.digests_of_calls((c[2], c[3]) for c in page.calls))
+                    keys += (value_ref(digest, page.prefix) for digest in _digests_of_page(page))
                 for kind in "ocbk":  # outcomes, counters, large results, reuse keys
                     keys += self._scan_keys(gkey(kind, group, gen))
                 self._delete(keys)
             self._set(f"g{SEP}{group}", gen + 1)
         return int(count)
+
+
+def _digests_of_page(page: SpecPage) -> set[str]:
+    """The stored values a page's calls (their arguments, when kept) and callables take."""
+    return values_module.digests_of_calls((c[2], c[3]) for c in page.calls) | \
+        values_module.digests_of_funcs(page.funcs)
