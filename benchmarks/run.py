@@ -931,10 +931,11 @@ def bench_gridsearch(tmp: str) -> None:
     import nbgroups.joblib_backend  # noqa: F401 - registers 'nbgroups'
 
     grid = {"C": [0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0, 1e4]}
-    # Every fit's arguments, X included, are stored with its task (resumable) and
-    # pickled again for its worker: ~3 ms a fit with X of 640 KB (2000 x 40), measured
-    # (Runner._write_pages timed). Small fits here: X of 160 KB, ~30 ms an SVC fit.
-    # (LogisticRegression fits of ~5 ms on it: 1.0-1.6 x loky, fixed costs dominate.)
+    # Every fit's arguments, X included, are stored with its task (resumable). They are
+    # pickled once, at the call, and the page and the batch embed that pickle; what is
+    # left is the kernel's bookkeeping (page and outcome writes, ~1.5 ms a fit of kernel
+    # CPU against loky's ~1 ms), which on 2 cores slows the two workers. Small fits
+    # here: X of 160 KB, ~15 ms an SVC fit.
     X, y = make_classification(n_samples=1_000, n_features=20, random_state=0)
     print(f"\n[12] GridSearchCV(SVC, {len(grid['C'])} x 5 folds = "
           f"{5 * len(grid['C'])} fits, n_jobs={WORKERS}): backend 'nbgroups' vs joblib's loky")
