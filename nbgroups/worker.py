@@ -210,11 +210,7 @@ def run_one(call: tuple, funcs: list, loaded: dict, passthrough: tuple = (),
                 kwargs and UnloadableArgument in map(type, kwargs.values())):
             bad = next(a for a in (*args, *(kwargs or {}).values())
                        if type(a) is UnloadableArgument)
-            raise SerializationError(
-                f"an argument of this task could not be loaded ({bad.message}); it was "
-                "not run. It pickled when the call was made, but does not unpickle: an "
-                "exception or class whose __init__ takes other arguments than it pickles "
-                "(give it __reduce__), or a class that is gone")
+            raise unloadable(bad.message)
     except BaseException as exc:
         return outcome.failure(key, attempts, None, exc, info=_info(cap))
     if iterable:
@@ -355,11 +351,14 @@ def _run_calls(batch_id: int, funcs: list, calls: list, fd: int | None, passthro
         out.append(run_one(call, funcs, loaded, passthrough, tee, live, src))
 
 
-def unloadable(exc: BaseException) -> SerializationError:
-    """Why a call's arguments could not be unpickled in the worker, as its failure."""
+def unloadable(exc: BaseException | str) -> SerializationError:
+    """Why a call's arguments could not be unpickled in the worker, as its failure
+    (``exc``: the error, or its text)."""
+    why = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
     return SerializationError(
-        f"the arguments of this task could not be loaded in the worker "
-        f"({type(exc).__name__}: {exc}); it was not run. Whatever they hold must be "
-        "importable in the worker: a class or function defined in the notebook, or in a "
-        "module the worker can import (a sys.path change made in the kernel after the "
-        "pool started does not reach its workers)")
+        f"the arguments of this task could not be loaded in the worker ({why}); it was "
+        "not run. Whatever they hold must be importable in the worker: a class or "
+        "function defined in the notebook, or in a module the worker can import (a "
+        "sys.path change made in the kernel after the pool started does not reach its "
+        "workers); and an object must unpickle from what it pickles (an exception whose "
+        "__init__ takes other arguments than its args needs a __reduce__)")
