@@ -20,7 +20,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from . import names
 from .dispatch import Dispatcher
@@ -42,9 +42,10 @@ from .outcome import (
     view,
     without_result,
 )
-from .records import TaskRecord
+from .records import State, TaskRecord
 from .recovery import FaultHandler
 from .store import LARGE_RESULT, build_record
+from .store.layout import failure_value, result_value
 from .stores import Stores
 from .values import shown_call
 
@@ -82,6 +83,29 @@ def record_of(job: Job, o: Row | None, cls: type = TaskRecord) -> TaskRecord:
         None if o is None else view(o), job.options.group, job.submitted, cls,
         items=shown[2], saved=job.options.save,
     )
+
+
+class Settled(NamedTuple):
+    """What :func:`nbgroups.result` needs of a task this runner finished lately:
+    its id, state and result, without building its whole record (its arguments
+    shown, its name, its traceback rendered: ~15 µs of a warm round trip)."""
+
+    id: str
+    state: State
+    result: Any
+
+
+def settled_of(job: Job, o: Row) -> Settled:
+    """The :class:`Settled` of a finished job from its outcome row."""
+    v = view(o)
+    state = State(v.state)
+    if state is State.SUCCESS:
+        value = result_value(v)
+    elif state is State.CANCELLED:
+        value = None
+    else:
+        value = failure_value(v)
+    return Settled(job.id, state, value)
 
 
 class Completer:

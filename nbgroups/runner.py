@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from . import forward, monitor, names, reporting, shutdown, snapshot, values
 from .cancelling import CACHED, CancelWatcher
-from .completion import Completer, Finished, record_of
+from .completion import Completer, Finished, record_of, settled_of
 from .config import Settings
 from .control import Control, process_id
 from .dispatch import Dispatcher, FuncStats
@@ -504,15 +504,18 @@ class Runner:
         """The record of a finished job from its outcome row, without a store read."""
         return record_of(job, o, cls)
 
-    def recent(self, task_id: str, ttl: int | None, cls: type = TaskRecord) -> TaskRecord | None:
-        """The record of a task this runner finished lately, or None (then read the store)."""
+    def recent(self, task_id: str, ttl: int | None, cls: type = TaskRecord,
+               light: bool = False) -> Any:
+        """The record of a task this runner finished lately, or None (then read the
+        store); ``light``: only its :class:`~nbgroups.completion.Settled` (id,
+        state, result), for :func:`nbgroups.result`."""
         hit: Finished | None = self._completer.recent(task_id)
         if hit is None or ttl is not None or hit[0].options.ttl is not None:
             return None  # the cache layer's entries expire: only the store knows
         job, o = hit
         if job.options.group and self.store_for(ttl).gen(job.options.group) != job.gen:
             return None  # the label was deleted since: the store knows the truth
-        return record_of(job, o, cls)
+        return settled_of(job, o) if light else record_of(job, o, cls)
 
     def live_counts(self, group: str | None, ttl: int | None = None) -> tuple[int, int]:
         """``(queued, running)`` of this process's tasks of ``group``."""

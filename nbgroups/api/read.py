@@ -66,11 +66,14 @@ class Task(TaskRecord):
         return r.store_for(SESSION.layer(cached)).task_history(self.id, Task) or TaskList()
 
 
-def _find(r: Runner, task_id: str, ttl: int | None, mmap: bool = False) -> Task | None:
+def _find(r: Runner, task_id: str, ttl: int | None, mmap: bool = False,
+          light: bool = False) -> Task | None:
+    """The task's record; ``light`` (for :func:`result`): for a task this runner
+    finished lately, only its id, state and result (a ``Settled``)."""
     if not mmap:  # (a mapped read reads the store's file)
-        hit = r.recent(task_id, ttl, Task)
+        hit = r.recent(task_id, ttl, Task, light)
         if hit is not None:
-            return hit  # type: ignore[return-value]  # built with cls=Task
+            return hit  # a Task, or a Settled if light
     store = r.store_for(ttl)
     if names.looks_like_id(task_id):
         return store.task(task_id, Task, mmap)  # type: ignore[return-value]
@@ -110,6 +113,13 @@ def fetch(task_id: str, wait: int = 0, cached: bool | int = False,
         >>> fetch('no-such-task') is None
         True
     """
+    return _fetch(task_id, wait, cached, mmap)
+
+
+def _fetch(task_id: str, wait: int, cached: bool | int, mmap: bool,
+           light: bool = False) -> Task | None:
+    """:func:`fetch`; ``light``: a recently finished task as a ``Settled``
+    (id, state, result) instead of its whole record (see :func:`_find`)."""
     if not isinstance(task_id, str):
         raise ArgumentTypeError(f"task_id must be a task id or name (str), got {task_id!r}")
     timeout = wait_seconds(wait)
@@ -124,10 +134,10 @@ def fetch(task_id: str, wait: int = 0, cached: bool | int = False,
         task = None
     else:
         r.flush()
-        task = _find(r, task_id, ttl, mmap)
+        task = _find(r, task_id, ttl, mmap, light)
         if wait == 0:
             return task
-    finished, box = task_waiter(r, task_id, ttl, task)
+    finished, box = task_waiter(r, task_id, ttl, task, light)
     if not SESSION.wait(r, finished, timeout) and box[0] is None:
         # not finished in time: its record as it stands
         box[0] = _find(r, task.id if task is not None else task_id, ttl)
@@ -136,8 +146,8 @@ def fetch(task_id: str, wait: int = 0, cached: bool | int = False,
     return box[0]
 
 
-def task_waiter(r: Runner, task_id: str, ttl: int | None, task: Task | None = None
-                ) -> tuple[Callable[[], bool], list[Task | None]]:
+def task_waiter(r: Runner, task_id: str, ttl: int | None, task: Task | None = None,
+                light: bool = False) -> tuple[Callable[[], bool], list[Task | None]]:
     """What :func:`fetch` (and its awaitable twin) waits for: a predicate, true
     once the task (id, or name: its newest task, then that one's id) has a final
     state, and the box holding the record it read last (``task``: read already)."""
@@ -149,7 +159,7 @@ def task_waiter(r: Runner, task_id: str, ttl: int | None, task: Task | None = No
         tid = box[0].id if box[0] is not None else task_id
         if r.pending(tid):
             return False
-        found = box[0] = _find(r, tid, ttl)
+        found = box[0] = _find(r, tid, ttl, light=light)
         return found is not None and found.state.final
     return finished, box
 
@@ -178,7 +188,7 @@ def result(task_id: str, wait: int = 0, cached: bool | int = False, mmap: bool =
         >>> result(async_task(divmod, 7, 2, group='doc-result'), wait=-1)
         (3, 1)
     """
-    task = fetch(task_id, wait=wait, cached=cached, mmap=mmap)
+    task = _fetch(task_id, wait, cached, mmap, light=True)
     return task.result if task is not None and task.state.finished else None
 
 
