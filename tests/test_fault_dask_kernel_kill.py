@@ -14,9 +14,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -28,13 +25,13 @@ from nbgroups import State, api
 from nbgroups.api import manage
 from nbgroups.executors import dask as dask_executor
 from nbgroups.serialize import dumps
+from tests.submitters import kill_hard, submitter
 
 pytest.importorskip("distributed")
 
 
 def slow(x, marks, seconds):
     """A call that leaves a start mark and, if it gets there, an end mark."""
-    import os
     import time
 
     with open(f"{marks}/{x}.run", "a") as f:
@@ -109,25 +106,13 @@ def test_resume_after_a_killed_kernel_runs_no_call_twice_at_once(dask_cluster, t
     lc, client = dask_cluster
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(store), str(marks), lc.scheduler_address],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True)
-    try:
-        assert proc.stdout.readline().strip() == "submitted", proc.stderr.read()
+    with submitter(CHILD, str(store), str(marks), lc.scheduler_address) as proc:
         deadline = time.monotonic() + 60
         while len(runs(marks)) < 2:  # both threads inside a call
             assert time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.01)
-        os.killpg(proc.pid, signal.SIGKILL)  # the kernel; the cluster is not its child
         killed = time.time()
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
+        kill_hard(proc)  # the kernel; the cluster is not its child
 
     monkeypatch.setattr(manage, "ORPHAN_WAIT_SECONDS", 1.0)
     api.reset()

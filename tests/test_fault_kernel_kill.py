@@ -18,6 +18,7 @@ from pathlib import Path
 
 import nbgroups
 from nbgroups import State, api
+from tests.submitters import kill_hard, submitter
 
 N = 40
 
@@ -75,14 +76,7 @@ def test_kill_the_submitter_then_resume(tmp_path):
     store = tmp_path / "store"
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, str(store), str(marks)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout.readline().strip() == "submitted"
+    with submitter(CHILD, str(store), str(marks)) as proc:
         api.reset()
         nbgroups.configure(store=str(store), workers=2, progress=False)
         # a quarter finished: kill mid-sweep (the other process's progress is
@@ -90,13 +84,7 @@ def test_kill_the_submitter_then_resume(tmp_path):
         assert api.runner().wait(lambda: nbgroups.count_group("kk") >= N // 4, 90, poll=0.01), \
             proc.stderr.read()
         api.reset()
-        os.killpg(proc.pid, signal.SIGKILL)  # the kernel and its workers
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
+        kill_hard(proc)  # the kernel and its workers
     _wait_group_gone(proc.pid)  # the killed workers write no more marks
     before = _runs(marks)
 

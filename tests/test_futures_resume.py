@@ -5,14 +5,11 @@ same store finds the finished results and resumes the rest, each exactly once.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import textwrap
 
 import nbgroups
 from nbgroups import State, api
+from tests.submitters import kill_hard, submitter
 from tests.test_fault_kernel_kill import _runs, _wait_group_gone
 
 N = 30
@@ -38,24 +35,13 @@ def test_kill_the_executors_process_then_resume(tmp_path):
     store = tmp_path / "store"
     marks = tmp_path / "marks"
     marks.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, str(store), str(marks)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        assert proc.stdout.readline().strip() == "submitted"
+    with submitter(CHILD, str(store), str(marks)) as proc:
         api.reset()
         nbgroups.configure(store=str(store), workers=2, progress=False)
         assert api.runner().wait(lambda: nbgroups.count_group("ex-kill") >= N // 4, 90,
                                  poll=0.01), proc.stderr.read()
         api.reset()
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stdout.close()
-        proc.stderr.close()
+        kill_hard(proc)
     _wait_group_gone(proc.pid)
     before = _runs(marks)
 
