@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import psutil
 
@@ -573,6 +574,23 @@ def store_bytes(path: str) -> int:
                for f in files)
 
 
+def joblib_in_own_interpreter(code: str, failures: list[str]) -> Any:
+    """Run ``code`` (a joblib side of rows 15 and 15d) in an interpreter of its own
+    and return what it printed (JSON). joblib's own memmapping fails now and then on
+    this machine (BrokenProcessPool, a memmap unlinked early): such a run is run
+    again, at most five times, and its last line appended to ``failures``."""
+    import json
+    import subprocess
+
+    for _ in range(5):
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              timeout=300)
+        if proc.returncode == 0:
+            return json.loads(proc.stdout)
+        failures.append(proc.stderr.strip().splitlines()[-1])
+    raise RuntimeError(f"joblib failed 5 times: {failures[-1]}")
+
+
 def bench_values(tmp: str, n_rounds: int = 5) -> None:
     """Large arguments stored once by digest, memory-mapped by workers (issue 18)."""
     import numpy as np
@@ -591,17 +609,7 @@ def bench_values(tmp: str, n_rounds: int = 5) -> None:
         trackers clash, also on main). Even alone, one run in three or so fails
         here with BrokenProcessPool (a memmap file unlinked early by its own
         tracker, on this loaded machine): retried, and counted."""
-        import json
-        import subprocess
-
-        for _ in range(5):
-            proc = subprocess.run([sys.executable, "-c", JOBLIB_SHARED], capture_output=True,
-                                  text=True, timeout=300)
-            if proc.returncode == 0:
-                joblib_times.append(json.loads(proc.stdout))
-                return
-            joblib_failures.append(proc.stderr.strip().splitlines()[-1])
-        raise RuntimeError(f"joblib failed 5 times: {joblib_failures[-1]}")
+        joblib_times.append(joblib_in_own_interpreter(JOBLIB_SHARED, joblib_failures))
 
     def nbg_sweep():  # one submission of 200 calls, as one Parallel call is
         before = store_bytes(store)
@@ -675,17 +683,7 @@ def bench_values(tmp: str, n_rounds: int = 5) -> None:
     captured_failures = []
 
     def joblib_captured():
-        import json
-        import subprocess
-
-        for _ in range(5):
-            proc = subprocess.run([sys.executable, "-c", JOBLIB_CAPTURED], capture_output=True,
-                                  text=True, timeout=300)
-            if proc.returncode == 0:
-                captured_times.append(json.loads(proc.stdout))
-                return
-            captured_failures.append(proc.stderr.strip().splitlines()[-1])
-        raise RuntimeError(f"joblib failed 5 times: {captured_failures[-1]}")
+        captured_times.append(joblib_in_own_interpreter(JOBLIB_CAPTURED, captured_failures))
 
     t = rounds({"joblib": joblib_captured, "sweep": captured_sweep, "loop": captured_loop},
                max(3, n_rounds - 2))
