@@ -406,8 +406,10 @@ class Runner:
 
     @property
     def store_failed(self) -> bool:
-        """Whether writes to the store fail now (kept in memory, retried)."""
-        return self.store_error is not None or self.page_error is not None
+        """Whether writes to the store fail now (kept in memory, retried), or would
+        fail: its database was removed and no write has found out yet."""
+        return (self.store_error is not None or self.page_error is not None
+                or self._stores.store.lost())
 
     def reopen(self, store: Store) -> int:
         """Carry on in ``store`` (the old one failed: removed, or ``configure``
@@ -421,9 +423,8 @@ class Runner:
         if old_values is not None and store.values is not None and taken:
             with contextlib.suppress(OSError):  # their large arguments go with them
                 store.values.copy_from(old_values, taken)
-        self._stores.replace(store)
         by_prefix: dict[str, list[Job]] = {}
-        for job in held:
+        for job in sorted(held, key=lambda j: j.submitted or 0.0):  # stable: page order kept
             by_prefix.setdefault(job.prefix, []).append(job)
         drafts, pages = [], []
         for prefix, jobs in by_prefix.items():
@@ -447,6 +448,10 @@ class Runner:
                     for j in jobs:
                         j.gen = spec.gen
                         j.submitted = spec.created
+        # Only now do flushes go to the new store: a page still waiting for one
+        # (submitted after the failure) is numbered after the pages moved above,
+        # as it was submitted after them.
+        self._stores.replace(store)
         self._turn_now()  # kept results and pages written now
         return len(held)
 

@@ -66,3 +66,39 @@ def test_store_removed_then_configured_again_keeps_every_result(tmp_path, again)
         assert nbgroups.result_group("rm") == [x * 2 for x in range(13)]
     finally:
         api.reset()
+
+
+def test_a_page_waiting_for_a_store_is_numbered_after_the_tasks_moved(tmp_path, monkeypatch):
+    """A call submitted after the store was removed waits in memory, retried each
+    second. Configuring a new store moves the earlier tasks there first; the
+    waiting page must not be written before them, even when moving them is
+    slow (a slow disk, injected here), or it would read as submitted first."""
+    from nbgroups.store.base import Store
+
+    marks, gate = tmp_path / "marks", tmp_path / "gate"
+    marks.mkdir()
+    first, target = tmp_path / "store", tmp_path / "other"
+    api.reset()
+    nbgroups.configure(store=str(first), workers=2, progress=False)
+    try:
+        ids = [nbgroups.async_task(gated, x, str(marks), str(gate), group="rm")
+               for x in range(4)]
+        assert api.runner().wait(lambda: nbgroups.group_counts("rm").running >= 2, 60)
+        shutil.rmtree(first)
+        later = nbgroups.async_task(gated, 4, str(marks), str(gate), group="rm")
+        real = Store.write_pages
+
+        def slow_to_the_new_store(self, drafts, ttl=None):
+            if str(target.resolve()) in str(getattr(self, "directory", "")) and any(
+                    d.get("prefix") == ids[0][:len(d["prefix"])] for d in drafts):
+                time.sleep(2.5)  # the runner's retry (each second) comes meanwhile
+            return real(self, drafts, ttl)
+
+        monkeypatch.setattr(Store, "write_pages", slow_to_the_new_store)
+        nbgroups.configure(store=str(target))
+        gate.touch()
+        assert [t.id for t in nbgroups.fetch_group("rm", wait=60_000)] == [*ids, later]
+        assert nbgroups.result_group("rm") == [x * 2 for x in range(5)]
+    finally:
+        api.reset()
+    assert runs(marks) == {x: 1 for x in range(5)}
