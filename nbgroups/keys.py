@@ -39,9 +39,14 @@ import types
 from collections.abc import Callable
 from typing import Any
 
+import xxhash
+
 from .errors import NbgroupsError
 
 KEY_VERSION = b"nbgroups-reuse-1"
+LARGE_ARRAY = 1 << 20
+"""From this size an array's data enters a key as its xxh3_128 digest, computed over
+its memory (as :mod:`nbgroups.values` digests stored values), not copied to bytes."""
 
 
 class Unkeyable(NbgroupsError):
@@ -417,7 +422,11 @@ class _Encoder:
         else:
             if arr.dtype.fields is not None:
                 self.write(b"descr", repr(arr.dtype.descr).encode())
-            self.write(b"data", np.ascontiguousarray(arr).tobytes())
+            data = np.ascontiguousarray(arr)  # no copy when it is contiguous already
+            if data.nbytes >= LARGE_ARRAY:  # a captured 50 MB frame: its digest, not a copy
+                self.write(b"data128", xxhash.xxh3_128_digest(data.reshape(-1).view(np.uint8)))
+            else:
+                self.write(b"data", data.tobytes())
 
     def _reduced(self, obj: Any) -> None:
         """Any other object: what it reduces to for pickling (its class and state)."""

@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import tracemalloc
 
 import pytest
 
@@ -446,6 +447,35 @@ def test_argument_keys_are_canonical():
     ]
     for one, other in different:
         assert call_key(fd, one, {}) != call_key(fd, other, {}), (one, other)
+
+
+def test_a_large_captured_array_is_keyed_by_its_content_over_its_memory():
+    """A function reading a big global array: the key follows the array's content
+    (one element changed: a new key; an equal array: the same key), and the
+    array's data is digested where it lies, not copied to bytes first."""
+    np = pytest.importorskip("numpy")
+    from nbgroups import keys
+
+    ns: dict = {"np": np}
+    exec("def total(x):\n    return float(BIG.sum()) + x", ns)
+    big = np.arange(keys.LARGE_ARRAY // 8 * 3, dtype="float64").reshape(-1, 3)
+    ns["BIG"] = big
+    first = func_digest(ns["total"])
+    ns["BIG"] = big.copy()
+    assert func_digest(ns["total"]) == first
+    ns["BIG"][-1, -1] += 1
+    assert func_digest(ns["total"]) != first
+    ns["BIG"] = np.asfortranarray(big)  # the same values, another layout: the same key
+    assert func_digest(ns["total"]) == first
+
+    ns["BIG"] = big
+    tracemalloc.start()
+    try:
+        func_digest(ns["total"])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < keys.LARGE_ARRAY // 4, peak  # numpy reports its buffers to tracemalloc
 
 
 def test_key_is_stable_across_processes_and_hash_seeds(tmp_path):
