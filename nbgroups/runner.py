@@ -531,6 +531,20 @@ class Runner:
 
     def counts(self, group: str, ttl: int | None = None) -> GroupCounts:
         """Stored counts of ``group`` plus this process's queued/running."""
+        c, queued, running, unseen = self._counts(group, ttl)
+        # Unfinished tasks this process does not hold: queued elsewhere (another
+        # kernel) or orphaned by a dead one; both show as queued.
+        return replace(c, queued=queued + unseen, running=running)
+
+    def unseen(self, group: str, ttl: int | None = None) -> int:
+        """How many unfinished tasks of ``group`` this process does not hold: another
+        kernel's, or a gone kernel's (cancelled ones of its own not yet settled
+        are held, so they are not counted)."""
+        return self._counts(group, ttl)[3]
+
+    def _counts(self, group: str, ttl: int | None) -> tuple[GroupCounts, int, int, int]:
+        """The store's counts, this process's queued and running, and the rest
+        unfinished (:meth:`unseen`)."""
         self.flush()
         c = self.store_for(ttl).counts(group)
         queued, running = self.live_counts(group, ttl)
@@ -551,10 +565,7 @@ class Runner:
         if over > 0:
             cut = min(queued, over)
             queued, running = queued - cut, running - (over - cut)
-        unseen = left - queued - running
-        # Unfinished tasks this process does not hold: queued elsewhere (another
-        # kernel) or orphaned by a dead one; both show as queued.
-        return replace(c, queued=queued + unseen, running=running)
+        return c, queued, running, left - queued - running
 
     def held_counts(self) -> dict[tuple[bool, str | None], tuple[int, int, list[str]]]:
         """``(queued, running, ids)`` of every (layer, group) this runner holds

@@ -65,6 +65,37 @@ def test_a_gone_owners_tasks_are_recorded_cancelled_here(tmp_path, here):
     assert nbgroups.resume_group("far") == 0  # nothing left to run again
 
 
+def test_cancel_group_in_a_kernel_reaches_the_kernel_that_holds_the_tasks(tmp_path, here):
+    """Two kernels on one store: ``cancel_group`` in the one that holds nothing of
+    the group asks the other, as the dashboard does; nothing is lost."""
+    proc, starts, go, _ = start_owner(tmp_path, "loky")
+    try:
+        n = nbgroups.cancel_group("far")
+        assert n == N - 1  # all but call 0, which runs
+        go.touch()
+        states = json.loads(proc.stdout.readline())
+        assert proc.wait(60) == 0
+    finally:
+        release_owner(proc, go)
+    assert states == ["success"] + ["cancelled"] * (N - 1)
+    assert sorted(os.listdir(starts)) == ["0"]
+
+
+def test_cancel_group_after_a_restart_cancels_what_the_gone_kernel_left(tmp_path, here):
+    """The kernel that submitted was killed: its unfinished tasks are recorded
+    cancelled, so waits on the group end (instead of ``resume_group``)."""
+    proc, *_ = start_owner(tmp_path, "thread", "stay")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    assert nbgroups.group_counts("far").queued == N
+    assert nbgroups.cancel_group("far") == N
+    assert nbgroups.result_group("far", wait=-1) == []
+    c = nbgroups.group_counts("far")
+    assert (c.cancelled, c.queued, c.done) == (N, 0, 0)
+    assert nbgroups.cancel_group("far") == 0
+
+
 def test_the_dashboards_own_queued_tasks_are_cancelled_too(here, tmp_path):
     nbgroups.configure(backend="loky", workers=1)  # a batch not begun is taken back exactly
     r = api.runner()

@@ -83,3 +83,34 @@ def test_wait_ends_when_the_rest_is_cancelled(nb_loky, tmp_path):
     results = nb.result_group("w", wait=-1)  # returns: cancelled tasks settle the group
     assert len(results) == 30 - n
     assert Path(tmp_path / "go").exists()
+
+
+def gated_after(x, d, free):
+    """Calls below ``free`` return at once; the others wait for the gate."""
+    if x < free:
+        with open(os.path.join(d, f"{x}.run"), "a") as f:
+            f.write("run\n")
+        return x
+    return gated(x, d)
+
+
+def test_cancel_reaches_batches_whose_first_calls_finished(nb_loky, tmp_path):
+    """A batch whose first calls are done (their results come back with the
+    batch) and whose next one runs: the calls after it are cancelled, counted
+    exactly, and never start."""
+    nb = nb_loky
+    n, free = 40, 6
+    nb.sweep(gated_after, "part", x=list(range(n)), d=[str(tmp_path)], free=[free])
+    deadline = time.monotonic() + 60
+    while len({int(p.stem) for p in tmp_path.glob("*.run")} - set(range(free))) < 2:
+        assert time.monotonic() < deadline  # both workers held by the gate
+        time.sleep(0.01)
+    started = {int(p.stem) for p in tmp_path.glob("*.run")}
+    cancelled = nb.cancel_group("part")
+    assert cancelled == n - len(started)  # exact: every call not begun
+    (tmp_path / "go").touch()
+    tasks = nb.fetch_group("part", wait=60_000)
+    ran = {int(p.stem) for p in tmp_path.glob("*.run")}
+    assert ran == started  # nothing started after the cancel
+    assert [t.state for t in tasks].count(State.CANCELLED) == cancelled
+    assert {t.kwargs["x"] for t in tasks if t.state is State.SUCCESS} == ran

@@ -6,6 +6,7 @@ import logging
 
 from .. import monitor, names, presence
 from ..arguments import check_bool, check_group
+from ..cancelling import cancel_everywhere
 from ..control import owner_alive, owner_local
 from .session import SESSION
 
@@ -65,7 +66,10 @@ def cancel_group(group_id: str, cached: bool | int = False) -> int:
 
     They are recorded as cancelled: listed by :func:`fetch_group`, counted in
     :attr:`GroupCounts.cancelled`, neither successes nor failures, never run.
-    Tasks already running finish.
+    Tasks already running finish. When other kernels sharing the store hold
+    unfinished tasks of the group, each is asked through the store to cancel
+    its own (waited for 1.2 to 5 s), and those of a kernel that is gone
+    (killed, or restarted) are recorded cancelled here.
 
     Args:
         group_id: the group.
@@ -86,7 +90,13 @@ def cancel_group(group_id: str, cached: bool | int = False) -> int:
     """
     check_group(group_id, "group_id")
     ttl = SESSION.layer(cached)
-    n = SESSION.runner().cancel(group_id, ttl)
+    r = SESSION.runner()
+    n = r.cancel(group_id, ttl)
+    if r.unseen(group_id, ttl):
+        # Unfinished tasks this kernel does not hold: another kernel's queue, or a
+        # killed kernel's. Asked through the store, as the dashboard asks: each
+        # live kernel cancels its own; a gone kernel's are recorded cancelled here.
+        n += cancel_everywhere(r, group_id, ttl).total
     if n:
         SESSION.submitted(group_id, ttl)  # the cell's view (``%load_ext``) shows what ended
     return n
