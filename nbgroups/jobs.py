@@ -121,8 +121,8 @@ class OpenPage:
     prefix: str
     options: Options
     created: float
-    funcs: list = field(default_factory=list)
-    func_index: dict = field(default_factory=dict)
+    funcs: list = field(default_factory=list)  # (callable, what its key's ids name)
+    func_index: dict = field(default_factory=dict)  # key -> the page's entry for it
     jobs: list = field(default_factory=list)
 
 

@@ -194,7 +194,7 @@ def _module_token(name: str, path: str | None) -> bytes:
 
 
 @functools.lru_cache(maxsize=2048)
-def _global_names(code: types.CodeType) -> tuple[str, ...]:
+def global_names(code: types.CodeType) -> tuple[str, ...]:
     """Names a code object (and the code nested in it) reads or writes as globals."""
     out: dict[str, None] = {}
     for ins in dis.get_instructions(code):
@@ -202,7 +202,7 @@ def _global_names(code: types.CodeType) -> tuple[str, ...]:
             out[ins.argval] = None
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            out.update(dict.fromkeys(_global_names(const)))
+            out.update(dict.fromkeys(global_names(const)))
     return tuple(out)
 
 
@@ -343,7 +343,7 @@ class _Encoder:
         try:
             self._sequence(b"closure", cells)
             g = f.__globals__
-            refs = [(name, g[name]) for name in _global_names(f.__code__) if name in g]
+            refs = [(name, g[name]) for name in global_names(f.__code__) if name in g]
             self.write(b"globals", len(refs).to_bytes(8, "little"))
             for name, value in refs:
                 self.write(b"global", name.encode())

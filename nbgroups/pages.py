@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from . import names
 from .errors import SerializationError
+from .funcstate import Watched
 from .jobs import RUNNING, Job, OpenPage, Options, failed
 from .outcome import Row
 from .records import Call
@@ -51,6 +52,7 @@ class PageBuffer:
         self._last: dict[tuple, int] = {}  # (layer, group) -> key of its open page
         self._sealed: list[OpenPage] = []
         self._writing: list[OpenPage] = []  # taken by the flush writing them
+        self._watched: dict[int, Watched] = {}  # id(func) -> what its pickle takes
         self.pending = 0  # calls added since the last take (read without the lock)
 
     def add(self, func: Any, calls: Sequence[tuple[Any, dict | None]], options: Options,
@@ -58,7 +60,8 @@ class PageBuffer:
         """Append calls of ``func`` to the open page of ``options``; their new jobs
         (``running``: they run inline, in the caller's thread)."""
         n = len(calls)
-        pickled = self._pickled_func(func, options)  # raises before anything is registered
+        fkey, held = self._func_key(func)
+        pickled = self._pickled_func(func, fkey, options)  # raises before anything is registered
         where = (options.cached, options.group)
         with self.lock:
             key = id(options)  # api memoizes Options; the open page keeps it alive
@@ -75,7 +78,7 @@ class PageBuffer:
                 if page is not None:
                     self._seal(key)
                 page = self._open[key] = OpenPage(names.new_prefix(), options, time.time())
-            fref = self._func_ref(page, func, pickled)
+            fref = self._func_ref(page, func, fkey, held, pickled)
             prefix = page.prefix
             task_name = options.task_name
             new = []
@@ -93,14 +96,32 @@ class PageBuffer:
             self.pending += n
             return new
 
-    def _pickled_func(self, func: Any, options: Options) -> tuple | None:
-        """The callable pickled for its page: once per page, not per call, and not
-        cached across pages (a notebook function's globals may change between
-        cells). None for a dotted path, or when the open page has it already."""
+    def _func_key(self, func: Any) -> tuple[Any, tuple]:
+        """The key of ``func`` in a page's function table, and what the page must
+        keep alive for it: a notebook function is keyed by the identities of the
+        globals and closure cells its pickle takes (:mod:`nbgroups.funcstate`),
+        so that a call made after a global was rebound gets it pickled again."""
+        if isinstance(func, str):
+            return func, ()
+        w = self._watched.get(id(func))
+        if w is None or w.func is not func:
+            w = self._watched[id(func)] = Watched(func)
+            if len(self._watched) > 256:  # functions of earlier cells
+                del self._watched[next(iter(self._watched))]
+        if not (w.names or w.cells):
+            return id(func), ()
+        held = w.values()
+        return (id(func), *map(id, held)), held
+
+    def _pickled_func(self, func: Any, key: Any, options: Options) -> tuple | None:
+        """The callable pickled for its page: once per page and state of its
+        globals (``key``), not cached across pages (a notebook function's
+        globals may change between cells). None for a dotted path, or when the
+        open page has it already."""
         if isinstance(func, str):
             return None
         page = self._open.get(id(options))
-        if page is not None and id(func) in page.func_index:
+        if page is not None and key in page.func_index:
             return None
         remember(func)  # where its code came from: tracebacks name the cell (tracebacks)
         return self._dumps_func(func, options)
@@ -121,10 +142,11 @@ class PageBuffer:
                 f"({type(exc).__name__}: {exc}); it may hold a lock, a file or a "
                 "connection: create those inside the function") from None
 
-    def _func_ref(self, page: OpenPage, func: Any, pickled: tuple | None) -> tuple:
-        """The page's entry for ``func``: ``(name, pickle or None for a dotted
-        path[, stored values it captures])``, made on its first call in the page."""
-        key = func if isinstance(func, str) else id(func)
+    def _func_ref(self, page: OpenPage, func: Any, key: Any, held: tuple,
+                  pickled: tuple | None) -> tuple:
+        """The page's entry for ``func`` (``key``: see :meth:`_func_key`): ``(name,
+        pickle or None for a dotted path[, stored values it captures])``, made on
+        its first call in the page with those globals."""
         ref = page.func_index.get(key)
         if ref is None:
             if isinstance(func, str):
@@ -133,7 +155,7 @@ class PageBuffer:
                 ref = (callable_name(func),
                        *(pickled if pickled is not None else self._dumps_func(func, page.options)))
             page.func_index[key] = ref
-            page.funcs.append(func)  # keeps id(func) valid while the page is open
+            page.funcs.append((func, held))  # keeps the ids in the key valid while open
         return ref
 
     def _seal(self, key: int) -> None:

@@ -92,6 +92,20 @@ def nb_loky(store_dir):
 
 
 # ---------------------------------------------------------------- dask
+@pytest.fixture
+def ip(nb_loky, tmp_path):
+    """A real IPython shell over ``nb_loky``: what its cells define lives in
+    ``__main__``, as in a notebook (cloudpickle carries it by value).
+    ``LOG`` in its namespace names a file calls may log to."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    shell = InteractiveShell.instance()
+    shell.user_ns["LOG"] = str(tmp_path / "calls.log")
+    shell.run_cell("import nbgroups").raise_error()
+    yield shell
+    InteractiveShell.clear_instance()
+
+
 @pytest.fixture(scope="module")
 def dask_cluster():
     """A 2-process LocalCluster on 127.0.0.1 for one test module: ``(cluster, client)``.

@@ -29,6 +29,7 @@ RANK = {
     "triage": 1,  # failures by cause: duck-typed records
     "values": 1.5,  # large arguments stored by digest: the snapshot, store and worker use it
     "outcome": 2, "reporting": 2, "timeline": 2, "snapshot": 2, "pool_compat": 2,
+    "funcstate": 2,  # what a notebook function's pickle takes, watched (pages use it)
     "records": 3,
     "forward": 3,  # live output: worker sinks (monitor, reporting), the kernel's hub
     "store": 4, "worker": 4, "jobs": 4,

@@ -20,17 +20,6 @@ from nbgroups.errors import ReuseWarning
 from nbgroups.keys import call_key, func_digest
 
 
-@pytest.fixture
-def ip(nb_loky, tmp_path):
-    from IPython.core.interactiveshell import InteractiveShell
-
-    shell = InteractiveShell.instance()
-    shell.user_ns["LOG"] = str(tmp_path / "calls.log")
-    run(shell, "import nbgroups")
-    yield shell
-    InteractiveShell.clear_instance()
-
-
 def run(shell, code):
     result = shell.run_cell(textwrap.dedent(code))
     result.raise_error()
