@@ -75,7 +75,9 @@ def test_live_output_timeline_and_debug_in_jupyterlab(lab_notebook, browser_page
     sim.locator(HEADER).first.click()
     sim.get_by_role("button", name="Debug").first.click()
     shown = sim.locator(".nbgroups-debug-output")
-    shown.filter(has_text="k must be > 0, got k=0.0").first.wait_for(timeout=30_000)
+    # the hint comes last, after the traceback: wait for it, not for the exception
+    shown.filter(has_text="%debug").first.wait_for(timeout=30_000)
     text = shown.first.inner_text()
+    assert "k must be > 0, got k=0.0" in text, text
     assert "ValueError" in text and "%debug" in text, text
     save_screenshot(page, "insight-browser-2-timeline-debug")
