@@ -27,6 +27,7 @@ from .dispatch import Dispatcher
 from .jobs import FINAL, STATE_OF, Job, Outbox, runs_of
 from .live import LiveTasks
 from .outcome import (
+    CANCELLED,
     FAILURE,
     SUCCESS,
     Row,
@@ -177,7 +178,11 @@ class Completer:
                 finished += self.dispatcher.resend_split(batch, outs)
                 continue
             self.dispatcher.sizer.learn(batch.jobs[0].func[0], outs)
-            finished += zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
+            pairs = zip(batch.jobs, outs, strict=True)  # one outcome per call, in order
+            if batch.stopping:  # the calls the worker skipped were not cancelled: not begun
+                finished += [(j, o) for j, o in pairs if state_of(o) != CANCELLED]
+            else:
+                finished += pairs
         if broken and not self.dispatcher.stopped:  # stopping: no new pool
             self.faults.recover()
         if finished or self._unstored:

@@ -139,6 +139,7 @@ class Batch:
     split: bool = False  # each call pickled on its own (the worker could not load it whole)
     cancelled: bool = False  # cancel() took it back from the pool before it started
     flagged: bool = False  # its monitor file holds the cancel flag
+    stopping: bool = False  # flagged by a stopping runner: its skipped calls stay unfinished
     pool: int = 0  # the executor generation (pool) the batch was sent to
 
 

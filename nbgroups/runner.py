@@ -67,6 +67,10 @@ from .triage import call_text
 log = logging.getLogger("nbgroups")
 
 POLL_SECONDS = 0.25
+# How long a stopping runner waits for the batches in flight, told to start no
+# further call, to bring back the calls they ran (batches aim at 50 ms of calls;
+# a longer call runs in a batch of its own, and is stopped with its pool).
+DRAIN_SECONDS = 1.0
 
 
 def job_call(job: Job) -> str:
@@ -748,6 +752,8 @@ class Runner:
                 log.exception("nbgroups: could not store submitted tasks while closing")
         if wait:
             self.wait(self.idle, None)
+        elif pool:
+            self._drain()
         self._closed = True
         # Sending stops and a pool to stop stops now, before the thread's last
         # collect: results that came back meanwhile are still stored, and none
@@ -760,6 +766,29 @@ class Runner:
         self._dispatcher.close(False)  # the monitor folder goes, if nothing is in flight
         if pool:
             self._stores.close()
+
+    def _drain(self) -> None:
+        """Before the pool stops (Kernel > Restart, an interactive exit): calls that
+        ended inside a batch still running come back only with the whole batch,
+        and would be lost with it, to run again on resume. So sending stops, each
+        batch in flight is flagged to start no further call (its monitor file),
+        and the batches are waited for, up to DRAIN_SECONDS, their results
+        stored; the calls they skipped stay unfinished, resumable. A call still
+        running after that is stopped with its pool, as before."""
+        d = self._dispatcher
+        thread = self._thread
+        flagged = [b for b in d.in_flight() if b.monitor is not None and b.future is not None]
+        if not flagged or thread is None or not thread.is_alive():
+            return
+        d.stopped = True  # send nothing more
+        for batch in flagged:
+            batch.stopping = batch.flagged = True  # (its monitor file is not reused)
+            monitor.flag_cancel(batch.monitor)  # type: ignore[arg-type]
+        self._wake.set()
+        with contextlib.suppress(Exception):  # a store error: the results are kept anyway
+            ids = {id(b) for b in flagged}
+            self.wait(lambda: not any(id(b) in ids for b in d.in_flight())
+                      and not self._completer.unstored(), DRAIN_SECONDS)
 
 
 def _describe(exc: BaseException) -> str:

@@ -130,3 +130,36 @@ print(json.dumps(report))
     # its result still on its way, would run again: see docs/guide/reliability.md)
     assert ended == {x: 1 for x in range(N)}, ended
     print(f"restart: {report['unfinished']} unfinished calls resumed, none failed")
+
+
+def test_restart_kernel_keeps_what_batches_of_short_calls_ran(tmp_path):
+    """Short calls travel in batches of several (~50 ms of calls each), whose
+    results come back with the whole batch. Kernel > Restart while such
+    batches run: the runner tells them to start no further call and stores
+    what they ran before the pool stops, so resume runs only what did not run
+    (before: the calls a batch had finished were lost with it and ran twice)."""
+    store, marks = tmp_path / "store", tmp_path / "marks"
+    marks.mkdir()
+    n = 3000
+    with kernel(tmp_path) as k:
+        k.setup(store, marks)
+        k.run(f"""
+nbgroups.sweep(mark, "short", x=list(range({n})), marks=[MARKS], seconds=[0.01])
+nbgroups.result_group("short", count=200, wait=60_000)
+""")
+        k.km.restart_kernel(now=False)  # what Kernel > Restart Kernel does
+        k.kc.wait_for_ready(timeout=60)
+        k.setup(store, marks)
+        out = k.run("""
+import json
+report = {"failed": nbgroups.count_group("short", failures=True),
+          "resumed": nbgroups.resume_group("short")}
+report["results"] = len(nbgroups.result_group("short", wait=120_000))
+print(json.dumps(report))
+""", timeout=180)
+    report = json.loads(out)
+    assert report["failed"] == 0 and report["resumed"] > 0, report
+    assert report["results"] == n
+    twice = {x: c for x, c in runs(marks).items() if c != 1}
+    assert twice == {}, twice  # every call ended exactly once over the two kernels
+    assert len(runs(marks)) == n
