@@ -83,7 +83,13 @@ class Kernel:
             elif kind == "error":
                 errors.append("\n".join(content["traceback"]))
 
-        reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+        for _ in range(20):
+            reply = self.kc.execute_interactive(code, timeout=timeout, output_hook=hook)
+            # Right after a cell that raised (an interrupt), ipykernel aborts the
+            # requests already queued: such a request never ran; send it again.
+            if reply["content"]["status"] != "aborted":
+                break
+            time.sleep(0.05)
         assert reply["content"]["status"] == "ok", "\n".join(errors) or reply
         return "".join(out)
 

@@ -140,7 +140,7 @@ def test_restart_kernel_keeps_what_batches_of_short_calls_ran(tmp_path):
     (before: the calls a batch had finished were lost with it and ran twice)."""
     store, marks = tmp_path / "store", tmp_path / "marks"
     marks.mkdir()
-    n = 3000
+    n = 800
     with kernel(tmp_path) as k:
         k.setup(store, marks)
         k.run(f"""
