@@ -10,7 +10,7 @@ import inspect
 import math
 from typing import Any
 
-from .config import CHECK, Settings
+from .config import CHECK, Settings, did_you_mean
 from .errors import ArgumentTypeError, ConfigurationError
 from .jobs import Options
 
@@ -94,7 +94,8 @@ def build_options(raw: dict, s: Settings, defaults: dict, default_group: str | N
     merged = {**defaults, **raw}
     unknown = sorted(set(merged) - OPTION_NAMES)
     if unknown:
-        raise ArgumentTypeError(f"unknown option(s) {unknown}; accepted: {sorted(OPTION_NAMES)}")
+        raise ArgumentTypeError(f"unknown option(s) {unknown}{did_you_mean(unknown, OPTION_NAMES)}"
+                                f"; accepted: {sorted(OPTION_NAMES)}")
     group = merged.get("group", default_group)
     if group is not None:
         check_group(group)

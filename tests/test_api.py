@@ -432,6 +432,9 @@ def test_configure_returns_settings_and_rejects_unknown_keys(nb, store_dir):
     assert s.store == str(store_dir)
     with pytest.raises(TypeError, match="colour"):
         nb.configure(colour="red")
+    # a misspelt setting names the one meant, as a misspelt option of async_task does
+    with pytest.raises(TypeError, match=r"\['worker'\] \(did you mean workers=\?\)"):
+        nb.configure(worker=3)
     assert nb.settings() is s
 
 
