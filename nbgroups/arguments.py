@@ -10,7 +10,7 @@ import inspect
 import math
 from typing import Any
 
-from .config import CHECK, Settings
+from .config import CHECK, Settings, did_you_mean
 from .errors import ArgumentTypeError, ConfigurationError
 from .jobs import Options
 
@@ -94,7 +94,8 @@ def build_options(raw: dict, s: Settings, defaults: dict, default_group: str | N
     merged = {**defaults, **raw}
     unknown = sorted(set(merged) - OPTION_NAMES)
     if unknown:
-        raise ArgumentTypeError(f"unknown option(s) {unknown}; accepted: {sorted(OPTION_NAMES)}")
+        raise ArgumentTypeError(f"unknown option(s) {unknown}{did_you_mean(unknown, OPTION_NAMES)}"
+                                f"; accepted: {sorted(OPTION_NAMES)}")
     group = merged.get("group", default_group)
     if group is not None:
         check_group(group)
@@ -107,6 +108,8 @@ def build_options(raw: dict, s: Settings, defaults: dict, default_group: str | N
     hook = merged.get("hook")
     if hook is not None and not (callable(hook) or isinstance(hook, str)):
         raise ArgumentTypeError(f"hook must be a callable or a dotted path, got {hook!r}")
+    if isinstance(hook, str):
+        check_hook_path(hook)
     flags = {}
     for flag, default in (("sync", False), ("save", True), ("reuse", s.reuse)):
         value = merged.get(flag, default)
@@ -119,6 +122,24 @@ def build_options(raw: dict, s: Settings, defaults: dict, default_group: str | N
     opts = Options(group=group, ttl=ttl, timeout=timeout, retries=retries, hook=hook,
                    save=flags["save"], task_name=task_name)
     return opts, flags
+
+
+def check_hook_path(path: str) -> None:
+    """A hook named by its dotted path runs in this process: the path must name a
+    callable here, now (else the call is refused, as a bad option is; it used to
+    be accepted and log a traceback over the prompt when the task ended)."""
+    from .worker import resolve
+
+    try:
+        hook = resolve(path)
+    except Exception as exc:
+        raise ConfigurationError(
+            f"hook {path!r} cannot be resolved in this kernel ({type(exc).__name__}: {exc}); "
+            "pass the function itself, or a dotted path like 'mypackage.module.on_done'"
+        ) from None
+    if not callable(hook):
+        raise ArgumentTypeError(f"hook {path!r} names {type(hook).__name__} {hook!r}, "
+                                "not a callable")
 
 
 def split_kwargs(kwargs: dict, func: Any = None) -> tuple[dict, dict]:

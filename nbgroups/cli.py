@@ -173,7 +173,8 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"failures ({m.failed}" + (f", first {len(failures)}" if m.failed > len(failures)
                                           else "") + "):")
     for f in failures:
-        print(f"  {f.name}: {f.error}")
+        # the call says which parameters failed; the name fetches the task
+        print(f"  {f.call}: {f.error}  [{f.name}]" if f.call else f"  {f.name}: {f.error}")
         if args.tracebacks and f.traceback:
             print("    " + f.traceback.rstrip().replace("\n", "\n    "))
         if args.output:

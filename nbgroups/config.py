@@ -9,9 +9,10 @@ when the first settings object of the process is made.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,16 @@ DEFAULT_CACHE_TTL = 3600
 DEFAULT_LARGE_VALUE = 1 << 20
 #: The smallest ``large_value`` accepted: below it a file per value costs more than it saves.
 MIN_LARGE_VALUE = 1 << 10
+
+
+def did_you_mean(unknown: list[str], known: Iterable[str]) -> str:
+    """``' (did you mean timeout=?)'`` for the first unknown name close to a known
+    one (difflib, as for a callable's keywords); ``''`` when none is."""
+    for name in unknown:
+        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        if nearest:
+            return f" (did you mean {nearest[0]}=?)"
+    return ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,9 +107,10 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
         if unknown:
-            known = ", ".join(f.name for f in dataclasses.fields(self))
+            names = [f.name for f in dataclasses.fields(self)]
             raise ArgumentTypeError(
-                f"configure() got unknown setting(s) {unknown}; accepted: {known}")
+                f"configure() got unknown setting(s) {unknown}{did_you_mean(unknown, names)}"
+                f"; accepted: {', '.join(names)}")
         return dataclasses.replace(self, **changes)
 
 

@@ -50,7 +50,7 @@ INTERVAL = 0.1  # seconds between two chunks a worker writes for one call
 CHUNK = 2000  # characters of a call's output kept between two chunks: its last ones
 LINES = 40  # lines kept (and shown) per group
 LINE_MAX = 400  # characters of one line shown
-LABEL_MAX = 40  # characters of the call named in front of its lines
+LABEL_MAX = 60  # characters of the call named in front of its lines (long values cut first)
 OPEN_MAX = 8  # unfinished last lines kept per group (those of the tasks writing lately)
 
 
@@ -252,9 +252,11 @@ class _GroupLines:
 
 
 def label(job: Any) -> str:
-    """What names a task in front of its lines: its call, ``simulate(k=0.5, dt=0.01)``."""
-    text = call_text(job.func[0], job.args if job.items is None else (job.items,), job.kwargs)
-    return text if len(text) <= LABEL_MAX else text[:LABEL_MAX - 1] + "…"
+    """What names a task in front of its lines: its call, ``simulate(k=0.5, dt=0.01)``,
+    at most :data:`LABEL_MAX` characters, long values cut first (every argument
+    stays in sight: it is what tells the group's calls apart)."""
+    return call_text(job.func[0], job.args if job.items is None else (job.items,), job.kwargs,
+                     width=LABEL_MAX)
 
 
 def _cut(line: str) -> str:

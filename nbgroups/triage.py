@@ -57,12 +57,37 @@ def fold(error: str) -> str:
     return _NUMBER.sub(FOLD, _QUOTED.sub(f"'{FOLD}'", error))
 
 
-def call_text(func: str, args: tuple | None, kwargs: dict | None) -> str:
-    """A call as it was made, values shortened: ``simulate(k=0.0, dt=0.01)``."""
+def call_text(func: str, args: tuple | None, kwargs: dict | None,
+              width: int | None = None) -> str:
+    """A call as it was made, values shortened: ``simulate(k=0.0, dt=0.01)``.
+
+    With ``width``, the text fits in that many characters by cutting the longest
+    values first, so that every argument stays in sight: a 50 MB DataFrame
+    passed first leaves ``fit(df=<stored DataFrame (1…, alpha=0.1)``, not a
+    label whose ``alpha`` (what tells the calls apart) is cut off.
+    """
     name = func.rsplit(".", 1)[-1] if func else "task"
-    parts = [_repr.repr(_unkept(a)) for a in args or ()]
-    parts += [f"{k}={_repr.repr(_unkept(v))}" for k, v in (kwargs or {}).items()]
-    return f"{name}({', '.join(parts)})"
+    names = [""] * len(args or ()) + [f"{k}=" for k in kwargs or {}]
+    values = [_repr.repr(_unkept(a)) for a in args or ()]
+    values += [_repr.repr(_unkept(v)) for v in (kwargs or {}).values()]
+    if width is not None:
+        values = _fitted(values, width - len(name) - 2 - sum(map(len, names))
+                         - 2 * max(len(values) - 1, 0))
+    text = f"{name}({', '.join(n + v for n, v in zip(names, values, strict=True))})"
+    if width is not None and len(text) > width:  # names alone do not fit
+        text = text[:width - 1] + FOLD
+    return text
+
+
+def _fitted(values: list[str], room: int) -> list[str]:
+    """``values`` cut, longest first, to fit in ``room`` characters together
+    (each keeps at least one character and the fold mark)."""
+    if sum(map(len, values)) <= room:
+        return values
+    cap = max(map(len, values))
+    while cap > 2 and sum(min(len(v), cap) for v in values) > room:
+        cap -= 1
+    return [v if len(v) <= cap else v[:cap - 1] + FOLD for v in values]
 
 
 def _unkept(value: Any) -> Any:

@@ -432,7 +432,33 @@ def test_configure_returns_settings_and_rejects_unknown_keys(nb, store_dir):
     assert s.store == str(store_dir)
     with pytest.raises(TypeError, match="colour"):
         nb.configure(colour="red")
+    # a misspelt setting names the one meant, as a misspelt option of async_task does
+    with pytest.raises(TypeError, match=r"\['worker'\] \(did you mean workers=\?\)"):
+        nb.configure(worker=3)
     assert nb.settings() is s
+
+
+def _double(x):
+    return 2 * x
+
+
+def test_a_relative_store_stays_where_it_was_opened_after_chdir(nb, tmp_path, monkeypatch):
+    # The default store is '.nbgroups'. A notebook that did os.chdir('sub'), then
+    # configure(workers=1), got a new runner on sub/.nbgroups: list_groups() was
+    # empty and result_group() None, as if every result were lost.
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path)
+    s = nb.configure(store=".rel-store")
+    assert s.store == str(tmp_path / ".rel-store")
+    nb.sweep(_double, "before", x=[1, 2])
+    assert nb.result_group("before", wait=-1) == [2, 4]
+    monkeypatch.chdir(tmp_path / "sub")
+    nb.configure(workers=1)
+    assert nb.list_groups() == ["before"] and nb.result_group("before") == [2, 4]
+    assert not (tmp_path / "sub" / ".rel-store").exists()
+    nb.configure(store=".rel-store")  # named again, here: that one is a new store
+    assert nb.settings().store == str(tmp_path / "sub" / ".rel-store")
+    assert nb.list_groups() == []
 
 
 def test_configure_from_environment(monkeypatch, tmp_path):

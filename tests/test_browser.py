@@ -294,9 +294,10 @@ def _saved_outputs(server: Any, relpath: str, group: str) -> list[str]:
 
 def test_saved_notebook_holds_the_final_state_of_views(lab_notebook, browser_page,
                                                        jupyterlab_server):
-    """JupyterLab saves no widget state by default: a reader without a kernel sees the
-    static rendering beside the widget, which must be the final one, also for a group
-    that settled while the kernel was idle (its cell long finished)."""
+    """A reader without widget state (GitHub, nbconvert, or JupyterLab with its
+    saveState setting turned off) sees the static rendering beside the widget, which
+    must be the final one, also for a group that settled while the kernel was idle
+    (its cell long finished). test_browser_saved.py covers the widget state."""
     page = browser_page
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell(

@@ -399,5 +399,7 @@ def test_show_prints_each_failures_call_and_output(tmp_path):
     out = cli("show", "outg", "--output", store=store)
     assert out.returncode == 0, out.stderr
     assert "ValueError: bad k=3" in out.stdout
+    name = next(line for line in out.stdout.splitlines() if "bad k=3" in line).split("[")[-1]
+    assert f"  f(k=3): ValueError: bad k=3  [{name}" in out.stdout  # the call, then the name
     assert "    call: f(k=3)\n    stdout:\n      computing 3\n    stderr:\n      careful\n" \
         in out.stdout

@@ -160,18 +160,23 @@ def test_read_only_and_the_store_from_jupyters_config(tmp_path, _signing_key):
 
 def test_a_wheel_installs_the_server_config(tmp_path):
     """``pip install nbgroups`` enables the extension: the wheel carries nbgroups.json
-    under etc/jupyter/jupyter_server_config.d (installed into <prefix>/etc/jupyter)."""
+    under etc/jupyter/jupyter_server_config.d (installed into <prefix>/etc/jupyter),
+    and JupyterLab's default to save widget state (labconfig, test_browser_saved.py)."""
     out = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path), str(REPO)], capture_output=True, text=True, timeout=110)
     assert out.returncode == 0, out.stderr
     [wheel] = tmp_path.glob("nbgroups-*.whl")
     with zipfile.ZipFile(wheel) as z:
-        found = [n for n in z.namelist() if n.endswith("nbgroups.json")]
-        assert found == ["nbgroups-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/"
-                         "nbgroups.json"]
+        found = sorted(n for n in z.namelist() if n.endswith("nbgroups.json"))
+        assert found == [
+            "nbgroups-0.1.0.data/data/etc/jupyter/jupyter_server_config.d/nbgroups.json",
+            "nbgroups-0.1.0.data/data/etc/jupyter/labconfig/default_setting_overrides.d/"
+            "nbgroups.json"]
         assert json.loads(z.read(found[0])) == \
             {"ServerApp": {"jpserver_extensions": {"nbgroups.dashboard": True}}}
+        assert json.loads(z.read(found[1])) == \
+            {"@jupyter-widgets/jupyterlab-manager:plugin": {"saveState": True}}
         names = set(z.namelist())
         assert {"nbgroups/dashboard/templates/group.html",
                 "nbgroups/dashboard/static/dashboard.js", "nbgroups/py.typed"} <= names

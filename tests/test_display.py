@@ -113,6 +113,27 @@ def test_widget_final_state_with_failures(nb):
     assert "wfail" in w.bar.description
 
 
+def test_widget_cause_counts_say_when_only_the_first_failures_are_listed(nb):
+    # 1000 calls, 200 failures: the view loads the first 50. It titled the cause
+    # "ValueError: bad x=... x 50" and the list "200 failed (first 20 shown)",
+    # which read as 50 failures of that cause in all, and 20 of them listed.
+    from nbgroups.display.view import MAX_FAILURES_LOADED
+
+    g = nbgroups.sweep(flaky, "wmany", x=list(range(1000)))
+    view = display.progress(g, mode="widget", display=False)
+    _wait(g)
+    w = view.adapter
+    failed = nbgroups.count_group(g, failures=True)
+    assert failed == 200 > MAX_FAILURES_LOADED
+    assert w.failures_title.value == f"<b>200 failed</b> (the first {MAX_FAILURES_LOADED} listed)"
+    assert w.failure_list.titles == (
+        f"ValueError: bad x=\u2026  \u00d7 {MAX_FAILURES_LOADED} of the first "
+        f"{MAX_FAILURES_LOADED}",)
+    # fetch_group(g).failures() counts them all
+    assert [fg.heading() for fg in nbgroups.fetch_group(g).failures()] == [
+        "ValueError: bad x=\u2026  \u00d7 200"]
+
+
 def test_widget_success_style_and_hidden_failure_list(nb):
     g = nbgroups.sweep(flaky, "wok", x=[0, 1, 3, 4])
     view = display.progress(g, mode="widget", display=False)

@@ -406,6 +406,8 @@ def test_executor_arguments_checked_at_the_call(nb):
         nb.Executor(group=3)
     with pytest.raises(ArgumentTypeError, match="unknown option"):
         nb.Executor(workers=3)
+    with pytest.raises(ArgumentTypeError, match=r"did you mean timeout=\?"):
+        nb.Executor(timout=3)
     with pytest.raises(ConfigurationError, match="sync"):
         nb.Executor(sync=True)
     ex = nb.Executor()

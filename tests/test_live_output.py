@@ -78,6 +78,22 @@ def test_output_reaches_the_view_while_the_task_runs(live, tmp_path):
     assert nbgroups.fetch(tid).stdout == "line 0\nline 1\nline 2\nafter the gate\n"
 
 
+def test_a_long_first_value_leaves_the_other_arguments_in_the_label(live, tmp_path):
+    # A sweep passing a large DataFrame first named every line
+    # `fit(df=<stored DataFrame (1310720, 5) 5… │`: the argument that tells the
+    # calls apart was cut off. The long value is cut now, not the others.
+    gate = tmp_path / ("a-long-directory-name-" * 4) / "gate"
+    gate.parent.mkdir()
+    tids = [nbgroups.async_task(talk, gate=str(gate), lines=n, group="named") for n in (1, 2)]
+    out = _seen("named", "line 1")
+    labels = {line.split(" │ ")[0] for line in out.lines}
+    assert {label.rsplit(", ", 1)[1] for label in labels} == {"lines=1)", "lines=2)"}
+    assert all(label.startswith("talk(gate='") and len(label) <= forward.LABEL_MAX
+               for label in labels)
+    gate.touch()
+    assert [nbgroups.result(t, wait=-1) for t in tids] == [1, 2]
+
+
 def test_ten_megabytes_live_are_bounded_and_do_not_stall_the_group(live, tmp_path):
     gate = str(tmp_path / "gate")
     big = nbgroups.async_task(flood, 10, gate, group="flood")

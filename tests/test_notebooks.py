@@ -362,6 +362,8 @@ def test_saved_sweep_carries_a_static_rendering_of_each_view(sweep):
             f"{n}/{n} [done {done}, failed {failed}," in text, text
         assert "HBox(" not in text
         assert text.count("ValueError: k must be > 0") == invalid, text
+        # each failure named by its call, so a reader sees which points failed
+        assert text.count("failed simulate(k=0.0, dt=") == invalid, text
         page = out["data"]["text/html"]
         assert f'<progress value="{n}" max="{n}">' in page and f"done <b>{done}</b>" in page
         assert "<details><summary>" in page and "Traceback" in page
@@ -379,6 +381,7 @@ def test_saved_sweep_converted_to_html_shows_the_final_counts(sweep):
     for block, (done, failed) in zip(grid, _runs(sweep), strict=True):
         assert f"<b>100%</b> {n}/{n}" in block and f"done <b>{done}</b>" in block
         assert f"failed <b>{failed}</b>" in block and "ValueError: k must be &gt; 0" in block
+        assert block.count("<code>simulate(k=0.0, dt=") == len(sweep["invalid"]), block
     fine = [s for s in statics if s.startswith('<div class="nbgroups-static"><b>fine</b>')]
     assert len(fine) == 2 and "done <b>4</b>" in fine[0] and "reused" not in fine[0], fine
     assert "done <b>6</b>" in fine[1] and "reused <b>4</b>" in fine[1], fine

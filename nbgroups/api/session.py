@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -89,7 +90,7 @@ class Session:
         """Change the settings; a new runner when the store or backend changed
         (:func:`nbgroups.configure` documents the keywords)."""
         with self._lock:
-            new = self.settings().replace(**changes)
+            new = _pinned(self.settings().replace(**changes))
             _check_backend(new)
             old = self._runner
             if old is not None and "store" in changes and old.store_failed and all(
@@ -119,9 +120,10 @@ class Session:
             return r
         with self._lock:
             if self._runner is None:
-                s = self.settings()
+                s = _pinned(self.settings())
                 _check_backend(s)  # NBGROUPS_BACKEND=dask without configure() is checked too
                 self._runner = self._new_runner(s)
+                self._settings = s
             return self._runner
 
     def current_runner(self) -> Runner | None:
@@ -326,6 +328,15 @@ class Session:
             self._options_memo.clear()
             self._reuser = None
         forward.HUB.clear()  # the groups' live output lines
+
+
+def _pinned(s: Settings) -> Settings:
+    """``s`` with its store directory made absolute, against the working directory
+    of now: a store is opened once, where it was named. Kept relative, the default
+    ``.nbgroups`` moved with the notebook's ``os.chdir``: the next runner (any
+    ``configure(workers=...)``) opened an empty store in the new directory, and every
+    group seemed gone."""
+    return s if os.path.isabs(s.store) else s.replace(store=os.path.abspath(s.store))
 
 
 def _check_backend(s: Settings) -> None:

@@ -219,17 +219,19 @@ def format_text(m: Meter, failures: Sequence[Failure] = (),
     """The view as plain text: its line, then the first ``limit`` failures.
 
     This is what a saved notebook shows where widgets cannot be drawn (and no
-    HTML either), so it carries the whole state:
+    HTML either), so it carries the whole state. Each failure is named by its
+    call, as the live views name it (its task name when the call is not known):
 
     >>> from nbgroups.records import GroupCounts
     >>> m = meter(GroupCounts("g", submitted=3, done=2, failed=1, first_submitted=0.0,
     ...                       last_finished=2.0), now=5.0)
-    >>> print(format_text(m, [Failure("red-fox-tall-tree", "ValueError: bad", "tb")]))
+    >>> print(format_text(m, [Failure("red-fox-tall-tree", "ValueError: bad", "tb",
+    ...                               "simulate(k=0, dt=0.1)")]))
     g 100%|████████████████████| 3/3 [done 2, failed 1, running 0, queued 0] 0:02
-      failed red-fox-tall-tree: ValueError: bad
+      failed simulate(k=0, dt=0.1): ValueError: bad
     """
     lines = [format_line(m)]
-    lines += [f"  failed {f.name}: {f.error}" for f in failures[:limit]]
+    lines += [f"  failed {f.call or f.name}: {f.error}" for f in failures[:limit]]
     if m.failed > min(len(failures), limit):
         more = m.failed - min(len(failures), limit)
         lines.append(f"  ... {more} more failure{'s' if more > 1 else ''}")
@@ -269,7 +271,7 @@ def format_html(m: Meter, failures: Sequence[Failure] = (),
         title = f"{m.failed} failed" + (f" (first {len(shown)} shown)"
                                         if m.failed > len(shown) else "")
         items = "".join(
-            f"<li><code>{html.escape(f.name)}</code>: {html.escape(f.error)}"
+            f"<li><code>{html.escape(f.call or f.name)}</code>: {html.escape(f.error)}"
             + (f"<details><summary>traceback</summary><pre>{html.escape(f.traceback)}</pre>"
                "</details>" if f.traceback else "") + "</li>"
             for f in shown)

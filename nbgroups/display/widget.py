@@ -82,6 +82,7 @@ class WidgetView:
                           layout=look["line"])
         self.box.add_class("nbgroups-progress")
         self.failures: tuple[Failure, ...] = ()
+        self._causes_note = ""  # "20 of 31 causes shown" when the list is cut
         self.tasks_html: w.HTML | None = None  # running tasks' own progress, when reported
         self.output_html: w.HTML | None = None  # live output (live_output), once written
 
@@ -228,9 +229,15 @@ class WidgetView:
                 self.debug_output,
             ], layout=w.Layout(width="100%"))
             self.box.children = (*self.box.children, self.failure_box)
+        # Only the first failures are loaded (MAX_FAILURES_LOADED): a cause's count
+        # then says so, or "x 41" would read as all of the group's 200 of that cause.
+        partial = failed > len(failures)
         if failures != self.failures:
             self.failures = failures
-            shown = by_cause(failures)[:MAX_FAILURES_SHOWN]
+            causes = by_cause(failures, of=len(failures) if partial else None)
+            shown = causes[:MAX_FAILURES_SHOWN]
+            self._causes_note = (f"{len(shown)} of {len(causes)} causes shown"
+                                 if len(causes) > len(shown) else "")
             # A new Accordion per change, swapped into the box, never an edit of the
             # shown one: setting ``children`` and ``titles`` of a live Accordion (with a
             # failure inserted mid-list, as the list is in submission order) leaves the
@@ -243,9 +250,9 @@ class WidgetView:
             head, _, *rest = self.failure_box.children
             self.failure_box.children = (head, new, *rest)
             _close_accordion(old)
-        more = failed - min(len(failures), MAX_FAILURES_SHOWN)
-        title = f"<b>{failed} failed</b>" + (f" (first {MAX_FAILURES_SHOWN} shown)"
-                                             if more > 0 else "")
+        notes = [f"the first {len(failures)} listed"] if partial else []
+        notes += [self._causes_note] if self._causes_note else []
+        title = f"<b>{failed} failed</b>" + (f" ({', '.join(notes)})" if notes else "")
         _set(self.failures_title, title if failed else "")
         display = None if failed else "none"
         if self.failure_box.layout.display != display:
@@ -269,9 +276,12 @@ class WidgetView:
         self.box.close()
 
 
-def by_cause(failures: Sequence[Failure]) -> list[tuple[str, list[Failure]]]:
+def by_cause(failures: Sequence[Failure],
+             of: int | None = None) -> list[tuple[str, list[Failure]]]:
     """Failures grouped by folded error line (:func:`nbgroups.triage.fold`), largest
-    first: ``(title, failures)``; a lone failure is titled by its call and error."""
+    first: ``(title, failures)``; a lone failure is titled by its call and error.
+    ``of``: ``failures`` are only the group's first ``of``, and each count says so."""
+    among = f" of the first {of}" if of is not None else ""
     groups: dict[str, list[Failure]] = {}
     for f in failures:
         groups.setdefault(fold(f.error), []).append(f)
@@ -279,7 +289,7 @@ def by_cause(failures: Sequence[Failure]) -> list[tuple[str, list[Failure]]]:
     for fs in sorted(groups.values(), key=len, reverse=True):
         one = fs[0]
         out.append((f"{one.call or one.name}: {one.error}" if len(fs) == 1
-                    else f"{common([f.error for f in fs])}  {TIMES} {len(fs)}", fs))
+                    else f"{common([f.error for f in fs])}  {TIMES} {len(fs)}{among}", fs))
     return out
 
 
