@@ -19,6 +19,7 @@ import atexit
 import collections
 import itertools
 import math
+import os
 import signal
 import threading
 import time
@@ -275,8 +276,9 @@ class Dispatcher:
         batch = Batch(bid, jobs, monitor, time.time(), split=split)
         try:
             where = self.value_dir()
-            # output capture, log level, where stored values are
-            options = (*self.settings.worker_options(), where)
+            # output capture, log level, where stored values are, the working directory
+            options = (*self.settings.worker_options(), where,
+                       _cwd() if executor.follows_cwd else None)
             # cloudpickle: args may be notebook objects
             payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], options,
                              True)) if split else dumps_call_data(
@@ -328,6 +330,14 @@ def _block_sigint() -> None:
     """
     if _SIGMASK:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _cwd() -> str | None:
+    """The kernel's working directory, or None if it was removed."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 _SIGMASK = hasattr(signal, "pthread_sigmask")

@@ -32,6 +32,7 @@ never ran.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import signal
@@ -300,6 +301,8 @@ def run_batch(payload: bytes, monitor: str | None = None,
     split = len(batch) > 4 and batch[4]  # each call pickled alone: (id, pickled call, attempts)
     tee = start_capture(options, inline)
     src = values.source(options[3]) if options is not None and len(options) > 3 else None
+    if options is not None and len(options) > 4 and options[4]:
+        follow_cwd(options[4])
     out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
     live = live_sink(options, tee, fd, batch_id, calls, inline)
@@ -309,6 +312,15 @@ def run_batch(payload: bytes, monitor: str | None = None,
     finally:
         reporting.leave()
     return out
+
+
+def follow_cwd(cwd: str) -> None:
+    """Run in the kernel's working directory (a pool worker keeps the one it was
+    started in; the kernel may have changed its own since). A directory that is
+    gone here leaves the worker where it is: the call's own paths will say so."""
+    with contextlib.suppress(OSError):
+        if os.getcwd() != cwd:
+            os.chdir(cwd)
 
 
 def live_sink(options: tuple | None, tee: bool | None, fd: int | None, batch_id: int,

@@ -24,6 +24,10 @@ class Executor:
     #: True when workers cannot read the store's value files (Dask): the runner
     #: then sends the batches that take some through :meth:`submit_values`.
     ships_values = False
+    #: True when workers are processes of this machine started by the kernel:
+    #: each batch then runs in the kernel's working directory as it is when the
+    #: batch is sent (a notebook's ``os.chdir`` reaches its tasks).
+    follows_cwd = False
 
     def __init__(self, workers: int) -> None:
         self._workers = workers
