@@ -178,7 +178,8 @@ class TaskList(list):
         columns), ``success``, ``error``, ``time_taken``, ``attempt_count``,
         ``state``; the task's ``id``, ``name`` and ``group``; last, what was seen of
         its run: ``stdout``, ``stderr``, ``worker``, ``memory``, ``submitted``,
-        ``started``, ``stopped`` (see :class:`TaskRecord`).
+        ``started``, ``stopped`` (see :class:`TaskRecord`; the three times as
+        pandas timestamps in UTC, ``NaT`` where there is none).
 
         Dict results are expanded when every successful result is a dict (one
         column per key, ``result.KEY`` where a key is also a parameter's name);
@@ -220,7 +221,11 @@ class TaskList(list):
             rows.append(row)
         if not rows:
             return pd.DataFrame(columns=["result", *fixed, *task_columns])
-        return pd.DataFrame(rows)
+        df = pd.DataFrame(rows)
+        for k in ("submitted", "started", "stopped"):  # Unix times, shown as dates (UTC)
+            col = k if k in df.columns and f"task.{k}" not in df.columns else f"task.{k}"
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True)
+        return df
 
 
 @dataclass(frozen=True, repr=False)

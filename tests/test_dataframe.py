@@ -38,6 +38,10 @@ def test_sweep_of_dict_results(nb):
     assert df["error"].iloc[3] == "ValueError: diverged at lr=0.1"
     assert df["error"].iloc[:3].isna().all()
     assert (df["time_taken"] >= 0).all()
+    # the times are dates a reader can read and subtract (UTC)
+    assert str(df["started"].dtype) == "datetime64[ns, UTC]"
+    assert ((df["stopped"] - df["started"]).dt.total_seconds() >= 0).all()
+    assert (df["submitted"] <= df["started"]).all()
     assert (df["attempt_count"] == 1).all()
     assert (df["group"] == "df-sweep").all()
     # the usual pandas follow-ups work on it
