@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from .outcome import Outcome
@@ -90,6 +90,25 @@ class TaskRecord:
     stderr: str | None = field(default=None, repr=False)
     worker: str | None = None
     memory: int | None = field(default=None, repr=False)
+
+    def __repr__(self) -> str:
+        # Each value on one short line: a record shown in a cell must not print a
+        # DataFrame argument whole, nor a traceback.
+        from .triage import brief
+
+        shown = []
+        for f in fields(self):
+            if not f.repr:
+                continue
+            v = getattr(self, f.name)
+            if f.name in ("started", "stopped", "submitted") and v is not None:
+                text = _local_time(v)
+            elif f.name in ("args", "kwargs", "result", "traceback"):
+                text = brief(v)
+            else:
+                text = repr(v)
+            shown.append(f"{f.name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def time_taken(self) -> float | None:
         """Seconds the task ran (queue time excluded), or None if it has not finished."""

@@ -26,10 +26,38 @@ _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?(?
 FOLD = "…"
 TIMES = "\u00d7"  # the multiplication sign of "x 5"
 
-_repr = reprlib.Repr()
-_repr.maxstring = 40
-_repr.maxother = 40
-_repr.maxlist = _repr.maxtuple = _repr.maxdict = _repr.maxset = 6
+class _Brief(reprlib.Repr):
+    """reprlib's short repr, and one line always: an object whose repr spans
+    lines (a DataFrame, a 2-d array) as its type and shape."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.maxstring = self.maxother = width
+        self.maxlist = self.maxtuple = self.maxdict = self.maxset = 6
+
+    def repr_instance(self, x: Any, level: int) -> str:
+        try:
+            text = repr(x)
+        except Exception:
+            return super().repr_instance(x, level)  # reprlib's "<X instance at 0x...>"
+        if "\n" in text:
+            shape = getattr(x, "shape", None)
+            return f"<{type(x).__name__}{f' {tuple(shape)}' if isinstance(shape, tuple) else ''}>"
+        if len(text) > self.maxother:  # as reprlib cuts it: the middle goes
+            i = max(0, (self.maxother - 3) // 2)
+            j = max(0, self.maxother - 3 - i)
+            text = text[:i] + "..." + text[len(text) - j:]
+        return text
+
+
+_repr = _Brief(40)
+_brief = _Brief(60)
+
+
+def brief(value: Any) -> str:
+    """``value``'s repr on one line, at most about 60 characters (a 50 MB
+    DataFrame as ``<DataFrame (1310720, 5)>``)."""
+    return _brief.repr(_unkept(value))
 
 
 _VALUE = re.compile(f"({_QUOTED.pattern}|{_NUMBER.pattern})")

@@ -1,6 +1,7 @@
 """fetch_group(g).to_dataframe(): one row per task, one column per keyword parameter."""
 
 import math
+import time
 
 import pytest
 
@@ -18,6 +19,10 @@ def metrics(lr, depth):
 
 def halve(x):
     return x / 2
+
+
+def shape_of(frame, grid):
+    return frame.shape, grid.shape
 
 
 def test_sweep_of_dict_results(nb):
@@ -104,3 +109,18 @@ def test_empty_list_has_the_documented_columns():
     assert list(df.columns) == ["result", "success", "error", "time_taken", "attempt_count",
                                 "state", "id", "name", "group", "stdout", "stderr", "worker",
                                 "memory", "submitted", "started", "stopped"]
+
+
+def test_a_record_shows_each_value_on_one_short_line(nb):
+    """A Task shown in a cell names a DataFrame or 2-d array argument by type and
+    shape, not by its printed rows; times read as dates."""
+    pd = pytest.importorskip("pandas")
+    np = pytest.importorskip("numpy")
+    frame = pd.DataFrame({"a": range(5000)})
+    tid = nbgroups.async_task(shape_of, frame, grid=np.zeros((3, 3)), group="df-repr")
+    task = nbgroups.fetch(tid, wait=-1)
+    text = repr(task)
+    assert "\n" not in text and len(text) < 700, text
+    assert "args=(<DataFrame (5000, 1)>,)" in text and "'grid': <ndarray (3, 3)>" in text
+    assert f"started={time.strftime('%Y-%m-%d', time.localtime(task.started))}" in text
+    assert task.call == "shape_of(<DataFrame (5000, 1)>, grid=<ndarray (3, 3)>)"
