@@ -65,6 +65,57 @@ def test_a_gone_owners_tasks_are_recorded_cancelled_here(tmp_path, here):
     assert nbgroups.resume_group("far") == 0  # nothing left to run again
 
 
+def test_cancel_group_from_a_second_process_cancels_the_owners_queued_calls(tmp_path, here):
+    # Tried from a second notebook on the same store: cancel_group returned 0 and
+    # the owner ran every queued call (its view's Cancel button did nothing too).
+    proc, starts, go, _owner = start_owner(tmp_path, "loky")
+    try:
+        n = nbgroups.cancel_group("far")
+        assert n == N - 1  # all but call 0, which runs until `go`
+        go.touch()
+        states = json.loads(proc.stdout.readline())
+        assert proc.wait(60) == 0
+    finally:
+        release_owner(proc, go)
+    assert states.count("cancelled") == N - 1 and states.count("success") == 1
+    assert sorted(os.listdir(starts)) == ["0"]
+
+
+def test_cancel_group_after_the_owner_is_gone_records_its_calls_cancelled(tmp_path, here):
+    # After a kernel restart the dead kernel's calls stayed "queued" in every view,
+    # and cancel_group returned 0: now they are recorded cancelled (resume runs none).
+    proc, *_ = start_owner(tmp_path, "thread", "stay")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    proc.stdout.close()
+    assert nbgroups.cancel_group("far") == N
+    c = nbgroups.group_counts("far")
+    assert (c.cancelled, c.queued, c.running) == (N, 0, 0)
+    assert nbgroups.resume_group("far") == 0
+
+
+def test_cancel_group_of_this_processs_own_tasks_does_not_ask_the_board(here, tmp_path,
+                                                                     monkeypatch):
+    from nbgroups import cancelling
+
+    def refused(*_args, **_kw):
+        raise AssertionError("cancel_everywhere called for tasks this process holds")
+
+    monkeypatch.setattr(cancelling, "cancel_everywhere", refused)
+    gate = tmp_path / "gate"
+    ids = [nbgroups.async_task(_wait_for, str(gate), group="own") for _ in range(6)]
+    n = nbgroups.cancel_group("own")  # the thread backend has taken a few already
+    gate.touch()
+    assert 1 <= n <= 5 and nbgroups.group_counts("own").cancelled == n
+    assert len(nbgroups.result_group("own", wait=-1)) == len(ids) - n
+
+
+def _wait_for(path):
+    while not os.path.exists(path):
+        time.sleep(0.01)
+    return path
+
+
 def test_the_dashboards_own_queued_tasks_are_cancelled_too(here, tmp_path):
     nbgroups.configure(backend="loky", workers=1)  # a batch not begun is taken back exactly
     r = api.runner()

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from .. import monitor, names, presence
 from ..arguments import check_bool, check_group
 from ..control import owner_alive, owner_local
 from .session import SESSION
+
+if TYPE_CHECKING:
+    from ..runner import Runner
 
 ORPHAN_WAIT_SECONDS = 5.0  # a dead kernel's workers exit within ~0.2 s (worker.init_worker)
 
@@ -65,7 +69,10 @@ def cancel_group(group_id: str, cached: bool | int = False) -> int:
 
     They are recorded as cancelled: listed by :func:`fetch_group`, counted in
     :attr:`GroupCounts.cancelled`, neither successes nor failures, never run.
-    Tasks already running finish.
+    Tasks already running finish. Tasks another kernel or script sharing the
+    store holds are cancelled by it, asked on the store's board as the
+    dashboard's Cancel does (this takes a second or so); unfinished tasks of a
+    process that is gone (a restarted kernel) are recorded cancelled here.
 
     Args:
         group_id: the group.
@@ -86,10 +93,28 @@ def cancel_group(group_id: str, cached: bool | int = False) -> int:
     """
     check_group(group_id, "group_id")
     ttl = SESSION.layer(cached)
-    n = SESSION.runner().cancel(group_id, ttl)
+    r = SESSION.runner()
+    if _held_elsewhere(r, group_id, ttl):
+        from ..cancelling import cancel_everywhere
+
+        n = cancel_everywhere(r, group_id, ttl).total
+    else:
+        n = r.cancel(group_id, ttl)
     if n:
         SESSION.submitted(group_id, ttl)  # the cell's view (``%load_ext``) shows what ended
     return n
+
+
+def _held_elsewhere(r: Runner, group: str, ttl: int | None) -> bool:
+    """Whether the store holds unfinished tasks of ``group`` that this runner does
+    not: another process's, live or gone. (Before, ``cancel_group`` cancelled only
+    this kernel's: from a second notebook, or after a restart, it returned 0 and
+    the view's Cancel button did nothing while tasks stayed queued.) This runner's
+    count is read first: a task leaves it only once its outcome is stored, so a
+    task finishing meanwhile is never taken for another process's."""
+    held = r.unfinished().get((ttl is not None, group), 0)
+    c = r.store_for(ttl).counts(group)
+    return c.submitted - c.done - c.failed - c.cancelled > held
 
 
 def retry_group(group_id: str, cached: bool | int = False) -> int:
