@@ -84,8 +84,11 @@ def test_a_long_first_value_leaves_the_other_arguments_in_the_label(live, tmp_pa
     # calls apart was cut off. The long value is cut now, not the others.
     gate = tmp_path / ("a-long-directory-name-" * 4) / "gate"
     gate.parent.mkdir()
-    tids = [nbgroups.async_task(talk, gate=str(gate), lines=n, group="named") for n in (1, 2)]
-    out = _seen("named", "line 1")
+    # timeout=: each call ends its batch, so the two run at once on the 2 workers
+    tids = [nbgroups.async_task(talk, gate=str(gate), lines=n, group="named", timeout=120)
+            for n in (1, 2)]
+    _seen("named", "lines=1) │ line 0")
+    out = _seen("named", "lines=2) │ line 1")
     labels = {line.split(" │ ")[0] for line in out.lines}
     assert {label.rsplit(", ", 1)[1] for label in labels} == {"lines=1)", "lines=2)"}
     assert all(label.startswith("talk(gate='") and len(label) <= forward.LABEL_MAX
