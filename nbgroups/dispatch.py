@@ -19,6 +19,7 @@ import atexit
 import collections
 import itertools
 import math
+import os
 import signal
 import threading
 import time
@@ -275,8 +276,10 @@ class Dispatcher:
         batch = Batch(bid, jobs, monitor, time.time(), split=split)
         try:
             where = self.value_dir()
-            # output capture, log level, where stored values are
-            options = (*self.settings.worker_options(), where)
+            # output capture, log level, where stored values are, the kernel's
+            # working directory (a notebook's os.chdir reaches the tasks)
+            options = (*self.settings.worker_options(), where,
+                       _cwd() if executor.follows_cwd else None)
             # cloudpickle: args may be notebook objects
             payload = dumps((bid, funcs, [(c[0], dumps(c), c[-1]) for c in calls], options,
                              True)) if split else dumps_call_data(
@@ -315,6 +318,14 @@ def _submit(executor: Executor, payload: bytes, monitor: str | None, where: str 
         if needed:
             return executor.submit_values(payload, monitor, (where, needed))
     return executor.submit(payload, monitor)
+
+
+def _cwd() -> str | None:
+    """The working directory, or None when it was removed."""
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
 
 
 def _block_sigint() -> None:

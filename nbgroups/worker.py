@@ -300,6 +300,8 @@ def run_batch(payload: bytes, monitor: str | None = None,
     split = len(batch) > 4 and batch[4]  # each call pickled alone: (id, pickled call, attempts)
     tee = start_capture(options, inline)
     src = values.source(options[3]) if options is not None and len(options) > 3 else None
+    if options is not None and len(options) > 4 and options[4]:
+        _follow_cwd(options[4])
     out: list[tuple] = []
     fd = monitor_file.worker_fd(monitor) if monitor else None
     live = live_sink(options, tee, fd, batch_id, calls, inline)
@@ -309,6 +311,18 @@ def run_batch(payload: bytes, monitor: str | None = None,
     finally:
         reporting.leave()
     return out
+
+
+def _follow_cwd(path: str) -> None:
+    """Run the batch in the kernel's working directory (sent with it): a pool's
+    workers keep the one they started in, so after a notebook's ``os.chdir``
+    a task's relative ``open('data.csv')`` failed. A directory this process
+    cannot enter leaves it where it is."""
+    try:
+        if os.getcwd() != path:
+            os.chdir(path)
+    except OSError:
+        pass
 
 
 def live_sink(options: tuple | None, tee: bool | None, fd: int | None, batch_id: int,

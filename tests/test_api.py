@@ -461,6 +461,25 @@ def test_a_relative_store_stays_where_it_was_opened_after_chdir(nb, tmp_path, mo
     assert nb.list_groups() == []
 
 
+def _read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def test_tasks_run_in_the_kernels_working_directory(nb_loky, tmp_path, monkeypatch):
+    # The pool's workers kept the directory they started in: after a notebook's
+    # os.chdir('sub'), a task's open('data.txt') failed with FileNotFoundError.
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "data.txt").write_text("from sub")
+    monkeypatch.chdir(tmp_path)
+    assert nb_loky.result(nb_loky.async_task(os.getcwd), wait=-1) == str(tmp_path)
+    monkeypatch.chdir(sub)
+    assert nb_loky.result(nb_loky.async_task(os.getcwd), wait=-1) == str(sub)
+    assert nb_loky.result_group(nb_loky.sweep(_read, "rel", path=["data.txt"]),
+                                wait=-1) == ["from sub"]
+
+
 def test_configure_from_environment(monkeypatch, tmp_path):
     api.reset()
     monkeypatch.setenv("NBGROUPS_STORE", str(tmp_path / "envstore"))

@@ -24,6 +24,9 @@ class Executor:
     #: True when workers cannot read the store's value files (Dask): the runner
     #: then sends the batches that take some through :meth:`submit_values`.
     ships_values = False
+    #: True when workers are processes of this machine: each batch then carries
+    #: the kernel's working directory, and its worker runs the calls there.
+    follows_cwd = False
 
     def __init__(self, workers: int) -> None:
         self._workers = workers

@@ -18,6 +18,7 @@ class LokyExecutor(Executor):
     name = "loky"
     monitored = True
     cancels_queued = True
+    follows_cwd = True
 
     def __init__(self, workers: int) -> None:
         super().__init__(workers)
