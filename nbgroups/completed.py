@@ -119,7 +119,10 @@ class _Completed:
         self._end = None if timeout is None else time.monotonic() + timeout
         self._total = len(dict.fromkeys(ids))
         self._ready: collections.deque = collections.deque()
-        self._cond = threading.Condition()
+        # entered through its lock, never `with self._cond` (see nbgroups.signalsafe):
+        # the runner thread's listener takes it too
+        self._lock = threading.RLock()
+        self._cond = threading.Condition(self._lock)
         self._loop_event: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
         self._waiting = dict.fromkeys(ids)  # not yet yielded, in order
         self._foreign: list[str] = []  # not run by this kernel: polled
@@ -137,7 +140,7 @@ class _Completed:
         runner.add_finish_listener(listener)
         # after the listener: nothing slips between (a copy: the listener, on the
         # runner thread, takes finished ids out of _waiting meanwhile)
-        with self._cond:
+        with self._lock:
             waiting = list(self._waiting)
         self._foreign = [tid for tid in waiting if not runner.pending(tid)]
         entries = self._read() if self._foreign else {}
@@ -203,7 +206,7 @@ class _Completed:
             self._take([self._runner.record_of(job, o, api.Task) for job, o in got])
 
     def _take(self, records: list) -> None:
-        with self._cond:
+        with self._lock:
             for rec in records:
                 if self._waiting.pop(rec.id, 0) is None:  # once each
                     self._ready.append(rec)
@@ -266,7 +269,7 @@ class _Completed:
 
     def __next__(self):
         while True:
-            with self._cond:
+            with self._lock:
                 rec = self._next_ready()
                 if rec is not None:
                     return rec
@@ -281,7 +284,7 @@ class _Completed:
             self._loop_event = (asyncio.get_running_loop(), asyncio.Event())
         event = self._loop_event[1]
         while True:
-            with self._cond:
+            with self._lock:
                 event.clear()
                 try:
                     rec = self._next_ready()

@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from . import monitor, reporting
+from .signalsafe import Wake
 from .triage import call_text
 
 INTERVAL = 0.1  # seconds between two chunks a worker writes for one call
@@ -147,7 +148,7 @@ class _Flusher:
         self._lock = threading.Lock()
         self._sending = threading.Lock()
         self._pending: dict[tuple[Sink, int], _Pending] = {}
-        self._wake = threading.Event()
+        self._wake = Wake()  # set by inline tasks in the kernel's main thread too
         self._thread: threading.Thread | None = None
 
     def add(self, sink: Sink, call: int, text: str) -> None:

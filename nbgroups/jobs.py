@@ -8,12 +8,12 @@ it. What outlives the kernel is in the store (:mod:`nbgroups.records`).
 from __future__ import annotations
 
 import collections
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import outcome
 from .records import State
+from .signalsafe import Wake
 
 # str -> State, and identity checks: an Enum's __call__ and __hash__ run Python
 # code, measurable at ten thousand tasks a batch
@@ -148,7 +148,7 @@ class Outbox:
     done-callbacks, any thread) and runs finished here (an empty iterable, a
     call that cannot be sent). Appending wakes the runner thread."""
 
-    def __init__(self, wake: threading.Event) -> None:
+    def __init__(self, wake: Wake) -> None:
         self._items: collections.deque[tuple[Batch | None, list]] = collections.deque()
         self._wake = wake
 

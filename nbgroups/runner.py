@@ -60,6 +60,7 @@ from .pages import PageBuffer, PageWriter, Written
 from .presence import PresenceReporter
 from .records import GroupCounts, TaskRecord
 from .recovery import FaultHandler
+from .signalsafe import Wake
 from .store import DiskStore, Store
 from .stores import Stores
 from .triage import call_text
@@ -99,9 +100,11 @@ class Runner:
         self.owner = process_id()  # recorded with every page: resume_group elsewhere asks
         lock = self._lock = threading.RLock()
         self._flush_lock = threading.Lock()
-        self._changed = threading.Condition()
+        # entered through its lock, never `with self._changed` (see nbgroups.signalsafe)
+        self._changed_lock = threading.RLock()
+        self._changed = threading.Condition(self._changed_lock)
         self._version = 0
-        self._wake = threading.Event()
+        self._wake = Wake()  # set from the kernel's main thread: Ctrl-C safe
         self._live = LiveTasks(lock)
         # a notebook function's large captured values are stored like arguments (18)
         self._pages = PageBuffer(
@@ -290,11 +293,11 @@ class Runner:
         if self._writes_here():
             self._flush_now()
             return
-        with self._changed:
+        with self._changed_lock:
             self._flush_asked += 1
             ticket = self._flush_asked
         self._wake.set()
-        with self._changed:
+        with self._changed_lock:
             while self._flush_done < ticket:
                 thread = self._thread
                 if thread is None or not thread.is_alive():
@@ -321,7 +324,7 @@ class Runner:
 
     def _flush_now(self) -> None:
         """The write itself (on the runner thread, or at exit)."""
-        with self._changed:
+        with self._changed_lock:
             asked = self._flush_asked
         with self._flush_lock:
             pages = self._pages.take()
@@ -340,7 +343,7 @@ class Runner:
                     self.page_error = None
             finally:
                 self._pages.written()
-                with self._changed:
+                with self._changed_lock:
                     # Waiters are woken only when one can be answered: a flush
                     # asked for, or a write error (they raise). A page stored
                     # finishes nothing, and a waiter woken for nothing takes the
@@ -478,7 +481,7 @@ class Runner:
             self._wake.wait(self._next_deadline())
             self._wake.clear()
             try:
-                with self._changed:
+                with self._changed_lock:
                     asked = self._flush_asked > self._flush_done
                 if not asked:  # a reader waits: no lingering
                     self._pages.linger()
@@ -496,7 +499,7 @@ class Runner:
                 time.sleep(0.1)
             self._turns += 1
             if self._turn_waiters:  # only then: every waiter re-checks when woken
-                with self._changed:
+                with self._changed_lock:
                     self._changed.notify_all()
         with contextlib.suppress(Exception):  # store what finished meanwhile
             self._completer.collect()
@@ -645,7 +648,7 @@ class Runner:
         deadline = None if timeout is None else time.monotonic() + timeout
         retried = False
         while True:
-            with self._changed:
+            with self._changed_lock:
                 seen = self._version
             if predicate():
                 return True
@@ -668,7 +671,7 @@ class Runner:
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 return False
-            with self._changed:
+            with self._changed_lock:
                 if self._version == seen:
                     self._changed.wait(poll if remaining is None else min(poll, remaining))
 
@@ -677,17 +680,17 @@ class Runner:
         thread = self._thread
         if thread is None or not thread.is_alive() or thread is threading.current_thread():
             return
-        with self._changed:
+        with self._changed_lock:
             target = self._turns + 2  # a turn that began after this call
             self._turn_waiters += 1
         try:
             self._wake.set()
-            with self._changed:
+            with self._changed_lock:
                 while self._turns < target and thread.is_alive():
                     self._changed.wait(POLL_SECONDS)
                     self._wake.set()
         finally:
-            with self._changed:
+            with self._changed_lock:
                 self._turn_waiters -= 1
 
     def _notify(self, finished: list[Finished] | None = None, wake: bool = True) -> None:
@@ -695,7 +698,7 @@ class Runner:
         that just took a final state, already in the store, for the finish listeners.
         ``wake=False``: the listeners only (nothing a waiter waits for changed)."""
         if wake:
-            with self._changed:
+            with self._changed_lock:
                 self._version += 1
                 self._changed.notify_all()
         if finished:

@@ -105,3 +105,44 @@ def test_pool_workers_start_with_sigint_blocked(nb_loky):
         blocked = int(next(line for line in status.splitlines()
                            if line.startswith("SigBlk:")).split()[1], 16)
         assert blocked & (1 << (signal.SIGINT - 1)), f"worker {pid}: SIGINT not blocked"
+
+
+def test_the_main_thread_never_enters_a_python_level_lock_the_runner_shares(
+        nb_loky, monkeypatch):
+    """Jupyter's Interrupt raises KeyboardInterrupt in the main thread between two
+    bytecodes, also inside ``Condition.__enter__`` just after its lock was taken
+    (``threading.Event.set`` enters one): that lock then stays taken, the runner
+    thread blocks on it for good, and the next cell hangs (seen once in about 40
+    kernels interrupted 25 times each). So what the main thread runs to submit,
+    flush, wait and read enters no Condition in Python: a fault injected there
+    (an interrupt at that exact point) must never reach this thread from
+    nbgroups' code. (A ``concurrent.futures.Future.result()`` the user calls
+    enters one too: the standard library's own risk, which every executor shares.)"""
+    import threading
+    import traceback
+
+    hazards = []
+    enter = threading.Condition.__enter__
+    main = threading.main_thread().ident
+
+    def interrupted_after_acquire(self):
+        taken = enter(self)
+        # (get_ident: current_thread() would make a dummy Thread, entering here again)
+        if threading.get_ident() == main:
+            stack = traceback.extract_stack()[:-1]
+            if any(f"{os.sep}nbgroups{os.sep}" in f.filename for f in stack):
+                hazards.append("".join(traceback.format_list(stack[-6:])))
+        return taken
+
+    nbgroups.result(nbgroups.async_task("math.floor", 0.5, group="hz0"), wait=-1)  # threads up
+    monkeypatch.setattr(threading.Condition, "__enter__", interrupted_after_acquire)
+    ids = [nbgroups.async_task("math.floor", i + 0.5, group="hz") for i in range(50)]
+    nbgroups.fetch(ids[0])  # a read flushes
+    assert nbgroups.result(ids[-1], wait=-1) == 49
+    assert nbgroups.result_group("hz", wait=-1) == list(range(50))
+    nbgroups.sweep("builtins.round", "hz2", number=[0.4, 1.4])
+    assert nbgroups.result_group("hz2", count=2) == [0, 1]
+    futures = [nbgroups.Executor(group="hz3").submit(pow, 2, k) for k in range(3)]
+    assert [f.result(timeout=60) for f in futures] == [1, 2, 4]
+    assert [t.result for t in nbgroups.as_completed(ids[:3])] == [0, 1, 2]
+    assert hazards == [], "\n\n".join(hazards)

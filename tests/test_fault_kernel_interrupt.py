@@ -55,12 +55,18 @@ def test_interrupts_lose_no_returned_id(tmp_path):
             done += 1
         out = k.run("""
 import json
-results = nbgroups.result_group("intr", wait=120_000)   # no stale StoreError
+from nbgroups import api
+results = nbgroups.result_group("intr", wait=90_000)   # no stale StoreError
 missing = [x for x, tid in got.items() if nbgroups.fetch(tid) is None]
-print(json.dumps({"got": got, "missing": missing, "results": results,
+r = api.runner()  # what the runner holds, should the group not have settled
+state = {"counts": repr(nbgroups.group_counts("intr")), "busy": r.busy("intr", None),
+         "pending": sorted(r.pending_ids())[:20], "stats": repr(r.stats()),
+         "page_error": repr(r.page_error), "store_error": repr(r.store_error)}
+print(json.dumps({"got": got, "missing": missing, "results": results, "state": state,
                   "count": nbgroups.count_group("intr"), "submitted": next(counter)}))
-""", timeout=120)
+""", timeout=150)
     report = json.loads(out)
+    assert not report["state"]["busy"], report["state"]  # the group settled
     got = {int(x): tid for x, tid in report["got"].items()}
     assert report["missing"] == []  # every returned id is stored
     counted = runs(marks)

@@ -24,6 +24,7 @@ PKG = Path(__file__).resolve().parents[1] / "nbgroups"
 
 RANK = {
     "errors": 0,
+    "signalsafe": 0,  # waking threads from the main thread, Ctrl-C safe (stdlib only)
     "names": 1, "config": 1, "serialize": 1, "keys": 1, "monitor": 1,
     "capture": 1, "tracebacks": 1,  # worker side, standard library only
     "triage": 1,  # failures by cause: duck-typed records

@@ -84,6 +84,24 @@ def test_pages_keep_submission_order_and_schema(make_store):
     assert not s.known("other")
 
 
+def test_a_page_written_again_is_stored_and_counted_once(make_store):
+    """A page handed to the store a second time (a write retried after it had
+    committed) must not list its calls twice: the group would count one more
+    task than ever finishes, and a wait on it would never end."""
+    s = make_store()
+    d, other = draft("g", [1.5, 2.5]), draft("g", [3.5])
+    (p1,) = s.write_pages([d])
+    again, p2, twice = s.write_pages([d, other, other])
+    assert (again.prefix, again.seq, again.gen) == (p1.prefix, p1.seq, p1.gen)
+    assert twice.prefix == p2.prefix and twice.seq == p2.seq
+    assert s.counts("g").submitted == 3
+    entries = s.group_entries("g")
+    assert [c.args for _, c, _ in entries] == [(1.5,), (2.5,), (3.5,)]
+    outcomes(s, p1, [success(t, 1) for t in ids_of(p1)])
+    outcomes(s, p2, [success(t, 1) for t in ids_of(p2)])
+    assert s.counts("g").settled
+
+
 def test_outcomes_results_in_submission_order_and_counters(make_store):
     s = make_store()
     (p,) = s.write_pages([draft("g", [0.5, 1.5, 2.5, 3.5])])

@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import api
 from ..api import Session
+from ..signalsafe import Wake
 from . import text
 from .view import MIN_INTERVAL, ProgressView, is_terminal, shell
 
@@ -49,7 +50,7 @@ class Renderer:
         self.session = session
         self.views: list[ProgressView] = []
         self._lock = threading.RLock()  # one draw at a time
-        self._dirty = threading.Event()
+        self._dirty = Wake()  # set from the kernel's main thread too (signalsafe)
         self._thread: threading.Thread | None = None
         self._listening = False
         self._shells: set[int] = set()

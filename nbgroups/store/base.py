@@ -242,7 +242,14 @@ class Store:
         labelled: set[tuple[str | None, int]] = set()
         with self._transaction():
             sets: list[tuple[str, Any]] = []
+            written: dict[str, SpecPage] = {}
             for d in drafts:
+                again = written.get(d["prefix"]) or self._page_of(d["prefix"])
+                if again is not None:
+                    # Written already (one page handed over twice: seen once in
+                    # ~1,000 interrupted submission loops): counted and listed once.
+                    pages.append(again)
+                    continue
                 group = d["group"]
                 gen = self.gen(group)
                 base = gkey("c", group, gen)
@@ -272,6 +279,7 @@ class Store:
                         tid = names.task_id(page.prefix, c[0])
                         sets.append((f"N{SEP}{c[4]}{SEP}{time.time_ns():020d}", tid))
                 pages.append(page)
+                written[page.prefix] = page
             self._set_many(sets, expire)
         if expire is None:
             self._seen |= labelled
@@ -280,6 +288,12 @@ class Store:
                 for page in pages:
                     self._open[page.prefix] = [{c[0] for c in page.calls}, []]
         return pages
+
+    def _page_of(self, prefix: str) -> SpecPage | None:
+        """The stored spec page of ``prefix``, or None."""
+        page_key = self._get(page_index(prefix))
+        data = self._get(page_key) if isinstance(page_key, str) else None
+        return None if data is None else self._load(page_key, data)
 
     @staticmethod
     def _hold(expire: float | None) -> float | None:
@@ -629,11 +643,9 @@ class Store:
         if not names.looks_like_id(task_id):
             return None
         prefix, index = names.split_id(task_id)
-        page_key = self._get(page_index(prefix))
-        data = self._get(page_key) if isinstance(page_key, str) else None
-        if data is None:
+        page = self._page_of(prefix)
+        if page is None:
             return None
-        page: SpecPage = self._load(page_key, data)
         call = next((Call._make(c) for c in page.calls if c[0] == index), None)
         if call is None:
             return None
@@ -660,11 +672,9 @@ class Store:
                 by_prefix.setdefault(names.split_id(tid)[0], []).append(tid)
         out: dict[str, tuple[SpecPage, Call, str | None, Outcome | None]] = {}
         for prefix, tids in by_prefix.items():
-            page_key = self._get(page_index(prefix))
-            data = self._get(page_key) if isinstance(page_key, str) else None
-            if data is None:
+            page = self._page_of(prefix)
+            if page is None:
                 continue
-            page: SpecPage = self._load(page_key, data)
             calls = {c[0]: c for c in page.calls}
             label = page.group if page.group and self.gen(page.group) == page.gen else None
             latest = self._latest(
