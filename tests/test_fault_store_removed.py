@@ -36,18 +36,23 @@ def runs(marks) -> dict[int, int]:
     return counted
 
 
+def _removed_while_running(marks, gate, store, n: int) -> list[str]:
+    """``n`` gated calls of group 'rm' on a fresh runner over ``store``; once two
+    run, the store directory is deleted. Their ids."""
+    marks.mkdir()
+    api.reset()
+    nbgroups.configure(store=str(store), workers=2, progress=False)
+    ids = [nbgroups.async_task(gated, x, str(marks), str(gate), group="rm") for x in range(n)]
+    assert api.runner().wait(lambda: nbgroups.group_counts("rm").running >= 2, 60)
+    shutil.rmtree(store)  # deleted while tasks run
+    return ids
+
+
 @pytest.mark.parametrize("again", ["same path", "new path"])
 def test_store_removed_then_configured_again_keeps_every_result(tmp_path, again):
-    marks, gate = tmp_path / "marks", tmp_path / "gate"
-    marks.mkdir()
-    first = tmp_path / "store"
-    api.reset()
-    nbgroups.configure(store=str(first), workers=2, progress=False)
+    marks, gate, first = tmp_path / "marks", tmp_path / "gate", tmp_path / "store"
     try:
-        ids = [nbgroups.async_task(gated, x, str(marks), str(gate), group="rm")
-               for x in range(12)]
-        assert api.runner().wait(lambda: nbgroups.group_counts("rm").running >= 2, 60)
-        shutil.rmtree(first)  # deleted while tasks run
+        ids = _removed_while_running(marks, gate, first, 12)
         gate.touch()
         with pytest.raises(StoreError, match="Configure a store again"):
             nbgroups.result_group("rm", wait=30_000)
@@ -75,16 +80,10 @@ def test_a_page_waiting_for_a_store_is_numbered_after_the_tasks_moved(tmp_path, 
     slow (a slow disk, injected here), or it would read as submitted first."""
     from nbgroups.store.base import Store
 
-    marks, gate = tmp_path / "marks", tmp_path / "gate"
-    marks.mkdir()
-    first, target = tmp_path / "store", tmp_path / "other"
-    api.reset()
-    nbgroups.configure(store=str(first), workers=2, progress=False)
+    marks, gate, first = tmp_path / "marks", tmp_path / "gate", tmp_path / "store"
+    target = tmp_path / "other"
     try:
-        ids = [nbgroups.async_task(gated, x, str(marks), str(gate), group="rm")
-               for x in range(4)]
-        assert api.runner().wait(lambda: nbgroups.group_counts("rm").running >= 2, 60)
-        shutil.rmtree(first)
+        ids = _removed_while_running(marks, gate, first, 4)
         later = nbgroups.async_task(gated, 4, str(marks), str(gate), group="rm")
         real = Store.write_pages
 
