@@ -11,6 +11,7 @@ A burst of submissions first *lingers* a moment, so that pages hold many calls.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 import time
@@ -107,7 +108,9 @@ class PageBuffer:
         if w is None or w.func is not func:
             w = self._watched[id(func)] = Watched(func)
             if len(self._watched) > 256:  # functions of earlier cells
-                del self._watched[next(iter(self._watched))]
+                # (several threads may submit: Executor, joblib's callback thread)
+                with contextlib.suppress(RuntimeError, StopIteration):
+                    self._watched.pop(next(iter(self._watched)), None)
         if not (w.names or w.cells):
             return id(func), ()
         held = w.values()

@@ -788,7 +788,8 @@ class Runner:
             batch.stopping = batch.flagged = True  # (its monitor file is not reused)
             monitor.flag_cancel(batch.monitor)  # type: ignore[arg-type]
         self._wake.set()
-        with contextlib.suppress(Exception):  # a store error: the results are kept anyway
+        # a store error: the results are kept anyway; Ctrl-C: stop waiting, close
+        with contextlib.suppress(Exception, KeyboardInterrupt):
             ids = {id(b) for b in flagged}
             self.wait(lambda: not any(id(b) in ids for b in d.in_flight())
                       and not self._completer.unstored(), DRAIN_SECONDS)
